@@ -1,0 +1,120 @@
+//! The canonical JSON form that document hashes are computed over: RFC 8785
+//! (JSON Canonicalization Scheme), so a verifier in any language can reproduce it.
+//!
+//! One documented extension: integers beyond ±2^53 are written with all their
+//! digits (RFC 8785 would first round them to an IEEE double). Within ±2^53 the
+//! output is exactly RFC 8785's. See `docs/merkle.md`.
+
+use crate::Value;
+
+/// The RFC 8785 canonical bytes of a value.
+///
+/// ```
+/// use stratosdb_proof::{canonical_json, Value};
+/// let v = Value::from_json_str(r#"{"b": [1.0, "é"], "a": 1e21}"#).unwrap();
+/// assert_eq!(canonical_json(&v), r#"{"a":1e+21,"b":[1,"é"]}"#.as_bytes());
+/// ```
+pub fn canonical_json(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_value(value, &mut out);
+    out
+}
+
+fn write_value(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Float(f) => {
+            // ECMAScript Number.prototype.toString, as RFC 8785 requires.
+            let mut buf = ryu_js::Buffer::new();
+            out.extend_from_slice(buf.format_finite(*f).as_bytes());
+        }
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write_value(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            // RFC 8785 sorts keys by their UTF-16 code units, which differs from
+            // Rust's byte order for characters above U+FFFF.
+            let mut keys: Vec<&String> = map.keys().collect();
+            if keys.iter().any(|k| k.chars().any(|c| c as u32 > 0xFFFF)) {
+                keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+            }
+            out.push(b'{');
+            for (n, key) in keys.into_iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write_string(key, out);
+                out.push(b':');
+                write_value(&map[key], out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0C => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x00..=0x1F => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xF) as usize]);
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(text: &str) -> String {
+        String::from_utf8(canonical_json(&Value::from_json_str(text).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn rfc8785_number_examples() {
+        // From RFC 8785 appendix B (values representable as finite doubles).
+        assert_eq!(canon("0.0"), "0");
+        assert_eq!(canon("-0.0"), "0");
+        assert_eq!(canon("5e-324"), "5e-324");
+        assert_eq!(canon("1.7976931348623157e308"), "1.7976931348623157e+308");
+        assert_eq!(canon("9007199254740992"), "9007199254740992");
+        assert_eq!(canon("1e21"), "1e+21");
+        assert_eq!(canon("1e20"), "100000000000000000000");
+        assert_eq!(canon("0.000001"), "0.000001");
+        assert_eq!(canon("0.0000001"), "1e-7");
+    }
+
+    #[test]
+    fn rfc8785_string_and_key_order() {
+        assert_eq!(canon(r#""\u0001\n\"\\/€""#), r#""\u0001\n\"\\/€""#);
+        // RFC 8785 section 3.2.3: sorting by UTF-16 code units.
+        assert_eq!(
+            canon(r#"{"\u20ac":1,"\r":2,"\ud83d\ude00":3,"1":4,"\u00f6":5,"\ufb33":6}"#),
+            "{\"\\r\":2,\"1\":4,\"\u{f6}\":5,\"\u{20ac}\":1,\"\u{1f600}\":3,\"\u{fb33}\":6}"
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! # stratosdb-proof
+//!
+//! What an auditor or a light client needs to check stratosdb's answers, with no
+//! storage engine attached: the document model ([`Value`]), its canonical form
+//! (RFC 8785, [`canonical_json`]), the hashes of the shard commitment
+//! ([`hash`]), and inclusion / non-inclusion proofs ([`InclusionProof`],
+//! [`NonInclusionProof`]). The byte-level format is in `docs/merkle.md`.
+
+mod canonical;
+mod codec;
+pub mod hash;
+mod proof;
+mod value;
+
+pub use canonical::canonical_json;
+pub use codec::{decode_value, encode_value};
+pub use hash::{EMPTY_ROOT, Hash};
+pub use proof::{InclusionProof, MAX_PROOF_DEPTH, NonInclusionProof, Proof, ProofLevel, Terminal};
+pub use value::{MAX_NESTING_DEPTH, Object, PathSegment, Value, cmp_int_float};
+
+/// Why a value could not be made into a stratosdb value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("integer {0} is outside the 64-bit signed range")]
+    IntegerOutOfRange(String),
+    #[error("number {0} is not finite; JSON has no NaN or infinity")]
+    NonFiniteNumber(String),
+    #[error("corrupt value encoding: {0}")]
+    Corrupt(String),
+    #[error("value nested deeper than {0} levels")]
+    TooDeep(usize),
+}
+
+/// Why a proof did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("proof is malformed: {0}")]
+    Malformed(String),
+    #[error("proof leads to root {computed}, not the expected {expected}")]
+    RootMismatch { expected: String, computed: String },
+}

@@ -1,0 +1,225 @@
+//! Inclusion and non-inclusion proofs for a shard root, and their verification.
+//!
+//! The tree is a 16-ary sparse Merkle tree over `key_hash(collection, _id)`
+//! (see `docs/merkle.md`): a proof is the list of inner nodes on the key's path,
+//! each given as its child bitmap and the hashes of the children not on the path.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::{EMPTY_ROOT, Hash, doc_hash, key_hash, leaf_hash, nibble, node_hash};
+use crate::{ProofError, Value};
+
+/// One inner node on the path from the root, top first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofLevel {
+    /// Bit `i` set when the node has a child at nibble `i`.
+    pub bitmap: u16,
+    /// Hashes of the present children other than the one on the path, in nibble order.
+    #[serde(with = "hex_hashes")]
+    pub siblings: Vec<Hash>,
+}
+
+/// Proves that a document, exactly as given, is in a shard under a root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    pub collection: String,
+    pub id: String,
+    pub levels: Vec<ProofLevel>,
+}
+
+/// What sits where the absent key would be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Terminal {
+    /// The slot is empty (with no levels: the whole shard is empty).
+    EmptySlot,
+    /// Another document's leaf occupies the slot: its key shares the path so far.
+    OtherLeaf {
+        #[serde(with = "hex_hash")]
+        key_hash: Hash,
+        #[serde(with = "hex_hash")]
+        doc_hash: Hash,
+    },
+}
+
+/// Proves that no document with this `_id` is in the collection under a root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NonInclusionProof {
+    pub collection: String,
+    pub id: String,
+    pub levels: Vec<ProofLevel>,
+    pub terminal: Terminal,
+}
+
+/// Either kind of proof, as a lookup returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "proof", rename_all = "snake_case")]
+pub enum Proof {
+    Inclusion(InclusionProof),
+    NonInclusion(NonInclusionProof),
+}
+
+/// The longest possible path: one level per nibble of a SHA-256 key.
+pub const MAX_PROOF_DEPTH: usize = 64;
+
+impl InclusionProof {
+    /// Checks that `document` is stored under (`collection`, `id`) in the shard
+    /// whose root is `root`.
+    ///
+    /// ```
+    /// use stratosdb_proof::{hash, InclusionProof, Value};
+    /// let doc = Value::from_json_str(r#"{"_id":"a","n":1}"#).unwrap();
+    /// // A shard holding one document has that document's leaf as its root.
+    /// let root = hash::leaf_hash(&hash::key_hash("c", "a"), &hash::doc_hash(&doc));
+    /// let proof = InclusionProof { collection: "c".into(), id: "a".into(), levels: vec![] };
+    /// assert!(proof.verify(&root, &doc).is_ok());
+    /// ```
+    pub fn verify(&self, root: &Hash, document: &Value) -> Result<(), ProofError> {
+        self.verify_doc_hash(root, &doc_hash(document))
+    }
+
+    /// As [`InclusionProof::verify`], for a document hash computed by the caller.
+    pub fn verify_doc_hash(&self, root: &Hash, doc_hash: &Hash) -> Result<(), ProofError> {
+        let key = key_hash(&self.collection, &self.id);
+        let computed = fold_to_root(&key, &self.levels, Some(leaf_hash(&key, doc_hash)))?;
+        check_root(root, &computed)
+    }
+}
+
+impl NonInclusionProof {
+    /// Checks that no document with (`collection`, `id`) is in the shard under `root`.
+    pub fn verify(&self, root: &Hash) -> Result<(), ProofError> {
+        let key = key_hash(&self.collection, &self.id);
+        let slot = match &self.terminal {
+            Terminal::EmptySlot => None,
+            Terminal::OtherLeaf {
+                key_hash: other,
+                doc_hash,
+            } => {
+                if *other == key {
+                    return Err(ProofError::Malformed(
+                        "the occupying leaf is the key itself".into(),
+                    ));
+                }
+                if (0..self.levels.len()).any(|d| nibble(other, d) != nibble(&key, d)) {
+                    return Err(ProofError::Malformed(
+                        "the occupying leaf is not on the key's path".into(),
+                    ));
+                }
+                Some(leaf_hash(other, doc_hash))
+            }
+        };
+        let computed = fold_to_root(&key, &self.levels, slot)?;
+        check_root(root, &computed)
+    }
+}
+
+impl Proof {
+    /// Verifies an inclusion proof against `document` (which must be given) or a
+    /// non-inclusion proof (for which `document` must be `None`).
+    pub fn verify(&self, root: &Hash, document: Option<&Value>) -> Result<(), ProofError> {
+        match (self, document) {
+            (Proof::Inclusion(p), Some(doc)) => p.verify(root, doc),
+            (Proof::NonInclusion(p), None) => p.verify(root),
+            (Proof::Inclusion(_), None) => Err(ProofError::Malformed(
+                "an inclusion proof needs the document".into(),
+            )),
+            (Proof::NonInclusion(_), Some(_)) => Err(ProofError::Malformed(
+                "a non-inclusion proof cannot vouch for a document".into(),
+            )),
+        }
+    }
+}
+
+fn check_root(expected: &Hash, computed: &Hash) -> Result<(), ProofError> {
+    if expected == computed {
+        Ok(())
+    } else {
+        Err(ProofError::RootMismatch {
+            expected: hex::encode(expected),
+            computed: hex::encode(computed),
+        })
+    }
+}
+
+/// Hashes from the slot at depth `levels.len()` on `key`'s path up to the root.
+/// `slot` is the hash in that slot, `None` when it is empty.
+fn fold_to_root(key: &Hash, levels: &[ProofLevel], slot: Option<Hash>) -> Result<Hash, ProofError> {
+    if levels.len() > MAX_PROOF_DEPTH {
+        return Err(ProofError::Malformed(format!(
+            "{} levels, more than the {MAX_PROOF_DEPTH} a key has",
+            levels.len()
+        )));
+    }
+    let mut current = slot;
+    let mut children: Vec<Hash> = Vec::with_capacity(16);
+    for (depth, level) in levels.iter().enumerate().rev() {
+        let on_path = nibble(key, depth);
+        let present = level.bitmap & (1 << on_path) != 0;
+        if present != current.is_some() {
+            return Err(ProofError::Malformed(format!(
+                "level {depth}: bitmap disagrees with the child on the path"
+            )));
+        }
+        let expected_siblings = level.bitmap.count_ones() as usize - usize::from(present);
+        if level.siblings.len() != expected_siblings {
+            return Err(ProofError::Malformed(format!(
+                "level {depth}: {} sibling hashes for a bitmap that needs {expected_siblings}",
+                level.siblings.len()
+            )));
+        }
+        let mut siblings = level.siblings.iter();
+        children.clear();
+        for i in 0..16u8 {
+            if level.bitmap & (1 << i) == 0 {
+                continue;
+            }
+            if i == on_path {
+                children.extend(current);
+            } else if let Some(s) = siblings.next() {
+                children.push(*s);
+            }
+        }
+        current = Some(node_hash(level.bitmap, children.iter()));
+    }
+    Ok(current.unwrap_or(EMPTY_ROOT))
+}
+
+/// Hashes as lower-case hex strings in JSON.
+mod hex_hash {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(h))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&text, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
+
+mod hex_hashes {
+    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
+
+    pub fn serialize<S: Serializer>(hs: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(hs.len()))?;
+        for h in hs {
+            seq.serialize_element(&hex::encode(h))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(text, &mut out).map_err(serde::de::Error::custom)?;
+                Ok(out)
+            })
+            .collect()
+    }
+}

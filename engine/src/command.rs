@@ -1,0 +1,110 @@
+//! Write operations and the serialized command that replication carries.
+
+use bincode::{Decode, Encode};
+use stratosdb_proof::Value;
+
+use crate::{EngineError, IndexSpec, Result};
+
+/// One write. A batch of them ([`Command`]) applies all or nothing.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub enum Op {
+    CreateCollection {
+        name: String,
+    },
+    DropCollection {
+        name: String,
+    },
+    CreateIndex {
+        collection: String,
+        spec: IndexSpec,
+    },
+    DropIndex {
+        collection: String,
+        name: String,
+    },
+    /// Fails if a document with the same `_id` exists.
+    Insert {
+        collection: String,
+        doc: Value,
+    },
+    /// Fails unless a document with the same `_id` exists.
+    Replace {
+        collection: String,
+        doc: Value,
+    },
+    /// Inserts or replaces.
+    Upsert {
+        collection: String,
+        doc: Value,
+    },
+    /// Sets and unsets paths of an existing document, in order.
+    Patch {
+        collection: String,
+        id: String,
+        changes: Vec<PatchChange>,
+    },
+    /// Removes a document; removing an absent one changes nothing.
+    Delete {
+        collection: String,
+        id: String,
+    },
+}
+
+/// One change of a [`Op::Patch`]: paths are dotted (`address.city`); a numeric
+/// segment indexes an existing array element.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub enum PatchChange {
+    /// Sets the path, creating missing intermediate objects.
+    Set { path: String, value: Value },
+    /// Removes the path if present.
+    Unset { path: String },
+}
+
+/// What replication proposes and every replica applies: a batch of operations.
+/// Every document in it already has its `_id` (ids are chosen before proposing,
+/// so that applying is deterministic).
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct Command {
+    pub ops: Vec<Op>,
+}
+
+/// Wire-format version, the first byte of every encoded command.
+const COMMAND_VERSION: u8 = 1;
+
+impl Command {
+    /// The bytes a raft entry carries.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![COMMAND_VERSION];
+        // Encoding owned data into a Vec cannot fail.
+        out.extend(bincode::encode_to_vec(self, bincode::config::standard()).unwrap_or_default());
+        out
+    }
+
+    /// Decodes a command, refusing anything over `limit` bytes before reading it.
+    pub fn decode(bytes: &[u8], limit: usize) -> Result<Command> {
+        if bytes.len() > limit {
+            return Err(EngineError::CommandTooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        match bytes.split_first() {
+            Some((&COMMAND_VERSION, body)) => {
+                let config = bincode::config::standard().with_limit::<{ 64 << 20 }>();
+                let (cmd, used) = bincode::decode_from_slice(body, config)
+                    .map_err(|e| EngineError::MalformedCommand(e.to_string()))?;
+                if used != body.len() {
+                    return Err(EngineError::MalformedCommand(format!(
+                        "{} trailing bytes",
+                        body.len() - used
+                    )));
+                }
+                Ok(cmd)
+            }
+            Some((v, _)) => Err(EngineError::MalformedCommand(format!(
+                "unknown command version {v}"
+            ))),
+            None => Err(EngineError::MalformedCommand("empty command".into())),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Byte layouts: the order-preserving encoding of values for index keys
+//! (`docs/keys.md`), and where each kind of record lives in a shard's tree.
+//!
+//! Encoded values compare byte-wise exactly as [`Value`]s compare:
+//! `missing < null < false < true < numbers < strings < arrays < objects`,
+//! with integers and floats interleaved numerically (`1` and `1.0` encode the same).
+
+use stratosdb_proof::Value;
+
+/// Type tags of the index encoding. 0x00 is kept free as a terminator.
+pub const TAG_MISSING: u8 = 0x01;
+pub const TAG_NULL: u8 = 0x02;
+pub const TAG_FALSE: u8 = 0x03;
+pub const TAG_TRUE: u8 = 0x04;
+pub const TAG_NUMBER: u8 = 0x05;
+pub const TAG_STRING: u8 = 0x06;
+pub const TAG_ARRAY: u8 = 0x07;
+pub const TAG_OBJECT: u8 = 0x08;
+
+/// Appends the order-preserving encoding of `value` (`None`: the field is missing).
+pub fn encode_index_value(value: Option<&Value>, out: &mut Vec<u8>) {
+    let Some(value) = value else {
+        out.push(TAG_MISSING);
+        return;
+    };
+    match value {
+        Value::Null => out.push(TAG_NULL),
+        Value::Bool(false) => out.push(TAG_FALSE),
+        Value::Bool(true) => out.push(TAG_TRUE),
+        Value::Int(i) => encode_number(*i as f64, int_residual(*i), out),
+        Value::Float(f) => encode_number(*f, 0, out),
+        Value::String(s) => {
+            out.push(TAG_STRING);
+            encode_bytes(s.as_bytes(), out);
+        }
+        Value::Array(items) => {
+            out.push(TAG_ARRAY);
+            for item in items {
+                encode_index_value(Some(item), out);
+            }
+            out.push(0x00);
+        }
+        Value::Object(map) => {
+            out.push(TAG_OBJECT);
+            for (k, v) in map {
+                out.push(0x01);
+                encode_bytes(k.as_bytes(), out);
+                encode_index_value(Some(v), out);
+            }
+            out.push(0x00);
+        }
+    }
+}
+
+/// How far an integer is from the double nearest to it. Doubles are 2048 apart
+/// at most near 2^63, so the residual fits an i16.
+fn int_residual(i: i64) -> i16 {
+    let rounded = i as f64;
+    // `rounded` may be 2^63, which does not fit i64: compute in i128.
+    let diff = i as i128 - rounded as i128;
+    diff as i16
+}
+
+/// A number is its nearest double (order-preserving bits) then the integer's
+/// residual from it: rounding is monotonic, so (double, residual) orders exactly.
+fn encode_number(f: f64, residual: i16, out: &mut Vec<u8>) {
+    let f = if f == 0.0 { 0.0 } else { f }; // -0.0 == 0.0
+    let bits = f.to_bits();
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    out.push(TAG_NUMBER);
+    out.extend_from_slice(&ordered.to_be_bytes());
+    out.extend_from_slice(&((residual as u16) ^ 0x8000).to_be_bytes());
+}
+
+/// Byte strings: 0x00 escaped as 0x00 0xFF, terminated by 0x00 0x00, so the
+/// encoding is prefix-free and keeps byte order.
+fn encode_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    for &b in bytes {
+        if b == 0 {
+            out.extend_from_slice(&[0x00, 0xFF]);
+        } else {
+            out.push(b);
+        }
+    }
+    out.extend_from_slice(&[0x00, 0x00]);
+}
+
+/// The smallest byte string greater than every string that starts with `prefix`
+/// (`None` when there is none: the prefix is all 0xFF).
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut out = prefix.to_vec();
+    while let Some(last) = out.pop() {
+        if last < 0xFF {
+            out.push(last + 1);
+            return Some(out);
+        }
+    }
+    None
+}
+
+// ---- The layout of a shard's tree ----------------------------------------
+//
+//   0x00 'a'                       applied raft index (u64 be)
+//   0x00 'c' name                  collection metadata (CollectionMeta)
+//   0x00 'n'                       next collection number (u32 be)
+//   0x00 'r'                       restore-in-progress marker
+//   0x01 coll(u32 be) _id          document (stratosdb_proof::encode_value)
+//   0x02 coll index(u32 be) values [_id]   index entry; value = _id
+//   0x03 depth nibbles...          Merkle inner node (merkle::Node)
+
+pub const APPLIED_INDEX_KEY: &[u8] = &[0x00, b'a'];
+pub const NEXT_COLLECTION_KEY: &[u8] = &[0x00, b'n'];
+pub const RESTORING_KEY: &[u8] = &[0x00, b'r'];
+pub const META_PREFIX: u8 = 0x00;
+pub const DOC_PREFIX: u8 = 0x01;
+pub const INDEX_PREFIX: u8 = 0x02;
+pub const MERKLE_PREFIX: u8 = 0x03;
+
+pub fn collection_meta_key(name: &str) -> Vec<u8> {
+    let mut k = vec![0x00, b'c'];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn collection_meta_prefix() -> Vec<u8> {
+    vec![0x00, b'c']
+}
+
+pub fn doc_prefix(collection: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + 32);
+    k.push(DOC_PREFIX);
+    k.extend_from_slice(&collection.to_be_bytes());
+    k
+}
+
+pub fn doc_key(collection: u32, id: &str) -> Vec<u8> {
+    let mut k = doc_prefix(collection);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub fn index_prefix(collection: u32, index: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + 32);
+    k.push(INDEX_PREFIX);
+    k.extend_from_slice(&collection.to_be_bytes());
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn enc(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_index_value(Some(v), &mut out);
+        out
+    }
+
+    pub(crate) fn arb_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            (-5i64..5).prop_map(Value::Int),
+            (-5i64..5).prop_map(|i| Value::Float(i as f64)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::Float),
+            (-4.0f64..4.0).prop_map(Value::Float),
+            Just(Value::Int(i64::MAX)),
+            Just(Value::Int(i64::MIN)),
+            Just(Value::Float(9_223_372_036_854_775_808.0)),
+            "[a-c\u{0}]{0,3}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("[a-c\u{0}]{0,2}", inner, 0..3).prop_map(Value::Object),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn encoding_order_matches_value_order(a in arb_value(), b in arb_value()) {
+            prop_assert_eq!(enc(&a).cmp(&enc(&b)), a.cmp(&b), "{} vs {}", a, b);
+        }
+    }
+
+    #[test]
+    fn ints_and_floats_interleave() {
+        let seq = [
+            Value::Int(i64::MIN),
+            Value::Float(-1.5),
+            Value::Int(-1),
+            Value::Float(-0.5),
+            Value::Int(0),
+            Value::Float(0.5),
+            Value::Int(1),
+            Value::Float(1.5),
+            Value::Int(9_007_199_254_740_992),
+            Value::Int(9_007_199_254_740_993),
+            Value::Float(9_007_199_254_740_994.0),
+            Value::Int(i64::MAX),
+            Value::Float(1e300),
+        ];
+        for w in seq.windows(2) {
+            assert!(enc(&w[0]) < enc(&w[1]), "{} < {}", w[0], w[1]);
+        }
+        assert_eq!(enc(&Value::Int(1)), enc(&Value::Float(1.0)));
+        assert_eq!(enc(&Value::Float(-0.0)), enc(&Value::Int(0)));
+    }
+
+    #[test]
+    fn missing_sorts_first() {
+        let mut missing = Vec::new();
+        encode_index_value(None, &mut missing);
+        assert!(missing < enc(&Value::Null));
+    }
+}

@@ -1,0 +1,42 @@
+//! # stratosdb-engine
+//!
+//! The storage core of stratosdb: JSON documents in collections, secondary
+//! indexes with an order-preserving key encoding, and each shard's Merkle
+//! commitment, all written in one atomic batch per write, on a storage trait
+//! ([`KvStore`]) implemented with sled.
+//!
+//! - [`Engine`] opens the files and hands out [`Shard`]s.
+//! - A [`Shard`] holds collections; writes are [`Op`]s applied atomically
+//!   ([`Shard::write`]), or serialized [`Command`]s applied at a raft index
+//!   ([`Shard::apply`]).
+//! - Reads: [`Shard::get`], [`Shard::scan`] by `_id`, [`Shard::index_scan`].
+//! - Authenticated state: [`Shard::root`], [`Shard::prove`]; verification lives
+//!   in `stratosdb-proof` (re-exported as [`proof`]) and needs no storage.
+//! - Snapshots: [`Shard::export_snapshot`], [`Shard::import_snapshot`].
+
+mod catalog;
+mod command;
+mod document;
+mod engine;
+mod error;
+pub mod keys;
+mod merkle;
+mod shard;
+mod snapshot;
+pub mod storage;
+mod txn;
+
+pub use catalog::{CollectionInfo, IndexInfo, IndexSpec};
+pub use command::{Command, Op, PatchChange};
+pub use document::{Limits, parse_path, path_values};
+pub use engine::{Engine, EngineConfig};
+pub use error::{EngineError, Result};
+pub use merkle::root_from_scratch;
+pub use shard::{
+    ApplyOutcome, DocIter, Durability, IdIter, IndexRange, OpOutcome, RawDocument, Shard, ShardId,
+    WriteResult,
+};
+pub use snapshot::SnapshotSummary;
+pub use storage::{KvStore, KvTree, SledStore};
+pub use stratosdb_proof as proof;
+pub use stratosdb_proof::{Hash, Object, Value};

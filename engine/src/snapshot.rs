@@ -1,0 +1,264 @@
+//! Shard snapshots: a consistent export streamed in chunks, and an import that
+//! rebuilds the shard beside the old one, checks the root, then swaps it in.
+//!
+//! Only the catalog and the documents travel. Indexes and Merkle nodes are
+//! rebuilt on import: that costs CPU on the receiver, but it is also what lets
+//! the receiver check the exporter's root instead of trusting shipped nodes.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use bincode::{Decode, Encode};
+use stratosdb_proof::Value;
+use stratosdb_proof::hash::Hash;
+
+use crate::engine::tree_name;
+use crate::keys::APPLIED_INDEX_KEY;
+use crate::shard::Shard;
+use crate::storage::{KvStore, KvTree, WriteBatch};
+use crate::{EngineError, IndexSpec, Op, Result, merkle};
+
+const SNAPSHOT_VERSION: u8 = 1;
+
+#[derive(Debug, Encode, Decode)]
+enum Chunk {
+    Header {
+        version: u8,
+        applied_index: u64,
+        root: Hash,
+        documents: u64,
+        collections: Vec<(String, Vec<IndexSpec>)>,
+    },
+    Documents {
+        collection: String,
+        docs: Vec<Value>,
+    },
+    End,
+}
+
+/// What a snapshot held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    pub applied_index: u64,
+    pub root: Hash,
+    pub documents: u64,
+    pub chunks: u64,
+}
+
+fn encode_chunk(chunk: &Chunk) -> Vec<u8> {
+    bincode::encode_to_vec(chunk, bincode::config::standard()).unwrap_or_default()
+}
+
+fn decode_chunk(bytes: &[u8]) -> Result<Chunk> {
+    let config = bincode::config::standard().with_limit::<{ 256 << 20 }>();
+    bincode::decode_from_slice(bytes, config)
+        .map(|(c, _)| c)
+        .map_err(|e| EngineError::SnapshotRejected(format!("undecodable chunk: {e}")))
+}
+
+impl<S: KvStore> Shard<S> {
+    /// Streams a consistent snapshot of the shard to `sink`, in chunks of about
+    /// `chunk_bytes`. Writes to this shard wait until the export is done.
+    pub fn export_snapshot(
+        &self,
+        chunk_bytes: usize,
+        mut sink: impl FnMut(Vec<u8>) -> Result<()>,
+    ) -> Result<SnapshotSummary> {
+        let _guard = self.inner.write_lock.lock();
+        let tree = self.tree();
+        let root = merkle::root(&tree)?;
+        let applied_index = self.applied_index()?;
+        let names = self.collections();
+        let mut collections = Vec::new();
+        let mut documents = 0;
+        for name in &names {
+            let info = self.collection(name)?;
+            documents += info.count;
+            collections.push((
+                name.clone(),
+                info.indexes.iter().map(|i| i.spec.clone()).collect(),
+            ));
+        }
+        let mut chunks = 1;
+        sink(encode_chunk(&Chunk::Header {
+            version: SNAPSHOT_VERSION,
+            applied_index,
+            root,
+            documents,
+            collections,
+        }))?;
+        for name in &names {
+            let mut docs = Vec::new();
+            let mut size = 0;
+            for item in self.scan(name, Bound::Unbounded, Bound::Unbounded, false)? {
+                let (_, doc) = item?;
+                size += 64 + doc.to_json_string().len() / 2;
+                docs.push(doc);
+                if size >= chunk_bytes {
+                    sink(encode_chunk(&Chunk::Documents {
+                        collection: name.clone(),
+                        docs: std::mem::take(&mut docs),
+                    }))?;
+                    chunks += 1;
+                    size = 0;
+                }
+            }
+            if !docs.is_empty() {
+                sink(encode_chunk(&Chunk::Documents {
+                    collection: name.clone(),
+                    docs,
+                }))?;
+                chunks += 1;
+            }
+        }
+        sink(encode_chunk(&Chunk::End))?;
+        Ok(SnapshotSummary {
+            applied_index,
+            root,
+            documents,
+            chunks: chunks + 1,
+        })
+    }
+
+    /// Replaces the shard's contents with a snapshot. The new contents are built
+    /// in a separate tree; only if every chunk is sound and the rebuilt root
+    /// equals the exporter's root does the shard switch to it. Otherwise the
+    /// shard is unchanged and the error says why.
+    pub fn import_snapshot(
+        &self,
+        chunks: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<SnapshotSummary> {
+        let _guard = self.inner.write_lock.lock();
+        let shared = &self.inner.shared;
+        let current = shared
+            .directory
+            .get(&self.id().to_be_bytes())?
+            .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
+            .unwrap_or_else(|| tree_name(self.id(), 0));
+        let generation = current
+            .rsplit('-')
+            .next()
+            .and_then(|g| g.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        let staging_name = tree_name(self.id(), generation);
+        let staging_tree = shared.store.open_tree(&staging_name)?;
+        let result = self.fill_staging(staging_tree.clone(), chunks);
+        let (summary, staging) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                shared.store.drop_tree(&staging_name)?;
+                return Err(e);
+            }
+        };
+        // Durable before the switch, so the directory never points at a partial tree.
+        shared.store.flush()?;
+        let mut batch = WriteBatch::default();
+        batch.put(self.id().to_be_bytes().to_vec(), staging_name.into_bytes());
+        shared.directory.apply(batch)?;
+        shared.store.flush()?;
+        *self.inner.tree.write() = staging_tree;
+        *self.inner.catalog.write() = staging.inner.catalog.read().clone();
+        shared.store.drop_tree(&current)?;
+        Ok(summary)
+    }
+
+    fn fill_staging(
+        &self,
+        tree: S::Tree,
+        chunks: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<(SnapshotSummary, Shard<S>)> {
+        let staging = Shard::open(self.id(), self.inner.shared.clone(), tree.clone())?;
+        let mut chunks = chunks.into_iter();
+        let reject = |why: String| EngineError::SnapshotRejected(why);
+        let first = chunks.next().ok_or_else(|| reject("no chunks".into()))?;
+        let Chunk::Header {
+            version,
+            applied_index,
+            root,
+            documents,
+            collections,
+        } = decode_chunk(&first)?
+        else {
+            return Err(reject("the first chunk is not a header".into()));
+        };
+        if version != SNAPSHOT_VERSION {
+            return Err(reject(format!("unknown snapshot version {version}")));
+        }
+        let mut ddl = Vec::new();
+        for (name, specs) in collections {
+            ddl.push(Op::CreateCollection { name: name.clone() });
+            for spec in specs {
+                ddl.push(Op::CreateIndex {
+                    collection: name.clone(),
+                    spec,
+                });
+            }
+        }
+        staging.write(ddl, crate::Durability::Buffered)?;
+        let mut seen = 0u64;
+        let mut count = 1u64;
+        let mut ended = false;
+        for bytes in chunks.by_ref() {
+            count += 1;
+            match decode_chunk(&bytes)? {
+                Chunk::Documents { collection, docs } => {
+                    seen += docs.len() as u64;
+                    let ops = docs
+                        .into_iter()
+                        .map(|doc| Op::Insert {
+                            collection: collection.clone(),
+                            doc,
+                        })
+                        .collect();
+                    staging.write(ops, crate::Durability::Buffered)?;
+                }
+                Chunk::End => {
+                    ended = true;
+                    break;
+                }
+                Chunk::Header { .. } => return Err(reject("a second header".into())),
+            }
+        }
+        if !ended || chunks.next().is_some() {
+            return Err(reject(
+                "the stream does not end with exactly one end chunk".into(),
+            ));
+        }
+        if seen != documents {
+            return Err(reject(format!(
+                "the header announces {documents} documents, the chunks hold {seen}"
+            )));
+        }
+        let rebuilt = merkle::root(&tree)?;
+        if rebuilt != root {
+            return Err(reject(format!(
+                "rebuilt root {} differs from the exporter's root {}",
+                hex(&rebuilt),
+                hex(&root)
+            )));
+        }
+        let mut batch = WriteBatch::default();
+        batch.put(
+            APPLIED_INDEX_KEY.to_vec(),
+            applied_index.to_be_bytes().to_vec(),
+        );
+        tree.apply(batch)?;
+        let staging = Shard {
+            inner: Arc::clone(&staging.inner),
+        };
+        Ok((
+            SnapshotSummary {
+                applied_index,
+                root,
+                documents,
+                chunks: count,
+            },
+            staging,
+        ))
+    }
+}
+
+fn hex(h: &Hash) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,111 @@
+//! [`KvStore`] on sled 0.34. sled persists in the background every 500 ms; a
+//! durable write needs [`KvStore::flush`], which the engine groups (group commit).
+
+use std::ops::Bound;
+use std::path::Path;
+
+use super::{KvIter, KvStore, KvTree, WriteBatch};
+use crate::{EngineError, Result};
+
+fn storage_err(e: sled::Error) -> EngineError {
+    match e {
+        sled::Error::Corruption { .. } => EngineError::Corruption(e.to_string()),
+        other => EngineError::Storage(other.to_string()),
+    }
+}
+
+/// A sled database on disk (or in a temporary folder).
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+}
+
+impl SledStore {
+    /// Opens or creates the database in `dir`.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(storage_err)?;
+        Ok(SledStore { db })
+    }
+
+    /// A database in a temporary folder, removed when dropped.
+    pub fn temporary() -> Result<Self> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(storage_err)?;
+        Ok(SledStore { db })
+    }
+}
+
+impl KvStore for SledStore {
+    type Tree = SledTree;
+
+    fn open_tree(&self, name: &str) -> Result<SledTree> {
+        Ok(SledTree {
+            tree: self.db.open_tree(name).map_err(storage_err)?,
+        })
+    }
+
+    fn tree_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .db
+            .tree_names()
+            .into_iter()
+            .filter_map(|n| String::from_utf8(n.to_vec()).ok())
+            .collect())
+    }
+
+    fn drop_tree(&self, name: &str) -> Result<()> {
+        self.db.drop_tree(name).map_err(storage_err)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(storage_err)?;
+        Ok(())
+    }
+}
+
+/// One sled tree.
+#[derive(Clone)]
+pub struct SledTree {
+    tree: sled::Tree,
+}
+
+impl KvTree for SledTree {
+    type Bytes = sled::IVec;
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.tree.get(key).map_err(storage_err)
+    }
+
+    fn range(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        reverse: bool,
+    ) -> KvIter<sled::IVec> {
+        let iter = self.tree.range::<Vec<u8>, _>((lower, upper));
+        let map = |r: sled::Result<(sled::IVec, sled::IVec)>| r.map_err(storage_err);
+        if reverse {
+            Box::new(iter.rev().map(map))
+        } else {
+            Box::new(iter.map(map))
+        }
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        self.tree.apply_batch(b).map_err(storage_err)
+    }
+}
