@@ -53,12 +53,16 @@ impl Default for EngineConfig {
 /// ```
 pub struct Engine<S: KvStore = SledStore> {
     shared: Arc<Shared<S>>,
+    /// Open shards. Kept here, not in `Shared`, which every shard points to:
+    /// that would be a reference cycle and the store would never close.
+    shards: Arc<Mutex<HashMap<ShardId, Shard<S>>>>,
 }
 
 impl<S: KvStore> Clone for Engine<S> {
     fn clone(&self) -> Self {
         Engine {
             shared: self.shared.clone(),
+            shards: self.shards.clone(),
         }
     }
 }
@@ -68,7 +72,6 @@ pub(crate) struct Shared<S: KvStore> {
     pub config: EngineConfig,
     /// Maps a shard to the tree that holds it (changed by snapshot import).
     pub directory: S::Tree,
-    shards: Mutex<HashMap<ShardId, Shard<S>>>,
     commit: GroupCommit,
 }
 
@@ -96,9 +99,9 @@ impl<S: KvStore> Engine<S> {
                 store,
                 config,
                 directory,
-                shards: Mutex::new(HashMap::new()),
                 commit: GroupCommit::default(),
             }),
+            shards: Arc::new(Mutex::new(HashMap::new())),
         };
         engine.remove_abandoned_trees()?;
         Ok(engine)
@@ -110,7 +113,7 @@ impl<S: KvStore> Engine<S> {
 
     /// The shard with this id, created empty if it does not exist.
     pub fn shard(&self, id: ShardId) -> Result<Shard<S>> {
-        let mut shards = self.shared.shards.lock();
+        let mut shards = self.shards.lock();
         if let Some(shard) = shards.get(&id) {
             return Ok(shard.clone());
         }

@@ -148,7 +148,11 @@ impl<S: KvStore> Shard<S> {
             Ok(ok) => ok,
             Err(e) => {
                 shared.store.drop_tree(&staging_name)?;
-                return Err(e);
+                return Err(match e {
+                    EngineError::Storage(_) | EngineError::SnapshotRejected(_) => e,
+                    // A write the snapshot's own contents made fail (a duplicate, a limit).
+                    other => EngineError::SnapshotRejected(other.to_string()),
+                });
             }
         };
         // Durable before the switch, so the directory never points at a partial tree.

@@ -33,11 +33,20 @@ fn engine_with(limits: Limits) -> Shard {
 
 fn state(shard: &Shard) -> (stratosdb_engine::Hash, u64, Vec<String>) {
     let docs = shard
-        .scan("c", std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, false)
+        .scan(
+            "c",
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+            false,
+        )
         .unwrap()
         .map(|r| r.unwrap().1.to_json_string())
         .collect();
-    (shard.root().unwrap(), shard.collection("c").unwrap().count, docs)
+    (
+        shard.root().unwrap(),
+        shard.collection("c").unwrap().count,
+        docs,
+    )
 }
 
 fn insert(shard: &Shard, doc: Value) -> Result<(), EngineError> {
@@ -65,15 +74,34 @@ fn every_limit_refuses_and_changes_nothing() {
 
     let big = v(&format!(r#"{{"_id":"big","s":"{}"}}"#, "x".repeat(2000)));
     let e = insert(&shard, big).unwrap_err();
-    assert!(matches!(e, EngineError::DocumentTooLarge { limit: 1000, .. }), "{e}");
+    assert!(
+        matches!(e, EngineError::DocumentTooLarge { limit: 1000, .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("over the limit of 1000 bytes"));
 
-    let deep = v(&format!(r#"{{"_id":"deep","a":{}1{}}}"#, "[".repeat(9), "]".repeat(9)));
+    let deep = v(&format!(
+        r#"{{"_id":"deep","a":{}1{}}}"#,
+        "[".repeat(9),
+        "]".repeat(9)
+    ));
     let e = insert(&shard, deep).unwrap_err();
-    assert!(matches!(e, EngineError::DocumentTooDeep { depth: 10, limit: 8 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            EngineError::DocumentTooDeep {
+                depth: 10,
+                limit: 8
+            }
+        ),
+        "{e}"
+    );
 
     let e = insert(&shard, v("[1,2]")).unwrap_err();
-    assert!(e.to_string().contains("must be a JSON object, not array"), "{e}");
+    assert!(
+        e.to_string().contains("must be a JSON object, not array"),
+        "{e}"
+    );
 
     let e = insert(&shard, v(r#"{"_id":5}"#)).unwrap_err();
     assert!(matches!(e, EngineError::InvalidId { .. }), "{e}");
@@ -103,10 +131,16 @@ fn every_limit_refuses_and_changes_nothing() {
             Durability::Sync,
         )
         .unwrap_err();
-    assert!(matches!(e, EngineError::CollectionNotFound(ref c) if c == "nope"), "{e}");
+    assert!(
+        matches!(e, EngineError::CollectionNotFound(ref c) if c == "nope"),
+        "{e}"
+    );
 
     let e = shard.create_collection("bad name!").unwrap_err();
-    assert!(matches!(e, EngineError::InvalidCollectionName { .. }), "{e}");
+    assert!(
+        matches!(e, EngineError::InvalidCollectionName { .. }),
+        "{e}"
+    );
     let e = shard
         .create_index("c", IndexSpec::new("by_n", &["a..b"]))
         .unwrap_err();
@@ -125,9 +159,15 @@ fn every_limit_refuses_and_changes_nothing() {
 fn invalid_json_values_are_refused_by_name() {
     for (text, expect) in [
         (r#"{"a":"#, "invalid JSON"),
-        ("{\"a\":9223372036854775808}", "outside the 64-bit signed range"),
+        (
+            "{\"a\":9223372036854775808}",
+            "outside the 64-bit signed range",
+        ),
         ("{\"a\":1e999}", "invalid JSON"),
-        (&format!("{}{}", "[".repeat(200), "]".repeat(200)), "invalid JSON"),
+        (
+            &format!("{}{}", "[".repeat(200), "]".repeat(200)),
+            "invalid JSON",
+        ),
     ] {
         let e = Value::from_json_str(text).unwrap_err();
         assert!(e.to_string().contains(expect), "{text:.40}: {e}");
@@ -137,7 +177,11 @@ fn invalid_json_values_are_refused_by_name() {
 #[test]
 fn creating_a_unique_index_over_duplicates_fails_and_changes_nothing() {
     let shard = engine_with(Limits::default());
-    insert(&shard, Value::from_json_str(r#"{"_id":"a","n":1}"#).unwrap()).unwrap();
+    insert(
+        &shard,
+        Value::from_json_str(r#"{"_id":"a","n":1}"#).unwrap(),
+    )
+    .unwrap();
     let before = state(&shard);
     let e = shard
         .create_index("c", IndexSpec::new("by_n", &["n"]).unique())

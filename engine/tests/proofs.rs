@@ -41,9 +41,7 @@ fn assert_bit_flips_fail(shard: &Shard, proof: &Proof, root: &Hash, doc: Option<
                 let Proof::NonInclusion(p) = &parsed else {
                     panic!("flipped bit {bit} of byte {byte} still verifies");
                 };
-                let absent = shard
-                    .collection(&p.collection)
-                    .is_err()
+                let absent = shard.collection(&p.collection).is_err()
                     || shard.get(&p.collection, &p.id).unwrap().is_none();
                 assert!(absent, "forged non-inclusion of present {}", p.id);
             }
@@ -74,7 +72,11 @@ fn inclusion_proofs_verify_and_resist_tampering() {
             panic!()
         };
         m.insert("n".into(), Value::Int(i + 1));
-        assert!(proof.verify(&root, Some(&Value::Object(m.clone()))).is_err());
+        assert!(
+            proof
+                .verify(&root, Some(&Value::Object(m.clone())))
+                .is_err()
+        );
         m.insert("n".into(), Value::Float(i as f64 + 0.25));
         assert!(proof.verify(&root, Some(&Value::Object(m))).is_err());
         // The key changed.
@@ -113,7 +115,10 @@ fn non_inclusion_proofs_verify_and_resist_tampering() {
         moved.id = "d5".into();
         assert!(moved.verify(&root).is_err());
     }
-    assert!(kinds.0 > 0 && kinds.1 > 0, "both terminal kinds exercised: {kinds:?}");
+    assert!(
+        kinds.0 > 0 && kinds.1 > 0,
+        "both terminal kinds exercised: {kinds:?}"
+    );
 }
 
 #[test]

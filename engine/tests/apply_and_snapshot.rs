@@ -1,0 +1,240 @@
+//! What replication will rely on: deterministic apply at raft indexes, an
+//! applied index that survives restarts, and snapshots that move a shard and
+//! refuse anything that does not rebuild to the exporter's root.
+
+use std::ops::Bound;
+
+use stratosdb_engine::{
+    ApplyOutcome, Command, Engine, EngineConfig, EngineError, IndexRange, IndexSpec, Op,
+    PatchChange, Shard, Value,
+};
+
+fn commands() -> Vec<Vec<u8>> {
+    let v = |s: String| Value::from_json_str(&s).unwrap();
+    let mut out = vec![
+        Command {
+            ops: vec![
+                Op::CreateCollection {
+                    name: "users".into(),
+                },
+                Op::CreateIndex {
+                    collection: "users".into(),
+                    spec: IndexSpec::new("by_age", &["age"]),
+                },
+            ],
+        }
+        .encode(),
+    ];
+    for i in 0..200 {
+        let mut ops = vec![Op::Insert {
+            collection: "users".into(),
+            doc: v(format!(
+                r#"{{"_id":"u{i}","age":{},"tags":["t{}"]}}"#,
+                i % 50,
+                i % 7
+            )),
+        }];
+        if i % 10 == 9 {
+            ops.push(Op::Patch {
+                collection: "users".into(),
+                id: format!("u{}", i - 5),
+                changes: vec![PatchChange::Set {
+                    path: "address.city".into(),
+                    value: "Paris".into(),
+                }],
+            });
+            ops.push(Op::Delete {
+                collection: "users".into(),
+                id: format!("u{}", i - 9),
+            });
+        }
+        if i == 100 {
+            // A duplicate: rejected the same way everywhere.
+            ops.push(Op::Insert {
+                collection: "users".into(),
+                doc: v(r#"{"_id":"u3"}"#.into()),
+            });
+        }
+        out.push(Command { ops }.encode());
+    }
+    out
+}
+
+fn replica() -> (tempfile::TempDir, Engine, Shard) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let shard = engine.shard(3).unwrap();
+    (dir, engine, shard)
+}
+
+fn docs(shard: &Shard) -> Vec<String> {
+    shard
+        .scan("users", Bound::Unbounded, Bound::Unbounded, false)
+        .unwrap()
+        .map(|r| r.unwrap().1.to_json_string())
+        .collect()
+}
+
+#[test]
+fn replicas_applying_the_same_log_agree() {
+    let cmds = commands();
+    let (_d1, _e1, a) = replica();
+    let (_d2, _e2, b) = replica();
+    let mut rejected = 0;
+    for (i, cmd) in cmds.iter().enumerate() {
+        let index = i as u64 + 1;
+        let outcome = a.apply(index, cmd).unwrap();
+        if matches!(
+            outcome,
+            ApplyOutcome::Rejected(EngineError::DuplicateId { .. })
+        ) {
+            rejected += 1;
+        }
+        b.apply(index, cmd).unwrap();
+        // Re-delivery of an applied entry is a no-op.
+        assert!(matches!(
+            b.apply(index, cmd).unwrap(),
+            ApplyOutcome::AlreadyApplied
+        ));
+    }
+    assert_eq!(rejected, 1);
+    assert_eq!(a.root().unwrap(), b.root().unwrap());
+    assert_eq!(docs(&a), docs(&b));
+    assert_eq!(a.applied_index().unwrap(), cmds.len() as u64);
+    let by_age = |s: &Shard| -> Vec<String> {
+        s.index_scan("users", "by_age", &IndexRange::all(), true)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(by_age(&a), by_age(&b));
+}
+
+#[test]
+fn applied_index_and_data_survive_restart() {
+    let cmds = commands();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, count) = {
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let shard = engine.shard(3).unwrap();
+        for (i, cmd) in cmds.iter().take(50).enumerate() {
+            shard.apply(i as u64 + 1, cmd).unwrap();
+        }
+        engine.flush().unwrap();
+        (
+            shard.root().unwrap(),
+            shard.collection("users").unwrap().count,
+        )
+    };
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let shard = engine.shard(3).unwrap();
+    assert_eq!(shard.applied_index().unwrap(), 50);
+    assert_eq!(shard.root().unwrap(), root);
+    assert_eq!(shard.root_from_scratch().unwrap(), root);
+    assert_eq!(shard.collection("users").unwrap().count, count);
+    assert!(matches!(
+        shard.apply(50, &cmds[49]).unwrap(),
+        ApplyOutcome::AlreadyApplied
+    ));
+    assert!(matches!(
+        shard.apply(51, &cmds[50]).unwrap(),
+        ApplyOutcome::Applied(_)
+    ));
+}
+
+#[test]
+fn snapshot_moves_a_shard_and_checks_its_root() {
+    let cmds = commands();
+    let (_d1, _e1, source) = replica();
+    for (i, cmd) in cmds.iter().enumerate() {
+        source.apply(i as u64 + 1, cmd).unwrap();
+    }
+    let mut chunks = Vec::new();
+    let summary = source
+        .export_snapshot(4096, |c| {
+            chunks.push(c);
+            Ok(())
+        })
+        .unwrap();
+    assert!(chunks.len() > 3, "streamed in several chunks");
+    assert_eq!(summary.root, source.root().unwrap());
+
+    // The target has unrelated data that the snapshot replaces.
+    let (dir, engine, target) = replica();
+    target.create_collection("old").unwrap();
+    target
+        .insert("old", Value::from_json_str(r#"{"_id":"x"}"#).unwrap())
+        .unwrap();
+    let imported = target.import_snapshot(chunks.clone()).unwrap();
+    assert_eq!(imported.root, summary.root);
+    assert_eq!(target.root().unwrap(), source.root().unwrap());
+    assert_eq!(target.collections(), vec!["users".to_string()]);
+    assert_eq!(docs(&target), docs(&source));
+    assert_eq!(target.applied_index().unwrap(), cmds.len() as u64);
+    let ids: Vec<String> = target
+        .index_scan(
+            "users",
+            "by_age",
+            &IndexRange::prefix(vec![Value::Int(7)]),
+            false,
+        )
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!ids.is_empty());
+
+    // The switch is durable: a restart sees the imported shard.
+    drop(target);
+    drop(engine);
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let target = engine.shard(3).unwrap();
+    assert_eq!(target.root().unwrap(), summary.root);
+    assert_eq!(docs(&target), docs(&source));
+}
+
+#[test]
+fn tampered_or_truncated_snapshots_change_nothing() {
+    let cmds = commands();
+    let (_d1, _e1, source) = replica();
+    for (i, cmd) in cmds.iter().enumerate() {
+        source.apply(i as u64 + 1, cmd).unwrap();
+    }
+    let mut chunks = Vec::new();
+    source
+        .export_snapshot(4096, |c| {
+            chunks.push(c);
+            Ok(())
+        })
+        .unwrap();
+    let (_d2, _e2, target) = replica();
+    target.create_collection("old").unwrap();
+    let before = target.root().unwrap();
+
+    // A document changed in flight: the rebuilt root differs.
+    let mut tampered = chunks.clone();
+    let victim = &mut tampered[1];
+    let pos = victim
+        .windows(3)
+        .position(|w| w == b"u10")
+        .expect("an id in the chunk");
+    victim[pos + 2] = b'9';
+    let e = target.import_snapshot(tampered).unwrap_err();
+    assert!(matches!(e, EngineError::SnapshotRejected(_)), "{e}");
+
+    // A chunk missing.
+    let mut missing = chunks.clone();
+    missing.remove(2);
+    let e = target.import_snapshot(missing).unwrap_err();
+    assert!(e.to_string().contains("documents"), "{e}");
+
+    // Cut short before the end chunk, and garbage.
+    let e = target
+        .import_snapshot(chunks[..chunks.len() - 1].to_vec())
+        .unwrap_err();
+    assert!(e.to_string().contains("end chunk"), "{e}");
+    let e = target.import_snapshot(vec![vec![0xFF; 10]]).unwrap_err();
+    assert!(matches!(e, EngineError::SnapshotRejected(_)), "{e}");
+
+    assert_eq!(target.root().unwrap(), before);
+    assert_eq!(target.collections(), vec!["old".to_string()]);
+}
