@@ -1,1 +1,292 @@
-fn main() {}
+//! Engine benchmarks, each beside its baseline measured in the same run:
+//! raw sled doing the same bytes. Ratios, not absolute times, are what
+//! BENCHMARKS.md reports (`benches/ratios.py` prints them).
+//!
+//!   cargo bench --bench engine
+//!
+//! Set STRATOSDB_BENCH_FULL=1 to include the 1M-document Merkle measurement.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use stratosdb_engine::proof::encode_value;
+use stratosdb_engine::{
+    Durability, Engine, IndexRange, IndexSpec, Op, PatchChange, Shard, Value,
+};
+
+const CITIES: usize = 50;
+
+/// A document of about 1 KiB.
+fn document(i: u64) -> Value {
+    let bio: String = (0..900)
+        .map(|k| (b'a' + ((i as usize * 31 + k * 7) % 26) as u8) as char)
+        .collect();
+    Value::from_json_str(&format!(
+        r#"{{"_id":"u{i:08}","name":"user {i}","age":{},"city":"city-{}","active":{},"bio":"{bio}"}}"#,
+        i % 100,
+        i % CITIES as u64,
+        i % 2 == 0
+    ))
+    .expect("valid document")
+}
+
+fn encoded(doc: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_value(doc, &mut out);
+    out
+}
+
+fn engine_with_indexes() -> (Engine, Shard) {
+    let engine = Engine::open_temporary().expect("engine");
+    let shard = engine.shard(0).expect("shard");
+    shard.create_collection("users").expect("collection");
+    shard
+        .create_index("users", IndexSpec::new("by_age", &["age"]))
+        .expect("index");
+    shard
+        .create_index("users", IndexSpec::new("by_city", &["city"]))
+        .expect("index");
+    (engine, shard)
+}
+
+fn load(shard: &Shard, n: u64) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let ops = chunk
+            .iter()
+            .map(|&i| Op::Insert {
+                collection: "users".into(),
+                doc: document(i),
+            })
+            .collect();
+        shard.write(ops, Durability::Buffered).expect("load");
+    }
+}
+
+fn raw_sled(n: u64) -> sled::Tree {
+    let db = sled::Config::new().temporary(true).open().expect("sled");
+    let tree = db.open_tree("raw").expect("tree");
+    for i in 0..n {
+        let doc = document(i);
+        tree.insert(format!("u{i:08}"), encoded(&doc)).expect("insert");
+    }
+    tree
+}
+
+fn inserts(c: &mut Criterion) {
+    let mut group = c.benchmark_group("insert_1k");
+    group.throughput(Throughput::Elements(1));
+    // Documents are prepared outside the timed loop for both sides.
+    let docs: Vec<Value> = (0..200_000).map(document).collect();
+    {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let tree = db.open_tree("raw").expect("tree");
+        let next = AtomicU64::new(0);
+        group.bench_function("raw_sled", |b| {
+            b.iter(|| {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let doc = &docs[(i % docs.len() as u64) as usize];
+                tree.insert(format!("u{i:08}"), encoded(doc)).expect("insert");
+            })
+        });
+    }
+    {
+        let (_engine, shard) = engine_with_indexes();
+        let next = AtomicU64::new(0);
+        group.bench_function("engine_2_indexes_merkle", |b| {
+            b.iter(|| {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let mut doc = docs[(i % docs.len() as u64) as usize].clone();
+                if let Value::Object(m) = &mut doc {
+                    m.insert("_id".into(), Value::String(format!("n{i:08}")));
+                }
+                shard
+                    .write(
+                        vec![Op::Insert {
+                            collection: "users".into(),
+                            doc,
+                        }],
+                        Durability::Buffered,
+                    )
+                    .expect("insert");
+            })
+        });
+    }
+    group.finish();
+}
+
+fn gets(c: &mut Criterion) {
+    const N: u64 = 20_000;
+    let mut group = c.benchmark_group("get_1k");
+    group.throughput(Throughput::Elements(1));
+    let tree = raw_sled(N);
+    let (_engine, shard) = engine_with_indexes();
+    load(&shard, N);
+    let key = |i: u64| format!("u{:08}", (i * 7919) % N);
+    let next = AtomicU64::new(0);
+    group.bench_function("raw_sled", |b| {
+        b.iter(|| {
+            let k = key(next.fetch_add(1, Ordering::Relaxed));
+            black_box(tree.get(k.as_bytes()).expect("get"))
+        })
+    });
+    group.bench_function("engine_get_raw", |b| {
+        b.iter(|| {
+            let k = key(next.fetch_add(1, Ordering::Relaxed));
+            black_box(shard.get_raw("users", &k).expect("get"))
+        })
+    });
+    group.bench_function("engine_get_decoded", |b| {
+        b.iter(|| {
+            let k = key(next.fetch_add(1, Ordering::Relaxed));
+            black_box(shard.get("users", &k).expect("get"))
+        })
+    });
+    group.finish();
+
+    // Index range scan of 100 documents (ages 40..=40 hold N/100 = 200; take
+    // the first 100), against sled scanning 100 consecutive entries.
+    let mut group = c.benchmark_group("range_scan_100");
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("raw_sled", |b| {
+        b.iter(|| {
+            let n = tree
+                .range("u00005000".as_bytes()..)
+                .take(100)
+                .map(|r| r.expect("scan").1.len())
+                .sum::<usize>();
+            black_box(n)
+        })
+    });
+    group.bench_function("engine_index_scan_and_fetch", |b| {
+        let range = IndexRange::prefix(vec![Value::Int(40)]);
+        b.iter(|| {
+            let mut n = 0;
+            for id in shard
+                .index_scan("users", "by_age", &range, false)
+                .expect("scan")
+                .take(100)
+            {
+                let doc = shard.get_raw("users", &id.expect("id")).expect("get");
+                n += doc.map_or(0, |d| d.bytes().len());
+            }
+            black_box(n)
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("proof");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("generate", |b| {
+        let next = AtomicU64::new(0);
+        b.iter(|| {
+            let k = key(next.fetch_add(1, Ordering::Relaxed));
+            black_box(shard.prove("users", &k).expect("prove"))
+        })
+    });
+    let proofs: Vec<_> = (0..1000)
+        .map(|i| shard.prove("users", &key(i)).expect("prove"))
+        .collect();
+    group.bench_function("verify", |b| {
+        let next = AtomicU64::new(0);
+        b.iter(|| {
+            let i = next.fetch_add(1, Ordering::Relaxed) as usize % proofs.len();
+            let (root, proof, doc) = &proofs[i];
+            proof.verify(root, doc.as_ref()).expect("verifies");
+        })
+    });
+    group.finish();
+}
+
+/// The cost of one Merkle update (a patch of a small field rewrites one leaf
+/// and its path) as the shard grows: it must grow like log n.
+fn merkle_growth(c: &mut Criterion) {
+    let full = std::env::var("STRATOSDB_BENCH_FULL").is_ok_and(|v| v == "1");
+    let sizes: &[u64] = if full {
+        &[10_000, 1_000_000]
+    } else {
+        &[10_000, 100_000]
+    };
+    let mut group = c.benchmark_group("merkle_update");
+    group.throughput(Throughput::Elements(1));
+    for &n in sizes {
+        let engine = Engine::open_temporary().expect("engine");
+        let shard = engine.shard(0).expect("shard");
+        shard.create_collection("m").expect("collection");
+        for chunk in (0..n).collect::<Vec<_>>().chunks(2000) {
+            let ops = chunk
+                .iter()
+                .map(|i| Op::Insert {
+                    collection: "m".into(),
+                    doc: Value::from_json_str(&format!(r#"{{"_id":"k{i}","v":0}}"#))
+                        .expect("doc"),
+                })
+                .collect();
+            shard.write(ops, Durability::Buffered).expect("load");
+        }
+        let depth: usize = (0..200)
+            .map(|i| match shard.prove("m", &format!("k{}", i * 37 % n)) {
+                Ok((_, stratosdb_engine::proof::Proof::Inclusion(p), _)) => p.levels.len(),
+                _ => 0,
+            })
+            .sum();
+        eprintln!(
+            "merkle_update/{n}: mean path length {:.2} inner nodes",
+            depth as f64 / 200.0
+        );
+        let next = AtomicU64::new(0);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter(|| {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                shard
+                    .write(
+                        vec![Op::Patch {
+                            collection: "m".into(),
+                            id: format!("k{}", (i * 7919) % n),
+                            changes: vec![PatchChange::Set {
+                                path: "v".into(),
+                                value: Value::Int(i as i64),
+                            }],
+                        }],
+                        Durability::Buffered,
+                    )
+                    .expect("patch")
+            })
+        });
+        drop(shard);
+        drop(engine);
+    }
+    group.finish();
+
+    // The raw-sled baseline of the same work without any Merkle state: a point
+    // overwrite of a small value, at the same sizes.
+    let mut group = c.benchmark_group("sled_overwrite");
+    group.throughput(Throughput::Elements(1));
+    for &n in sizes {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        for i in 0..n {
+            db.insert(format!("k{i}"), &b"0"[..]).expect("insert");
+        }
+        let next = AtomicU64::new(0);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter(|| {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let k = format!("k{}", (i * 7919) % n);
+                let v = db.get(&k).expect("get");
+                db.insert(k, v.map_or(vec![0], |v| v.to_vec()))
+                    .expect("insert")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3))
+        .sample_size(30);
+    targets = inserts, gets, merkle_growth
+}
+criterion_main!(benches);

@@ -177,3 +177,21 @@ fn empty_and_single_document_shards() {
         .unwrap();
     assert_eq!(shard.root().unwrap(), [0u8; 32]);
 }
+
+#[test]
+fn a_shard_reproduces_the_worked_example_of_docs_merkle() {
+    let engine = Engine::open_temporary().unwrap();
+    let shard = engine.shard(0).unwrap();
+    shard.create_collection("users").unwrap();
+    // Written in another order, with the float given as 2.50 and the int as 1:
+    // the root depends on the values only.
+    for text in [
+        r#"{"tags":["x"],"_id":"c"}"#,
+        r#"{"_id":"a","n":1}"#,
+        r#"{"_id":"b","n":2.50}"#,
+    ] {
+        shard.insert("users", Value::from_json_str(text).unwrap()).unwrap();
+    }
+    let root: String = shard.root().unwrap().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(root, "40ebb3b2a62bf69d960668eeaa35a5d7212375c8c2298e2179b5b38b1f7097f5");
+}
