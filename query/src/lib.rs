@@ -1,1 +1,37 @@
+//! # stratosdb-query
+//!
+//! The query layer of stratosdb, a pipeline read top to bottom:
+//!
+//! 1. [`parse`]: text to statements — a script split on `;`, the few
+//!    statements that are not SQL (`CREATE COLLECTION`, `SHOW COLLECTIONS`,
+//!    ...) recognized by hand, the rest parsed by sqlparser (GenericDialect);
+//! 2. [`translate`]: sqlparser's AST to this crate's small [`ast`] (paths,
+//!    expressions, one [`ast::Query`] shape for every SELECT);
+//!    [`filter`] compiles MongoDB-style JSON filters to the same `Query`;
+//! 3. [`plan`]: a `Query` and the catalog to a [`plan::QueryPlan`] — the access
+//!    path (full scan, `_id` lookup or range, index ranges), the filter,
+//!    projection, sort, limit, and aggregates split into a per-shard part and
+//!    a merge;
+//! 4. [`exec`]: the per-shard part behind [`exec::ShardSource`] (implemented
+//!    for the engine's `Shard`), and the merge of N shard answers;
+//! 5. [`Database`]: the embedded database, statements in, [`StatementResult`]s out.
+//!
+//! Semantics (missing vs null, cross-type comparisons, arrays) are written
+//! down in `docs/query.md`.
 
+pub mod ast;
+mod database;
+pub mod error;
+pub mod eval;
+pub mod exec;
+pub mod filter;
+pub mod parse;
+pub mod plan;
+pub mod translate;
+
+pub use database::{Database, StatementResult};
+pub use error::{QueryError, Result};
+pub use exec::{Rows, ShardSource};
+pub use filter::{FindOptions, Order};
+pub use parse::{StatementText, parse_script, parse_statement, split_statements};
+pub use stratosdb_engine::Value;

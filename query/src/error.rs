@@ -1,0 +1,67 @@
+//! The query layer's one error type. Engine errors pass through unchanged
+//! (`#[from]`); everything else names what was wrong and where.
+
+use stratosdb_engine::EngineError;
+
+/// Everything a statement or a filter can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The text is not a statement of the dialect. The message says where
+    /// (line and column) and what was expected.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// Parsed, but uses something the dialect does not support.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A function name that is not an aggregate or a known scalar function.
+    #[error("unknown function {0:?}")]
+    UnknownFunction(String),
+    /// The statement is well formed but cannot mean anything (a bare path
+    /// outside GROUP BY in an aggregate query, a bad LIMIT, ...).
+    #[error("invalid query: {0}")]
+    Invalid(String),
+    /// A value given in a statement is not what it must be (bad JSON, ...).
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+    /// A JSON filter that does not follow the filter language.
+    #[error("invalid filter: {0}")]
+    InvalidFilter(String),
+    /// Arithmetic on values that have none (a string plus a number).
+    #[error("type error: {0}")]
+    Type(String),
+    /// Integer overflow, or a result that is not a finite number.
+    #[error("arithmetic error: {0}")]
+    Arithmetic(String),
+    /// `DROP INDEX name` when several collections have an index of that name.
+    #[error(
+        "index {name:?} exists on several collections ({collections}); write DROP INDEX collection.{name}"
+    )]
+    AmbiguousIndex { name: String, collections: String },
+    /// `DROP INDEX name` when no collection has it.
+    #[error("index {0:?} does not exist on any collection")]
+    IndexNotFound(String),
+    /// What the engine refused (unknown collection, unique violation, ...).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl QueryError {
+    /// A stable, greppable code for the error kind (engine errors keep theirs).
+    pub fn code(&self) -> &'static str {
+        match self {
+            QueryError::Syntax(_) => "syntax_error",
+            QueryError::Unsupported(_) => "unsupported",
+            QueryError::UnknownFunction(_) => "unknown_function",
+            QueryError::Invalid(_) => "invalid_query",
+            QueryError::InvalidValue(_) => "invalid_value",
+            QueryError::InvalidFilter(_) => "invalid_filter",
+            QueryError::Type(_) => "type_error",
+            QueryError::Arithmetic(_) => "arithmetic_error",
+            QueryError::AmbiguousIndex { .. } => "ambiguous_index",
+            QueryError::IndexNotFound(_) => "index_not_found",
+            QueryError::Engine(e) => e.code(),
+        }
+    }
+}
+
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;

@@ -1,0 +1,352 @@
+//! Text to statements: splitting a script on `;`, the few statements that are
+//! not SQL (`CREATE COLLECTION`, `SHOW COLLECTIONS`, ...), and sqlparser for
+//! the rest, with error positions counted from the start of the whole text.
+
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::Parser;
+
+use crate::ast::Statement;
+use crate::error::{QueryError, Result};
+use crate::translate;
+
+/// One statement of a script, and where it starts in the script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatementText<'a> {
+    pub text: &'a str,
+    /// Byte offset of `text` in the script.
+    pub offset: usize,
+    /// 1-based line and column of the statement's first character.
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Splits a script into statements on `;` outside string literals, quoted
+/// identifiers and comments. Blank statements (only spaces or comments) are
+/// dropped.
+///
+/// ```
+/// use stratosdb_query::split_statements;
+/// let parts = split_statements("SELECT 'a;b' FROM t; -- done;\n DELETE FROM t");
+/// let texts: Vec<&str> = parts.iter().map(|s| s.text.trim()).collect();
+/// assert_eq!(texts, ["SELECT 'a;b' FROM t", "-- done;\n DELETE FROM t"]);
+/// ```
+pub fn split_statements(script: &str) -> Vec<StatementText<'_>> {
+    let bytes = script.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == q {
+                        // A doubled quote is an escaped quote.
+                        if bytes.get(i + 1) == Some(&q) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b';' => {
+                push_statement(script, start, i, &mut out);
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    push_statement(script, start, script.len(), &mut out);
+    out
+}
+
+fn push_statement<'a>(script: &'a str, start: usize, end: usize, out: &mut Vec<StatementText<'a>>) {
+    let end = end.min(script.len());
+    let Some(text) = script.get(start..end) else {
+        return;
+    };
+    if strip_comments(text).trim().is_empty() {
+        return;
+    }
+    let (line, column) = line_column(script, start);
+    out.push(StatementText {
+        text,
+        offset: start,
+        line,
+        column,
+    });
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |p| p + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// The text with `--` and `/* */` comments blanked out (string literals kept).
+fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' | '`' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                    out.push(' ');
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                out.push_str("  ");
+                let mut prev = ' ';
+                for c in chars.by_ref() {
+                    out.push(if c == '\n' { '\n' } else { ' ' });
+                    if prev == '*' && c == '/' {
+                        break;
+                    }
+                    prev = c;
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Parses one statement (without its `;`).
+pub fn parse_statement(sql: &str) -> Result<Statement> {
+    let parts = split_statements(sql);
+    match parts.as_slice() {
+        [one] => parse_part(sql, one),
+        [] => Err(QueryError::Syntax("empty statement".into())),
+        [_, second, ..] => Err(QueryError::Syntax(format!(
+            "expected one statement, found more at Line: {}, Column: {}",
+            second.line, second.column
+        ))),
+    }
+}
+
+/// Parses every statement of a script.
+pub fn parse_script(script: &str) -> Result<Vec<Statement>> {
+    split_statements(script)
+        .iter()
+        .map(|part| parse_part(script, part))
+        .collect()
+}
+
+/// Parses one piece of a script; positions in errors count from the script's start.
+pub fn parse_part(script: &str, part: &StatementText<'_>) -> Result<Statement> {
+    if let Some(stmt) = pre_parse(script, part)? {
+        return Ok(stmt);
+    }
+    let parsed = Parser::parse_sql(&GenericDialect {}, part.text)
+        .map_err(|e| QueryError::Syntax(relocate(&e.to_string(), script, part)))?;
+    match parsed.as_slice() {
+        [one] => translate::statement(one),
+        _ => Err(QueryError::Syntax(format!(
+            "expected one statement at Line: {}, Column: {}",
+            part.line, part.column
+        ))),
+    }
+}
+
+/// Rewrites sqlparser's "at Line: L, Column: C" (relative to the statement)
+/// into a position in the script, and gives "found: EOF" a position too.
+fn relocate(message: &str, script: &str, part: &StatementText<'_>) -> String {
+    let message = message
+        .strip_prefix("sql parser error: ")
+        .unwrap_or(message);
+    const MARK: &str = " at Line: ";
+    if let Some(at) = message.rfind(MARK) {
+        let tail = &message[at + MARK.len()..];
+        let mut nums = tail
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<usize>().unwrap_or(1));
+        if let (Some(line), Some(column)) = (nums.next(), nums.next()) {
+            let column = if line == 1 {
+                column + part.column - 1
+            } else {
+                column
+            };
+            let line = line + part.line - 1;
+            return format!("{}{MARK}{line}, Column: {column}", &message[..at]);
+        }
+    }
+    // No position (the statement ended too early): point just past its end.
+    let end = part.offset + part.text.trim_end().len();
+    let (line, column) = line_column(script, end);
+    format!("{message} at Line: {line}, Column: {column}")
+}
+
+/// The statements sqlparser does not know: `CREATE COLLECTION name`,
+/// `DROP COLLECTION name`, `SHOW COLLECTIONS`, `SHOW INDEXES FROM name`.
+fn pre_parse(script: &str, part: &StatementText<'_>) -> Result<Option<Statement>> {
+    let clean = strip_comments(part.text);
+    let words: Vec<(usize, &str)> = words(&clean);
+    let upper: Vec<String> = words.iter().map(|(_, w)| w.to_ascii_uppercase()).collect();
+    let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
+    let at = |i: usize| {
+        let offset = part.offset + words.get(i).map_or(clean.trim_end().len(), |w| w.0);
+        let (line, column) = line_column(script, offset);
+        format!("Line: {line}, Column: {column}")
+    };
+    let name = |i: usize, what: &str| -> Result<String> {
+        match words.get(i) {
+            Some((_, w)) => Ok(unquote(w)),
+            None => Err(QueryError::Syntax(format!(
+                "Expected: {what} name, found: EOF at {}",
+                at(i)
+            ))),
+        }
+    };
+    let end = |i: usize| -> Result<()> {
+        match words.get(i) {
+            None => Ok(()),
+            Some((_, w)) => Err(QueryError::Syntax(format!(
+                "Expected: end of statement, found: {w} at {}",
+                at(i)
+            ))),
+        }
+    };
+    let stmt = match upper.as_slice() {
+        ["CREATE", "COLLECTION", ..] => {
+            let n = name(2, "a collection")?;
+            end(3)?;
+            Statement::CreateCollection(n)
+        }
+        ["DROP", "COLLECTION", ..] => {
+            let n = name(2, "a collection")?;
+            end(3)?;
+            Statement::DropCollection(n)
+        }
+        ["SHOW", "COLLECTIONS", ..] => {
+            end(2)?;
+            Statement::ShowCollections
+        }
+        ["SHOW", "INDEXES" | "INDEX", ..] => {
+            match upper.get(2) {
+                Some(&"FROM") | Some(&"ON") | Some(&"IN") => {}
+                Some(_) => {
+                    return Err(QueryError::Syntax(format!(
+                        "Expected: FROM, found: {} at {}",
+                        words[2].1,
+                        at(2)
+                    )));
+                }
+                None => {
+                    return Err(QueryError::Syntax(format!(
+                        "Expected: FROM, found: EOF at {}",
+                        at(2)
+                    )));
+                }
+            }
+            let n = name(3, "a collection")?;
+            end(4)?;
+            Statement::ShowIndexes(n)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(stmt))
+}
+
+fn words(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    let mut quote: Option<char> = None;
+    for (i, c) in text.char_indices() {
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        if start.is_none() && (c == '"' || c == '`') {
+            quote = Some(c);
+        }
+        match (c.is_whitespace(), start) {
+            (true, Some(s)) => {
+                out.push((s, &text[s..i]));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, &text[s..]));
+    }
+    out
+}
+
+fn unquote(word: &str) -> String {
+    for q in ['"', '`'] {
+        if word.len() >= 2 && word.starts_with(q) && word.ends_with(q) {
+            return word[1..word.len() - 1].to_string();
+        }
+    }
+    word.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_respects_quotes_and_comments() {
+        let s = split_statements("a 'x;''y'; /* ; */ b; -- c;\n;  ");
+        let texts: Vec<&str> = s.iter().map(|p| p.text.trim()).collect();
+        assert_eq!(texts, ["a 'x;''y'", "/* ; */ b"]);
+        assert_eq!((s[1].line, s[1].column), (1, 11));
+    }
+
+    #[test]
+    fn syntax_errors_are_positioned_in_the_script() {
+        let err = parse_script("SELECT * FROM t;\n  SELECT * FROM WHERE").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("Line: 2"), "{msg}");
+        let err = parse_script("CREATE COLLECTION a b")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("found: b at Line: 1, Column: 21"), "{err}");
+        let err = parse_script("SELECT * FROM").unwrap_err().to_string();
+        assert!(
+            err.contains("Expected: identifier, found: EOF at Line: 1, Column: 14"),
+            "{err}"
+        );
+    }
+}
