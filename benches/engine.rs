@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use stratosdb_engine::proof::encode_value;
-use stratosdb_engine::{
-    Durability, Engine, IndexRange, IndexSpec, Op, PatchChange, Shard, Value,
-};
+use stratosdb_engine::{Durability, Engine, IndexRange, IndexSpec, Op, PatchChange, Shard, Value};
 
 const CITIES: usize = 50;
 
@@ -68,7 +66,8 @@ fn raw_sled(n: u64) -> sled::Tree {
     let tree = db.open_tree("raw").expect("tree");
     for i in 0..n {
         let doc = document(i);
-        tree.insert(format!("u{i:08}"), encoded(&doc)).expect("insert");
+        tree.insert(format!("u{i:08}"), encoded(&doc))
+            .expect("insert");
     }
     tree
 }
@@ -76,17 +75,42 @@ fn raw_sled(n: u64) -> sled::Tree {
 fn inserts(c: &mut Criterion) {
     let mut group = c.benchmark_group("insert_1k");
     group.throughput(Throughput::Elements(1));
-    // Documents are prepared outside the timed loop for both sides.
+    // Documents are prepared outside the timed loop for every side.
     let docs: Vec<Value> = (0..200_000).map(document).collect();
+    let doc_at = |i: u64| &docs[(i % docs.len() as u64) as usize];
+    let index_key = |name: &str, i: u64| format!("{name}/{:03}/{i:08}", i % 100);
     {
+        // The baseline: one plain sled insert of the same bytes.
         let db = sled::Config::new().temporary(true).open().expect("sled");
         let tree = db.open_tree("raw").expect("tree");
         let next = AtomicU64::new(0);
         group.bench_function("raw_sled", |b| {
             b.iter(|| {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let doc = &docs[(i % docs.len() as u64) as usize];
-                tree.insert(format!("u{i:08}"), encoded(doc)).expect("insert");
+                tree.insert(format!("u{i:08}"), encoded(doc_at(i)))
+                    .expect("insert");
+            })
+        });
+        // Where sled's floor is for what the engine must write: the document
+        // and two index entries, as plain inserts and as one atomic batch.
+        group.bench_function("raw_sled_doc_and_2_index_keys", |b| {
+            b.iter(|| {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                tree.insert(format!("u{i:08}"), encoded(doc_at(i)))
+                    .expect("insert");
+                tree.insert(index_key("age", i), &b"x"[..]).expect("insert");
+                tree.insert(index_key("city", i), &b"x"[..])
+                    .expect("insert");
+            })
+        });
+        group.bench_function("raw_sled_atomic_batch_doc_and_2_index_keys", |b| {
+            b.iter(|| {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let mut batch = sled::Batch::default();
+                batch.insert(format!("u{i:08}").as_bytes(), encoded(doc_at(i)));
+                batch.insert(index_key("age", i).as_bytes(), &b"x"[..]);
+                batch.insert(index_key("city", i).as_bytes(), &b"x"[..]);
+                tree.apply_batch(batch).expect("batch");
             })
         });
     }
@@ -96,15 +120,11 @@ fn inserts(c: &mut Criterion) {
         group.bench_function("engine_2_indexes_merkle", |b| {
             b.iter(|| {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let mut doc = docs[(i % docs.len() as u64) as usize].clone();
-                if let Value::Object(m) = &mut doc {
-                    m.insert("_id".into(), Value::String(format!("n{i:08}")));
-                }
                 shard
                     .write(
                         vec![Op::Insert {
                             collection: "users".into(),
-                            doc,
+                            doc: with_id(doc_at(i), i),
                         }],
                         Durability::Buffered,
                     )
@@ -113,6 +133,52 @@ fn inserts(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // Bulk loading: 100 documents per write (per atomic batch for the engine).
+    let mut group = c.benchmark_group("insert_1k_batch_100");
+    group.throughput(Throughput::Elements(100));
+    {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let tree = db.open_tree("raw").expect("tree");
+        let next = AtomicU64::new(0);
+        group.bench_function("raw_sled", |b| {
+            b.iter(|| {
+                for _ in 0..100 {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    tree.insert(format!("u{i:08}"), encoded(doc_at(i)))
+                        .expect("insert");
+                }
+            })
+        });
+    }
+    {
+        let (_engine, shard) = engine_with_indexes();
+        let next = AtomicU64::new(0);
+        group.bench_function("engine_2_indexes_merkle", |b| {
+            b.iter(|| {
+                let ops = (0..100)
+                    .map(|_| {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        Op::Insert {
+                            collection: "users".into(),
+                            doc: with_id(doc_at(i), i),
+                        }
+                    })
+                    .collect();
+                shard.write(ops, Durability::Buffered).expect("insert");
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The document with a fresh `_id` (the prepared ones repeat after 200k).
+fn with_id(doc: &Value, i: u64) -> Value {
+    let mut doc = doc.clone();
+    if let Value::Object(m) = &mut doc {
+        m.insert("_id".into(), Value::String(format!("n{i:08}")));
+    }
+    doc
 }
 
 fn gets(c: &mut Criterion) {
@@ -218,8 +284,7 @@ fn merkle_growth(c: &mut Criterion) {
                 .iter()
                 .map(|i| Op::Insert {
                     collection: "m".into(),
-                    doc: Value::from_json_str(&format!(r#"{{"_id":"k{i}","v":0}}"#))
-                        .expect("doc"),
+                    doc: Value::from_json_str(&format!(r#"{{"_id":"k{i}","v":0}}"#)).expect("doc"),
                 })
                 .collect();
             shard.write(ops, Durability::Buffered).expect("load");

@@ -190,8 +190,18 @@ fn a_shard_reproduces_the_worked_example_of_docs_merkle() {
         r#"{"_id":"a","n":1}"#,
         r#"{"_id":"b","n":2.50}"#,
     ] {
-        shard.insert("users", Value::from_json_str(text).unwrap()).unwrap();
+        shard
+            .insert("users", Value::from_json_str(text).unwrap())
+            .unwrap();
     }
-    let root: String = shard.root().unwrap().iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(root, "40ebb3b2a62bf69d960668eeaa35a5d7212375c8c2298e2179b5b38b1f7097f5");
+    let root: String = shard
+        .root()
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        root,
+        "40ebb3b2a62bf69d960668eeaa35a5d7212375c8c2298e2179b5b38b1f7097f5"
+    );
 }
