@@ -55,10 +55,10 @@ pub fn print(out: &mut impl Write, format: Format, outcome: &Outcome) -> std::io
     }
 }
 
-/// The columns to show: as the statement named them, or (for `SELECT *`,
-/// whose rows are whole documents) every field seen, `_id` first.
+/// The columns to show: as the query layer named them, or (if it named none)
+/// every field seen, `_id` first.
 fn columns_of(columns: &[String], rows: &[Value]) -> Vec<String> {
-    if !columns.is_empty() && !(columns.len() == 1 && columns[0] == "*") {
+    if !columns.is_empty() {
         return columns.to_vec();
     }
     let mut seen: Vec<String> = Vec::new();
