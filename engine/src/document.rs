@@ -79,11 +79,18 @@ pub(crate) fn validate_id(id: &str, limits: &Limits) -> Result<()> {
 }
 
 /// Gives the document a fresh time-ordered `_id` (a ULID) if it has none.
+/// Ids from one process increase strictly, even within a millisecond.
 pub(crate) fn assign_id(doc: &mut Value) {
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
     if let Value::Object(map) = doc
         && !map.contains_key("_id")
     {
-        map.insert("_id".into(), Value::String(ulid::Ulid::new().to_string()));
+        let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+        // The generator fails only after 2^80 ids in one millisecond; a random
+        // ULID is still unique then, just not ordered.
+        let id = generator.generate().unwrap_or_else(|_| ulid::Ulid::new());
+        map.insert("_id".into(), Value::String(id.to_string()));
     }
 }
 
