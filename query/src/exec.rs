@@ -236,7 +236,7 @@ pub fn execute_on_shard<K: KvStore>(shard: &Shard<K>, plan: &ShardPlan) -> Resul
                 let ctx = Ctx::doc(&doc);
                 let key = group_by
                     .iter()
-                    .map(|g| eval(g, ctx))
+                    .map(|g| eval(g, ctx).map(canonical_key))
                     .collect::<Result<Vec<_>>>()?;
                 let states = groups
                     .entry(key)
@@ -395,14 +395,16 @@ impl AggState {
             },
             AggState::Min(m) => {
                 if let Some(v) = present
-                    && m.as_ref().is_none_or(|cur| v < cur)
+                    && m.as_ref()
+                        .is_none_or(|cur| extreme_wins(v, cur, Ordering::Less))
                 {
                     *m = Some(v.clone());
                 }
             }
             AggState::Max(m) => {
                 if let Some(v) = present
-                    && m.as_ref().is_none_or(|cur| v > cur)
+                    && m.as_ref()
+                        .is_none_or(|cur| extreme_wins(v, cur, Ordering::Greater))
                 {
                     *m = Some(v.clone());
                 }
@@ -433,10 +435,16 @@ impl AggState {
                 *any_float |= a2;
                 *n += n2;
             }
-            (AggState::Min(a), AggState::Min(Some(b))) if a.as_ref().is_none_or(|cur| b < cur) => {
+            (AggState::Min(a), AggState::Min(Some(b)))
+                if a.as_ref()
+                    .is_none_or(|cur| extreme_wins(b, cur, Ordering::Less)) =>
+            {
                 *a = Some(b.clone());
             }
-            (AggState::Max(a), AggState::Max(Some(b))) if a.as_ref().is_none_or(|cur| b > cur) => {
+            (AggState::Max(a), AggState::Max(Some(b)))
+                if a.as_ref()
+                    .is_none_or(|cur| extreme_wins(b, cur, Ordering::Greater)) =>
+            {
                 *a = Some(b.clone());
             }
             _ => {}
@@ -470,6 +478,33 @@ impl AggState {
             AggState::Min(v) | AggState::Max(v) => v.clone().unwrap_or(Value::Null),
         })
     }
+}
+
+/// Whether `v` replaces `cur` as MIN (`want` Less) or MAX (Greater). Equal
+/// values of different forms (`2` and `2.0`) are decided by their JSON text,
+/// so the answer does not depend on the order documents are read in.
+pub fn extreme_wins(v: &Value, cur: &Value, want: Ordering) -> bool {
+    match v.cmp(cur) {
+        Ordering::Equal => v.to_json_string() < cur.to_json_string(),
+        o => o == want,
+    }
+}
+
+/// A GROUP BY key in one form: equal numbers group together, and a float
+/// with an integer value is keyed as the integer (`2.0` groups as `2`), so
+/// the key shown does not depend on which document came first.
+pub fn canonical_key(v: Option<Value>) -> Option<Value> {
+    fn canon(v: Value) -> Value {
+        match v {
+            Value::Float(f) if f.fract() == 0.0 && f >= -9.0e18 && f <= 9.0e18 => {
+                Value::Int(f as i64)
+            }
+            Value::Array(items) => Value::Array(items.into_iter().map(canon).collect()),
+            Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, canon(v))).collect()),
+            other => other,
+        }
+    }
+    v.map(canon)
 }
 
 // ---- merge ------------------------------------------------------------------------
