@@ -496,7 +496,7 @@ pub fn extreme_wins(v: &Value, cur: &Value, want: Ordering) -> bool {
 pub fn canonical_key(v: Option<Value>) -> Option<Value> {
     fn canon(v: Value) -> Value {
         match v {
-            Value::Float(f) if f.fract() == 0.0 && f >= -9.0e18 && f <= 9.0e18 => {
+            Value::Float(f) if f.fract() == 0.0 && (-9.0e18..=9.0e18).contains(&f) => {
                 Value::Int(f as i64)
             }
             Value::Array(items) => Value::Array(items.into_iter().map(canon).collect()),
