@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Prints the ratios BENCHMARKS.md reports, from criterion's last run.
+
+    cargo bench --bench engine && python3 benches/ratios.py
+
+Each line is `candidate / baseline` as a throughput ratio (baseline time divided
+by candidate time), both measured in the same run; > 1 means the candidate is faster.
+"""
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "target" / "criterion"
+
+# (label, candidate, baseline): criterion ids as "group/function".
+PAIRS = [
+    ("insert, 2 indexes + Merkle vs raw sled insert", "insert_1k/engine_2_indexes_merkle", "insert_1k/raw_sled"),
+    ("  sled alone: doc + 2 index keys, plain inserts", "insert_1k/raw_sled_doc_and_2_index_keys", "insert_1k/raw_sled"),
+    ("  sled alone: doc + 2 index keys, one atomic batch", "insert_1k/raw_sled_atomic_batch_doc_and_2_index_keys", "insert_1k/raw_sled"),
+    ("insert in batches of 100 vs raw sled inserts", "insert_1k_batch_100/engine_2_indexes_merkle", "insert_1k_batch_100/raw_sled"),
+    ("get by _id (stored bytes) vs raw sled get", "get_1k/engine_get_raw", "get_1k/raw_sled"),
+    ("get by _id, decoded vs raw sled get", "get_1k/engine_get_decoded", "get_1k/raw_sled"),
+    ("index range scan of 100 + fetch vs sled scan of 100", "range_scan_100/engine_index_scan_and_fetch", "range_scan_100/raw_sled"),
+    ("proof generation vs raw sled get", "proof/generate", "get_1k/raw_sled"),
+    ("Merkle update (patch) at 10k vs sled overwrite at 10k", "merkle_update/10000", "sled_overwrite/10000"),
+    ("Merkle update (patch) at 100k vs sled overwrite at 100k", "merkle_update/100000", "sled_overwrite/100000"),
+    ("Merkle update (patch) at 1M vs sled overwrite at 1M", "merkle_update/1000000", "sled_overwrite/1000000"),
+    ("Merkle update: 100k vs 10k", "merkle_update/100000", "merkle_update/10000"),
+    ("Merkle update: 1M vs 10k", "merkle_update/1000000", "merkle_update/10000"),
+    ("query: indexed equality LIMIT 10 vs full scan", "query_equality/indexed", "query_equality/full_scan"),
+]
+
+
+def mean_ns(bench_id):
+    path = ROOT.joinpath(*bench_id.split("/"), "new", "estimates.json")
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())["mean"]["point_estimate"]
+
+
+def main():
+    for label, candidate, baseline in PAIRS:
+        c, b = mean_ns(candidate), mean_ns(baseline)
+        if c is None or b is None:
+            continue
+        print(f"{label:60s} {b / c:8.3f}x   ({c / 1000:.2f} us vs {b / 1000:.2f} us)")
+    verify = mean_ns("proof/verify")
+    if verify:
+        print(f"{'proof verifications per second on one core':60s} {1e9 / verify:8.0f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
