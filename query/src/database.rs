@@ -1,7 +1,10 @@
 //! The embedded database: one engine shard behind the statement interface
 //! the shell and applications use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use stratosdb_engine::{Durability, Engine, EngineConfig, Op, PatchChange, Shard, Value};
 
@@ -51,6 +54,29 @@ pub struct Database {
     engine: Engine,
     shard: Shard,
     durability: Durability,
+    /// Statement text -> parsed statement, and for a SELECT its last plan
+    /// with the index state it was made for (a prepared-statement cache).
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// Most statements the cache holds (it is emptied when full).
+const CACHE_SIZE: usize = 1024;
+
+struct Cached {
+    stmt: Arc<Statement>,
+    plan: Option<CachedPlan>,
+}
+
+/// A plan and the index state (names, multikey flags) it was made for.
+type CachedPlan = (Vec<(String, bool)>, Arc<QueryPlan>);
+type CacheHit = (Arc<Statement>, Option<CachedPlan>);
+
+/// What a plan depends on in the catalog: the indexes and their multikey flags.
+fn index_state(info: &stratosdb_engine::CollectionInfo) -> Vec<(String, bool)> {
+    info.indexes
+        .iter()
+        .map(|i| (i.spec.name.clone(), i.multikey))
+        .collect()
 }
 
 impl Database {
@@ -72,6 +98,7 @@ impl Database {
             engine,
             shard,
             durability: Durability::Sync,
+            cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -101,13 +128,104 @@ impl Database {
     pub fn execute(&self, script: &str) -> Result<Vec<StatementResult>> {
         split_statements(script)
             .iter()
-            .map(|part| self.run(&parse_part(script, part)?))
+            .map(|part| match self.cached(part.text) {
+                Some(hit) => self.run_cached(part.text, hit),
+                None => {
+                    let stmt = parse_part(script, part)?;
+                    self.remember(part.text, &stmt);
+                    self.run(&stmt)
+                }
+            })
             .collect()
     }
 
     /// Runs exactly one statement (a trailing `;` is allowed).
     pub fn execute_one(&self, sql: &str) -> Result<StatementResult> {
-        self.run(&crate::parse::parse_statement(sql)?)
+        if let Some(hit) = self.cached(sql) {
+            return self.run_cached(sql, hit);
+        }
+        let stmt = crate::parse::parse_statement(sql)?;
+        self.remember(sql, &stmt);
+        self.run(&stmt)
+    }
+
+    fn cached(&self, sql: &str) -> Option<CacheHit> {
+        let cache = self.cache.lock();
+        cache.get(sql).map(|c| (c.stmt.clone(), c.plan.clone()))
+    }
+
+    fn remember(&self, sql: &str, stmt: &Statement) {
+        // Only queries: writes are not repeated verbatim often enough, and an
+        // INSERT's documents would sit in memory.
+        if !matches!(stmt, Statement::Select(_)) {
+            return;
+        }
+        let mut cache = self.cache.lock();
+        if cache.len() >= CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(
+            sql.to_string(),
+            Cached {
+                stmt: Arc::new(stmt.clone()),
+                plan: None,
+            },
+        );
+    }
+
+    /// Runs a cached statement; a SELECT reuses its plan while the
+    /// collection's indexes (and their multikey flags) are unchanged.
+    fn run_cached(&self, sql: &str, hit: CacheHit) -> Result<StatementResult> {
+        let Statement::Select(q) = hit.0.as_ref() else {
+            return self.run(&hit.0);
+        };
+        let plan = self.select_plan(sql, q, hit.1)?;
+        let rows = self.run_plan(&plan)?;
+        Ok(StatementResult::Rows {
+            columns: rows.columns,
+            rows: rows.rows,
+        })
+    }
+
+    /// Parses and plans a SELECT, through the statement cache: a repeated
+    /// statement costs a lookup, and a plan is made again only when the
+    /// collection's indexes changed.
+    pub fn plan_sql(&self, sql: &str) -> Result<Arc<QueryPlan>> {
+        let (stmt, plan) = match self.cached(sql) {
+            Some(hit) => hit,
+            None => {
+                let stmt = crate::parse::parse_statement(sql)?;
+                self.remember(sql, &stmt);
+                (Arc::new(stmt), None)
+            }
+        };
+        match stmt.as_ref() {
+            Statement::Select(q) | Statement::Explain(q) => self.select_plan(sql, q, plan),
+            _ => Err(QueryError::Invalid("only a SELECT has a plan".into())),
+        }
+    }
+
+    fn select_plan(
+        &self,
+        sql: &str,
+        q: &Query,
+        cached: Option<CachedPlan>,
+    ) -> Result<Arc<QueryPlan>> {
+        let info = self.shard.collection(&q.collection)?;
+        if let Some((state, plan)) = cached
+            && state.len() == info.indexes.len()
+            && state
+                .iter()
+                .zip(&info.indexes)
+                .all(|((n, m), i)| *n == i.spec.name && *m == i.multikey)
+        {
+            return Ok(plan);
+        }
+        let plan = Arc::new(crate::plan::plan(q, &info));
+        if let Some(c) = self.cache.lock().get_mut(sql) {
+            c.plan = Some((index_state(&info), plan.clone()));
+        }
+        Ok(plan)
     }
 
     /// Runs a parsed statement.

@@ -63,6 +63,9 @@ pub fn run_query<S: ShardSource>(sources: &[S], query: &Query) -> Result<(QueryP
 /// Plans a query against the shards' catalogs: an index counts as multikey
 /// if it is on any shard.
 pub fn plan_query<S: ShardSource>(sources: &[S], query: &Query) -> Result<QueryPlan> {
+    if let [one] = sources {
+        return Ok(plan(query, one.catalog(&query.collection)?.as_ref()));
+    }
     let mut merged: Option<CollectionInfo> = None;
     for source in sources {
         let info = source.catalog(&query.collection)?;

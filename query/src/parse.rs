@@ -216,6 +216,21 @@ fn relocate(message: &str, script: &str, part: &StatementText<'_>) -> String {
 /// The statements sqlparser does not know: `CREATE COLLECTION name`,
 /// `DROP COLLECTION name`, `SHOW COLLECTIONS`, `SHOW INDEXES FROM name`.
 fn pre_parse(script: &str, part: &StatementText<'_>) -> Result<Option<Statement>> {
+    // Fast path: these statements start with CREATE, DROP or SHOW.
+    let first = part.text.trim_start();
+    let keyword = |k: &str| {
+        first
+            .get(..k.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(k))
+    };
+    if !(keyword("CREATE")
+        || keyword("DROP")
+        || keyword("SHOW")
+        || first.starts_with("--")
+        || first.starts_with("/*"))
+    {
+        return Ok(None);
+    }
     let clean = strip_comments(part.text);
     let words: Vec<(usize, &str)> = words(&clean);
     let upper: Vec<String> = words.iter().map(|(_, w)| w.to_ascii_uppercase()).collect();

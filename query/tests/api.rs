@@ -271,3 +271,35 @@ fn statements_split_and_report_one_by_one() {
     assert_eq!(results[1], StatementResult::Affected(1));
     assert!(matches!(&results[2], StatementResult::Message(m) if m.contains("x")));
 }
+
+#[test]
+fn cached_plans_follow_index_changes() {
+    let db = users();
+    let sql = "SELECT _id FROM users WHERE name = 'Bob'";
+    assert_eq!(db.execute_one(sql).unwrap(), db.execute_one(sql).unwrap());
+    assert!(matches!(
+        db.plan_sql(sql).unwrap().shard.access,
+        AccessPath::FullScan { .. }
+    ));
+    db.execute("CREATE INDEX by_name ON users (name)").unwrap();
+    assert!(matches!(
+        &db.plan_sql(sql).unwrap().shard.access,
+        AccessPath::IndexScan { index, .. } if index == "by_name"
+    ));
+    let StatementResult::Rows { rows, .. } = db.execute_one(sql).unwrap() else {
+        panic!()
+    };
+    assert_eq!(rows[0].to_json_string(), r#"{"_id":"u2"}"#);
+    db.execute("DROP INDEX by_name").unwrap();
+    assert!(matches!(
+        db.plan_sql(sql).unwrap().shard.access,
+        AccessPath::FullScan { .. }
+    ));
+    assert_eq!(
+        db.execute_one(sql).unwrap(),
+        StatementResult::Rows {
+            columns: vec!["_id".into()],
+            rows: vec![Value::from_json_str(r#"{"_id":"u2"}"#).unwrap()],
+        }
+    );
+}
