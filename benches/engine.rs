@@ -24,7 +24,7 @@ fn document(i: u64) -> Value {
         r#"{{"_id":"u{i:08}","name":"user {i}","age":{},"city":"city-{}","active":{},"bio":"{bio}"}}"#,
         i % 100,
         i % CITIES as u64,
-        i % 2 == 0
+        i.is_multiple_of(2)
     ))
     .expect("valid document")
 }
