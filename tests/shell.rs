@@ -216,3 +216,16 @@ fn backslash_commands() {
     assert!(!text.contains("Bob, Jr."), "{text}");
     assert!(!out.status.success());
 }
+
+/// The dialect examples of the README run as written.
+#[test]
+fn readme_sql_examples_run() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("```sql\n").expect("a sql block") + "```sql\n".len();
+    let end = start + readme[start..].find("```").expect("its end");
+    let dir = tempfile::tempdir().unwrap();
+    let out = shell(dir.path(), &["--format", "json"], Some(&readme[start..end]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(r#""n":"#), "{}", stdout(&out));
+}
