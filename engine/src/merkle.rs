@@ -128,22 +128,48 @@ fn node_key(key: &Hash, depth: usize) -> Vec<u8> {
     k
 }
 
+/// The root slot's record when the root is an inner node: a marker only, so
+/// that the record does not change (and is not rewritten) on every write. The
+/// root's hash is then the hash of the inner node at depth 0.
+const ROOT_IS_INNER: u8 = 2;
+
 fn read_root_slot(get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>>) -> Result<Option<Slot>> {
-    get(ROOT_SLOT_KEY)?
-        .map(|b| Slot::decode(&b).map(|(s, _)| s))
-        .transpose()
+    match get(ROOT_SLOT_KEY)? {
+        None => Ok(None),
+        Some(raw) if raw == [ROOT_IS_INNER] => {
+            let node = get(&node_key(&[0u8; 32], 0))?
+                .ok_or_else(|| EngineError::Corruption("missing Merkle root node".into()))?;
+            Ok(Some(Slot::Inner {
+                hash: Node::decode(&node)?.hash(),
+            }))
+        }
+        Some(raw) => Slot::decode(&raw).map(|(slot, _)| Some(slot)),
+    }
 }
 
 /// Sets (`Some(doc_hash)`) or removes (`None`) the leaf of `key`.
 pub(crate) fn update<T: KvTree>(txn: &mut Txn<'_, T>, key: &Hash, doc: Option<Hash>) -> Result<()> {
-    let root = read_root_slot(|k| txn.get(k))?;
-    match update_slot(txn, 0, key, root, doc)? {
-        Some(slot) => {
+    let raw = txn.get(ROOT_SLOT_KEY)?;
+    let root = match raw.as_deref() {
+        None => None,
+        // `update_slot` reads an inner node from storage and never uses this hash.
+        Some([ROOT_IS_INNER]) => Some(Slot::Inner { hash: [0u8; 32] }),
+        Some(bytes) => Some(Slot::decode(bytes)?.0),
+    };
+    let new_raw = match update_slot(txn, 0, key, root, doc)? {
+        None => None,
+        Some(Slot::Inner { .. }) => Some(vec![ROOT_IS_INNER]),
+        Some(leaf) => {
             let mut buf = Vec::with_capacity(65);
-            slot.encode(&mut buf);
-            txn.put(ROOT_SLOT_KEY.to_vec(), buf);
+            leaf.encode(&mut buf);
+            Some(buf)
         }
-        None => txn.delete(ROOT_SLOT_KEY.to_vec()),
+    };
+    if new_raw != raw {
+        match new_raw {
+            Some(bytes) => txn.put(ROOT_SLOT_KEY.to_vec(), bytes),
+            None => txn.delete(ROOT_SLOT_KEY.to_vec()),
+        }
     }
     Ok(())
 }
