@@ -231,6 +231,32 @@ impl<S: KvStore> Shard<S> {
 
     /// Applies the operations atomically: all of them, or (on any error) none.
     /// Documents without `_id` get one first.
+    ///
+    /// ```
+    /// use stratosdb_engine::{Durability, Engine, Op, PatchChange, Value};
+    /// let shard = Engine::open_temporary().unwrap().shard(0).unwrap();
+    /// let doc = |s: &str| Value::from_json_str(s).unwrap();
+    /// let result = shard
+    ///     .write(
+    ///         vec![
+    ///             Op::CreateCollection { name: "users".into() },
+    ///             Op::Insert { collection: "users".into(), doc: doc(r#"{"_id":"u1","n":1}"#) },
+    ///             Op::Patch {
+    ///                 collection: "users".into(),
+    ///                 id: "u1".into(),
+    ///                 changes: vec![PatchChange::Set { path: "address.city".into(), value: "Paris".into() }],
+    ///             },
+    ///         ],
+    ///         Durability::Sync,
+    ///     )
+    ///     .unwrap();
+    /// assert!(result.durable);
+    /// // A batch with one bad operation changes nothing.
+    /// let dup = Op::Insert { collection: "users".into(), doc: doc(r#"{"_id":"u1"}"#) };
+    /// let new = Op::Insert { collection: "users".into(), doc: doc(r#"{"_id":"u2"}"#) };
+    /// assert!(shard.write(vec![new, dup], Durability::Sync).is_err());
+    /// assert!(shard.get("users", "u2").unwrap().is_none());
+    /// ```
     pub fn write(&self, mut ops: Vec<Op>, durability: Durability) -> Result<WriteResult> {
         for op in &mut ops {
             if let Op::Insert { doc, .. } | Op::Upsert { doc, .. } = op {
@@ -248,6 +274,15 @@ impl<S: KvStore> Shard<S> {
 
     /// Applies the raft entry at `raft_index`, atomically with the shard's applied
     /// index. Deterministic: the same entries give the same state on every replica.
+    ///
+    /// ```
+    /// use stratosdb_engine::{ApplyOutcome, Command, Engine, Op};
+    /// let shard = Engine::open_temporary().unwrap().shard(7).unwrap();
+    /// let entry = Command { ops: vec![Op::CreateCollection { name: "c".into() }] }.encode();
+    /// assert!(matches!(shard.apply(1, &entry).unwrap(), ApplyOutcome::Applied(_)));
+    /// assert!(matches!(shard.apply(1, &entry).unwrap(), ApplyOutcome::AlreadyApplied));
+    /// assert_eq!(shard.applied_index().unwrap(), 1);
+    /// ```
     pub fn apply(&self, raft_index: u64, command: &[u8]) -> Result<ApplyOutcome> {
         let _guard = self.inner.write_lock.lock();
         if raft_index <= self.applied_index()? {
@@ -450,6 +485,18 @@ impl<S: KvStore> Shard<S> {
 
     /// A proof that the document is in the shard (with the document as stored),
     /// or that it is absent, against the root returned alongside.
+    ///
+    /// ```
+    /// use stratosdb_engine::{Engine, Value};
+    /// let shard = Engine::open_temporary().unwrap().shard(0).unwrap();
+    /// shard.create_collection("c").unwrap();
+    /// shard.insert("c", Value::from_json_str(r#"{"_id":"a","n":1}"#).unwrap()).unwrap();
+    /// let (root, proof, doc) = shard.prove("c", "a").unwrap();
+    /// proof.verify(&root, doc.as_ref()).unwrap(); // inclusion
+    /// let (root, proof, doc) = shard.prove("c", "zz").unwrap();
+    /// assert!(doc.is_none());
+    /// proof.verify(&root, None).unwrap(); // non-inclusion
+    /// ```
     pub fn prove(&self, collection: &str, id: &str) -> Result<(Hash, Proof, Option<Value>)> {
         let _guard = self.inner.write_lock.lock();
         let tree = self.tree();

@@ -6,7 +6,6 @@
 //! the receiver check the exporter's root instead of trusting shipped nodes.
 
 use std::ops::Bound;
-use std::sync::Arc;
 
 use bincode::{Decode, Encode};
 use stratosdb_proof::Value;
@@ -59,6 +58,20 @@ fn decode_chunk(bytes: &[u8]) -> Result<Chunk> {
 impl<S: KvStore> Shard<S> {
     /// Streams a consistent snapshot of the shard to `sink`, in chunks of about
     /// `chunk_bytes`. Writes to this shard wait until the export is done.
+    ///
+    /// ```
+    /// use stratosdb_engine::{Engine, Value};
+    /// let source = Engine::open_temporary().unwrap().shard(0).unwrap();
+    /// source.create_collection("c").unwrap();
+    /// source.insert("c", Value::from_json_str(r#"{"_id":"a"}"#).unwrap()).unwrap();
+    /// let mut chunks = Vec::new();
+    /// source.export_snapshot(1 << 20, |chunk| { chunks.push(chunk); Ok(()) }).unwrap();
+    ///
+    /// let target = Engine::open_temporary().unwrap().shard(0).unwrap();
+    /// let summary = target.import_snapshot(chunks).unwrap();
+    /// assert_eq!(summary.root, source.root().unwrap());
+    /// assert_eq!(target.root().unwrap(), source.root().unwrap());
+    /// ```
     pub fn export_snapshot(
         &self,
         chunk_bytes: usize,
@@ -87,12 +100,16 @@ impl<S: KvStore> Shard<S> {
             documents,
             collections,
         }))?;
+        let mut scratch = Vec::new();
         for name in &names {
             let mut docs = Vec::new();
             let mut size = 0;
             for item in self.scan(name, Bound::Unbounded, Bound::Unbounded, false)? {
                 let (_, doc) = item?;
-                size += 64 + doc.to_json_string().len() / 2;
+                // A chunk carries each document in its storage encoding.
+                scratch.clear();
+                stratosdb_proof::encode_value(&doc, &mut scratch);
+                size += scratch.len() + 8;
                 docs.push(doc);
                 if size >= chunk_bytes {
                     sink(encode_chunk(&Chunk::Documents {
@@ -248,9 +265,6 @@ impl<S: KvStore> Shard<S> {
             applied_index.to_be_bytes().to_vec(),
         );
         tree.apply(batch)?;
-        let staging = Shard {
-            inner: Arc::clone(&staging.inner),
-        };
         Ok((
             SnapshotSummary {
                 applied_index,
