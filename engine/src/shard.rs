@@ -305,6 +305,7 @@ impl<S: KvStore> Shard<S> {
                     raft_index.to_be_bytes().to_vec(),
                 );
                 tree.apply(txn.into_batch())?;
+                self.inner.shared.note_write();
                 Ok(ApplyOutcome::Rejected(rejected))
             }
         }
