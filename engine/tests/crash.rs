@@ -13,6 +13,8 @@ use rand::Rng;
 use stratosdb_engine::{Durability, Engine, EngineConfig, IndexRange, IndexSpec, Op, Value};
 
 const CHILD_ENV: &str = "STRATOSDB_CRASH_CHILD_DIR";
+const CONCURRENT_CHILD_ENV: &str = "STRATOSDB_CRASH_CONCURRENT_CHILD_DIR";
+const WRITERS: usize = 4;
 const DOCS_PER_BATCH: u64 = 4;
 const ROUNDS: usize = 12;
 
@@ -165,4 +167,136 @@ fn acknowledged_batches_survive_sigkill() {
         "the child acknowledged nothing in {ROUNDS} rounds"
     );
     eprintln!("{ROUNDS} rounds of SIGKILL, {acked} batches acknowledged and checked");
+}
+
+/// Runs only as the child of the concurrent test: four threads write with
+/// `Durability::Sync` at once (so their flushes are grouped) until killed.
+#[test]
+fn crash_concurrent_child() {
+    let Ok(dir) = std::env::var(CONCURRENT_CHILD_ENV) else {
+        return;
+    };
+    let engine = Engine::open(&dir, EngineConfig::default()).unwrap();
+    let shard = engine.shard(0).unwrap();
+    if !shard.collections().contains(&"w".to_string()) {
+        shard.create_collection("w").unwrap();
+        engine.flush().unwrap();
+    }
+    let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|t| {
+            let (shard, out) = (shard.clone(), out.clone());
+            std::thread::spawn(move || {
+                let mut n = next_for_writer(&shard, t);
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_secs(20) {
+                    let doc = Value::from_json_str(&format!(r#"{{"_id":"t{t}-{n:06}","n":{n}}}"#))
+                        .unwrap();
+                    let result = shard
+                        .write(
+                            vec![Op::Insert {
+                                collection: "w".into(),
+                                doc,
+                            }],
+                            Durability::Sync,
+                        )
+                        .unwrap();
+                    assert!(result.durable);
+                    let mut out = out.lock().unwrap();
+                    writeln!(out, "ack {t} {n}").unwrap();
+                    out.flush().unwrap();
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// The numbers a writer has stored so far: 0..next.
+fn writer_numbers(shard: &stratosdb_engine::Shard, t: usize) -> Vec<u64> {
+    let prefix = format!("t{t}-");
+    shard
+        .scan(
+            "w",
+            Bound::Included(prefix.as_str()),
+            Bound::Excluded(&format!("t{t}.")),
+            false,
+        )
+        .unwrap()
+        .map(|r| r.unwrap().0[prefix.len()..].parse().unwrap())
+        .collect()
+}
+
+fn next_for_writer(shard: &stratosdb_engine::Shard, t: usize) -> u64 {
+    writer_numbers(shard, t).last().map_or(0, |n| n + 1)
+}
+
+#[test]
+fn group_committed_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::rng();
+    let mut acked = [None::<u64>; WRITERS];
+    for round in 0..6 {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_concurrent_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CONCURRENT_CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut last = [None::<u64>; WRITERS];
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Some(rest) = line.strip_prefix("ack ") else {
+                    continue;
+                };
+                let mut words = rest.split(' ');
+                if let (Some(t), Some(n)) = (words.next(), words.next()) {
+                    last[t.parse::<usize>().unwrap()] = Some(n.parse().unwrap());
+                }
+            }
+            last
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..600)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for (t, n) in reader.join().unwrap().into_iter().enumerate() {
+            acked[t] = acked[t].max(n);
+        }
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let shard = engine.shard(0).unwrap();
+        if !shard.collections().contains(&"w".to_string()) {
+            assert!(acked.iter().all(Option::is_none), "round {round}");
+            continue;
+        }
+        for (t, acked) in acked.iter().enumerate() {
+            let numbers = writer_numbers(&shard, t);
+            // Each writer's documents are a gap-free prefix: its writes are ordered.
+            assert!(
+                numbers.iter().enumerate().all(|(i, n)| i as u64 == *n),
+                "round {round}, writer {t}"
+            );
+            if let Some(acked) = acked {
+                assert!(
+                    numbers.len() as u64 > *acked,
+                    "round {round}: writer {t} lost acknowledged write {acked}"
+                );
+            }
+        }
+        assert_eq!(shard.root().unwrap(), shard.root_from_scratch().unwrap());
+    }
+    assert!(
+        acked.iter().all(Option::is_some),
+        "every writer acknowledged something: {acked:?}"
+    );
 }
