@@ -346,12 +346,56 @@ fn merkle_growth(c: &mut Criterion) {
     group.finish();
 }
 
+/// Durable (`Durability::Sync`) inserts from one writer vs four at once: with
+/// group commit the four share flushes, so their total throughput is higher.
+fn group_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sync_insert_small");
+    group.throughput(Throughput::Elements(1));
+    for writers in [1u64, 4] {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = Engine::open(dir.path(), stratosdb_engine::EngineConfig::default())
+            .expect("engine");
+        let shard = engine.shard(0).expect("shard");
+        shard.create_collection("s").expect("collection");
+        let next = std::sync::Arc::new(AtomicU64::new(0));
+        group.bench_function(format!("{writers}_writers"), |b| {
+            b.iter_custom(|iters| {
+                let per_writer = iters.div_ceil(writers);
+                let started = std::time::Instant::now();
+                std::thread::scope(|scope| {
+                    for _ in 0..writers {
+                        let (shard, next) = (&shard, next.clone());
+                        scope.spawn(move || {
+                            for _ in 0..per_writer {
+                                let i = next.fetch_add(1, Ordering::Relaxed);
+                                let doc = Value::from_json_str(&format!(r#"{{"_id":"s{i}"}}"#))
+                                    .expect("doc");
+                                shard
+                                    .write(
+                                        vec![Op::Insert {
+                                            collection: "s".into(),
+                                            doc,
+                                        }],
+                                        Durability::Sync,
+                                    )
+                                    .expect("insert");
+                            }
+                        });
+                    }
+                });
+                started.elapsed()
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(3))
         .sample_size(30);
-    targets = inserts, gets, merkle_growth
+    targets = inserts, gets, merkle_growth, group_commit
 }
 criterion_main!(benches);

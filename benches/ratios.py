@@ -27,7 +27,7 @@ PAIRS = [
     ("Merkle update (patch) at 1M vs sled overwrite at 1M", "merkle_update/1000000", "sled_overwrite/1000000"),
     ("Merkle update: 100k vs 10k", "merkle_update/100000", "merkle_update/10000"),
     ("Merkle update: 1M vs 10k", "merkle_update/1000000", "merkle_update/10000"),
-    ("query: indexed equality LIMIT 10 vs full scan", "query_equality/indexed", "query_equality/full_scan"),
+    ("durable inserts: 4 writers vs 1 (group commit)", "sync_insert_small/4_writers", "sync_insert_small/1_writers"),
 ]
 
 
