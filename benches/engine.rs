@@ -353,8 +353,8 @@ fn group_commit(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for writers in [1u64, 4] {
         let dir = tempfile::tempdir().expect("dir");
-        let engine = Engine::open(dir.path(), stratosdb_engine::EngineConfig::default())
-            .expect("engine");
+        let engine =
+            Engine::open(dir.path(), stratosdb_engine::EngineConfig::default()).expect("engine");
         let shard = engine.shard(0).expect("shard");
         shard.create_collection("s").expect("collection");
         let next = std::sync::Arc::new(AtomicU64::new(0));
