@@ -21,11 +21,9 @@ const ROUNDS: usize = 12;
 /// Runs only as the child: writes batches until killed (or 20 s pass).
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
+    let Some((_engine, shard)) = open_as_child(CHILD_ENV) else {
         return;
     };
-    let engine = Engine::open(&dir, EngineConfig::default()).unwrap();
-    let shard = engine.shard(0).unwrap();
     if !shard.collections().contains(&"c".to_string()) {
         shard
             .write(
@@ -84,31 +82,14 @@ fn last_batch(shard: &stratosdb_engine::Shard) -> u64 {
 #[test]
 fn acknowledged_batches_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rng();
     let mut acked = 0u64;
     for round in 0..ROUNDS {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut last = 0u64;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(n) = line.strip_prefix("ack ") {
-                    last = n.parse().unwrap();
-                }
-            }
-            last
-        });
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let last_acked = reader.join().unwrap();
+        let last_acked = run_and_kill("crash_child", CHILD_ENV, dir.path(), &mut rng)
+            .iter()
+            .map(|n| n.parse::<u64>().unwrap())
+            .max()
+            .unwrap_or(0);
         acked = acked.max(last_acked);
 
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
@@ -173,11 +154,9 @@ fn acknowledged_batches_survive_sigkill() {
 /// `Durability::Sync` at once (so their flushes are grouped) until killed.
 #[test]
 fn crash_concurrent_child() {
-    let Ok(dir) = std::env::var(CONCURRENT_CHILD_ENV) else {
+    let Some((engine, shard)) = open_as_child(CONCURRENT_CHILD_ENV) else {
         return;
     };
-    let engine = Engine::open(&dir, EngineConfig::default()).unwrap();
-    let shard = engine.shard(0).unwrap();
     if !shard.collections().contains(&"w".to_string()) {
         shard.create_collection("w").unwrap();
         engine.flush().unwrap();
@@ -237,41 +216,19 @@ fn next_for_writer(shard: &stratosdb_engine::Shard, t: usize) -> u64 {
 #[test]
 fn group_committed_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rng();
     let mut acked = [None::<u64>; WRITERS];
     for round in 0..6 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_concurrent_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CONCURRENT_CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut last = [None::<u64>; WRITERS];
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Some(rest) = line.strip_prefix("ack ") else {
-                    continue;
-                };
-                let mut words = rest.split(' ');
-                if let (Some(t), Some(n)) = (words.next(), words.next()) {
-                    last[t.parse::<usize>().unwrap()] = Some(n.parse().unwrap());
-                }
-            }
-            last
-        });
-        std::thread::sleep(Duration::from_millis(rng.random_range(200..600)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        for (t, n) in reader.join().unwrap().into_iter().enumerate() {
-            acked[t] = acked[t].max(n);
+        let acks = run_and_kill(
+            "crash_concurrent_child",
+            CONCURRENT_CHILD_ENV,
+            dir.path(),
+            &mut rng,
+        );
+        for ack in acks {
+            let (t, n) = ack.split_once(' ').unwrap();
+            let t: usize = t.parse().unwrap();
+            acked[t] = acked[t].max(Some(n.parse().unwrap()));
         }
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
         let shard = engine.shard(0).unwrap();
@@ -299,4 +256,37 @@ fn group_committed_writes_survive_sigkill() {
         acked.iter().all(Option::is_some),
         "every writer acknowledged something: {acked:?}"
     );
+}
+
+/// In a child process (the environment variable names its data folder): the
+/// engine and shard 0. `None` when this test binary runs as the parent.
+fn open_as_child(env: &str) -> Option<(Engine, stratosdb_engine::Shard)> {
+    let dir = std::env::var(env).ok()?;
+    let engine = Engine::open(&dir, EngineConfig::default()).unwrap();
+    let shard = engine.shard(0).unwrap();
+    Some((engine, shard))
+}
+
+/// Runs the child test `name` of this binary on `dir`, SIGKILLs it after a
+/// random moment, and returns what followed "ack " on each line it printed.
+fn run_and_kill(name: &str, env: &str, dir: &std::path::Path, rng: &mut impl Rng) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| line.strip_prefix("ack ").map(str::to_string))
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    reader.join().unwrap()
 }
