@@ -69,6 +69,8 @@ impl CollectionInfo {
 }
 
 pub const MAX_NAME_LEN: usize = 128;
+/// Most fields a compound index may have.
+pub const MAX_INDEX_FIELDS: usize = 16;
 
 /// Collection and index names: a letter or `_`, then letters, digits, `_` or `-`.
 pub fn validate_name(name: &str) -> std::result::Result<(), String> {

@@ -1,7 +1,7 @@
 //! Write operations and the serialized command that replication carries.
 
 use bincode::{Decode, Encode};
-use stratosdb_proof::Value;
+use stratosdb_proof::{Hash, Value};
 
 use crate::{EngineError, IndexSpec, Result};
 
@@ -47,6 +47,17 @@ pub enum Op {
     Delete {
         collection: String,
         id: String,
+    },
+    /// A precondition: the document is exactly the version whose hash
+    /// (`stratosdb_proof::hash::doc_hash`) is given, or with `None` absent;
+    /// otherwise the command fails with a write conflict and changes nothing.
+    /// An UPDATE computed from a document it read carries one, so the write
+    /// applies only if nothing changed the document in between (optimistic
+    /// concurrency, decided deterministically at apply time on every replica).
+    Expect {
+        collection: String,
+        id: String,
+        doc_hash: Option<Hash>,
     },
 }
 

@@ -1,16 +1,17 @@
-//! The engine: one store, many shards, and the group commit that makes writes
-//! durable many at a time.
+//! The engine: one store, many shards, and durability through group commit.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
+use crate::Result;
+use crate::commit::GroupCommit;
+use crate::directory::Directory;
 use crate::document::Limits;
 use crate::shard::{Durability, Shard, ShardId};
-use crate::storage::{KvStore, KvTree, SledStore, WriteBatch};
-use crate::{EngineError, Result};
+use crate::storage::{KvStore, SledStore};
 
 /// Settings of an engine.
 #[derive(Clone, Debug)]
@@ -70,12 +71,9 @@ impl<S: KvStore> Clone for Engine<S> {
 pub(crate) struct Shared<S: KvStore> {
     pub store: S,
     pub config: EngineConfig,
-    /// Maps a shard to the tree that holds it (changed by snapshot import).
-    pub directory: S::Tree,
+    pub directory: Directory<S::Tree>,
     commit: GroupCommit,
 }
-
-const DIRECTORY_TREE: &str = "shard-directory";
 
 impl Engine<SledStore> {
     /// Opens (or creates) the engine's files in `dir`.
@@ -93,8 +91,9 @@ impl Engine<SledStore> {
 impl<S: KvStore> Engine<S> {
     /// An engine over any store.
     pub fn with_store(store: S, config: EngineConfig) -> Result<Self> {
-        let directory = store.open_tree(DIRECTORY_TREE)?;
-        let engine = Engine {
+        let directory = Directory::open(&store)?;
+        directory.remove_abandoned_trees(&store)?;
+        Ok(Engine {
             shared: Arc::new(Shared {
                 store,
                 config,
@@ -102,9 +101,7 @@ impl<S: KvStore> Engine<S> {
                 commit: GroupCommit::default(),
             }),
             shards: Arc::new(Mutex::new(HashMap::new())),
-        };
-        engine.remove_abandoned_trees()?;
-        Ok(engine)
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -117,17 +114,7 @@ impl<S: KvStore> Engine<S> {
         if let Some(shard) = shards.get(&id) {
             return Ok(shard.clone());
         }
-        let tree_name = match self.shared.directory.get(&id.to_be_bytes())? {
-            Some(name) => String::from_utf8(name.as_ref().to_vec())
-                .map_err(|_| EngineError::Corruption("shard directory".into()))?,
-            None => {
-                let name = tree_name(id, 0);
-                let mut batch = WriteBatch::default();
-                batch.put(id.to_be_bytes().to_vec(), name.clone().into_bytes());
-                self.shared.directory.apply(batch)?;
-                name
-            }
-        };
+        let tree_name = self.shared.directory.current_tree(id)?;
         let tree = self.shared.store.open_tree(&tree_name)?;
         let shard = Shard::open(id, self.shared.clone(), tree)?;
         shards.insert(id, shard.clone());
@@ -136,102 +123,24 @@ impl<S: KvStore> Engine<S> {
 
     /// Ids of the shards that exist.
     pub fn shard_ids(&self) -> Result<Vec<ShardId>> {
-        let mut ids = Vec::new();
-        for item in self.shared.directory.range(
-            std::ops::Bound::Unbounded,
-            std::ops::Bound::Unbounded,
-            false,
-        ) {
-            let (k, _) = item?;
-            if let Ok(bytes) = <[u8; 4]>::try_from(k.as_ref()) {
-                ids.push(u32::from_be_bytes(bytes));
-            }
-        }
-        Ok(ids)
+        self.shared.directory.shard_ids()
     }
 
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<()> {
         self.shared.wait_durable(Durability::Sync).map(|_| ())
     }
-
-    /// Trees left behind by an import that did not finish, or replaced by one
-    /// that did: the directory does not point at them.
-    fn remove_abandoned_trees(&self) -> Result<()> {
-        let mut live = std::collections::HashSet::new();
-        for item in self.shared.directory.range(
-            std::ops::Bound::Unbounded,
-            std::ops::Bound::Unbounded,
-            false,
-        ) {
-            live.insert(item?.1.as_ref().to_vec());
-        }
-        for name in self.shared.store.tree_names()? {
-            if name.starts_with("shard-")
-                && name != DIRECTORY_TREE
-                && !live.contains(name.as_bytes())
-            {
-                self.shared.store.drop_tree(&name)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-pub(crate) fn tree_name(id: ShardId, generation: u64) -> String {
-    format!("shard-{id}-gen-{generation}")
 }
 
 impl<S: KvStore> Shared<S> {
     /// Records that a write was applied (it is now covered by the next flush).
     pub fn note_write(&self) {
-        self.commit.state.lock().written += 1;
+        self.commit.note_write();
     }
 
     /// Waits, if asked, until everything written so far is durable. Returns
     /// whether it is. Concurrent waiters share one flush (group commit).
     pub fn wait_durable(&self, durability: Durability) -> Result<bool> {
-        if durability == Durability::Buffered {
-            return Ok(false);
-        }
-        let commit = &self.commit;
-        let mut state = commit.state.lock();
-        let target = state.written;
-        loop {
-            if state.durable >= target {
-                return Ok(true);
-            }
-            if state.flushing {
-                commit.flushed.wait(&mut state);
-                continue;
-            }
-            // Become the flusher for everyone waiting now.
-            state.flushing = true;
-            let covered = state.written;
-            drop(state);
-            let result = self.store.flush();
-            state = commit.state.lock();
-            state.flushing = false;
-            if result.is_ok() {
-                state.durable = state.durable.max(covered);
-            }
-            commit.flushed.notify_all();
-            result?;
-        }
+        self.commit.wait_durable(durability, || self.store.flush())
     }
-}
-
-#[derive(Default)]
-struct GroupCommit {
-    state: Mutex<CommitState>,
-    flushed: Condvar,
-}
-
-#[derive(Default)]
-struct CommitState {
-    /// Writes applied so far.
-    written: u64,
-    /// Writes known to be on disk.
-    durable: u64,
-    flushing: bool,
 }

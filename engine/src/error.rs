@@ -14,8 +14,10 @@ pub enum EngineError {
     DocumentTooDeep { depth: usize, limit: usize },
     #[error("_id must be a non-empty string of at most {max} bytes, got {got}")]
     InvalidId { got: String, max: usize },
+    /// A value given by the caller is invalid (stored data that fails to
+    /// decode is [`EngineError::Corruption`], never this).
     #[error(transparent)]
-    Value(#[from] ValueError),
+    InvalidValue(ValueError),
     #[error("collection {0:?} does not exist")]
     CollectionNotFound(String),
     #[error("collection {0:?} already exists")]
@@ -51,8 +53,14 @@ pub enum EngineError {
     CommandTooLarge { size: usize, limit: usize },
     #[error("snapshot rejected: {0}")]
     SnapshotRejected(String),
-    #[error("shard {0} is being restored from a snapshot and cannot serve")]
-    ShardRestoring(u32),
+    #[error(
+        "write conflict: document {id:?} in collection {collection:?} changed since it was read; retry"
+    )]
+    WriteConflict { collection: String, id: String },
+    #[error(
+        "shard {shard} was written with storage layout {found}; this stratosdb reads layout {expected}: open it with the stratosdb that made it, or start a new data folder"
+    )]
+    UnsupportedLayout { shard: u32, found: u8, expected: u8 },
     #[error("stored data is corrupt: {0}")]
     Corruption(String),
     #[error("storage error: {0}")]
@@ -68,7 +76,7 @@ impl EngineError {
             DocumentTooLarge { .. } => "document_too_large",
             DocumentTooDeep { .. } => "document_too_deep",
             InvalidId { .. } => "invalid_id",
-            Value(_) => "invalid_value",
+            InvalidValue(_) => "invalid_value",
             CollectionNotFound(_) => "collection_not_found",
             CollectionExists(_) => "collection_exists",
             InvalidCollectionName { .. } => "invalid_collection_name",
@@ -83,10 +91,20 @@ impl EngineError {
             MalformedCommand(_) => "malformed_command",
             CommandTooLarge { .. } => "command_too_large",
             SnapshotRejected(_) => "snapshot_rejected",
-            ShardRestoring(_) => "shard_restoring",
+            WriteConflict { .. } => "write_conflict",
+            UnsupportedLayout { .. } => "unsupported_layout",
             Corruption(_) => "corruption",
             Storage(_) => "storage",
         }
+    }
+}
+
+impl EngineError {
+    /// A fault of the storage or of stored data, as opposed to a request that
+    /// fails on its merits: a batch stops on a fault, and rejects a failing
+    /// command alone otherwise.
+    pub fn is_fault(&self) -> bool {
+        matches!(self, EngineError::Storage(_) | EngineError::Corruption(_))
     }
 }
 

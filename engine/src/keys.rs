@@ -5,7 +5,9 @@
 //! `missing < null < false < true < numbers < strings < arrays < objects`,
 //! with integers and floats interleaved numerically (`1` and `1.0` encode the same).
 
-use stratosdb_proof::Value;
+use std::ops::Bound;
+
+use stratosdb_proof::{Hash, Value};
 
 /// Type tags of the index encoding. 0x00 is kept free as a terminator.
 pub const TAG_MISSING: u8 = 0x01;
@@ -105,20 +107,41 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 // ---- The layout of a shard's tree ----------------------------------------
 //
 //   0x00 'a'                       applied raft index (u64 be)
-//   0x00 'c' name                  collection metadata (CollectionMeta)
+//   0x00 'c' name                  collection metadata (CollectionInfo, bincode)
 //   0x00 'n'                       next collection number (u32 be)
-//   0x00 'r'                       restore-in-progress marker
-//   0x01 coll(u32 be) _id          document (stratosdb_proof::encode_value)
+//   0x00 'v'                       layout version of the shard (one byte)
+//   0x01 coll(u32 be) _id          document record: doc_hash (32 bytes), then
+//                                  the document (stratosdb_proof::encode_value)
 //   0x02 coll index(u32 be) values [_id]   index entry; value = _id
-//   0x03 depth nibbles...          Merkle inner node (merkle::Node)
+//
+// The Merkle trie is not stored: it is rebuilt from the document records'
+// hashes when a shard opens (`merkle.rs`, `docs/engine.md`).
 
 pub const APPLIED_INDEX_KEY: &[u8] = &[0x00, b'a'];
 pub const NEXT_COLLECTION_KEY: &[u8] = &[0x00, b'n'];
-pub const RESTORING_KEY: &[u8] = &[0x00, b'r'];
+pub const LAYOUT_VERSION_KEY: &[u8] = &[0x00, b'v'];
+/// Version 2: document records carry their hash; no stored Merkle nodes.
+pub const LAYOUT_VERSION: u8 = 2;
 pub const META_PREFIX: u8 = 0x00;
 pub const DOC_PREFIX: u8 = 0x01;
 pub const INDEX_PREFIX: u8 = 0x02;
-pub const MERKLE_PREFIX: u8 = 0x03;
+/// Bytes of the document hash at the start of a document record.
+pub const DOC_HASH_BYTES: usize = 32;
+
+/// A document record: its hash, then its storage encoding.
+pub fn doc_record(hash: &Hash, encoded: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(DOC_HASH_BYTES + encoded.len());
+    out.extend_from_slice(hash);
+    out.extend_from_slice(encoded);
+    out
+}
+
+/// Splits a document record into its hash and the encoded document; `None`
+/// if it is too short to be one (corrupt).
+pub fn split_doc_record(record: &[u8]) -> Option<(Hash, &[u8])> {
+    let (hash, doc) = record.split_at_checked(DOC_HASH_BYTES)?;
+    Some((hash.try_into().ok()?, doc))
+}
 
 pub fn collection_meta_key(name: &str) -> Vec<u8> {
     let mut k = vec![0x00, b'c'];
@@ -149,6 +172,33 @@ pub fn index_prefix(collection: u32, index: u32) -> Vec<u8> {
     k.extend_from_slice(&collection.to_be_bytes());
     k.extend_from_slice(&index.to_be_bytes());
     k
+}
+
+/// The exclusive upper bound just past every key starting with `prefix`.
+pub(crate) fn successor_bound(prefix: &[u8]) -> Bound<Vec<u8>> {
+    match prefix_successor(prefix) {
+        Some(k) => Bound::Excluded(k),
+        None => Bound::Unbounded,
+    }
+}
+
+/// The lower bound that skips every key starting with `prefix`.
+pub(crate) fn past_prefix(prefix: &[u8]) -> Bound<Vec<u8>> {
+    match prefix_successor(prefix) {
+        Some(k) => Bound::Included(k),
+        None => Bound::Excluded(prefix.to_vec()),
+    }
+}
+
+/// An inverted range is empty (sled panics on one).
+pub(crate) fn range_is_empty(lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    match (lo, hi) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b))
+        | (Bound::Excluded(a), Bound::Excluded(b)) => a >= b,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

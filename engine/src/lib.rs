@@ -8,7 +8,7 @@
 //! - [`Engine`] opens the files and hands out [`Shard`]s.
 //! - A [`Shard`] holds collections; writes are [`Op`]s applied atomically
 //!   ([`Shard::write`]), or serialized [`Command`]s applied at a raft index
-//!   ([`Shard::apply`]).
+//!   ([`Shard::apply`], or a run of them at once with [`Shard::apply_batch`]).
 //! - Reads: [`Shard::get`], [`Shard::scan`] by `_id`, [`Shard::index_scan`].
 //! - Authenticated state: [`Shard::root`], [`Shard::prove`]; verification lives
 //!   in `stratosdb-proof` (re-exported as [`proof`]) and needs no storage.
@@ -16,11 +16,15 @@
 
 mod catalog;
 mod command;
+mod commit;
+mod directory;
 mod document;
 mod engine;
 mod error;
+mod index_keys;
 pub mod keys;
 mod merkle;
+mod overlay;
 mod shard;
 mod snapshot;
 pub mod storage;

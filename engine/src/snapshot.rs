@@ -11,11 +11,10 @@ use bincode::{Decode, Encode};
 use stratosdb_proof::Value;
 use stratosdb_proof::hash::Hash;
 
-use crate::engine::tree_name;
 use crate::keys::APPLIED_INDEX_KEY;
 use crate::shard::Shard;
 use crate::storage::{KvStore, KvTree, WriteBatch};
-use crate::{EngineError, IndexSpec, Op, Result, merkle};
+use crate::{EngineError, IndexSpec, Op, Result};
 
 const SNAPSHOT_VERSION: u8 = 1;
 
@@ -77,9 +76,9 @@ impl<S: KvStore> Shard<S> {
         chunk_bytes: usize,
         mut sink: impl FnMut(Vec<u8>) -> Result<()>,
     ) -> Result<SnapshotSummary> {
-        let _guard = self.inner.write_lock.lock();
-        let tree = self.tree();
-        let root = merkle::root(&tree)?;
+        // Holding the trie's lock keeps writers out for the whole export.
+        let merkle = self.inner.merkle.lock();
+        let root = merkle.root();
         let applied_index = self.applied_index()?;
         let names = self.collections();
         let mut collections = Vec::new();
@@ -145,20 +144,10 @@ impl<S: KvStore> Shard<S> {
         &self,
         chunks: impl IntoIterator<Item = Vec<u8>>,
     ) -> Result<SnapshotSummary> {
-        let _guard = self.inner.write_lock.lock();
+        let mut merkle = self.inner.merkle.lock();
         let shared = &self.inner.shared;
-        let current = shared
-            .directory
-            .get(&self.id().to_be_bytes())?
-            .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
-            .unwrap_or_else(|| tree_name(self.id(), 0));
-        let generation = current
-            .rsplit('-')
-            .next()
-            .and_then(|g| g.parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
-        let staging_name = tree_name(self.id(), generation);
+        let current = shared.directory.current_tree(self.id())?;
+        let (generation, staging_name) = shared.directory.next_tree(self.id())?;
         let staging_tree = shared.store.open_tree(&staging_name)?;
         let result = self.fill_staging(staging_tree.clone(), chunks);
         let (summary, staging) = match result {
@@ -174,12 +163,11 @@ impl<S: KvStore> Shard<S> {
         };
         // Durable before the switch, so the directory never points at a partial tree.
         shared.store.flush()?;
-        let mut batch = WriteBatch::default();
-        batch.put(self.id().to_be_bytes().to_vec(), staging_name.into_bytes());
-        shared.directory.apply(batch)?;
+        shared.directory.point(self.id(), generation)?;
         shared.store.flush()?;
         *self.inner.tree.write() = staging_tree;
         *self.inner.catalog.write() = staging.inner.catalog.read().clone();
+        *merkle = std::mem::take(&mut *staging.inner.merkle.lock());
         shared.store.drop_tree(&current)?;
         Ok(summary)
     }
@@ -251,7 +239,7 @@ impl<S: KvStore> Shard<S> {
                 "the header announces {documents} documents, the chunks hold {seen}"
             )));
         }
-        let rebuilt = merkle::root(&tree)?;
+        let rebuilt = staging.root()?;
         if rebuilt != root {
             return Err(reject(format!(
                 "rebuilt root {} differs from the exporter's root {}",

@@ -1,0 +1,278 @@
+//! A shard: a named partition of the engine holding collections of documents,
+//! their indexes and the shard's Merkle state. Replication puts one shard in
+//! each Raft group; the embedded database uses shard 0.
+//!
+//! - this file: the handle, opening (catalog, Merkle rebuild), the catalog;
+//! - `read.rs`: point reads, scans, index scans, root and proofs;
+//! - `write.rs`: writes and raft applies, run as one atomic batch each;
+//! - `writer.rs`: what each operation does inside a batch.
+
+mod read;
+mod write;
+mod writer;
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use stratosdb_proof::hash::key_hash;
+use stratosdb_proof::{Value, decode_value};
+
+use crate::catalog::{self, CollectionInfo, IndexSpec};
+use crate::engine::Shared;
+use crate::keys::{self, LAYOUT_VERSION, LAYOUT_VERSION_KEY};
+use crate::merkle::MerkleTree;
+use crate::storage::{KvStore, KvTree, WriteBatch};
+use crate::{EngineError, Op, Result};
+
+pub use write::{ApplyOutcome, Durability, OpOutcome, WriteResult};
+
+/// Shards are numbered.
+pub type ShardId = u32;
+
+/// Bounds of an index scan over the indexed values. A bound with fewer values
+/// than the index has fields is a prefix: `Included([5])` as upper bound takes
+/// every key that starts with 5, `Excluded([5])` as lower bound skips them all.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexRange {
+    pub lower: Bound<Vec<Value>>,
+    pub upper: Bound<Vec<Value>>,
+}
+
+impl IndexRange {
+    /// Every entry of the index.
+    pub fn all() -> Self {
+        IndexRange {
+            lower: Bound::Unbounded,
+            upper: Bound::Unbounded,
+        }
+    }
+
+    /// Entries whose leading fields equal `values`.
+    pub fn prefix(values: Vec<Value>) -> Self {
+        IndexRange {
+            lower: Bound::Included(values.clone()),
+            upper: Bound::Included(values),
+        }
+    }
+}
+
+/// A stored document, not yet decoded: what a point read returns cheaply.
+#[derive(Clone)]
+pub struct RawDocument<B>(B);
+
+impl<B: AsRef<[u8]>> RawDocument<B> {
+    /// The storage encoding of the document.
+    pub fn bytes(&self) -> &[u8] {
+        self.0
+            .as_ref()
+            .get(keys::DOC_HASH_BYTES..)
+            .unwrap_or_default()
+    }
+
+    /// The document's hash (`doc_hash`, the Merkle leaf's document part): what
+    /// a conditional write ([`Op::Expect`]) compares.
+    pub fn hash(&self) -> Result<stratosdb_proof::Hash> {
+        keys::split_doc_record(self.0.as_ref())
+            .map(|(hash, _)| hash)
+            .ok_or_else(|| EngineError::Corruption("truncated document record".into()))
+    }
+
+    pub fn decode(&self) -> Result<Value> {
+        decode_stored(self.0.as_ref())
+    }
+}
+
+/// Decodes a document record read from storage: a failure is corruption, not
+/// bad input.
+pub(crate) fn decode_stored(record: &[u8]) -> Result<Value> {
+    let (_, encoded) = keys::split_doc_record(record)
+        .ok_or_else(|| EngineError::Corruption("truncated document record".into()))?;
+    decode_value(encoded).map_err(|e| EngineError::Corruption(format!("stored document: {e}")))
+}
+
+/// An iterator over documents as `(_id, document)`.
+pub type DocIter = Box<dyn Iterator<Item = Result<(String, Value)>> + Send>;
+/// An iterator over the `_id`s an index scan finds.
+pub type IdIter = Box<dyn Iterator<Item = Result<String>> + Send>;
+
+/// A handle on one shard; cheap to clone.
+pub struct Shard<S: KvStore = crate::SledStore> {
+    pub(crate) inner: Arc<ShardInner<S>>,
+}
+
+impl<S: KvStore> Clone for Shard<S> {
+    fn clone(&self) -> Self {
+        Shard {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+pub(crate) struct ShardInner<S: KvStore> {
+    pub id: ShardId,
+    pub shared: Arc<Shared<S>>,
+    /// Swapped whole when a snapshot is imported.
+    pub tree: RwLock<S::Tree>,
+    /// Serializes writers (a write reads and changes the Merkle trie and the
+    /// catalog, which must not interleave) and holds the trie they change.
+    pub merkle: Mutex<MerkleTree>,
+    /// The catalog, cached; changed only under the `merkle` lock, after a commit.
+    pub catalog: RwLock<HashMap<String, Arc<CollectionInfo>>>,
+}
+
+impl<S: KvStore> Shard<S> {
+    /// Opens a shard on its tree: checks the layout, loads the catalog and
+    /// rebuilds the Merkle trie from the document records' hashes.
+    pub(crate) fn open(id: ShardId, shared: Arc<Shared<S>>, tree: S::Tree) -> Result<Self> {
+        check_layout(id, &tree)?;
+        let catalog = load_catalog(&tree)?;
+        let merkle = rebuild_merkle(&tree, &catalog)?;
+        Ok(Shard {
+            inner: Arc::new(ShardInner {
+                id,
+                shared,
+                tree: RwLock::new(tree),
+                merkle: Mutex::new(merkle),
+                catalog: RwLock::new(catalog),
+            }),
+        })
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.inner.id
+    }
+
+    pub(crate) fn tree(&self) -> S::Tree {
+        self.inner.tree.read().clone()
+    }
+
+    // ---- catalog --------------------------------------------------------
+
+    /// Names of the collections, sorted.
+    pub fn collections(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.catalog.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// A collection's metadata: document count and indexes.
+    pub fn collection(&self, name: &str) -> Result<Arc<CollectionInfo>> {
+        self.inner
+            .catalog
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::CollectionNotFound(name.to_string()))
+    }
+
+    pub(crate) fn collection_number(&self, collection: &str) -> Result<u32> {
+        self.inner
+            .catalog
+            .read()
+            .get(collection)
+            .map(|c| c.number)
+            .ok_or_else(|| EngineError::CollectionNotFound(collection.to_string()))
+    }
+
+    pub fn create_collection(&self, name: &str) -> Result<()> {
+        self.write_one(Op::CreateCollection { name: name.into() })
+    }
+
+    pub fn drop_collection(&self, name: &str) -> Result<()> {
+        self.write_one(Op::DropCollection { name: name.into() })
+    }
+
+    /// Creates an index, building it from the documents already there.
+    pub fn create_index(&self, collection: &str, spec: IndexSpec) -> Result<()> {
+        self.write_one(Op::CreateIndex {
+            collection: collection.into(),
+            spec,
+        })
+    }
+
+    pub fn drop_index(&self, collection: &str, name: &str) -> Result<()> {
+        self.write_one(Op::DropIndex {
+            collection: collection.into(),
+            name: name.into(),
+        })
+    }
+
+    fn write_one(&self, op: Op) -> Result<()> {
+        self.write(vec![op], Durability::Buffered).map(|_| ())
+    }
+}
+
+/// A new tree gets the current layout; a tree with data but another (or no)
+/// layout version was written by an older stratosdb and is refused.
+fn check_layout<T: KvTree>(id: ShardId, tree: &T) -> Result<()> {
+    match tree.get(LAYOUT_VERSION_KEY)? {
+        Some(v) if v.as_ref() == [LAYOUT_VERSION] => Ok(()),
+        Some(v) => Err(EngineError::UnsupportedLayout {
+            shard: id,
+            found: v.as_ref().first().copied().unwrap_or(0),
+            expected: LAYOUT_VERSION,
+        }),
+        None => {
+            let empty = tree
+                .range(Bound::Unbounded, Bound::Unbounded, false)
+                .next()
+                .is_none();
+            if !empty {
+                return Err(EngineError::UnsupportedLayout {
+                    shard: id,
+                    found: 1,
+                    expected: LAYOUT_VERSION,
+                });
+            }
+            let mut batch = WriteBatch::default();
+            batch.put(LAYOUT_VERSION_KEY.to_vec(), vec![LAYOUT_VERSION]);
+            tree.apply(batch)
+        }
+    }
+}
+
+fn load_catalog<T: KvTree>(tree: &T) -> Result<HashMap<String, Arc<CollectionInfo>>> {
+    let prefix = keys::collection_meta_prefix();
+    let mut out = HashMap::new();
+    for item in tree.range(
+        Bound::Included(prefix.clone()),
+        keys::successor_bound(&prefix),
+        false,
+    ) {
+        let (_, v) = item?;
+        let info = catalog::decode_info(v.as_ref())?;
+        out.insert(info.name.clone(), Arc::new(info));
+    }
+    Ok(out)
+}
+
+/// The trie of every document of the shard, from the hashes in the records.
+fn rebuild_merkle<T: KvTree>(
+    tree: &T,
+    catalog: &HashMap<String, Arc<CollectionInfo>>,
+) -> Result<MerkleTree> {
+    let mut leaves = Vec::new();
+    for info in catalog.values() {
+        let prefix = keys::doc_prefix(info.number);
+        for item in tree.range(
+            Bound::Included(prefix.clone()),
+            keys::successor_bound(&prefix),
+            false,
+        ) {
+            let (key, record) = item?;
+            let id = id_from_doc_key(key.as_ref(), prefix.len())?;
+            let (hash, _) = keys::split_doc_record(record.as_ref())
+                .ok_or_else(|| EngineError::Corruption("truncated document record".into()))?;
+            leaves.push((key_hash(&info.name, id), hash));
+        }
+    }
+    Ok(MerkleTree::from_leaves(&mut leaves))
+}
+
+pub(crate) fn id_from_doc_key(key: &[u8], prefix_len: usize) -> Result<&str> {
+    key.get(prefix_len..)
+        .and_then(|id| std::str::from_utf8(id).ok())
+        .ok_or_else(|| EngineError::Corruption("non-UTF-8 _id in a document key".into()))
+}

@@ -1,0 +1,245 @@
+//! Writes and raft applies. Both run commands through one [`Writer`] batch:
+//! every command sees the ones before it, a command that fails on its merits
+//! is rolled back alone, and the batch is applied to storage at once, then the
+//! Merkle trie and the catalog cache take its changes.
+
+use stratosdb_proof::Value;
+
+use super::Shard;
+use super::writer::Writer;
+use crate::merkle::MerkleTree;
+use crate::storage::{KvStore, KvTree};
+use crate::{Command, EngineError, Op, Result, document};
+
+/// When a write returns, it is applied and visible to reads. `Sync` also waits
+/// until it is on disk (one flush shared by all writers waiting at that moment:
+/// group commit); `Buffered` leaves that to the next flush (sled's background
+/// flush runs every 500 ms, or call [`crate::Engine::flush`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Buffered,
+    Sync,
+}
+
+/// What one operation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpOutcome {
+    /// The document's `_id` (for document operations).
+    pub id: Option<String>,
+    /// Documents inserted, replaced, patched or deleted.
+    pub affected: u64,
+}
+
+/// What a write did, and whether it is durable yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteResult {
+    pub outcomes: Vec<OpOutcome>,
+    pub durable: bool,
+}
+
+/// What [`Shard::apply`] did with a raft entry.
+#[derive(Debug)]
+pub enum ApplyOutcome {
+    /// Applied; the shard's applied index is now at least the entry's.
+    Applied(Vec<OpOutcome>),
+    /// The entry's command failed (the same way on every replica): no document
+    /// changed, but the applied index advanced past it.
+    Rejected(EngineError),
+    /// The entry was at or below the applied index: nothing was done.
+    AlreadyApplied,
+}
+
+/// One command's result inside a batch.
+type CommandResult = Result<Vec<OpOutcome>>;
+
+impl<S: KvStore> Shard<S> {
+    /// Inserts a document (assigning a ULID `_id` if it has none) and returns its `_id`.
+    ///
+    /// ```
+    /// use stratosdb_engine::{Durability, Engine, Value};
+    /// let engine = Engine::open_temporary().unwrap();
+    /// let shard = engine.shard(0).unwrap();
+    /// shard.create_collection("users").unwrap();
+    /// let doc = Value::from_json_str(r#"{"name":"Ann"}"#).unwrap();
+    /// let id = shard.insert("users", doc).unwrap();
+    /// assert_eq!(id.len(), 26); // a ULID
+    /// assert!(shard.get("users", &id).unwrap().is_some());
+    /// ```
+    pub fn insert(&self, collection: &str, doc: Value) -> Result<String> {
+        let result = self.write(
+            vec![Op::Insert {
+                collection: collection.into(),
+                doc,
+            }],
+            Durability::Buffered,
+        )?;
+        Ok(result
+            .outcomes
+            .into_iter()
+            .next()
+            .and_then(|o| o.id)
+            .unwrap_or_default())
+    }
+
+    /// Applies the operations atomically: all of them, or (on any error) none.
+    /// Documents without `_id` get one first.
+    ///
+    /// ```
+    /// use stratosdb_engine::{Durability, Engine, Op, PatchChange, Value};
+    /// let shard = Engine::open_temporary().unwrap().shard(0).unwrap();
+    /// let doc = |s: &str| Value::from_json_str(s).unwrap();
+    /// let result = shard
+    ///     .write(
+    ///         vec![
+    ///             Op::CreateCollection { name: "users".into() },
+    ///             Op::Insert { collection: "users".into(), doc: doc(r#"{"_id":"u1","n":1}"#) },
+    ///             Op::Patch {
+    ///                 collection: "users".into(),
+    ///                 id: "u1".into(),
+    ///                 changes: vec![PatchChange::Set { path: "address.city".into(), value: "Paris".into() }],
+    ///             },
+    ///         ],
+    ///         Durability::Sync,
+    ///     )
+    ///     .unwrap();
+    /// assert!(result.durable);
+    /// // A batch with one bad operation changes nothing.
+    /// let dup = Op::Insert { collection: "users".into(), doc: doc(r#"{"_id":"u1"}"#) };
+    /// let new = Op::Insert { collection: "users".into(), doc: doc(r#"{"_id":"u2"}"#) };
+    /// assert!(shard.write(vec![new, dup], Durability::Sync).is_err());
+    /// assert!(shard.get("users", "u2").unwrap().is_none());
+    /// ```
+    pub fn write(&self, mut ops: Vec<Op>, durability: Durability) -> Result<WriteResult> {
+        for op in &mut ops {
+            if let Op::Insert { doc, .. } | Op::Upsert { doc, .. } = op {
+                document::assign_id(doc);
+            }
+        }
+        let result = {
+            let mut merkle = self.inner.merkle.lock();
+            self.run_batch(&mut merkle, vec![Ok(ops)], None)?
+                .pop()
+                .unwrap_or_else(|| Ok(Vec::new()))
+        };
+        let outcomes = result?;
+        let durable = self.inner.shared.wait_durable(durability)?;
+        Ok(WriteResult { outcomes, durable })
+    }
+
+    /// Applies the raft entry at `raft_index`, atomically with the shard's applied
+    /// index. Deterministic: the same entries give the same state on every replica.
+    ///
+    /// ```
+    /// use stratosdb_engine::{ApplyOutcome, Command, Engine, Op};
+    /// let shard = Engine::open_temporary().unwrap().shard(7).unwrap();
+    /// let entry = Command { ops: vec![Op::CreateCollection { name: "c".into() }] }.encode();
+    /// assert!(matches!(shard.apply(1, &entry).unwrap(), ApplyOutcome::Applied(_)));
+    /// assert!(matches!(shard.apply(1, &entry).unwrap(), ApplyOutcome::AlreadyApplied));
+    /// assert_eq!(shard.applied_index().unwrap(), 1);
+    /// ```
+    pub fn apply(&self, raft_index: u64, command: &[u8]) -> Result<ApplyOutcome> {
+        Ok(self
+            .apply_batch(&[(raft_index, command)])?
+            .pop()
+            .unwrap_or(ApplyOutcome::AlreadyApplied))
+    }
+
+    /// Applies a run of committed raft entries `(index, command)`, in order, as
+    /// ONE atomic storage batch that also stores the last index. Each entry keeps
+    /// its own outcome: a command that fails on its merits is rejected alone, on
+    /// every replica alike. Entries at or below the applied index (or not above
+    /// the previous entry) are skipped. Merkle nodes touched by several commands
+    /// are hashed per command but stored nowhere: the trie is in memory.
+    ///
+    /// ```
+    /// use stratosdb_engine::{ApplyOutcome, Command, Engine, Op, Value};
+    /// let shard = Engine::open_temporary().unwrap().shard(1).unwrap();
+    /// let doc = |s: &str| Value::from_json_str(s).unwrap();
+    /// let cmd = |op: Op| Command { ops: vec![op] }.encode();
+    /// let entries = [
+    ///     cmd(Op::CreateCollection { name: "c".into() }),
+    ///     cmd(Op::Insert { collection: "c".into(), doc: doc(r#"{"_id":"a"}"#) }),
+    ///     cmd(Op::Insert { collection: "c".into(), doc: doc(r#"{"_id":"a"}"#) }), // duplicate
+    /// ];
+    /// let batch: Vec<(u64, &[u8])> = entries.iter().enumerate().map(|(i, e)| (i as u64 + 1, e.as_slice())).collect();
+    /// let outcomes = shard.apply_batch(&batch).unwrap();
+    /// assert!(matches!(outcomes[1], ApplyOutcome::Applied(_)));
+    /// assert!(matches!(outcomes[2], ApplyOutcome::Rejected(_)));
+    /// assert_eq!(shard.applied_index().unwrap(), 3);
+    /// ```
+    pub fn apply_batch(&self, entries: &[(u64, &[u8])]) -> Result<Vec<ApplyOutcome>> {
+        let mut merkle = self.inner.merkle.lock();
+        let mut last = self.applied_index()?;
+        let limit = self.inner.shared.config.max_command_bytes;
+        // Which entries run (true) and the commands they carry.
+        let mut runs = Vec::with_capacity(entries.len());
+        let mut commands = Vec::with_capacity(entries.len());
+        for &(index, bytes) in entries {
+            let new = index > last;
+            runs.push(new);
+            if new {
+                last = index;
+                commands.push(Command::decode(bytes, limit).map(|c| c.ops));
+            }
+        }
+        if commands.is_empty() {
+            return Ok(entries
+                .iter()
+                .map(|_| ApplyOutcome::AlreadyApplied)
+                .collect());
+        }
+        let mut results = self
+            .run_batch(&mut merkle, commands, Some(last))?
+            .into_iter();
+        Ok(runs
+            .into_iter()
+            .map(|new| match (new, results.next()) {
+                (true, Some(Ok(outcomes))) => ApplyOutcome::Applied(outcomes),
+                (true, Some(Err(rejected))) => ApplyOutcome::Rejected(rejected),
+                _ => ApplyOutcome::AlreadyApplied,
+            })
+            .collect())
+    }
+
+    /// Runs commands in one batch (the caller holds the trie's lock, which
+    /// serializes writers) and commits it. A storage fault or corruption aborts
+    /// the whole batch; any other error rejects only its command.
+    fn run_batch(
+        &self,
+        merkle: &mut MerkleTree,
+        commands: Vec<Result<Vec<Op>>>,
+        applied_index: Option<u64>,
+    ) -> Result<Vec<CommandResult>> {
+        let tree = self.tree();
+        let mut writer = Writer::new(
+            &tree,
+            merkle,
+            &self.inner.shared.config.limits,
+            &self.inner.catalog,
+        );
+        let mut results = Vec::with_capacity(commands.len());
+        for command in commands {
+            let result = command.and_then(|ops| writer.run_command(&ops));
+            match result {
+                Err(e) if e.is_fault() => return Err(e),
+                other => results.push(other),
+            }
+        }
+        let (batch, merkle_changes, touched) = writer.finish(applied_index);
+        if !batch.is_empty() {
+            tree.apply(batch)?;
+            self.inner.shared.note_write();
+        }
+        merkle.commit(merkle_changes);
+        if !touched.is_empty() {
+            let mut catalog = self.inner.catalog.write();
+            for (name, info) in touched {
+                match info {
+                    Some(info) => catalog.insert(name, std::sync::Arc::new(info)),
+                    None => catalog.remove(&name),
+                };
+            }
+        }
+        Ok(results)
+    }
+}

@@ -1,0 +1,436 @@
+//! What each operation does inside a write batch: one method per [`Op`]. The
+//! writer reads through its overlay (so later operations see earlier ones),
+//! changes the Merkle trie in a pending transaction, and records which catalog
+//! entries changed; [`Writer::finish`] hands all of it over for commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use stratosdb_proof::Value;
+use stratosdb_proof::hash::{Hash, doc_hash, key_hash};
+
+use super::{decode_stored, id_from_doc_key};
+use crate::catalog::{self, CollectionInfo, IndexInfo, IndexSpec};
+use crate::document::{self, Limits};
+use crate::index_keys::{index_keys, unique_key_display};
+use crate::keys::{self, APPLIED_INDEX_KEY, NEXT_COLLECTION_KEY};
+use crate::merkle::{MerkleChanges, MerkleTree, MerkleTxn};
+use crate::storage::{KvTree, WriteBatch};
+use crate::txn::Txn;
+use crate::{EngineError, Op, OpOutcome, PatchChange, Result};
+
+type Catalog = RwLock<HashMap<String, Arc<CollectionInfo>>>;
+/// Collections changed by the batch (`None`: dropped).
+pub(super) type Touched = HashMap<String, Option<CollectionInfo>>;
+
+pub(super) struct Writer<'a, T: KvTree> {
+    txn: Txn<'a, T>,
+    merkle: MerkleTxn<'a>,
+    limits: &'a Limits,
+    catalog: &'a Catalog,
+    touched: Touched,
+    /// `touched` as it was when the current command began (for its rollback).
+    touched_before: Touched,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PutMode {
+    Insert,
+    Replace,
+    Upsert,
+}
+
+impl<'a, T: KvTree> Writer<'a, T> {
+    pub fn new(
+        tree: &'a T,
+        merkle: &'a MerkleTree,
+        limits: &'a Limits,
+        catalog: &'a Catalog,
+    ) -> Self {
+        Writer {
+            txn: Txn::new(tree),
+            merkle: MerkleTxn::new(merkle),
+            limits,
+            catalog,
+            touched: HashMap::new(),
+            touched_before: HashMap::new(),
+        }
+    }
+
+    /// Runs one command's operations; if one fails, the command's writes are
+    /// undone and the error returned (earlier commands of the batch stay).
+    pub fn run_command(&mut self, ops: &[Op]) -> Result<Vec<OpOutcome>> {
+        self.txn.begin_command();
+        self.merkle.begin_command();
+        self.touched_before = self.touched.clone();
+        let result: Result<Vec<OpOutcome>> = ops.iter().map(|op| self.apply_op(op)).collect();
+        if result.is_err() {
+            self.txn.rollback_command();
+            self.merkle.rollback_command();
+            self.touched = std::mem::take(&mut self.touched_before);
+        }
+        result
+    }
+
+    /// The storage batch (with the catalog records and, for a raft apply, the
+    /// applied index), the trie's changes, and the changed catalog entries.
+    pub fn finish(mut self, applied_index: Option<u64>) -> (WriteBatch, MerkleChanges, Touched) {
+        for (name, info) in &self.touched {
+            match info {
+                Some(info) => self
+                    .txn
+                    .put(keys::collection_meta_key(name), catalog::encode_info(info)),
+                None => self.txn.delete(keys::collection_meta_key(name)),
+            }
+        }
+        if let Some(index) = applied_index {
+            self.txn
+                .put(APPLIED_INDEX_KEY.to_vec(), index.to_be_bytes().to_vec());
+        }
+        (
+            self.txn.into_batch(),
+            self.merkle.into_changes(),
+            self.touched,
+        )
+    }
+
+    fn apply_op(&mut self, op: &Op) -> Result<OpOutcome> {
+        match op {
+            Op::CreateCollection { name } => self.create_collection(name),
+            Op::DropCollection { name } => self.drop_collection(name),
+            Op::CreateIndex { collection, spec } => self.create_index(collection, spec),
+            Op::DropIndex { collection, name } => self.drop_index(collection, name),
+            Op::Insert { collection, doc } => self.put_doc(collection, doc, PutMode::Insert),
+            Op::Replace { collection, doc } => self.put_doc(collection, doc, PutMode::Replace),
+            Op::Upsert { collection, doc } => self.put_doc(collection, doc, PutMode::Upsert),
+            Op::Patch {
+                collection,
+                id,
+                changes,
+            } => self.patch(collection, id, changes),
+            Op::Delete { collection, id } => self.delete(collection, id),
+            Op::Expect {
+                collection,
+                id,
+                doc_hash,
+            } => self.expect(collection, id, doc_hash.as_ref()),
+        }
+    }
+
+    // ---- catalog ----------------------------------------------------------
+
+    fn info(&self, name: &str) -> Option<CollectionInfo> {
+        match self.touched.get(name) {
+            Some(info) => info.clone(),
+            None => self.catalog.read().get(name).map(|i| (**i).clone()),
+        }
+    }
+
+    fn existing(&self, name: &str) -> Result<CollectionInfo> {
+        self.info(name)
+            .ok_or_else(|| EngineError::CollectionNotFound(name.to_string()))
+    }
+
+    fn create_collection(&mut self, name: &str) -> Result<OpOutcome> {
+        catalog::validate_name(name).map_err(|reason| EngineError::InvalidCollectionName {
+            name: name.to_string(),
+            reason,
+        })?;
+        if self.info(name).is_some() {
+            return Err(EngineError::CollectionExists(name.to_string()));
+        }
+        let number = match self.txn.get(NEXT_COLLECTION_KEY)? {
+            Some(b) => u32::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| EngineError::Corruption("collection counter".into()))?,
+            ),
+            None => 1,
+        };
+        self.txn.put(
+            NEXT_COLLECTION_KEY.to_vec(),
+            (number + 1).to_be_bytes().to_vec(),
+        );
+        self.touched.insert(
+            name.to_string(),
+            Some(CollectionInfo {
+                name: name.to_string(),
+                number,
+                count: 0,
+                next_index_number: 1,
+                indexes: Vec::new(),
+            }),
+        );
+        Ok(no_document(0))
+    }
+
+    fn drop_collection(&mut self, name: &str) -> Result<OpOutcome> {
+        let info = self.existing(name)?;
+        let prefix = keys::doc_prefix(info.number);
+        for key in self.txn.keys_in(
+            &prefix,
+            keys::prefix_successor(&prefix).as_deref(),
+            usize::MAX,
+        )? {
+            let id = id_from_doc_key(&key, prefix.len())?;
+            self.merkle.update(&key_hash(name, id), None);
+            self.txn.delete(key);
+        }
+        for index in &info.indexes {
+            self.delete_index_entries(&info, index)?;
+        }
+        self.touched.insert(name.to_string(), None);
+        Ok(no_document(0))
+    }
+
+    fn create_index(&mut self, collection: &str, spec: &IndexSpec) -> Result<OpOutcome> {
+        let mut info = self.existing(collection)?;
+        validate_index_spec(spec)?;
+        if info.indexes.iter().any(|i| i.spec.name == spec.name) {
+            return Err(EngineError::IndexExists {
+                collection: collection.to_string(),
+                index: spec.name.clone(),
+            });
+        }
+        let mut index = IndexInfo {
+            spec: spec.clone(),
+            number: info.next_index_number,
+            multikey: false,
+        };
+        info.next_index_number += 1;
+        // Build from the documents already there.
+        let prefix = keys::doc_prefix(info.number);
+        for key in self.txn.keys_in(
+            &prefix,
+            keys::prefix_successor(&prefix).as_deref(),
+            usize::MAX,
+        )? {
+            let id = id_from_doc_key(&key, prefix.len())?.to_string();
+            let Some(stored) = self.read_record(&key)? else {
+                continue;
+            };
+            let (entries, multikey) = index_keys(&info, &index, &id, &stored)?;
+            index.multikey |= multikey;
+            self.add_index_entries(&info, &index, &id, &stored, entries)?;
+        }
+        info.indexes.push(index);
+        self.touched.insert(collection.to_string(), Some(info));
+        Ok(no_document(0))
+    }
+
+    fn drop_index(&mut self, collection: &str, name: &str) -> Result<OpOutcome> {
+        let mut info = self.existing(collection)?;
+        let index = info.index(name)?.clone();
+        self.delete_index_entries(&info, &index)?;
+        info.indexes.retain(|i| i.spec.name != name);
+        self.touched.insert(collection.to_string(), Some(info));
+        Ok(no_document(0))
+    }
+
+    // ---- documents --------------------------------------------------------
+
+    fn read_record(&self, key: &[u8]) -> Result<Option<Value>> {
+        self.txn
+            .get(key)?
+            .map(|record| decode_stored(&record))
+            .transpose()
+    }
+
+    fn read_doc(&self, info: &CollectionInfo, id: &str) -> Result<Option<Value>> {
+        self.read_record(&keys::doc_key(info.number, id))
+    }
+
+    fn put_doc(&mut self, collection: &str, doc: &Value, mode: PutMode) -> Result<OpOutcome> {
+        let info = self.existing(collection)?;
+        let (id, encoded) = document::validate(doc, self.limits)?;
+        let old = self.read_doc(&info, &id)?;
+        match (&old, mode) {
+            (Some(_), PutMode::Insert) => {
+                return Err(EngineError::DuplicateId {
+                    collection: collection.to_string(),
+                    id,
+                });
+            }
+            (None, PutMode::Replace) => {
+                return Err(EngineError::DocumentNotFound {
+                    collection: collection.to_string(),
+                    id,
+                });
+            }
+            _ => {}
+        }
+        self.store_doc(info, &id, doc, &encoded, old)
+    }
+
+    /// Writes a validated document over `old`: index entries that changed, the
+    /// Merkle leaf, the record, and the collection's count if it changed.
+    fn store_doc(
+        &mut self,
+        mut info: CollectionInfo,
+        id: &str,
+        doc: &Value,
+        encoded: &[u8],
+        old: Option<Value>,
+    ) -> Result<OpOutcome> {
+        let mut changed = old.is_none();
+        let mut indexes = std::mem::take(&mut info.indexes);
+        for index in &mut indexes {
+            let (new_keys, multikey) = index_keys(&info, index, id, doc)?;
+            let old_keys = match &old {
+                Some(old) => index_keys(&info, index, id, old)?.0,
+                None => Vec::new(),
+            };
+            // Both lists are sorted: write only the difference.
+            for key in old_keys
+                .iter()
+                .filter(|k| new_keys.binary_search(k).is_err())
+            {
+                self.txn.delete(key.clone());
+            }
+            let added: Vec<Vec<u8>> = new_keys
+                .into_iter()
+                .filter(|k| old_keys.binary_search(k).is_err())
+                .collect();
+            self.add_index_entries(&info, index, id, doc, added)?;
+            if multikey && !index.multikey {
+                index.multikey = true;
+                changed = true;
+            }
+        }
+        info.indexes = indexes;
+        let hash = doc_hash(doc);
+        self.merkle.update(&key_hash(&info.name, id), Some(hash));
+        self.txn.put(
+            keys::doc_key(info.number, id),
+            keys::doc_record(&hash, encoded),
+        );
+        if old.is_none() {
+            info.count += 1;
+        }
+        if changed {
+            self.touched.insert(info.name.clone(), Some(info));
+        }
+        Ok(OpOutcome {
+            id: Some(id.to_string()),
+            affected: 1,
+        })
+    }
+
+    fn patch(&mut self, collection: &str, id: &str, changes: &[PatchChange]) -> Result<OpOutcome> {
+        let info = self.existing(collection)?;
+        let old = self
+            .read_doc(&info, id)?
+            .ok_or_else(|| EngineError::DocumentNotFound {
+                collection: collection.to_string(),
+                id: id.to_string(),
+            })?;
+        let new = document::apply_patch(&old, changes)?;
+        let (_, encoded) = document::validate(&new, self.limits)?;
+        self.store_doc(info, id, &new, &encoded, Some(old))
+    }
+
+    fn delete(&mut self, collection: &str, id: &str) -> Result<OpOutcome> {
+        let mut info = self.existing(collection)?;
+        let Some(old) = self.read_doc(&info, id)? else {
+            return Ok(OpOutcome {
+                id: Some(id.to_string()),
+                affected: 0,
+            });
+        };
+        for index in &info.indexes {
+            for key in index_keys(&info, index, id, &old)?.0 {
+                self.txn.delete(key);
+            }
+        }
+        self.merkle.update(&key_hash(collection, id), None);
+        self.txn.delete(keys::doc_key(info.number, id));
+        info.count = info.count.saturating_sub(1);
+        self.touched.insert(collection.to_string(), Some(info));
+        Ok(OpOutcome {
+            id: Some(id.to_string()),
+            affected: 1,
+        })
+    }
+
+    /// The precondition of a conditional write: the document is exactly the
+    /// version with this hash (or, with `None`, absent).
+    fn expect(&mut self, collection: &str, id: &str, expected: Option<&Hash>) -> Result<OpOutcome> {
+        let info = self.existing(collection)?;
+        let current = match self.txn.get(&keys::doc_key(info.number, id))? {
+            Some(record) => Some(
+                keys::split_doc_record(&record)
+                    .ok_or_else(|| EngineError::Corruption("truncated document record".into()))?
+                    .0,
+            ),
+            None => None,
+        };
+        if current.as_ref() != expected {
+            return Err(EngineError::WriteConflict {
+                collection: collection.to_string(),
+                id: id.to_string(),
+            });
+        }
+        Ok(no_document(0))
+    }
+
+    // ---- index entries ----------------------------------------------------
+
+    /// Writes a document's new entries in one index, enforcing UNIQUE.
+    fn add_index_entries(
+        &mut self,
+        info: &CollectionInfo,
+        index: &IndexInfo,
+        id: &str,
+        doc: &Value,
+        entries: Vec<Vec<u8>>,
+    ) -> Result<()> {
+        for key in entries {
+            if index.spec.unique
+                && let Some(existing) = self.txn.get(&key)?
+                && existing != id.as_bytes()
+            {
+                return Err(EngineError::UniqueViolation {
+                    collection: info.name.clone(),
+                    index: index.spec.name.clone(),
+                    key: unique_key_display(index, doc),
+                    existing_id: String::from_utf8_lossy(&existing).into_owned(),
+                });
+            }
+            self.txn.put(key, id.as_bytes().to_vec());
+        }
+        Ok(())
+    }
+
+    fn delete_index_entries(&mut self, info: &CollectionInfo, index: &IndexInfo) -> Result<()> {
+        let prefix = keys::index_prefix(info.number, index.number);
+        for key in self.txn.keys_in(
+            &prefix,
+            keys::prefix_successor(&prefix).as_deref(),
+            usize::MAX,
+        )? {
+            self.txn.delete(key);
+        }
+        Ok(())
+    }
+}
+
+fn no_document(affected: u64) -> OpOutcome {
+    OpOutcome { id: None, affected }
+}
+
+fn validate_index_spec(spec: &IndexSpec) -> Result<()> {
+    catalog::validate_name(&spec.name)
+        .map_err(|reason| EngineError::InvalidIndex(format!("name {:?}: {reason}", spec.name)))?;
+    if spec.fields.is_empty() || spec.fields.len() > catalog::MAX_INDEX_FIELDS {
+        return Err(EngineError::InvalidIndex(format!(
+            "an index has 1 to {} fields, not {}",
+            catalog::MAX_INDEX_FIELDS,
+            spec.fields.len()
+        )));
+    }
+    for field in &spec.fields {
+        document::parse_path(field)?;
+    }
+    Ok(())
+}
