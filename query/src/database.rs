@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use stratosdb_engine::{Durability, Engine, EngineConfig, Op, PatchChange, Shard, Value};
+use stratosdb_engine::{
+    Durability, Engine, EngineConfig, EngineError, Op, PatchChange, Shard, Value,
+};
 
 use crate::ast::{Query, Statement};
 use crate::error::{QueryError, Result};
@@ -332,9 +334,9 @@ impl Database {
                 collection,
                 sets,
                 filter,
-            } => {
+            } => self.read_modify_write(|| {
                 let docs = self.matching(collection, filter)?;
-                let mut ops = Vec::with_capacity(docs.len());
+                let mut ops = Vec::with_capacity(docs.len() * 2);
                 for doc in &docs {
                     let ctx = Ctx::doc(doc);
                     let mut changes = Vec::with_capacity(sets.len());
@@ -345,26 +347,55 @@ impl Database {
                             None => PatchChange::Unset { path },
                         });
                     }
+                    let id = doc_id(doc)?;
+                    ops.push(expect_unchanged(collection, &id, doc));
                     ops.push(Op::Patch {
                         collection: collection.clone(),
-                        id: doc_id(doc)?,
+                        id,
                         changes,
                     });
                 }
-                self.write(ops)
-            }
-            Statement::Delete { collection, filter } => {
+                Ok(ops)
+            }),
+            Statement::Delete { collection, filter } => self.read_modify_write(|| {
                 let docs = self.matching(collection, filter)?;
-                let ops = docs
-                    .iter()
-                    .map(|doc| {
-                        Ok(Op::Delete {
-                            collection: collection.clone(),
-                            id: doc_id(doc)?,
-                        })
-                    })
-                    .collect::<Result<_>>()?;
-                self.write(ops)
+                let mut ops = Vec::with_capacity(docs.len() * 2);
+                for doc in &docs {
+                    let id = doc_id(doc)?;
+                    ops.push(expect_unchanged(collection, &id, doc));
+                    ops.push(Op::Delete {
+                        collection: collection.clone(),
+                        id,
+                    });
+                }
+                Ok(ops)
+            }),
+        }
+    }
+
+    /// Runs a read-modify-write statement isolated from concurrent writers,
+    /// optimistically: `compute` reads the documents and returns the writes,
+    /// each guarded by an [`Op::Expect`] on the version it read; if any of them
+    /// changed meanwhile, the engine rejects the whole write (changing nothing)
+    /// and the statement is computed again, at most [`MAX_WRITE_ATTEMPTS`] times.
+    /// The check happens at apply time, so it stays deterministic under Raft.
+    fn read_modify_write(&self, compute: impl Fn() -> Result<Vec<Op>>) -> Result<StatementResult> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.write(compute()?) {
+                Err(QueryError::Engine(EngineError::WriteConflict { .. }))
+                    if attempt < MAX_WRITE_ATTEMPTS =>
+                {
+                    conflict_backoff(attempt);
+                }
+                Err(QueryError::Engine(e @ EngineError::WriteConflict { .. })) => {
+                    return Err(QueryError::Contention {
+                        attempts: attempt,
+                        last: e.to_string(),
+                    });
+                }
+                other => return other,
             }
         }
     }
@@ -451,6 +482,33 @@ impl Database {
                 collections: found.join(", "),
             }),
         }
+    }
+}
+
+/// Attempts of a read-modify-write statement before it reports contention.
+pub const MAX_WRITE_ATTEMPTS: u32 = 100;
+
+/// Waits a little before retrying a conflicting write, longer after each
+/// conflict (up to about 2 ms), with jitter so that the writers that collided
+/// do not collide again in step.
+fn conflict_backoff(attempt: u32) {
+    if attempt <= 2 {
+        std::thread::yield_now();
+        return;
+    }
+    let ceiling_us = 50u64 << attempt.min(6);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    std::thread::sleep(std::time::Duration::from_micros(nanos % ceiling_us));
+}
+
+/// The precondition that the document is still the version that was read.
+fn expect_unchanged(collection: &str, id: &str, doc: &Value) -> Op {
+    Op::Expect {
+        collection: collection.to_string(),
+        id: id.to_string(),
+        doc_hash: Some(stratosdb_engine::proof::hash::doc_hash(doc)),
     }
 }
 

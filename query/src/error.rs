@@ -40,6 +40,10 @@ pub enum QueryError {
     /// `DROP INDEX name` when no collection has it.
     #[error("index {0:?} does not exist on any collection")]
     IndexNotFound(String),
+    /// A read-modify-write statement met a concurrent change of its documents
+    /// on every attempt; nothing was written, and running it again is safe.
+    #[error("too much contention: gave up after {attempts} attempts ({last})")]
+    Contention { attempts: u32, last: String },
     /// What the engine refused (unknown collection, unique violation, ...).
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -59,6 +63,7 @@ impl QueryError {
             QueryError::Arithmetic(_) => "arithmetic_error",
             QueryError::AmbiguousIndex { .. } => "ambiguous_index",
             QueryError::IndexNotFound(_) => "index_not_found",
+            QueryError::Contention { .. } => "contention",
             QueryError::Engine(e) => e.code(),
         }
     }
