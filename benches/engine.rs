@@ -9,9 +9,11 @@
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use stratosdb_engine::proof::encode_value;
-use stratosdb_engine::{Durability, Engine, IndexRange, IndexSpec, Op, PatchChange, Shard, Value};
+use stratosdb_engine::{
+    ApplyOutcome, Command, Durability, Engine, IndexRange, IndexSpec, Op, PatchChange, Shard, Value,
+};
 
 const CITIES: usize = 50;
 
@@ -167,6 +169,91 @@ fn inserts(c: &mut Criterion) {
                     .collect();
                 shard.write(ops, Durability::Buffered).expect("insert");
             })
+        });
+    }
+    group.finish();
+}
+
+/// The replicated write path: 64 single-document insert commands (as raft
+/// entries carry them) applied as one batch, against 64 raw sled inserts of the
+/// same document bytes; and sled's own floor for what the batch must store
+/// (each document and its two index entries, in one atomic batch).
+fn apply_batches(c: &mut Criterion) {
+    const RUN: u64 = 64;
+    let mut group = c.benchmark_group("apply_batch_64");
+    group.throughput(Throughput::Elements(RUN));
+    let docs: Vec<Value> = (0..20_000).map(document).collect();
+    let doc_at = |i: u64| &docs[(i % docs.len() as u64) as usize];
+    let next = AtomicU64::new(0);
+    let prepared_bytes = || -> Vec<(String, Vec<u8>)> {
+        (0..RUN)
+            .map(|_| {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                (format!("u{i:08}"), encoded(doc_at(i)))
+            })
+            .collect()
+    };
+    {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let tree = db.open_tree("raw").expect("tree");
+        group.bench_function("raw_sled_64_inserts", |b| {
+            b.iter_batched(
+                prepared_bytes,
+                |docs| {
+                    for (key, bytes) in docs {
+                        tree.insert(key, bytes).expect("insert");
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_function("raw_sled_one_batch_docs_and_2_index_keys", |b| {
+            b.iter_batched(
+                prepared_bytes,
+                |docs| {
+                    let mut batch = sled::Batch::default();
+                    for (key, bytes) in docs {
+                        batch.insert(format!("age/{key}").as_bytes(), key.as_bytes());
+                        batch.insert(format!("city/{key}").as_bytes(), key.as_bytes());
+                        batch.insert(key.as_bytes(), bytes);
+                    }
+                    tree.apply_batch(batch).expect("batch");
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    {
+        let (_engine, shard) = engine_with_indexes();
+        let raft_index = AtomicU64::new(shard.applied_index().expect("applied") + 1);
+        group.bench_function("engine_apply_batch", |b| {
+            b.iter_batched(
+                || {
+                    (0..RUN)
+                        .map(|_| {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let command = Command {
+                                ops: vec![Op::Insert {
+                                    collection: "users".into(),
+                                    doc: with_id(doc_at(i), i),
+                                }],
+                            };
+                            (raft_index.fetch_add(1, Ordering::Relaxed), command.encode())
+                        })
+                        .collect::<Vec<_>>()
+                },
+                |entries| {
+                    let batch: Vec<(u64, &[u8])> =
+                        entries.iter().map(|(i, c)| (*i, c.as_slice())).collect();
+                    let outcomes = shard.apply_batch(&batch).expect("apply");
+                    debug_assert!(
+                        outcomes
+                            .iter()
+                            .all(|o| matches!(o, ApplyOutcome::Applied(_)))
+                    );
+                },
+                BatchSize::SmallInput,
+            )
         });
     }
     group.finish();
@@ -396,6 +483,6 @@ criterion_group! {
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(3))
         .sample_size(30);
-    targets = inserts, gets, merkle_growth, group_commit
+    targets = inserts, apply_batches, gets, merkle_growth, group_commit
 }
 criterion_main!(benches);

@@ -53,10 +53,36 @@ pub struct CollectionInfo {
     /// Documents in the collection on this shard.
     pub count: u64,
     pub next_index_number: u32,
+    /// Indexes that are complete: the ones queries may use.
     pub indexes: Vec<IndexInfo>,
+    /// Indexes being built in chunks: writers already maintain their entries,
+    /// but documents older than the build's cursor may not be in them yet, so
+    /// the planner must not use them (it only sees `indexes`).
+    pub building: Vec<IndexBuild>,
+}
+
+/// An index under construction and how far its build has come.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct IndexBuild {
+    pub index: IndexInfo,
+    /// The last `_id` (in key order) whose entries the build wrote; `None`
+    /// before the first chunk.
+    pub after: Option<String>,
 }
 
 impl CollectionInfo {
+    /// Every index writers must maintain: the complete ones and those being built.
+    pub fn maintained_indexes(&self) -> impl Iterator<Item = &IndexInfo> {
+        self.indexes
+            .iter()
+            .chain(self.building.iter().map(|b| &b.index))
+    }
+
+    /// Whether an index of this name exists, complete or being built.
+    pub fn has_index(&self, name: &str) -> bool {
+        self.maintained_indexes().any(|i| i.spec.name == name)
+    }
+
     pub fn index(&self, name: &str) -> Result<&IndexInfo> {
         self.indexes
             .iter()

@@ -14,13 +14,15 @@ pub enum Op {
     DropCollection {
         name: String,
     },
-    CreateIndex {
-        collection: String,
-        spec: IndexSpec,
-    },
     DropIndex {
         collection: String,
         name: String,
+    },
+    /// Declares an index; it is built by [`Op::BuildIndex`] chunks and used by
+    /// queries once complete.
+    CreateIndex {
+        collection: String,
+        spec: IndexSpec,
     },
     /// Fails if a document with the same `_id` exists.
     Insert {
@@ -47,6 +49,15 @@ pub enum Op {
     Delete {
         collection: String,
         id: String,
+    },
+    /// Builds the next chunk of an index being built (after
+    /// [`Op::CreateIndex`]): the entries of at most `max_docs` more documents,
+    /// in `_id` order; the chunk that reaches the end makes the index complete.
+    /// On an index that is already complete it does nothing.
+    BuildIndex {
+        collection: String,
+        index: String,
+        max_docs: u32,
     },
     /// A precondition: the document is exactly the version whose hash
     /// (`stratosdb_proof::hash::doc_hash`) is given, or with `None` absent;

@@ -108,6 +108,8 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 //
 //   0x00 'a'                       applied raft index (u64 be)
 //   0x00 'c' name                  collection metadata (CollectionInfo, bincode)
+//   0x00 'g' prefix                garbage: a key range of a dropped collection
+//                                  or index, deleted in chunks (value empty)
 //   0x00 'n'                       next collection number (u32 be)
 //   0x00 'v'                       layout version of the shard (one byte)
 //   0x01 coll(u32 be) _id          document record: doc_hash (32 bytes), then
@@ -146,6 +148,23 @@ pub fn split_doc_record(record: &[u8]) -> Option<(Hash, &[u8])> {
 pub fn collection_meta_key(name: &str) -> Vec<u8> {
     let mut k = vec![0x00, b'c'];
     k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub const GARBAGE_PREFIX: &[u8] = &[0x00, b'g'];
+
+/// The marker that the keys starting with `prefix` are garbage.
+pub fn garbage_key(prefix: &[u8]) -> Vec<u8> {
+    let mut k = GARBAGE_PREFIX.to_vec();
+    k.extend_from_slice(prefix);
+    k
+}
+
+/// Every index entry of a collection starts with this.
+pub fn collection_index_prefix(collection: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5);
+    k.push(INDEX_PREFIX);
+    k.extend_from_slice(&collection.to_be_bytes());
     k
 }
 

@@ -30,7 +30,7 @@ mod snapshot;
 pub mod storage;
 mod txn;
 
-pub use catalog::{CollectionInfo, IndexInfo, IndexSpec};
+pub use catalog::{CollectionInfo, IndexBuild, IndexInfo, IndexSpec};
 pub use command::{Command, Op, PatchChange};
 pub use document::{Limits, parse_path, path_values};
 pub use engine::{Engine, EngineConfig};

@@ -88,7 +88,7 @@ impl<S: KvStore> Shard<S> {
             documents += info.count;
             collections.push((
                 name.clone(),
-                info.indexes.iter().map(|i| i.spec.clone()).collect(),
+                info.maintained_indexes().map(|i| i.spec.clone()).collect(),
             ));
         }
         let mut chunks = 1;
@@ -194,16 +194,11 @@ impl<S: KvStore> Shard<S> {
         if version != SNAPSHOT_VERSION {
             return Err(reject(format!("unknown snapshot version {version}")));
         }
-        let mut ddl = Vec::new();
-        for (name, specs) in collections {
-            ddl.push(Op::CreateCollection { name: name.clone() });
-            for spec in specs {
-                ddl.push(Op::CreateIndex {
-                    collection: name.clone(),
-                    spec,
-                });
-            }
-        }
+        // Collections first; indexes are built once the documents are in.
+        let ddl = collections
+            .iter()
+            .map(|(name, _)| Op::CreateCollection { name: name.clone() })
+            .collect();
         staging.write(ddl, crate::Durability::Buffered)?;
         let mut seen = 0u64;
         let mut count = 1u64;
@@ -238,6 +233,11 @@ impl<S: KvStore> Shard<S> {
             return Err(reject(format!(
                 "the header announces {documents} documents, the chunks hold {seen}"
             )));
+        }
+        for (name, specs) in collections {
+            for spec in specs {
+                staging.create_index(&name, spec)?;
+            }
         }
         let rebuilt = staging.root()?;
         if rebuilt != root {

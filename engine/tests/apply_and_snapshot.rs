@@ -21,6 +21,12 @@ fn commands() -> Vec<Vec<u8>> {
                     collection: "users".into(),
                     spec: IndexSpec::new("by_age", &["age"]),
                 },
+                // The collection is empty: one chunk completes the build.
+                Op::BuildIndex {
+                    collection: "users".into(),
+                    index: "by_age".into(),
+                    max_docs: 1024,
+                },
             ],
         }
         .encode(),

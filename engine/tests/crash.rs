@@ -33,6 +33,11 @@ fn crash_child() {
                         collection: "c".into(),
                         spec: IndexSpec::new("by_batch", &["batch"]),
                     },
+                    Op::BuildIndex {
+                        collection: "c".into(),
+                        index: "by_batch".into(),
+                        max_docs: 1024,
+                    },
                 ],
                 Durability::Sync,
             )

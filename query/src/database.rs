@@ -96,6 +96,8 @@ impl Database {
     /// A database over shard 0 of an engine.
     pub fn with_engine(engine: Engine) -> Result<Database> {
         let shard = engine.shard(0)?;
+        // An index build or a drop that a crash cut short is finished first.
+        shard.finish_interrupted_work()?;
         Ok(Database {
             engine,
             shard,

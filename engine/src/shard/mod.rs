@@ -5,8 +5,10 @@
 //! - this file: the handle, opening (catalog, Merkle rebuild), the catalog;
 //! - `read.rs`: point reads, scans, index scans, root and proofs;
 //! - `write.rs`: writes and raft applies, run as one atomic batch each;
-//! - `writer.rs`: what each operation does inside a batch.
+//! - `writer.rs`: what each operation does inside a batch;
+//! - `maintenance.rs`: DDL that runs in chunks (index builds, garbage).
 
+mod maintenance;
 mod read;
 mod write;
 mod writer;
@@ -19,7 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use stratosdb_proof::hash::key_hash;
 use stratosdb_proof::{Value, decode_value};
 
-use crate::catalog::{self, CollectionInfo, IndexSpec};
+use crate::catalog::{self, CollectionInfo};
 use crate::engine::Shared;
 use crate::keys::{self, LAYOUT_VERSION, LAYOUT_VERSION_KEY};
 use crate::merkle::MerkleTree;
@@ -178,25 +180,6 @@ impl<S: KvStore> Shard<S> {
 
     pub fn create_collection(&self, name: &str) -> Result<()> {
         self.write_one(Op::CreateCollection { name: name.into() })
-    }
-
-    pub fn drop_collection(&self, name: &str) -> Result<()> {
-        self.write_one(Op::DropCollection { name: name.into() })
-    }
-
-    /// Creates an index, building it from the documents already there.
-    pub fn create_index(&self, collection: &str, spec: IndexSpec) -> Result<()> {
-        self.write_one(Op::CreateIndex {
-            collection: collection.into(),
-            spec,
-        })
-    }
-
-    pub fn drop_index(&self, collection: &str, name: &str) -> Result<()> {
-        self.write_one(Op::DropIndex {
-            collection: collection.into(),
-            name: name.into(),
-        })
     }
 
     fn write_one(&self, op: Op) -> Result<()> {

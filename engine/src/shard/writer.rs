@@ -11,7 +11,7 @@ use stratosdb_proof::Value;
 use stratosdb_proof::hash::{Hash, doc_hash, key_hash};
 
 use super::{decode_stored, id_from_doc_key};
-use crate::catalog::{self, CollectionInfo, IndexInfo, IndexSpec};
+use crate::catalog::{self, CollectionInfo, IndexBuild, IndexInfo, IndexSpec};
 use crate::document::{self, Limits};
 use crate::index_keys::{index_keys, unique_key_display};
 use crate::keys::{self, APPLIED_INDEX_KEY, NEXT_COLLECTION_KEY};
@@ -101,6 +101,11 @@ impl<'a, T: KvTree> Writer<'a, T> {
             Op::DropCollection { name } => self.drop_collection(name),
             Op::CreateIndex { collection, spec } => self.create_index(collection, spec),
             Op::DropIndex { collection, name } => self.drop_index(collection, name),
+            Op::BuildIndex {
+                collection,
+                index,
+                max_docs,
+            } => self.build_index(collection, index, *max_docs),
             Op::Insert { collection, doc } => self.put_doc(collection, doc, PutMode::Insert),
             Op::Replace { collection, doc } => self.put_doc(collection, doc, PutMode::Replace),
             Op::Upsert { collection, doc } => self.put_doc(collection, doc, PutMode::Upsert),
@@ -160,72 +165,118 @@ impl<'a, T: KvTree> Writer<'a, T> {
                 count: 0,
                 next_index_number: 1,
                 indexes: Vec::new(),
+                building: Vec::new(),
             }),
         );
         Ok(no_document(0))
     }
 
+    /// Removes the collection from the catalog and its documents from the
+    /// Merkle trie now; its stored keys become garbage, deleted in chunks
+    /// afterwards ([`crate::Shard::collect_garbage`]), so the batch stays small.
     fn drop_collection(&mut self, name: &str) -> Result<OpOutcome> {
         let info = self.existing(name)?;
         let prefix = keys::doc_prefix(info.number);
-        for key in self.txn.keys_in(
-            &prefix,
-            keys::prefix_successor(&prefix).as_deref(),
-            usize::MAX,
-        )? {
-            let id = id_from_doc_key(&key, prefix.len())?;
-            self.merkle.update(&key_hash(name, id), None);
-            self.txn.delete(key);
+        let end = keys::prefix_successor(&prefix);
+        let mut start = prefix.clone();
+        loop {
+            let chunk = self.txn.keys_in(&start, end.as_deref(), GARBAGE_CHUNK)?;
+            for key in &chunk {
+                let id = id_from_doc_key(key, prefix.len())?;
+                self.merkle.update(&key_hash(name, id), None);
+            }
+            match chunk.last() {
+                Some(last) if chunk.len() == GARBAGE_CHUNK => start = key_after(last),
+                _ => break,
+            }
         }
-        for index in &info.indexes {
-            self.delete_index_entries(&info, index)?;
-        }
+        self.mark_garbage(&prefix);
+        self.mark_garbage(&keys::collection_index_prefix(info.number));
         self.touched.insert(name.to_string(), None);
         Ok(no_document(0))
     }
 
+    /// Declares the index; [`Op::BuildIndex`] chunks fill it.
     fn create_index(&mut self, collection: &str, spec: &IndexSpec) -> Result<OpOutcome> {
         let mut info = self.existing(collection)?;
         validate_index_spec(spec)?;
-        if info.indexes.iter().any(|i| i.spec.name == spec.name) {
+        if info.has_index(&spec.name) {
             return Err(EngineError::IndexExists {
                 collection: collection.to_string(),
                 index: spec.name.clone(),
             });
         }
-        let mut index = IndexInfo {
-            spec: spec.clone(),
-            number: info.next_index_number,
-            multikey: false,
-        };
+        info.building.push(IndexBuild {
+            index: IndexInfo {
+                spec: spec.clone(),
+                number: info.next_index_number,
+                multikey: false,
+            },
+            after: None,
+        });
         info.next_index_number += 1;
-        // Build from the documents already there.
-        let prefix = keys::doc_prefix(info.number);
-        for key in self.txn.keys_in(
-            &prefix,
-            keys::prefix_successor(&prefix).as_deref(),
-            usize::MAX,
-        )? {
-            let id = id_from_doc_key(&key, prefix.len())?.to_string();
-            let Some(stored) = self.read_record(&key)? else {
-                continue;
-            };
-            let (entries, multikey) = index_keys(&info, &index, &id, &stored)?;
-            index.multikey |= multikey;
-            self.add_index_entries(&info, &index, &id, &stored, entries)?;
-        }
-        info.indexes.push(index);
         self.touched.insert(collection.to_string(), Some(info));
         Ok(no_document(0))
     }
 
-    fn drop_index(&mut self, collection: &str, name: &str) -> Result<OpOutcome> {
+    fn build_index(&mut self, collection: &str, name: &str, max_docs: u32) -> Result<OpOutcome> {
         let mut info = self.existing(collection)?;
-        let index = info.index(name)?.clone();
-        self.delete_index_entries(&info, &index)?;
-        info.indexes.retain(|i| i.spec.name != name);
+        let Some(at) = info.building.iter().position(|b| b.index.spec.name == name) else {
+            // Already complete (a replica that caught up from a snapshot has it).
+            info.index(name)?;
+            return Ok(no_document(0));
+        };
+        let mut build = info.building[at].clone();
+        let prefix = keys::doc_prefix(info.number);
+        let start = match &build.after {
+            Some(id) => key_after(&keys::doc_key(info.number, id)),
+            None => prefix.clone(),
+        };
+        let limit = max_docs.max(1) as usize;
+        let chunk = self
+            .txn
+            .keys_in(&start, keys::prefix_successor(&prefix).as_deref(), limit)?;
+        for key in &chunk {
+            let id = id_from_doc_key(key, prefix.len())?;
+            let Some(doc) = self.read_record(key)? else {
+                continue;
+            };
+            let (entries, multikey) = index_keys(&info, &build.index, id, &doc)?;
+            build.index.multikey |= multikey;
+            self.add_index_entries(&info, &build.index, id, &doc, entries)?;
+        }
+        if chunk.len() < limit {
+            info.building.remove(at);
+            info.indexes.push(build.index);
+        } else {
+            build.after = match chunk.last() {
+                Some(last) => Some(id_from_doc_key(last, prefix.len())?.to_string()),
+                None => None,
+            };
+            info.building[at] = build;
+        }
         self.touched.insert(collection.to_string(), Some(info));
         Ok(no_document(0))
+    }
+
+    /// Removes the index from the catalog; its entries become garbage.
+    fn drop_index(&mut self, collection: &str, name: &str) -> Result<OpOutcome> {
+        let mut info = self.existing(collection)?;
+        let number = match info.building.iter().position(|b| b.index.spec.name == name) {
+            Some(at) => info.building.remove(at).index.number,
+            None => {
+                let number = info.index(name)?.number;
+                info.indexes.retain(|i| i.spec.name != name);
+                number
+            }
+        };
+        self.mark_garbage(&keys::index_prefix(info.number, number));
+        self.touched.insert(collection.to_string(), Some(info));
+        Ok(no_document(0))
+    }
+
+    fn mark_garbage(&mut self, prefix: &[u8]) {
+        self.txn.put(keys::garbage_key(prefix), Vec::new());
     }
 
     // ---- documents --------------------------------------------------------
@@ -275,7 +326,11 @@ impl<'a, T: KvTree> Writer<'a, T> {
     ) -> Result<OpOutcome> {
         let mut changed = old.is_none();
         let mut indexes = std::mem::take(&mut info.indexes);
-        for index in &mut indexes {
+        let mut building = std::mem::take(&mut info.building);
+        let maintained = indexes
+            .iter_mut()
+            .chain(building.iter_mut().map(|b| &mut b.index));
+        for index in maintained {
             let (new_keys, multikey) = index_keys(&info, index, id, doc)?;
             let old_keys = match &old {
                 Some(old) => index_keys(&info, index, id, old)?.0,
@@ -299,6 +354,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             }
         }
         info.indexes = indexes;
+        info.building = building;
         let hash = doc_hash(doc);
         self.merkle.update(&key_hash(&info.name, id), Some(hash));
         self.txn.put(
@@ -338,7 +394,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
                 affected: 0,
             });
         };
-        for index in &info.indexes {
+        for index in info.maintained_indexes() {
             for key in index_keys(&info, index, id, &old)?.0 {
                 self.txn.delete(key);
             }
@@ -401,18 +457,16 @@ impl<'a, T: KvTree> Writer<'a, T> {
         }
         Ok(())
     }
+}
 
-    fn delete_index_entries(&mut self, info: &CollectionInfo, index: &IndexInfo) -> Result<()> {
-        let prefix = keys::index_prefix(info.number, index.number);
-        for key in self.txn.keys_in(
-            &prefix,
-            keys::prefix_successor(&prefix).as_deref(),
-            usize::MAX,
-        )? {
-            self.txn.delete(key);
-        }
-        Ok(())
-    }
+/// Keys handled per step when a drop walks a collection's documents.
+const GARBAGE_CHUNK: usize = 1024;
+
+/// The first key after `key` (keys are compared bytewise).
+fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
 }
 
 fn no_document(affected: u64) -> OpOutcome {
