@@ -27,6 +27,7 @@ pub mod eval;
 pub mod exec;
 pub mod filter;
 pub mod functions;
+pub mod limits;
 pub mod parse;
 pub mod plan;
 pub mod translate;
