@@ -646,7 +646,7 @@ fn expr_at(e: &sql::Expr, aggs: &mut Aggs<'_>, depth: usize) -> Result<Expr> {
             let mut args = vec![expr_at(x, aggs, d)?];
             match substring_from {
                 Some(from) => args.push(expr_at(from, aggs, d)?),
-                None => args.push(Expr::lit(1)),
+                None => ScalarFunc::Substr.check_arity(1)?,
             }
             if let Some(len) = substring_for {
                 args.push(expr_at(len, aggs, d)?);
