@@ -6,6 +6,8 @@ use std::fmt;
 use stratosdb_engine::proof::PathSegment;
 use stratosdb_engine::{IndexSpec, Value};
 
+pub use crate::functions::ScalarFunc;
+
 /// A path into a document: `address.city`, `tags[0]`, `items[1].sku`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Path {
@@ -97,7 +99,30 @@ pub enum CmpOp {
     Ge,
 }
 
+impl ArithOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            ArithOp::Add => "+",
+            ArithOp::Sub => "-",
+            ArithOp::Mul => "*",
+            ArithOp::Div => "/",
+            ArithOp::Mod => "%",
+        }
+    }
+}
+
 impl CmpOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::Ne => "<>",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+        }
+    }
+
     /// The operator with its operands swapped (`5 < a` is `a > 5`).
     pub fn flip(self) -> CmpOp {
         match self {
@@ -111,15 +136,24 @@ impl CmpOp {
 }
 
 /// An expression over one document (or, after grouping, over one group).
+///
+/// Chains are n-ary so that a long `a AND b AND ...` or `1 + 2 + ...` is a
+/// wide node, not a deep one: every walk over the tree (see
+/// [`crate::tree`]) recurses only as deep as the expression is nested.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expr {
     Literal(Value),
     Path(Path),
     Neg(Box<Expr>),
     Not(Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
-    Arith(ArithOp, Box<Expr>, Box<Expr>),
+    /// Every operand holds (evaluated left to right, stopping at the first
+    /// that does not).
+    And(Vec<Expr>),
+    /// Some operand holds (left to right, stopping at the first that does).
+    Or(Vec<Expr>),
+    /// `first op1 x1 op2 x2 ...`, evaluated left to right:
+    /// `((first op1 x1) op2 x2) ...`, the way SQL reads a chain.
+    Arith(Box<Expr>, Vec<(ArithOp, Expr)>),
     Compare(CmpOp, Box<Expr>, Box<Expr>),
     In(Box<Expr>, Vec<Expr>),
     Between(Box<Expr>, Box<Expr>, Box<Expr>),
@@ -132,6 +166,8 @@ pub enum Expr {
     IsNull(Box<Expr>),
     /// `$exists`: true when the path reaches at least one present value.
     Exists(Path),
+    /// A scalar function call; `a || b || c` is `CONCAT(a, b, c)`.
+    Call(ScalarFunc, Vec<Expr>),
     /// After grouping: the value of the n-th aggregate of the query.
     Aggregate(usize),
     /// After grouping: the value of the n-th GROUP BY expression.
@@ -151,17 +187,64 @@ impl Expr {
         Expr::Compare(op, Box::new(left), Box::new(right))
     }
 
+    /// `left AND right`, merged into one n-ary node when either side is an AND.
     pub fn and(left: Expr, right: Expr) -> Expr {
-        Expr::And(Box::new(left), Box::new(right))
+        Expr::and_all(vec![left, right])
+    }
+
+    /// `left OR right`, merged into one n-ary node when either side is an OR.
+    pub fn or(left: Expr, right: Expr) -> Expr {
+        Expr::or_all(vec![left, right])
+    }
+
+    /// One AND node over the operands (nested ANDs are merged in).
+    pub fn and_all(operands: Vec<Expr>) -> Expr {
+        let mut flat = Vec::with_capacity(operands.len());
+        for e in operands {
+            match e {
+                Expr::And(inner) => flat.extend(inner),
+                other => flat.push(other),
+            }
+        }
+        Expr::And(flat)
+    }
+
+    /// One OR node over the operands (nested ORs are merged in).
+    pub fn or_all(operands: Vec<Expr>) -> Expr {
+        let mut flat = Vec::with_capacity(operands.len());
+        for e in operands {
+            match e {
+                Expr::Or(inner) => flat.extend(inner),
+                other => flat.push(other),
+            }
+        }
+        Expr::Or(flat)
+    }
+
+    /// `left op right`; when `left` is already a chain, `right` extends it
+    /// (a chain is a left fold, so this is the same expression).
+    pub fn arith(op: ArithOp, left: Expr, right: Expr) -> Expr {
+        match left {
+            Expr::Arith(first, mut rest) => {
+                rest.push((op, right));
+                Expr::Arith(first, rest)
+            }
+            other => Expr::Arith(Box::new(other), vec![(op, right)]),
+        }
     }
 
     pub fn negation(e: Expr) -> Expr {
         Expr::Not(Box::new(e))
     }
 
-    /// Joins expressions with AND (None for an empty list).
-    pub fn all(exprs: Vec<Expr>) -> Option<Expr> {
-        exprs.into_iter().reduce(Expr::and)
+    /// Joins expressions with AND (None for an empty list; the expression
+    /// itself for one).
+    pub fn all(mut exprs: Vec<Expr>) -> Option<Expr> {
+        match exprs.len() {
+            0 => None,
+            1 => exprs.pop(),
+            _ => Some(Expr::and_all(exprs)),
+        }
     }
 
     /// The conjuncts of a chain of ANDs.
@@ -170,31 +253,32 @@ impl Expr {
         let mut stack = vec![self];
         while let Some(e) = stack.pop() {
             match e {
-                Expr::And(l, r) => {
-                    stack.push(r);
-                    stack.push(l);
-                }
+                Expr::And(operands) => stack.extend(operands.iter().rev()),
                 other => out.push(other),
             }
         }
         out
     }
 
-    /// Whether the expression reads the document (a path) or a group.
+    /// Whether the expression reads nothing: no path, no group.
     pub fn is_constant(&self) -> bool {
-        match self {
-            Expr::Literal(_) => true,
-            Expr::Path(_) | Expr::Exists(_) | Expr::Aggregate(_) | Expr::GroupKey(_) => false,
-            Expr::Neg(e) | Expr::Not(e) | Expr::IsNull(e) | Expr::Like { expr: e, .. } => {
-                e.is_constant()
-            }
-            Expr::And(a, b) | Expr::Or(a, b) | Expr::Arith(_, a, b) | Expr::Compare(_, a, b) => {
-                a.is_constant() && b.is_constant()
-            }
-            Expr::In(e, list) => e.is_constant() && list.iter().all(Expr::is_constant),
-            Expr::Between(e, lo, hi) => e.is_constant() && lo.is_constant() && hi.is_constant(),
-        }
+        !self.any(&mut |e| {
+            matches!(
+                e,
+                Expr::Path(_) | Expr::Exists(_) | Expr::Aggregate(_) | Expr::GroupKey(_)
+            )
+        })
     }
+}
+
+fn join(f: &mut fmt::Formatter<'_>, items: &[Expr], sep: &str) -> fmt::Result {
+    for (i, e) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(sep)?;
+        }
+        write!(f, "{e}")?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for Expr {
@@ -205,32 +289,29 @@ impl fmt::Display for Expr {
             Expr::Path(p) => write!(f, "{p}"),
             Expr::Neg(e) => write!(f, "-{e}"),
             Expr::Not(e) => write!(f, "NOT ({e})"),
-            Expr::And(a, b) => write!(f, "{a} AND {b}"),
-            Expr::Or(a, b) => write!(f, "({a} OR {b})"),
-            Expr::Arith(op, a, b) => {
-                let op = match op {
-                    ArithOp::Add => "+",
-                    ArithOp::Sub => "-",
-                    ArithOp::Mul => "*",
-                    ArithOp::Div => "/",
-                    ArithOp::Mod => "%",
-                };
-                write!(f, "({a} {op} {b})")
+            Expr::And(operands) => join(f, operands, " AND "),
+            Expr::Or(operands) => {
+                f.write_str("(")?;
+                join(f, operands, " OR ")?;
+                f.write_str(")")
             }
-            Expr::Compare(op, a, b) => {
-                let op = match op {
-                    CmpOp::Eq => "=",
-                    CmpOp::Ne => "<>",
-                    CmpOp::Lt => "<",
-                    CmpOp::Le => "<=",
-                    CmpOp::Gt => ">",
-                    CmpOp::Ge => ">=",
-                };
-                write!(f, "{a} {op} {b}")
+            Expr::Arith(first, rest) => {
+                // Parentheses around every step, so precedence never needs guessing:
+                // `((a + b) * c)`.
+                for _ in 0..rest.len() {
+                    f.write_str("(")?;
+                }
+                write!(f, "{first}")?;
+                for (op, e) in rest {
+                    write!(f, " {} {e})", op.symbol())?;
+                }
+                Ok(())
             }
+            Expr::Compare(op, a, b) => write!(f, "{a} {} {b}", op.symbol()),
             Expr::In(e, list) => {
-                let items: Vec<String> = list.iter().map(|e| e.to_string()).collect();
-                write!(f, "{e} IN ({})", items.join(", "))
+                write!(f, "{e} IN (")?;
+                join(f, list, ", ")?;
+                f.write_str(")")
             }
             Expr::Between(e, lo, hi) => write!(f, "{e} BETWEEN {lo} AND {hi}"),
             Expr::Like {
@@ -246,6 +327,11 @@ impl fmt::Display for Expr {
             }
             Expr::IsNull(e) => write!(f, "{e} IS NULL"),
             Expr::Exists(p) => write!(f, "EXISTS {p}"),
+            Expr::Call(func, args) => {
+                write!(f, "{}(", func.name())?;
+                join(f, args, ", ")?;
+                f.write_str(")")
+            }
             Expr::Aggregate(i) => write!(f, "#agg{i}"),
             Expr::GroupKey(i) => write!(f, "#group{i}"),
         }

@@ -47,6 +47,10 @@ pub enum QueryError {
     /// What the engine refused (unknown collection, unique violation, ...).
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The statement is beyond a fixed limit of the dialect (an expression
+    /// nested too deeply); the message names the limit and its value.
+    #[error("limit exceeded: {what} is more than {limit}")]
+    LimitExceeded { what: String, limit: usize },
 }
 
 impl QueryError {
@@ -65,6 +69,7 @@ impl QueryError {
             QueryError::IndexNotFound(_) => "index_not_found",
             QueryError::Contention { .. } => "contention",
             QueryError::Engine(e) => e.code(),
+            QueryError::LimitExceeded { .. } => "limit_exceeded",
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Evaluating expressions on a document (or a group), with the dialect's
-//! semantics: missing is not null, one total order across types, and a
-//! comparison on a path that reaches several values (through arrays) is true
-//! when any reached value satisfies it — the same rule the indexes follow, so
-//! an index scan and a full scan always agree. See `docs/query.md`.
+//! semantics: missing is not null; `< <= > >=` and BETWEEN compare only
+//! values of one type class (numbers with numbers, strings with strings, ...;
+//! null with nothing), while `=`, `<>`, IN and ORDER BY use the one total
+//! order across types; and a comparison on a path that reaches several
+//! values (through arrays) is true when any reached value satisfies it — the
+//! same rule the indexes follow, so an index scan and a full scan always
+//! agree. See `docs/query.md`.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -53,7 +56,20 @@ pub fn eval(expr: &Expr, ctx: Ctx<'_>) -> Result<Option<Value>> {
         Expr::Aggregate(i) => ctx.aggs.get(*i).cloned().flatten(),
         Expr::GroupKey(i) => ctx.group.get(*i).cloned().flatten(),
         Expr::Neg(e) => negate(eval(e, ctx)?)?,
-        Expr::Arith(op, a, b) => arith(*op, eval(a, ctx)?, eval(b, ctx)?)?,
+        Expr::Arith(first, rest) => {
+            let mut acc = eval(first, ctx)?;
+            for (op, e) in rest {
+                acc = arith(*op, acc, eval(e, ctx)?)?;
+            }
+            acc
+        }
+        Expr::Call(func, args) => {
+            let args = args
+                .iter()
+                .map(|a| eval(a, ctx))
+                .collect::<Result<Vec<_>>>()?;
+            func.call(args)?
+        }
         _ => Some(Value::Bool(matches(expr, ctx)?)),
     })
 }
@@ -62,8 +78,22 @@ pub fn eval(expr: &Expr, ctx: Ctx<'_>) -> Result<Option<Value>> {
 /// value does not).
 pub fn matches(expr: &Expr, ctx: Ctx<'_>) -> Result<bool> {
     Ok(match expr {
-        Expr::And(a, b) => matches(a, ctx)? && matches(b, ctx)?,
-        Expr::Or(a, b) => matches(a, ctx)? || matches(b, ctx)?,
+        Expr::And(operands) => {
+            for e in operands {
+                if !matches(e, ctx)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        Expr::Or(operands) => {
+            for e in operands {
+                if matches(e, ctx)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
         Expr::Not(e) => !matches(e, ctx)?,
         Expr::Compare(op, a, b) => {
             let left = reach(a, ctx)?;
@@ -95,7 +125,7 @@ pub fn matches(expr: &Expr, ctx: Ctx<'_>) -> Result<bool> {
             reach(e, ctx)?
                 .iter()
                 .flatten()
-                .any(|v| v.as_ref() >= &lo && v.as_ref() <= &hi)
+                .any(|v| compare(CmpOp::Ge, v.as_ref(), &lo) && compare(CmpOp::Le, v.as_ref(), &hi))
         }
         Expr::Like {
             expr,
@@ -136,7 +166,18 @@ fn reach<'a>(expr: &Expr, ctx: Ctx<'a>) -> Result<Vec<Option<Cow<'a, Value>>>> {
     Ok(vec![eval(expr, ctx)?.map(Cow::Owned)])
 }
 
-fn compare(op: CmpOp, l: &Value, r: &Value) -> bool {
+/// Whether `< <= > >=` may compare the two values: both of one type class
+/// (integers and floats are one class), neither null.
+pub fn same_class(l: &Value, r: &Value) -> bool {
+    !matches!(l, Value::Null) && l.type_rank() == r.type_rank()
+}
+
+/// A comparison of two present values: `=` and `<>` in the total order,
+/// `< <= > >=` only within a type class (false across classes).
+pub fn compare(op: CmpOp, l: &Value, r: &Value) -> bool {
+    if !matches!(op, CmpOp::Eq | CmpOp::Ne) && !same_class(l, r) {
+        return false;
+    }
     let ord = l.cmp(r);
     match op {
         CmpOp::Eq => ord == Ordering::Equal,

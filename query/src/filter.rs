@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | `{"age": 30}`, `{"age": {"$eq": 30}}` | `age = 30` |
 //! | `{"age": {"$ne": 30}}` | `NOT (age = 30)` (as in MongoDB: matches a missing `age`) |
-//! | `{"age": {"$gt": 30}}` (`$gte $lt $lte`) | `age > 30` |
+//! | `{"age": {"$gt": 30}}` (`$gte $lt $lte`) | `age > 30` (numbers only: comparisons stay within the literal's type) |
 //! | `{"age": {"$in": [1, 2]}}` | `age IN (1, 2)` |
 //! | `{"age": {"$nin": [1, 2]}}` | `NOT (age IN (1, 2))` |
 //! | `{"age": {"$exists": true}}` | (no SQL form) the path reaches a value, null included |
@@ -20,6 +20,7 @@ use stratosdb_engine::Value;
 
 use crate::ast::{CmpOp, Expr, OrderKey, Path, Projection, Query, SelectItem};
 use crate::error::{QueryError, Result};
+use crate::translate::MAX_EXPR_DEPTH;
 
 /// Sort direction of a [`FindOptions`] key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +128,22 @@ pub fn find_query(collection: &str, filter: &Json, options: &FindOptions) -> Res
 
 /// Compiles a filter document to a predicate (None for `{}`).
 pub fn compile(filter: &Json) -> Result<Option<Expr>> {
+    compile_at(filter, 0)
+}
+
+/// Filters nest no deeper than SQL expressions may.
+fn check_depth(depth: usize) -> Result<()> {
+    if depth > MAX_EXPR_DEPTH {
+        return Err(QueryError::LimitExceeded {
+            what: "filter nesting depth".into(),
+            limit: MAX_EXPR_DEPTH,
+        });
+    }
+    Ok(())
+}
+
+fn compile_at(filter: &Json, depth: usize) -> Result<Option<Expr>> {
+    check_depth(depth)?;
     let Json::Object(map) = filter else {
         return bad("a filter is a JSON object");
     };
@@ -140,30 +157,30 @@ pub fn compile(filter: &Json) -> Result<Option<Expr>> {
                 if items.is_empty() {
                     return bad(format!("{key} takes a non-empty array"));
                 }
-                let exprs = items
+                let mut exprs = items
                     .iter()
-                    .map(|i| Ok(compile(i)?.unwrap_or(Expr::lit(true))))
+                    .map(|i| Ok(compile_at(i, depth + 1)?.unwrap_or(Expr::lit(true))))
                     .collect::<Result<Vec<_>>>()?;
-                let join = if key == "$and" { Expr::and } else { or };
-                exprs.into_iter().reduce(join).unwrap_or(Expr::lit(true))
+                match (exprs.len(), key == "$and") {
+                    (1, _) => exprs.pop().unwrap_or(Expr::lit(true)),
+                    (_, true) => Expr::and_all(exprs),
+                    (_, false) => Expr::or_all(exprs),
+                }
             }
-            "$not" => Expr::negation(compile(v)?.unwrap_or(Expr::lit(true))),
+            "$not" => Expr::negation(compile_at(v, depth + 1)?.unwrap_or(Expr::lit(true))),
             k if k.starts_with('$') => return bad(format!("unknown operator {k}")),
-            field => field_filter(path(field)?, v)?,
+            field => field_filter(path(field)?, v, depth + 1)?,
         });
     }
     Ok(Expr::all(parts))
-}
-
-fn or(a: Expr, b: Expr) -> Expr {
-    Expr::Or(Box::new(a), Box::new(b))
 }
 
 fn is_operator_object(v: &Json) -> bool {
     matches!(v, Json::Object(m) if !m.is_empty() && m.keys().all(|k| k.starts_with('$')))
 }
 
-fn field_filter(p: Path, v: &Json) -> Result<Expr> {
+fn field_filter(p: Path, v: &Json, depth: usize) -> Result<Expr> {
+    check_depth(depth)?;
     let Json::Object(ops) = v else {
         return Ok(Expr::cmp(
             CmpOp::Eq,
@@ -207,7 +224,7 @@ fn field_filter(p: Path, v: &Json) -> Result<Expr> {
                 if !is_operator_object(arg) {
                     return bad("$not on a field takes an object of operators");
                 }
-                Expr::negation(field_filter(p.clone(), arg)?)
+                Expr::negation(field_filter(p.clone(), arg, depth + 1)?)
             }
             other => return bad(format!("unknown operator {other}")),
         });

@@ -16,8 +16,9 @@
 //!    for the engine's `Shard`), and the merge of N shard answers;
 //! 5. [`Database`]: the embedded database, statements in, [`StatementResult`]s out.
 //!
-//! Semantics (missing vs null, cross-type comparisons, arrays) are written
-//! down in `docs/query.md`.
+//! Expressions are rewritten through one traversal ([`tree`]); the scalar
+//! functions live in [`functions`]. Semantics (missing vs null, comparisons
+//! bracketed by type, arrays) are written down in `docs/query.md`.
 
 pub mod ast;
 mod database;
@@ -25,9 +26,12 @@ pub mod error;
 pub mod eval;
 pub mod exec;
 pub mod filter;
+pub mod functions;
+pub mod limits;
 pub mod parse;
 pub mod plan;
 pub mod translate;
+pub mod tree;
 
 pub use database::{Database, StatementResult};
 pub use error::{QueryError, Result};

@@ -20,7 +20,7 @@ use std::ops::Bound;
 use stratosdb_engine::{CollectionInfo, IndexInfo, IndexRange, Value};
 
 use crate::ast::{AggCall, CmpOp, Expr, OrderKey, Path, Projection, Query, SelectItem};
-use crate::eval::LikePattern;
+use crate::eval::{LikePattern, same_class};
 
 /// Most index ranges one scan may take (IN lists over compound indexes multiply).
 const MAX_RANGES: usize = 256;
@@ -218,6 +218,60 @@ fn extract_constraints(filter: &Expr) -> Vec<(String, Cons)> {
     out
 }
 
+/// The bounds of the type class a range comparison with `v` stays within
+/// (None for null, which no range comparison satisfies). Each end is given
+/// by the neighbouring class in the index order
+/// (`null < false < true < numbers < strings < arrays < objects`): numbers
+/// are everything above `true` and below `""`, which holds every number the
+/// index can encode, however large or small.
+fn class_bounds(v: &Value) -> Option<(Bound<Value>, Bound<Value>)> {
+    use Bound::*;
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(_) => (Included(Value::Bool(false)), Included(Value::Bool(true))),
+        Value::Int(_) | Value::Float(_) => (
+            Excluded(Value::Bool(true)),
+            Excluded(Value::String(String::new())),
+        ),
+        Value::String(_) => (
+            Included(Value::String(String::new())),
+            Excluded(Value::Array(Vec::new())),
+        ),
+        Value::Array(_) => (
+            Included(Value::Array(Vec::new())),
+            Excluded(Value::Object(Default::default())),
+        ),
+        Value::Object(_) => (Included(Value::Object(Default::default())), Unbounded),
+    })
+}
+
+/// Nothing can match.
+fn nothing() -> Cons {
+    Cons::Points(Vec::new())
+}
+
+/// What `path op v` allows: `v` itself for `=` (null included: `= NULL`
+/// matches a stored null), and for a range operator, from the edge of `v`'s
+/// type class to `v`, or from `v` to the other edge. `<>` allows anything.
+fn range_to(op: CmpOp, v: &Value) -> Cons {
+    use Bound::*;
+    let v = v.clone();
+    let (lo, hi) = match op {
+        CmpOp::Eq => return Cons::Points(vec![v]),
+        CmpOp::Ne => return Cons::Range(Unbounded, Unbounded),
+        _ => match class_bounds(&v) {
+            Some(bounds) => bounds,
+            None => return nothing(),
+        },
+    };
+    match op {
+        CmpOp::Lt => Cons::Range(lo, Excluded(v)),
+        CmpOp::Le => Cons::Range(lo, Included(v)),
+        CmpOp::Gt => Cons::Range(Excluded(v), hi),
+        _ => Cons::Range(Included(v), hi),
+    }
+}
+
 fn constraint(e: &Expr) -> Option<(&Path, Cons)> {
     use Bound::*;
     match e {
@@ -227,16 +281,10 @@ fn constraint(e: &Expr) -> Option<(&Path, Cons)> {
                 (Expr::Literal(v), Expr::Path(p)) => (p, op.flip(), v),
                 _ => return None,
             };
-            let v = v.clone();
-            let cons = match op {
-                CmpOp::Eq => Cons::Points(vec![v]),
-                CmpOp::Ne => return None,
-                CmpOp::Lt => Cons::Range(Unbounded, Excluded(v)),
-                CmpOp::Le => Cons::Range(Unbounded, Included(v)),
-                CmpOp::Gt => Cons::Range(Excluded(v), Unbounded),
-                CmpOp::Ge => Cons::Range(Included(v), Unbounded),
-            };
-            Some((path, cons))
+            if op == CmpOp::Ne {
+                return None;
+            }
+            Some((path, range_to(op, v)))
         }
         Expr::In(x, list) => {
             let Expr::Path(p) = x.as_ref() else {
@@ -255,7 +303,13 @@ fn constraint(e: &Expr) -> Option<(&Path, Cons)> {
         }
         Expr::Between(x, lo, hi) => match (x.as_ref(), lo.as_ref(), hi.as_ref()) {
             (Expr::Path(p), Expr::Literal(lo), Expr::Literal(hi)) => {
-                Some((p, Cons::Range(Included(lo.clone()), Included(hi.clone()))))
+                if !same_class(lo, hi) {
+                    return Some((p, nothing()));
+                }
+                Some((
+                    p,
+                    intersect(range_to(CmpOp::Ge, lo), &range_to(CmpOp::Le, hi)),
+                ))
             }
             _ => None,
         },
@@ -652,6 +706,8 @@ fn id_bounds(lo: Bound<Value>, hi: Bound<Value>) -> Option<(Bound<String>, Bound
     const STRING_RANK: u8 = 3;
     let lower = match lo {
         Bound::Unbounded => Bound::Unbounded,
+        // Every `_id` is at least "".
+        Bound::Included(Value::String(s)) if s.is_empty() => Bound::Unbounded,
         Bound::Included(Value::String(s)) => Bound::Included(s),
         Bound::Excluded(Value::String(s)) => Bound::Excluded(s),
         Bound::Included(v) | Bound::Excluded(v) if v.type_rank() < STRING_RANK => Bound::Unbounded,
@@ -749,10 +805,14 @@ pub fn explain(plan: &QueryPlan) -> Vec<(String, String)> {
                     )
                 })
                 .collect();
+            let ranges = if ranges.is_empty() {
+                "no range (nothing can match)".to_string()
+            } else {
+                ranges.join(" ")
+            };
             format!(
-                "index scan {index} ({}) {}, {}",
+                "index scan {index} ({}) {ranges}, {}",
                 fields.join(", "),
-                ranges.join(" "),
                 direction(*reverse)
             )
         }

@@ -7,11 +7,19 @@ use stratosdb_engine::proof::PathSegment;
 use stratosdb_engine::{IndexSpec, Value};
 
 use crate::ast::{
-    AggCall, AggFunc, ArithOp, CmpOp, Expr, OrderKey, Path, Projection, Query, SelectItem,
-    Statement,
+    AggCall, AggFunc, ArithOp, CmpOp, Expr, OrderKey, Path, Projection, Query, ScalarFunc,
+    SelectItem, Statement,
 };
 use crate::error::{QueryError, Result};
 use crate::eval::{Ctx, eval};
+use crate::tree::Recursion;
+
+/// How deeply an expression may nest. Chains of one operator (`a AND b AND
+/// ...`, `1 + 2 - 3 ...`, `a || b || ...`) are flat and do not count, so a
+/// WHERE of thousands of terms is fine; what nests deeper than this (the
+/// sqlparser itself stops parentheses at 50) is refused with
+/// [`QueryError::LimitExceeded`] rather than risking the stack.
+pub const MAX_EXPR_DEPTH: usize = 64;
 
 fn unsupported<T>(what: impl std::fmt::Display) -> Result<T> {
     Err(QueryError::Unsupported(what.to_string()))
@@ -245,31 +253,16 @@ fn with_aliases(e: Expr, items: &[SelectItem]) -> Expr {
         [PathSegment::Field(f)] => items.iter().find(|i| &i.name == f).map(|i| i.expr.clone()),
         _ => None,
     };
-    let w = |x: Box<Expr>| Box::new(with_aliases(*x, items));
-    match e {
-        Expr::Path(p) => alias(&p).unwrap_or(Expr::Path(p)),
-        Expr::Neg(x) => Expr::Neg(w(x)),
-        Expr::Not(x) => Expr::Not(w(x)),
-        Expr::IsNull(x) => Expr::IsNull(w(x)),
-        Expr::And(x, y) => Expr::And(w(x), w(y)),
-        Expr::Or(x, y) => Expr::Or(w(x), w(y)),
-        Expr::Arith(op, x, y) => Expr::Arith(op, w(x), w(y)),
-        Expr::Compare(op, x, y) => Expr::Compare(op, w(x), w(y)),
-        Expr::In(x, list) => Expr::In(
-            w(x),
-            list.into_iter().map(|i| with_aliases(i, items)).collect(),
-        ),
-        Expr::Between(x, lo, hi) => Expr::Between(w(x), w(lo), w(hi)),
-        Expr::Like {
-            expr,
-            pattern,
-            escape,
-        } => Expr::Like {
-            expr: w(expr),
-            pattern,
-            escape,
-        },
-        other => other,
+    // Bottom-up: a substituted item is not visited again.
+    let rewritten = e.transform_up(&mut |node| {
+        Ok::<_, std::convert::Infallible>(match node {
+            Expr::Path(p) => alias(&p).unwrap_or(Expr::Path(p)),
+            other => other,
+        })
+    });
+    match rewritten {
+        Ok(e) => e,
+        Err(never) => match never {},
     }
 }
 
@@ -298,40 +291,16 @@ fn bind_groups(mut q: Query) -> Result<Query> {
 }
 
 fn bind(e: &Expr, groups: &[Expr]) -> Result<Expr> {
-    if let Some(i) = groups.iter().position(|g| g == e) {
-        return Ok(Expr::GroupKey(i));
-    }
-    let b = |x: &Expr| bind(x, groups).map(Box::new);
-    Ok(match e {
-        Expr::Path(p) | Expr::Exists(p) => {
-            return Err(QueryError::Invalid(format!(
-                "{p} must appear in GROUP BY or be used in an aggregate function"
-            )));
+    e.clone().transform_down(&mut |node| {
+        if let Some(i) = groups.iter().position(|g| *g == node) {
+            return Ok((Expr::GroupKey(i), Recursion::Skip));
         }
-        Expr::Literal(_) | Expr::Aggregate(_) | Expr::GroupKey(_) => e.clone(),
-        Expr::Neg(x) => Expr::Neg(b(x)?),
-        Expr::Not(x) => Expr::Not(b(x)?),
-        Expr::IsNull(x) => Expr::IsNull(b(x)?),
-        Expr::And(x, y) => Expr::And(b(x)?, b(y)?),
-        Expr::Or(x, y) => Expr::Or(b(x)?, b(y)?),
-        Expr::Arith(op, x, y) => Expr::Arith(*op, b(x)?, b(y)?),
-        Expr::Compare(op, x, y) => Expr::Compare(*op, b(x)?, b(y)?),
-        Expr::In(x, list) => Expr::In(
-            b(x)?,
-            list.iter()
-                .map(|i| bind(i, groups))
-                .collect::<Result<_>>()?,
-        ),
-        Expr::Between(x, lo, hi) => Expr::Between(b(x)?, b(lo)?, b(hi)?),
-        Expr::Like {
-            expr,
-            pattern,
-            escape,
-        } => Expr::Like {
-            expr: b(expr)?,
-            pattern: pattern.clone(),
-            escape: *escape,
-        },
+        match node {
+            Expr::Path(p) | Expr::Exists(p) => Err(QueryError::Invalid(format!(
+                "{p} must appear in GROUP BY or be used in an aggregate function"
+            ))),
+            other => Ok((other, Recursion::Continue)),
+        }
     })
 }
 
@@ -453,52 +422,156 @@ fn literal(v: &sql::Value) -> Result<Value> {
     })
 }
 
+/// Translates a whole expression and folds its constant parts (`-5`,
+/// `2 * 3`, `LOWER('A')`) so the planner sees literals.
 fn expr(e: &sql::Expr, aggs: &mut Aggs<'_>) -> Result<Expr> {
-    let out = expr_inner(e, aggs)?;
-    // Fold constant subexpressions (`-5`, `2 * 3`) so the planner sees literals.
-    if out.is_constant()
-        && !matches!(out, Expr::Literal(_))
-        && let Some(v) = eval(&out, Ctx::default())?
-    {
-        return Ok(Expr::Literal(v));
-    }
-    Ok(out)
+    fold_constants(expr_at(e, aggs, 0)?)
 }
 
-fn expr_inner(e: &sql::Expr, aggs: &mut Aggs<'_>) -> Result<Expr> {
+/// Replaces every constant subexpression by its value (bottom-up, so a node
+/// whose children all folded is folded in turn).
+pub fn fold_constants(e: Expr) -> Result<Expr> {
+    e.transform_up(&mut |node| {
+        if matches!(node, Expr::Literal(_))
+            || !node
+                .children()
+                .iter()
+                .all(|c| matches!(c, Expr::Literal(_)))
+            || !node.is_constant()
+        {
+            return Ok(node);
+        }
+        Ok(match eval(&node, Ctx::default())? {
+            Some(v) => Expr::Literal(v),
+            None => node,
+        })
+    })
+}
+
+fn too_deep() -> QueryError {
+    QueryError::LimitExceeded {
+        what: "expression nesting depth".into(),
+        limit: MAX_EXPR_DEPTH,
+    }
+}
+
+/// A run of left-associative operators that becomes one n-ary node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Chain {
+    And,
+    Or,
+    Arith,
+    Concat,
+}
+
+fn chain_of(op: &sql::BinaryOperator) -> Option<Chain> {
+    use sql::BinaryOperator as B;
+    Some(match op {
+        B::And => Chain::And,
+        B::Or => Chain::Or,
+        B::Plus | B::Minus | B::Multiply | B::Divide | B::Modulo => Chain::Arith,
+        B::StringConcat => Chain::Concat,
+        _ => return None,
+    })
+}
+
+fn arith_op(op: &sql::BinaryOperator) -> Option<ArithOp> {
+    use sql::BinaryOperator as B;
+    Some(match op {
+        B::Plus => ArithOp::Add,
+        B::Minus => ArithOp::Sub,
+        B::Multiply => ArithOp::Mul,
+        B::Divide => ArithOp::Div,
+        B::Modulo => ArithOp::Mod,
+        _ => return None,
+    })
+}
+
+/// Translates `e`, the head of a chain of `kind`, without recursing down its
+/// left spine: sqlparser builds `a + b + c` as `(a + b) + c`, thousands deep
+/// for a long chain, and that spine is walked here in a loop.
+fn chain(e: &sql::Expr, kind: Chain, aggs: &mut Aggs<'_>, depth: usize) -> Result<Expr> {
+    let mut spine: Vec<(&sql::BinaryOperator, &sql::Expr)> = Vec::new();
+    let mut cur = e;
+    loop {
+        match cur {
+            sql::Expr::BinaryOp { left, op, right } if chain_of(op) == Some(kind) => {
+                spine.push((op, right));
+                cur = left;
+            }
+            // `(a + b) + c` is the same left fold as `a + b + c`.
+            sql::Expr::Nested(inner) if matches!(inner.as_ref(), sql::Expr::BinaryOp { op, .. } if chain_of(op) == Some(kind)) =>
+            {
+                cur = inner;
+            }
+            _ => break,
+        }
+    }
+    let first = expr_at(cur, aggs, depth + 1)?;
+    let mut operands = Vec::with_capacity(spine.len() + 1);
+    operands.push((None, first));
+    for (op, right) in spine.into_iter().rev() {
+        operands.push((Some(op), expr_at(right, aggs, depth + 1)?));
+    }
+    let exprs = || operands.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>();
+    Ok(match kind {
+        Chain::And => Expr::and_all(exprs()),
+        Chain::Or => Expr::or_all(exprs()),
+        Chain::Concat => Expr::Call(ScalarFunc::Concat, exprs()),
+        Chain::Arith => {
+            let mut iter = operands.into_iter();
+            let Some((_, first)) = iter.next() else {
+                return Err(QueryError::Invalid("empty arithmetic chain".into()));
+            };
+            let rest = iter
+                .map(|(op, e)| match op.and_then(arith_op) {
+                    Some(op) => Ok((op, e)),
+                    None => unsupported("operator in an arithmetic chain"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Expr::Arith(Box::new(first), rest)
+        }
+    })
+}
+
+fn expr_at(e: &sql::Expr, aggs: &mut Aggs<'_>, depth: usize) -> Result<Expr> {
+    if depth > MAX_EXPR_DEPTH {
+        return Err(too_deep());
+    }
     if let Some(p) = path_of(e)? {
         return Ok(Expr::Path(p));
     }
-    let mut sub = |x: &sql::Expr| expr(x, aggs).map(Box::new);
+    let d = depth + 1;
+    let mut sub = |x: &sql::Expr| expr_at(x, aggs, d).map(Box::new);
     Ok(match e {
         sql::Expr::Value(v) => Expr::Literal(literal(&v.value)?),
-        sql::Expr::Nested(x) => return expr(x, aggs),
+        sql::Expr::Nested(x) => return expr_at(x, aggs, d),
         sql::Expr::UnaryOp { op, expr: x } => match op {
             sql::UnaryOperator::Minus => Expr::Neg(sub(x)?),
-            sql::UnaryOperator::Plus => return expr(x, aggs),
+            sql::UnaryOperator::Plus => return expr_at(x, aggs, d),
             sql::UnaryOperator::Not => Expr::Not(sub(x)?),
             other => return unsupported(format!("operator {other}")),
         },
+        sql::Expr::BinaryOp { op, .. } if chain_of(op).is_some() => {
+            let Some(kind) = chain_of(op) else {
+                return unsupported(format!("operator {op}"));
+            };
+            return chain(e, kind, aggs, depth);
+        }
         sql::Expr::BinaryOp { left, op, right } => {
             let l = sub(left)?;
             let r = sub(right)?;
             use sql::BinaryOperator as B;
-            match op {
-                B::Plus => Expr::Arith(ArithOp::Add, l, r),
-                B::Minus => Expr::Arith(ArithOp::Sub, l, r),
-                B::Multiply => Expr::Arith(ArithOp::Mul, l, r),
-                B::Divide => Expr::Arith(ArithOp::Div, l, r),
-                B::Modulo => Expr::Arith(ArithOp::Mod, l, r),
-                B::Eq => Expr::Compare(CmpOp::Eq, l, r),
-                B::NotEq => Expr::Compare(CmpOp::Ne, l, r),
-                B::Lt => Expr::Compare(CmpOp::Lt, l, r),
-                B::LtEq => Expr::Compare(CmpOp::Le, l, r),
-                B::Gt => Expr::Compare(CmpOp::Gt, l, r),
-                B::GtEq => Expr::Compare(CmpOp::Ge, l, r),
-                B::And => Expr::And(l, r),
-                B::Or => Expr::Or(l, r),
+            let cmp = match op {
+                B::Eq => CmpOp::Eq,
+                B::NotEq => CmpOp::Ne,
+                B::Lt => CmpOp::Lt,
+                B::LtEq => CmpOp::Le,
+                B::Gt => CmpOp::Gt,
+                B::GtEq => CmpOp::Ge,
                 other => return unsupported(format!("operator {other}")),
-            }
+            };
+            Expr::Compare(cmp, l, r)
         }
         sql::Expr::IsNull(x) => Expr::IsNull(sub(x)?),
         sql::Expr::IsNotNull(x) => Expr::Not(Box::new(Expr::IsNull(sub(x)?))),
@@ -512,7 +585,10 @@ fn expr_inner(e: &sql::Expr, aggs: &mut Aggs<'_>) -> Result<Expr> {
                 return unsupported("IN with a subquery");
             };
             let x = sub(x)?;
-            let list = list.iter().map(|i| expr(i, aggs)).collect::<Result<_>>()?;
+            let list = list
+                .iter()
+                .map(|i| expr_at(i, aggs, d))
+                .collect::<Result<_>>()?;
             negate_if(*negated, Expr::In(x, list))
         }
         sql::Expr::Between {
@@ -534,7 +610,7 @@ fn expr_inner(e: &sql::Expr, aggs: &mut Aggs<'_>) -> Result<Expr> {
             if *any {
                 return unsupported("LIKE ANY");
             }
-            let pattern = match expr(pattern, aggs)? {
+            let pattern = match fold_constants(expr_at(pattern, aggs, d)?)? {
                 Expr::Literal(Value::String(s)) => s,
                 other => {
                     return Err(QueryError::Invalid(format!(
@@ -544,7 +620,7 @@ fn expr_inner(e: &sql::Expr, aggs: &mut Aggs<'_>) -> Result<Expr> {
             };
             let escape = match escape_char {
                 None => None,
-                Some(c) => match expr(c, aggs)? {
+                Some(c) => match fold_constants(expr_at(c, aggs, d)?)? {
                     Expr::Literal(Value::String(s)) if s.chars().count() == 1 => s.chars().next(),
                     other => {
                         return Err(QueryError::Invalid(format!(
@@ -554,13 +630,54 @@ fn expr_inner(e: &sql::Expr, aggs: &mut Aggs<'_>) -> Result<Expr> {
                 },
             };
             let like = Expr::Like {
-                expr: Box::new(expr(x, aggs)?),
+                expr: Box::new(expr_at(x, aggs, d)?),
                 pattern,
                 escape,
             };
             negate_if(*negated, like)
         }
-        sql::Expr::Function(f) => function(f, aggs)?,
+        sql::Expr::Function(f) => function(f, aggs, d)?,
+        sql::Expr::Substring {
+            expr: x,
+            substring_from,
+            substring_for,
+            ..
+        } => {
+            let mut args = vec![expr_at(x, aggs, d)?];
+            match substring_from {
+                Some(from) => args.push(expr_at(from, aggs, d)?),
+                None => ScalarFunc::Substr.check_arity(1)?,
+            }
+            if let Some(len) = substring_for {
+                args.push(expr_at(len, aggs, d)?);
+            }
+            Expr::Call(ScalarFunc::Substr, args)
+        }
+        sql::Expr::Trim {
+            expr: x,
+            trim_where,
+            trim_what,
+            trim_characters,
+        } => {
+            if trim_where.is_some() || trim_what.is_some() || trim_characters.is_some() {
+                return unsupported("TRIM with BOTH/LEADING/TRAILING or characters");
+            }
+            Expr::Call(ScalarFunc::Trim, vec![expr_at(x, aggs, d)?])
+        }
+        sql::Expr::Ceil { expr: x, field } | sql::Expr::Floor { expr: x, field } => {
+            if !matches!(
+                field,
+                sql::CeilFloorKind::DateTimeField(sql::DateTimeField::NoDateTime)
+            ) {
+                return unsupported(format!("{e}"));
+            }
+            let func = if matches!(e, sql::Expr::Ceil { .. }) {
+                ScalarFunc::Ceil
+            } else {
+                ScalarFunc::Floor
+            };
+            Expr::Call(func, vec![expr_at(x, aggs, d)?])
+        }
         other => return unsupported(format!("expression {other}")),
     })
 }
@@ -569,7 +686,29 @@ fn negate_if(negated: bool, e: Expr) -> Expr {
     if negated { Expr::negation(e) } else { e }
 }
 
-fn function(f: &sql::Function, aggs: &mut Aggs<'_>) -> Result<Expr> {
+/// The plain arguments of a call (no `*`, no DISTINCT, no FILTER/OVER).
+fn plain_args<'f>(f: &'f sql::Function, name: &str) -> Result<Vec<&'f sql::FunctionArg>> {
+    if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
+        return unsupported(format!("{name} with FILTER/OVER/WITHIN GROUP"));
+    }
+    match &f.args {
+        sql::FunctionArguments::List(list) => {
+            if list.duplicate_treatment == Some(sql::DuplicateTreatment::Distinct) {
+                return unsupported(format!("{name}(DISTINCT ...)"));
+            }
+            if !list.clauses.is_empty() {
+                return unsupported(format!("clauses in the arguments of {name}"));
+            }
+            Ok(list.args.iter().collect())
+        }
+        sql::FunctionArguments::None => Ok(Vec::new()),
+        sql::FunctionArguments::Subquery(_) => {
+            unsupported(format!("a subquery as {name}'s argument"))
+        }
+    }
+}
+
+fn function(f: &sql::Function, aggs: &mut Aggs<'_>, depth: usize) -> Result<Expr> {
     let name = f.name.to_string().to_ascii_uppercase();
     let func = match name.as_str() {
         "COUNT" => AggFunc::Count,
@@ -577,21 +716,13 @@ fn function(f: &sql::Function, aggs: &mut Aggs<'_>) -> Result<Expr> {
         "AVG" => AggFunc::Avg,
         "MIN" => AggFunc::Min,
         "MAX" => AggFunc::Max,
-        _ => return Err(QueryError::UnknownFunction(f.name.to_string())),
+        _ => return scalar_call(f, aggs, depth),
     };
-    if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
-        return unsupported(format!("{name} with FILTER/OVER/WITHIN GROUP"));
-    }
-    let sql::FunctionArguments::List(list) = &f.args else {
-        return Err(QueryError::Invalid(format!("{name} needs one argument")));
-    };
-    if list.duplicate_treatment == Some(sql::DuplicateTreatment::Distinct) {
-        return unsupported(format!("{name}(DISTINCT ...)"));
-    }
-    let [arg] = list.args.as_slice() else {
+    let args = plain_args(f, &name)?;
+    let [arg] = args.as_slice() else {
         return Err(QueryError::Invalid(format!(
             "{name} takes one argument, not {}",
-            list.args.len()
+            args.len()
         )));
     };
     let call = match arg {
@@ -602,7 +733,11 @@ fn function(f: &sql::Function, aggs: &mut Aggs<'_>) -> Result<Expr> {
             }
         }
         sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(x)) => {
-            let arg = expr(x, &mut Aggs::Refuse("an aggregate's argument"))?;
+            let arg = fold_constants(expr_at(
+                x,
+                &mut Aggs::Refuse("an aggregate's argument"),
+                depth,
+            )?)?;
             AggCall {
                 func,
                 arg: Some(arg),
@@ -625,6 +760,22 @@ fn function(f: &sql::Function, aggs: &mut Aggs<'_>) -> Result<Expr> {
             Ok(Expr::Aggregate(i))
         }
     }
+}
+
+/// A scalar function call: `LOWER(name)`, `COALESCE(a, b, 0)`.
+fn scalar_call(f: &sql::Function, aggs: &mut Aggs<'_>, depth: usize) -> Result<Expr> {
+    let Some(func) = ScalarFunc::from_name(&f.name.to_string()) else {
+        return Err(QueryError::UnknownFunction(f.name.to_string()));
+    };
+    let args = plain_args(f, func.name())?
+        .into_iter()
+        .map(|a| match a {
+            sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(x)) => expr_at(x, aggs, depth),
+            other => unsupported(format!("argument {other} of {}", func.name())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    func.check_arity(args.len())?;
+    Ok(Expr::Call(func, args))
 }
 
 // ---- writes -------------------------------------------------------------------

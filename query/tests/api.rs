@@ -303,3 +303,218 @@ fn cached_plans_follow_index_changes() {
         }
     );
 }
+
+/// Runs `f` in a thread with the default 2 MiB stack of a test thread, so a
+/// recursion that only a big main-thread stack survives is caught here.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .expect("spawn")
+        .join()
+        .expect("the thread did not crash")
+}
+
+fn numbers_db() -> Database {
+    let db = Database::open_temporary().unwrap();
+    db.execute(
+        r#"CREATE COLLECTION t;
+        CREATE INDEX by_n ON t (n);
+        INSERT INTO t VALUES ('{"_id":"a","n":1,"s":"x"}'), ('{"_id":"b","n":2,"s":"y"}'), ('{"_id":"c","n":null}')"#,
+    )
+    .unwrap();
+    db
+}
+
+fn count(db: &Database, sql: &str) -> Value {
+    match db.execute_one(sql).unwrap() {
+        StatementResult::Rows { rows, .. } => rows
+            .first()
+            .and_then(|r| r.get_path(&[stratosdb_engine::proof::PathSegment::Field("c".into())]))
+            .cloned()
+            .unwrap_or(Value::Null),
+        other => panic!("expected rows, got {other:?}"),
+    }
+}
+
+#[test]
+fn ten_thousand_term_chains_run_on_a_small_stack() {
+    let answers = on_small_stack(|| {
+        let db = numbers_db();
+        let terms = |f: &dyn Fn(usize) -> String, sep: &str| {
+            (0..10_000).map(f).collect::<Vec<_>>().join(sep)
+        };
+        // 10,000 ANDs: every term holds for n = 1.
+        let and = format!(
+            "SELECT COUNT(*) AS c FROM t WHERE {}",
+            terms(&|i| format!("n < {}", i + 2), " AND ")
+        );
+        // 10,000 ORs: only the last term matches anything.
+        let or = format!(
+            "SELECT COUNT(*) AS c FROM t WHERE {}",
+            terms(
+                &|i| if i == 9_999 {
+                    "n = 2".to_string()
+                } else {
+                    format!("n = {}", 100 + i)
+                },
+                " OR "
+            )
+        );
+        // 1 + 1 + ... (10,000 ones), in SELECT and in WHERE.
+        let plus = terms(&|_| "1".to_string(), " + ");
+        let sum = format!("SELECT n + {plus} AS c FROM t WHERE _id = 'a'");
+        let sum_where = format!("SELECT COUNT(*) AS c FROM t WHERE n + {plus} = 10002");
+        let mixed = format!(
+            "SELECT COUNT(*) AS c FROM t WHERE {} = 10001",
+            terms(
+                &|i| if i % 2 == 0 { "n * 2" } else { "n - 1" }.into(),
+                " + "
+            )
+        );
+        let concat = format!(
+            "SELECT LENGTH(s || {}) AS c FROM t WHERE _id = 'b'",
+            terms(&|_| "'ab'".to_string(), " || ")
+        );
+        [and, or, sum, sum_where, mixed, concat].map(|sql| count(&db, &sql))
+    });
+    // mixed: for n = 1, 5,000 terms of 2 and 5,000 of 0: 10,000 ≠ 10,001, so no row.
+    assert_eq!(
+        answers,
+        [
+            Value::Int(1),
+            Value::Int(1),
+            Value::Int(10_001),
+            Value::Int(1),
+            Value::Int(0),
+            Value::Int(20_001),
+        ]
+    );
+}
+
+#[test]
+fn too_deep_expressions_are_refused_cleanly() {
+    let errors = on_small_stack(|| {
+        let db = numbers_db();
+        let parens = format!(
+            "SELECT * FROM t WHERE {}n = 1{}",
+            "(".repeat(5_000),
+            ")".repeat(5_000)
+        );
+        let nots = format!("SELECT * FROM t WHERE {}n = 1", "NOT ".repeat(5_000));
+        // A chain of comparisons nests (each `=` takes the last as operand).
+        let compares = format!("SELECT * FROM t WHERE n{}", " = true".repeat(10_000));
+        let is_nulls = format!("SELECT * FROM t WHERE n{}", " IS NULL".repeat(10_000));
+        let deep_filter = {
+            let mut f = json!({"n": 1});
+            // (serde_json's own values drop recursively: keep this one modest.)
+            for _ in 0..200 {
+                f = json!({ "$not": f });
+            }
+            db.find("t", &f, &FindOptions::default()).unwrap_err()
+        };
+        let sql = [parens, nots, compares, is_nulls].map(|s| db.execute_one(&s).unwrap_err());
+        (sql, deep_filter)
+    });
+    let (sql, filter) = errors;
+    for e in &sql {
+        let msg = e.to_string();
+        // Either our limit, or sqlparser's own (parentheses, NOT) as a syntax error.
+        assert!(
+            matches!(e, QueryError::LimitExceeded { .. } | QueryError::Syntax(_)),
+            "{msg}"
+        );
+    }
+    // Our own limit names itself and its value.
+    assert_eq!(sql[2].code(), "limit_exceeded");
+    assert!(
+        sql[2]
+            .to_string()
+            .contains("expression nesting depth is more than 64"),
+        "{}",
+        sql[2]
+    );
+    assert_eq!(filter.code(), "limit_exceeded");
+}
+
+#[test]
+fn the_deepest_allowed_expression_evaluates_on_a_small_stack() {
+    let depth = stratosdb_query::translate::MAX_EXPR_DEPTH;
+    let got = on_small_stack(move || {
+        let db = numbers_db();
+        // Depth just under the limit: sqlparser nests `=` chains without
+        // counting them (it stops other nesting at 50), so they reach ours.
+        let chain = " = true".repeat(depth - 2);
+        let where_clause = format!("(n = 2){chain}");
+        count(
+            &db,
+            &format!("SELECT COUNT(*) AS c FROM t WHERE {where_clause}"),
+        )
+    });
+    assert_eq!(got, Value::Int(1));
+}
+
+#[test]
+fn range_comparisons_stay_within_the_literals_type() {
+    let db = Database::open_temporary().unwrap();
+    db.execute(
+        r#"CREATE COLLECTION u;
+        INSERT INTO u VALUES ('{"_id":"a","age":10,"address":{"city":"Paris"}}'),
+          ('{"_id":"b","age":null,"address":{"city":"Rome"}}'), ('{"_id":"c"}'),
+          ('{"_id":"d","age":"young","address":{"city":7}}'), ('{"_id":"e","age":30.5}')"#,
+    )
+    .unwrap();
+    let ask = |db: &Database| {
+        [
+            "SELECT COUNT(*) AS c FROM u WHERE age < 18",
+            "SELECT COUNT(*) AS c FROM u WHERE age >= 18",
+            "SELECT COUNT(*) AS c FROM u WHERE address.city > 5",
+            "SELECT COUNT(*) AS c FROM u WHERE address.city > 'A'",
+            "SELECT COUNT(*) AS c FROM u WHERE age BETWEEN 0 AND 100",
+        ]
+        .map(|sql| count(db, sql))
+    };
+    let want = [1, 1, 1, 2, 2].map(Value::Int);
+    assert_eq!(ask(&db), want, "full scan");
+    db.execute("CREATE INDEX by_age ON u (age); CREATE INDEX by_city ON u (address.city)")
+        .unwrap();
+    assert_eq!(ask(&db), want, "with indexes");
+    // The filter API brackets the same way.
+    let find = |f: serde_json::Value| db.find("u", &f, &FindOptions::default()).unwrap().len();
+    assert_eq!(find(json!({"age": {"$lt": 18}})), 1);
+    assert_eq!(find(json!({"age": {"$gte": "a"}})), 1);
+    assert_eq!(find(json!({"age": {"$lte": null}})), 0);
+}
+
+#[test]
+fn lowest_and_highest_numbers_are_inside_the_number_range() {
+    let db = Database::open_temporary().unwrap();
+    db.execute(&format!(
+        r#"CREATE COLLECTION t; CREATE INDEX by_v ON t (v);
+        INSERT INTO t VALUES ('{{"_id":"min","v":{}}}'), ('{{"_id":"max","v":{}}}'),
+          ('{{"_id":"lowf","v":-1.7976931348623157e308}}'), ('{{"_id":"highf","v":1.7976931348623157e308}}'),
+          ('{{"_id":"t","v":true}}'), ('{{"_id":"s","v":""}}')"#,
+        i64::MIN,
+        i64::MAX
+    ))
+    .unwrap();
+    let plan = db.plan_sql("SELECT _id FROM t WHERE v < 0").unwrap();
+    assert!(matches!(plan.shard.access, AccessPath::IndexScan { .. }));
+    let ids = |sql: &str| match db.execute_one(sql).unwrap() {
+        StatementResult::Rows { rows, .. } => rows
+            .iter()
+            .map(|r| r.to_json()["_id"].clone())
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        ids("SELECT _id FROM t WHERE v < 0"),
+        [json!("lowf"), json!("min")]
+    );
+    assert_eq!(
+        ids("SELECT _id FROM t WHERE v > 0"),
+        [json!("highf"), json!("max")]
+    );
+    assert_eq!(ids("SELECT _id FROM t WHERE v <= 'a'"), [json!("s")]);
+    assert_eq!(ids("SELECT _id FROM t WHERE v >= false"), [json!("t")]);
+}

@@ -8,14 +8,21 @@
 //!
 //! and all four answers must be identical, rows and order. ORDER BY is made
 //! total by the dialect itself (`_id` breaks ties), so orders compare exactly.
+//!
+//! The naive evaluator has its own reading of the semantics (it shares only
+//! the parser and the engine's `Value` order with the code under test):
+//! `< <= > >=` and BETWEEN hold only within one type class, never for null
+//! or missing; `=`/`<>`/IN use the total order; a field path fans out over
+//! arrays; scalar functions give missing for missing and null for null.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use serde_json::{Value as Json, json};
+use stratosdb_engine::path_values;
 use stratosdb_engine::{Durability, Engine, IndexSpec, Op, Shard, Value};
-use stratosdb_query::ast::{Projection, Query, Statement};
-use stratosdb_query::eval::{Ctx, eval, matches};
+use stratosdb_query::ast::{CmpOp, Expr, Projection, Query, ScalarFunc, Statement};
+use stratosdb_query::eval::{Ctx, eval};
 use stratosdb_query::exec::{canonical_key, run_query};
 use stratosdb_query::{Database, StatementResult, parse_statement};
 
@@ -87,8 +94,35 @@ fn field() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec!["a", "b", "c", "n.x", "tags", "_id"])
 }
 
+/// Scalar function calls on fields whose types suit them (a type error in a
+/// WHERE depends on which documents a plan reads, so none is generated).
+fn function_expr() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "LOWER(c)",
+        "UPPER(c)",
+        "LENGTH(c)",
+        "TRIM(c)",
+        "SUBSTR(c, 1, 1)",
+        "c || '-' || c",
+        "CONCAT(c, 1)",
+        "ABS(n.x)",
+        "ROUND(n.x)",
+        "FLOOR(n.x)",
+        "CEIL(n.x)",
+        "COALESCE(a, b, 0)",
+        "COALESCE(n.x, c)",
+        "ARRAY_LENGTH(tags)",
+    ])
+}
+
 fn atom() -> impl Strategy<Value = String> {
     prop_oneof![
+        (
+            function_expr(),
+            prop::sample::select(vec!["=", "<>", "<", ">="]),
+            literal()
+        )
+            .prop_map(|(f, op, l)| format!("{f} {op} {l}")),
         (
             field(),
             prop::sample::select(vec!["=", "<>", "<", "<=", ">", ">="]),
@@ -129,7 +163,15 @@ fn predicate() -> impl Strategy<Value = String> {
 fn order_by() -> impl Strategy<Value = String> {
     prop::collection::vec(
         (
-            prop::sample::select(vec!["a", "b", "c", "n.x", "_id"]),
+            prop::sample::select(vec![
+                "a",
+                "b",
+                "c",
+                "n.x",
+                "_id",
+                "LOWER(c)",
+                "COALESCE(a, b)",
+            ]),
             any::<bool>(),
         ),
         0..3,
@@ -164,7 +206,13 @@ fn query() -> impl Strategy<Value = String> {
     });
     prop_oneof![
         3 => (
-            prop::sample::select(vec!["*", "_id, a, b", "c, n.x AS nx, tags[0] AS t0"]),
+            prop::sample::select(vec![
+                "*",
+                "_id, a, b",
+                "c, n.x AS nx, tags[0] AS t0",
+                "UPPER(c) AS uc, ARRAY_LENGTH(tags) AS nt, COALESCE(b, a) AS ba",
+                "c || '!' AS bang, ABS(n.x) AS ax, SUBSTR(c, 0, 2) AS s",
+            ]),
             filter(),
             order_by(),
             limit.clone(),
@@ -178,7 +226,7 @@ fn query() -> impl Strategy<Value = String> {
         )
             .prop_map(|(p, f, o, l)| format!("SELECT DISTINCT {p} FROM t{f}{o}{l}")),
         1 => (
-            prop::sample::select(vec!["", " GROUP BY c", " GROUP BY n.x"]),
+            prop::sample::select(vec!["", " GROUP BY c", " GROUP BY n.x", " GROUP BY LOWER(c)"]),
             filter(),
         )
             .prop_map(|(g, f)| {
@@ -223,6 +271,169 @@ fn rows_of(r: StatementResult) -> Vec<Value> {
     }
 }
 
+/// What the naive evaluator reads: a document, or a group's keys and aggregates.
+#[derive(Clone, Copy)]
+enum Row<'a> {
+    Doc(&'a Value),
+    Group(&'a [Option<Value>], &'a [Option<Value>]),
+}
+
+/// A scalar value (`None`: missing), independently of `stratosdb_query::eval`
+/// for everything but arithmetic (which the generator does not produce).
+fn naive_eval(e: &Expr, row: Row<'_>) -> Option<Value> {
+    match (e, row) {
+        (Expr::Literal(v), _) => Some(v.clone()),
+        (Expr::Path(p), Row::Doc(d)) => d.get_path(p.segments()).cloned(),
+        (Expr::GroupKey(i), Row::Group(keys, _)) => keys.get(*i).cloned().flatten(),
+        (Expr::Aggregate(i), Row::Group(_, aggs)) => aggs.get(*i).cloned().flatten(),
+        (Expr::Call(f, args), _) => {
+            let args: Vec<Option<Value>> = args.iter().map(|a| naive_eval(a, row)).collect();
+            naive_call(*f, args)
+        }
+        (Expr::Arith(..), Row::Doc(d)) => eval(e, Ctx::doc(d)).expect("arith"),
+        (Expr::Path(_) | Expr::Arith(..), Row::Group(..)) => panic!("unbound {e}"),
+        (Expr::GroupKey(_) | Expr::Aggregate(_), Row::Doc(_)) => panic!("group outside a group"),
+        _ => Some(Value::Bool(naive_matches(e, row))),
+    }
+}
+
+fn naive_call(f: ScalarFunc, args: Vec<Option<Value>>) -> Option<Value> {
+    if f == ScalarFunc::Coalesce {
+        return Some(
+            args.into_iter()
+                .flatten()
+                .find(|v| *v != Value::Null)
+                .unwrap_or(Value::Null),
+        );
+    }
+    let args: Vec<Value> = args.into_iter().collect::<Option<_>>()?;
+    if args.contains(&Value::Null) {
+        return Some(Value::Null);
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_json_string(),
+    };
+    let int = |v: &Value| match v {
+        Value::Int(i) => *i,
+        other => panic!("not an integer: {other}"),
+    };
+    Some(match (f, args.as_slice()) {
+        (ScalarFunc::Lower, [s]) => Value::String(text(s).to_lowercase()),
+        (ScalarFunc::Upper, [s]) => Value::String(text(s).to_uppercase()),
+        (ScalarFunc::Trim, [s]) => Value::String(text(s).trim().to_string()),
+        (ScalarFunc::Length, [s]) => Value::Int(text(s).chars().count() as i64),
+        (ScalarFunc::Substr, [s, start, len]) => {
+            // Positions start .. start + len - 1, 1-based, clipped to the string.
+            let (start, len) = (int(start), int(len));
+            Value::String(
+                text(s)
+                    .chars()
+                    .enumerate()
+                    .filter(|(i, _)| {
+                        let pos = *i as i64 + 1;
+                        pos >= start && pos < start + len
+                    })
+                    .map(|(_, c)| c)
+                    .collect(),
+            )
+        }
+        (ScalarFunc::Concat, parts) => Value::String(parts.iter().map(text).collect()),
+        (ScalarFunc::Abs, [n]) => Value::Int(int(n).abs()),
+        (ScalarFunc::Round | ScalarFunc::Floor | ScalarFunc::Ceil, [n]) => Value::Int(int(n)),
+        (ScalarFunc::ArrayLength, [Value::Array(items)]) => Value::Int(items.len() as i64),
+        (f, args) => panic!("naive evaluator has no {f:?} of {args:?}"),
+    })
+}
+
+/// The values a comparison operand stands for: a field path fans out over
+/// arrays; anything else is its one value.
+fn naive_reach(e: &Expr, row: Row<'_>) -> Vec<Option<Value>> {
+    if let (Expr::Path(p), Row::Doc(d)) = (e, row)
+        && let Some(fields) = p.fields()
+    {
+        return path_values(d, fields)
+            .into_iter()
+            .map(|v| v.cloned())
+            .collect();
+    }
+    vec![naive_eval(e, row)]
+}
+
+/// `< <= > >=`: both values of one type class, and not null.
+fn naive_range(op: CmpOp, l: &Value, r: &Value) -> bool {
+    let class = |v: &Value| match v {
+        Value::Null => None,
+        Value::Bool(_) => Some(1),
+        Value::Int(_) | Value::Float(_) => Some(2),
+        Value::String(_) => Some(3),
+        Value::Array(_) => Some(4),
+        Value::Object(_) => Some(5),
+    };
+    if class(l).is_none() || class(l) != class(r) {
+        return false;
+    }
+    match op {
+        CmpOp::Lt => l < r,
+        CmpOp::Le => l <= r,
+        CmpOp::Gt => l > r,
+        CmpOp::Ge => l >= r,
+        CmpOp::Eq | CmpOp::Ne => unreachable!("not a range operator"),
+    }
+}
+
+fn naive_matches(e: &Expr, row: Row<'_>) -> bool {
+    let present = |e: &Expr| {
+        naive_reach(e, row)
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+    };
+    match e {
+        Expr::And(list) => list.iter().all(|x| naive_matches(x, row)),
+        Expr::Or(list) => list.iter().any(|x| naive_matches(x, row)),
+        Expr::Not(x) => !naive_matches(x, row),
+        Expr::Compare(op, a, b) => {
+            let (ls, rs) = (present(a), present(b));
+            ls.iter().any(|l| {
+                rs.iter().any(|r| match op {
+                    // `=` and `<>` use the total order, null included.
+                    CmpOp::Eq => l == r,
+                    CmpOp::Ne => l != r,
+                    _ => naive_range(*op, l, r),
+                })
+            })
+        }
+        Expr::In(x, list) => {
+            let options: Vec<Value> = list.iter().filter_map(|i| naive_eval(i, row)).collect();
+            present(x).iter().any(|v| options.contains(v))
+        }
+        Expr::Between(x, lo, hi) => {
+            let (Some(lo), Some(hi)) = (naive_eval(lo, row), naive_eval(hi, row)) else {
+                return false;
+            };
+            present(x)
+                .iter()
+                .any(|v| naive_range(CmpOp::Ge, v, &lo) && naive_range(CmpOp::Le, v, &hi))
+        }
+        Expr::IsNull(x) => naive_reach(x, row)
+            .iter()
+            .any(|v| matches!(v, None | Some(Value::Null))),
+        Expr::Like { expr, pattern, .. } => {
+            // The generator's patterns are 'p%' and '%s'.
+            present(expr).iter().any(|v| match v {
+                Value::String(s) => match (pattern.strip_suffix('%'), pattern.strip_prefix('%')) {
+                    (Some(prefix), _) => s.starts_with(prefix),
+                    (None, Some(suffix)) => s.ends_with(suffix),
+                    (None, None) => s == pattern,
+                },
+                _ => false,
+            })
+        }
+        other => naive_eval(other, row) == Some(Value::Bool(true)),
+    }
+}
+
 /// The naive evaluator: every document, the WHERE, a full sort, no planner.
 fn naive(q: &Query, docs: &[Value]) -> Vec<Value> {
     let kept: Vec<&Value> = docs
@@ -230,13 +441,13 @@ fn naive(q: &Query, docs: &[Value]) -> Vec<Value> {
         .filter(|d| {
             q.filter
                 .as_ref()
-                .is_none_or(|f| matches(f, Ctx::doc(d)).expect("filter"))
+                .is_none_or(|f| naive_matches(f, Row::Doc(d)))
         })
         .collect();
-    let project = |items: &[stratosdb_query::ast::SelectItem], ctx: Ctx<'_>| {
+    let project = |items: &[stratosdb_query::ast::SelectItem], ctx: Row<'_>| {
         let mut row = BTreeMap::new();
         for i in items {
-            if let Some(v) = eval(&i.expr, ctx).expect("eval") {
+            if let Some(v) = naive_eval(&i.expr, ctx) {
                 row.insert(i.name.clone(), v);
             }
         }
@@ -248,7 +459,7 @@ fn naive(q: &Query, docs: &[Value]) -> Vec<Value> {
             let key = q
                 .group_by
                 .iter()
-                .map(|g| canonical_key(eval(g, Ctx::doc(d)).expect("key")))
+                .map(|g| canonical_key(naive_eval(g, Row::Doc(d))))
                 .collect();
             groups.entry(key).or_default().push(d);
         }
@@ -266,7 +477,7 @@ fn naive(q: &Query, docs: &[Value]) -> Vec<Value> {
                     .iter()
                     .map(|call| Some(naive_aggregate(call, &members)))
                     .collect();
-                project(items, Ctx::group(&key, &aggs))
+                project(items, Row::Group(&key, &aggs))
             })
             .collect()
     } else {
@@ -276,7 +487,7 @@ fn naive(q: &Query, docs: &[Value]) -> Vec<Value> {
                 let mut key: Vec<Option<Value>> = q
                     .order_by
                     .iter()
-                    .map(|k| eval(&k.expr, Ctx::doc(d)).expect("key"))
+                    .map(|k| naive_eval(&k.expr, Row::Doc(d)))
                     .collect();
                 key.push(d.as_object().and_then(|m| m.get("_id")).cloned());
                 (key, *d)
@@ -297,7 +508,7 @@ fn naive(q: &Query, docs: &[Value]) -> Vec<Value> {
             .into_iter()
             .map(|(_, d)| match &q.projection {
                 Projection::All => d.clone(),
-                Projection::Items(items) => project(items, Ctx::doc(d)),
+                Projection::Items(items) => project(items, Row::Doc(d)),
             })
             .collect()
     };
@@ -320,11 +531,7 @@ fn naive_aggregate(call: &stratosdb_query::ast::AggCall, members: &[&Value]) -> 
     use stratosdb_query::ast::AggFunc::*;
     let values: Vec<Value> = members
         .iter()
-        .filter_map(|d| {
-            call.arg
-                .as_ref()
-                .and_then(|a| eval(a, Ctx::doc(d)).expect("arg"))
-        })
+        .filter_map(|d| call.arg.as_ref().and_then(|a| naive_eval(a, Row::Doc(d))))
         .filter(|v| !matches!(v, Value::Null))
         .collect();
     let numbers: Vec<&Value> = values.iter().filter(|v| v.is_number()).collect();
