@@ -9,6 +9,7 @@
 mod canonical;
 mod codec;
 pub mod hash;
+mod json;
 mod proof;
 mod value;
 
@@ -23,6 +24,18 @@ pub use value::{MAX_NESTING_DEPTH, Object, PathSegment, Value, cmp_int_float};
 pub enum ValueError {
     #[error("invalid JSON: {0}")]
     InvalidJson(String),
+    /// A key repeated in one object. `path` locates the object in the dialect's
+    /// notation (`a.items[2]`); it is empty for the top-level object.
+    #[error(
+        "invalid JSON: duplicate key {key:?} in {} at line {line}, column {column}",
+        describe_object(.path)
+    )]
+    DuplicateKey {
+        key: String,
+        path: String,
+        line: usize,
+        column: usize,
+    },
     #[error("integer {0} is outside the 64-bit signed range")]
     IntegerOutOfRange(String),
     #[error("number {0} is not finite; JSON has no NaN or infinity")]
@@ -31,6 +44,14 @@ pub enum ValueError {
     Corrupt(String),
     #[error("value nested deeper than {0} levels")]
     TooDeep(usize),
+}
+
+fn describe_object(path: &str) -> String {
+    if path.is_empty() {
+        "the top-level object".to_string()
+    } else {
+        format!("the object at {path}")
+    }
 }
 
 /// Why a proof did not verify.

@@ -37,49 +37,50 @@ pub enum Value {
 /// A document: a JSON object (with a string `_id` once stored).
 pub type Object = BTreeMap<String, Value>;
 
-/// Upper bound on nesting that any configuration may allow. It stays below
-/// serde_json's own recursion limit (128), so parsing can never overflow the stack.
+/// Upper bound on nesting that any configuration may allow, and the deepest
+/// JSON text [`Value::from_json_str`] accepts. Values are built and dropped
+/// recursively, so this bound is what keeps them from overflowing the stack.
 pub const MAX_NESTING_DEPTH: usize = 100;
 
 impl Value {
-    /// Parses JSON text. Numbers that are integers and fit in i64 become `Int`,
-    /// other numbers `Float`; integers beyond i64 are refused rather than rounded.
+    /// Parses JSON text (RFC 8259, strictly). Numbers that are integers and fit
+    /// in i64 become `Int`, other numbers `Float`; integers beyond i64 are
+    /// refused rather than rounded. Refused with an error that says where:
+    /// a key repeated in an object ([`ValueError::DuplicateKey`], naming the
+    /// key and the object's path), nesting deeper than [`MAX_NESTING_DEPTH`],
+    /// `NaN` and `Infinity`, numbers beyond the float range, and `\u` escapes
+    /// of lone UTF-16 surrogates.
+    ///
+    /// ```
+    /// use stratosdb_proof::{Value, ValueError};
+    /// let err = Value::from_json_str(r#"{"a": {"b": 1, "b": 2}}"#).unwrap_err();
+    /// assert!(matches!(&err, ValueError::DuplicateKey { key, path, .. } if key == "b" && path == "a"));
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     r#"invalid JSON: duplicate key "b" in the object at a at line 1, column 16"#
+    /// );
+    /// ```
     pub fn from_json_str(text: &str) -> Result<Value, ValueError> {
-        let json: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| ValueError::InvalidJson(e.to_string()))?;
-        Value::from_json(json)
+        crate::json::parse(text.as_bytes())
     }
 
-    /// Converts a parsed `serde_json::Value`.
+    /// Parses JSON text given as bytes, as [`Value::from_json_str`] does; bytes
+    /// that are not UTF-8 are refused with their position.
+    ///
+    /// ```
+    /// use stratosdb_proof::Value;
+    /// let err = Value::from_json_slice(b"{\"a\": \"\xff\"}").unwrap_err();
+    /// assert!(err.to_string().contains("not UTF-8 at line 1, column 8"), "{err}");
+    /// ```
+    pub fn from_json_slice(bytes: &[u8]) -> Result<Value, ValueError> {
+        crate::json::parse(bytes)
+    }
+
+    /// Converts a parsed `serde_json::Value` (whose objects cannot hold
+    /// duplicate keys any more: serde_json kept the last). Nesting deeper than
+    /// [`MAX_NESTING_DEPTH`] is refused with [`ValueError::TooDeep`].
     pub fn from_json(json: serde_json::Value) -> Result<Value, ValueError> {
-        Ok(match json {
-            serde_json::Value::Null => Value::Null,
-            serde_json::Value::Bool(b) => Value::Bool(b),
-            serde_json::Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    Value::Int(i)
-                } else if n.is_u64() {
-                    return Err(ValueError::IntegerOutOfRange(n.to_string()));
-                } else {
-                    let f = n
-                        .as_f64()
-                        .ok_or_else(|| ValueError::NonFiniteNumber(n.to_string()))?;
-                    Value::float(f)?
-                }
-            }
-            serde_json::Value::String(s) => Value::String(s),
-            serde_json::Value::Array(items) => Value::Array(
-                items
-                    .into_iter()
-                    .map(Value::from_json)
-                    .collect::<Result<_, _>>()?,
-            ),
-            serde_json::Value::Object(map) => Value::Object(
-                map.into_iter()
-                    .map(|(k, v)| Ok((k, Value::from_json(v)?)))
-                    .collect::<Result<_, ValueError>>()?,
-            ),
-        })
+        from_json_at(json, 0)
     }
 
     /// A float value; NaN and infinities have no JSON form and are refused.
@@ -203,6 +204,55 @@ impl Value {
     }
 }
 
+/// [`Value::from_json`] for a value `depth` containers deep.
+fn from_json_at(json: serde_json::Value, depth: usize) -> Result<Value, ValueError> {
+    Ok(match json {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::Int(i)
+            } else if n.is_u64() {
+                return Err(ValueError::IntegerOutOfRange(n.to_string()));
+            } else {
+                let f = n
+                    .as_f64()
+                    .ok_or_else(|| ValueError::NonFiniteNumber(n.to_string()))?;
+                Value::float(f)?
+            }
+        }
+        serde_json::Value::String(s) => Value::String(s),
+        container if depth >= MAX_NESTING_DEPTH => {
+            dismantle(container);
+            return Err(ValueError::TooDeep(MAX_NESTING_DEPTH));
+        }
+        serde_json::Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| from_json_at(item, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+        serde_json::Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| Ok((k, from_json_at(v, depth + 1)?)))
+                .collect::<Result<_, ValueError>>()?,
+        ),
+    })
+}
+
+/// Drops a `serde_json::Value` of any depth without recursing (its own drop
+/// recurses once per level).
+fn dismantle(json: serde_json::Value) {
+    let mut stack = vec![json];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Array(items) => stack.extend(items),
+            serde_json::Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
 /// One step of a path into a document.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PathSegment {
@@ -296,10 +346,83 @@ impl serde::Serialize for Value {
     }
 }
 
+/// Deserializes from any self-describing format (serde_json's
+/// `from_str::<Value>` included) with the rules of [`Value::from_json_str`]:
+/// a repeated key is an error naming it, integers beyond i64 are refused.
+/// Depth is bounded by the format's own recursion limit (serde_json: 128).
 impl<'de> serde::Deserialize<'de> for Value {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let json = serde_json::Value::deserialize(d)?;
-        Value::from_json(json).map_err(serde::de::Error::custom)
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+        Ok(Value::Int(i))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<Value, E> {
+        i64::try_from(u)
+            .map(Value::Int)
+            .map_err(|_| E::custom(ValueError::IntegerOutOfRange(u.to_string())))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Value, E> {
+        Value::float(f).map_err(E::custom)
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_string()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Object::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if map.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key {key:?} in an object"
+                )));
+            }
+            let value = access.next_value()?;
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
     }
 }
 
