@@ -417,7 +417,6 @@ fn hostile_import_file() {
 /// `translate::expr_inner` (query/src/translate.rs, the BinaryOp arm) calls
 /// itself once per term. The same holds for 10,000 AND or OR terms.
 #[test]
-#[ignore = "needs the n-ary flattening from the query branch"]
 fn ten_thousand_term_expressions() {
     let dir = data_dir();
     let terms = |sep: &str, term: &str| vec![term; 10_000].join(sep);

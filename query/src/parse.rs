@@ -173,6 +173,8 @@ pub fn parse_part(script: &str, part: &StatementText<'_>) -> Result<Statement> {
     if let Some(stmt) = pre_parse(script, part)? {
         return Ok(stmt);
     }
+    // Refuse what would exhaust the stack before sqlparser builds it.
+    crate::limits::check_statement_text(part.text)?;
     let parsed = Parser::parse_sql(&GenericDialect {}, part.text)
         .map_err(|e| QueryError::Syntax(relocate(&e.to_string(), script, part)))?;
     match parsed.as_slice() {

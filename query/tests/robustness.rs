@@ -658,7 +658,6 @@ fn terms(n: usize, term: impl Fn(usize) -> String, sep: &str) -> String {
 }
 
 #[test]
-#[ignore = "needs the n-ary flattening from the query branch"]
 fn ten_thousand_and_terms() {
     let sql = format!(
         "SELECT _id FROM t WHERE {}",
@@ -668,7 +667,6 @@ fn ten_thousand_and_terms() {
 }
 
 #[test]
-#[ignore = "needs the n-ary flattening from the query branch"]
 fn ten_thousand_or_terms() {
     let sql = format!(
         "SELECT _id FROM t WHERE {}",
@@ -678,7 +676,6 @@ fn ten_thousand_or_terms() {
 }
 
 #[test]
-#[ignore = "needs the n-ary flattening from the query branch"]
 fn ten_thousand_plus_terms() {
     let sql = format!(
         "SELECT {} AS s FROM t LIMIT 1",
