@@ -83,7 +83,7 @@ fn statements_from_stdin_spanning_lines() {
         [
             r#"{"name":"Bob, Jr."}"#,
             r#"{"affected":1}"#,
-            r#"{"address.zip":"75001","age":32}"#
+            r#"{"age":32,"address.zip":"75001"}"#
         ]
     );
 }
