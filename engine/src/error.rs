@@ -57,6 +57,9 @@ pub enum EngineError {
     Corruption(String),
     #[error("storage error: {0}")]
     Storage(String),
+    /// The data folder is held by another process, or is not a data folder.
+    #[error(transparent)]
+    DataDir(#[from] crate::data_dir::DataDirError),
 }
 
 impl EngineError {
@@ -86,6 +89,7 @@ impl EngineError {
             ShardRestoring(_) => "shard_restoring",
             Corruption(_) => "corruption",
             Storage(_) => "storage",
+            DataDir(e) => e.code(),
         }
     }
 }

@@ -16,6 +16,7 @@
 
 mod catalog;
 mod command;
+pub mod data_dir;
 mod document;
 mod engine;
 mod error;
