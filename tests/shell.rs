@@ -638,6 +638,7 @@ fn reimport_summarises_duplicates_and_on_conflict_resumes() {
 
 /// Ctrl-C (SIGINT) during \import: the import stops after the batch under
 /// way, says how many documents it loaded, and the shell reads on.
+#[cfg(unix)]
 #[test]
 fn ctrl_c_stops_an_import_and_the_shell_stays_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -671,7 +672,18 @@ fn ctrl_c_stops_an_import_and_the_shell_stays_open() {
     // Still open: what was loaded is there, and nothing else.
     shell.send("SELECT count(*) AS n FROM c;\n");
     assert_eq!(shell.line(), format!("{{\"n\":{loaded}}}"));
-    shell.close();
+    // Outside an import, Ctrl-C ends the shell as by default.
+    let killed = Command::new("kill")
+        .args(["-INT", &shell.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = shell.child.wait();
+    assert!(!status.success(), "{status:?}");
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(2), "{status:?}");
+    }
 }
 
 /// The import's own memory does not grow with the file: a 100 MB file of

@@ -63,7 +63,8 @@ pub fn run(args: ShellArgs) -> anyhow::Result<bool> {
     }
     session.interactive = true;
     session.repl(&args.data)?;
-    Ok(session.ok)
+    // Interactively, failures were shown as they happened.
+    Ok(true)
 }
 
 struct Session {
