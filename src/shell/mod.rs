@@ -16,8 +16,8 @@ use anyhow::Context;
 use input::{Assembler, Item, Statement};
 pub use output::Format;
 use rustyline::error::ReadlineError;
-use stratosdb_query::Database;
 use stratosdb_query::parse::parse_statement_at;
+use stratosdb_query::{Database, StatementResult};
 
 use crate::ShellArgs;
 
@@ -188,15 +188,7 @@ impl Session {
         let result = parse_statement_at(&stmt.text, line, column).and_then(|s| self.db.run(&s));
         let elapsed = started.elapsed();
         match result {
-            Ok(result) => {
-                let mut out = BufWriter::new(std::io::stdout().lock());
-                let written =
-                    output::print(&mut out, self.format, &result).and_then(|_| out.flush());
-                drop(out);
-                if let Err(e) = written {
-                    self.fail(&format!("writing output: {e}"));
-                }
-            }
+            Ok(result) => self.print(&result),
             Err(e) => {
                 let (line, column) = stmt.at;
                 self.fail(&format!(
@@ -213,16 +205,18 @@ impl Session {
     /// Runs a query the shell makes itself (for `\d`).
     fn internal(&mut self, sql: &str) {
         match self.db.execute_one(sql) {
-            Ok(result) => {
-                let mut out = BufWriter::new(std::io::stdout().lock());
-                let written =
-                    output::print(&mut out, self.format, &result).and_then(|_| out.flush());
-                drop(out);
-                if let Err(e) = written {
-                    self.fail(&format!("writing output: {e}"));
-                }
-            }
+            Ok(result) => self.print(&result),
             Err(e) => self.fail(&e.to_string()),
+        }
+    }
+
+    /// Writes a result to stdout, flushed before the shell reads on.
+    fn print(&mut self, result: &StatementResult) {
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        let written = output::print(&mut out, self.format, result).and_then(|_| out.flush());
+        drop(out);
+        if let Err(e) = written {
+            self.fail(&format!("writing output: {e}"));
         }
     }
 
