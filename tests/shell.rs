@@ -716,7 +716,7 @@ fn import_memory_does_not_grow_with_the_file() {
             .unwrap()
             * 1024
     };
-    let mut shell = Driven::start(&data, &["--format", "json"]);
+    let mut shell = Driven::start(&data, &["--format", "json", "--cache-mb", "16"]);
     shell.send("CREATE COLLECTION c;\n");
     assert_eq!(shell.line(), r#"{"affected":0}"#);
     let before = peak(shell.pid());

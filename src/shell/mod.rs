@@ -16,8 +16,9 @@ use anyhow::Context;
 use input::{Assembler, Item, Statement};
 pub use output::Format;
 use rustyline::error::ReadlineError;
+use stratosdb_engine::{Engine, EngineConfig};
 use stratosdb_query::parse::parse_statement_at;
-use stratosdb_query::{Database, StatementResult};
+use stratosdb_query::{Database, QueryError, StatementResult};
 
 use crate::ShellArgs;
 
@@ -37,7 +38,13 @@ Commands (a command takes the rest of its line; it may follow a ';'):
   \q                      quit"#;
 
 pub fn run(args: ShellArgs) -> anyhow::Result<bool> {
-    let db = Database::open(&args.data)
+    let config = EngineConfig {
+        cache_bytes: args.cache_mb.saturating_mul(1 << 20),
+        ..EngineConfig::default()
+    };
+    let db = Engine::open(&args.data, config)
+        .map_err(QueryError::from)
+        .and_then(Database::with_engine)
         .with_context(|| format!("cannot open the database in {}", args.data.display()))?;
     // Without the handler, Ctrl-C during \import ends the program, as by default.
     let _ = interrupt::install();
