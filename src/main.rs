@@ -37,6 +37,10 @@ pub struct ShellArgs {
     /// How results are printed.
     #[arg(long, value_enum, default_value_t = shell::Format::Table)]
     format: shell::Format,
+    /// Megabytes of sled's page cache, which is most of the shell's memory;
+    /// lower it to keep the shell small (the default is the engine's).
+    #[arg(long, default_value_t = 256)]
+    cache_mb: u64,
 }
 
 fn main() -> ExitCode {

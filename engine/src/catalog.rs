@@ -98,12 +98,14 @@ pub const MAX_NAME_LEN: usize = 128;
 /// Most fields a compound index may have.
 pub const MAX_INDEX_FIELDS: usize = 16;
 
-/// Collection and index names: a letter or `_`, then letters, digits, `_` or `-`.
+/// Collection and index names: a letter (of any script) or `_`, then letters,
+/// digits (`char::is_alphanumeric`), `_` or `-`; at most [`MAX_NAME_LEN`] bytes
+/// of UTF-8. Names are stored in the catalog only (keys use numbers).
 pub fn validate_name(name: &str) -> std::result::Result<(), String> {
     let mut chars = name.chars();
     match chars.next() {
         None => return Err("name is empty".into()),
-        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => {
+        Some(c) if !(c.is_alphabetic() || c == '_') => {
             return Err("name must start with a letter or '_'".into());
         }
         _ => {}
@@ -111,7 +113,7 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
     if name.len() > MAX_NAME_LEN {
         return Err(format!("name is longer than {MAX_NAME_LEN} bytes"));
     }
-    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !chars.all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
         return Err("name may hold only letters, digits, '_' and '-'".into());
     }
     Ok(())
@@ -126,4 +128,30 @@ pub(crate) fn decode_info(bytes: &[u8]) -> Result<CollectionInfo> {
     bincode::decode_from_slice(bytes, bincode::config::standard())
         .map(|(info, _)| info)
         .map_err(|e| EngineError::Corruption(format!("collection metadata: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_name;
+
+    #[test]
+    fn names_may_be_in_any_script() {
+        for ok in [
+            "users",
+            "_tmp",
+            "café",
+            "Ünïcödé_2",
+            "日本語",
+            "данные",
+            "a-b",
+            "x1",
+        ] {
+            assert_eq!(validate_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "1abc", "-a", "a b", "a.b", "a;b", "a\"b", "é€", "٣x"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+        assert!(validate_name(&"é".repeat(65)).is_err(), "over 128 bytes");
+        assert!(validate_name(&"é".repeat(64)).is_ok());
+    }
 }

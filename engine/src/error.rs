@@ -65,6 +65,9 @@ pub enum EngineError {
     Corruption(String),
     #[error("storage error: {0}")]
     Storage(String),
+    /// The data folder is held by another process, or is not a data folder.
+    #[error(transparent)]
+    DataDir(#[from] crate::data_dir::DataDirError),
 }
 
 impl EngineError {
@@ -95,6 +98,7 @@ impl EngineError {
             UnsupportedLayout { .. } => "unsupported_layout",
             Corruption(_) => "corruption",
             Storage(_) => "storage",
+            DataDir(e) => e.code(),
         }
     }
 }

@@ -17,6 +17,7 @@
 mod catalog;
 mod command;
 mod commit;
+pub mod data_dir;
 mod directory;
 mod document;
 mod engine;

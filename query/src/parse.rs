@@ -168,15 +168,74 @@ pub fn parse_script(script: &str) -> Result<Vec<Statement>> {
         .collect()
 }
 
+/// Parses one statement (without its `;`) that begins at `line`, `column`
+/// (1-based) of a longer script, so that positions in errors count from the
+/// script's start: what a shell reading a script piece by piece needs.
+///
+/// ```
+/// use stratosdb_query::parse::parse_statement_at;
+/// let err = parse_statement_at("\n  SELECT * FROM", 3, 12).unwrap_err().to_string();
+/// assert!(err.contains("at Line: 4, Column: 16"), "{err}");
+/// ```
+pub fn parse_statement_at(sql: &str, line: usize, column: usize) -> Result<Statement> {
+    let origin = Origin { line, column };
+    let parts = split_statements(sql);
+    match parts.as_slice() {
+        [one] => parse_from(sql, one, origin),
+        [] => Err(QueryError::Syntax("empty statement".into())),
+        [_, second, ..] => {
+            let (line, column) = origin.shift((second.line, second.column));
+            Err(QueryError::Syntax(format!(
+                "expected one statement, found more at Line: {line}, Column: {column}"
+            )))
+        }
+    }
+}
+
+/// Where a text begins in the script it was taken from.
+#[derive(Clone, Copy, Debug)]
+struct Origin {
+    line: usize,
+    column: usize,
+}
+
+impl Origin {
+    const START: Origin = Origin { line: 1, column: 1 };
+
+    /// A position in the text to a position in the script.
+    fn shift(self, (line, column): (usize, usize)) -> (usize, usize) {
+        if line == 1 {
+            (self.line, self.column + column - 1)
+        } else {
+            (self.line + line - 1, column)
+        }
+    }
+
+    /// The position of a byte offset of `text`, in the script.
+    fn at(self, text: &str, offset: usize) -> (usize, usize) {
+        self.shift(line_column(text, offset))
+    }
+}
+
 /// Parses one piece of a script; positions in errors count from the script's start.
 pub fn parse_part(script: &str, part: &StatementText<'_>) -> Result<Statement> {
-    if let Some(stmt) = pre_parse(script, part)? {
+    parse_from(script, part, Origin::START)
+}
+
+fn parse_from(script: &str, part: &StatementText<'_>, origin: Origin) -> Result<Statement> {
+    let (line, column) = origin.shift((part.line, part.column));
+    let part = &StatementText {
+        line,
+        column,
+        ..*part
+    };
+    if let Some(stmt) = pre_parse(script, part, origin)? {
         return Ok(stmt);
     }
     // Refuse what would exhaust the stack before sqlparser builds it.
     crate::limits::check_statement_text(part.text)?;
     let parsed = Parser::parse_sql(&GenericDialect {}, part.text)
-        .map_err(|e| QueryError::Syntax(relocate(&e.to_string(), script, part)))?;
+        .map_err(|e| QueryError::Syntax(relocate(&e.to_string(), script, part, origin)))?;
     match parsed.as_slice() {
         [one] => translate::statement(one),
         _ => Err(QueryError::Syntax(format!(
@@ -188,7 +247,8 @@ pub fn parse_part(script: &str, part: &StatementText<'_>) -> Result<Statement> {
 
 /// Rewrites sqlparser's "at Line: L, Column: C" (relative to the statement)
 /// into a position in the script, and gives "found: EOF" a position too.
-fn relocate(message: &str, script: &str, part: &StatementText<'_>) -> String {
+/// `part`'s line and column are already in the script's terms.
+fn relocate(message: &str, script: &str, part: &StatementText<'_>, origin: Origin) -> String {
     let message = message
         .strip_prefix("sql parser error: ")
         .unwrap_or(message);
@@ -211,13 +271,13 @@ fn relocate(message: &str, script: &str, part: &StatementText<'_>) -> String {
     }
     // No position (the statement ended too early): point just past its end.
     let end = part.offset + part.text.trim_end().len();
-    let (line, column) = line_column(script, end);
+    let (line, column) = origin.at(script, end);
     format!("{message} at Line: {line}, Column: {column}")
 }
 
 /// The statements sqlparser does not know: `CREATE COLLECTION name`,
 /// `DROP COLLECTION name`, `SHOW COLLECTIONS`, `SHOW INDEXES FROM name`.
-fn pre_parse(script: &str, part: &StatementText<'_>) -> Result<Option<Statement>> {
+fn pre_parse(script: &str, part: &StatementText<'_>, origin: Origin) -> Result<Option<Statement>> {
     // Fast path: these statements start with CREATE, DROP or SHOW.
     let first = part.text.trim_start();
     let keyword = |k: &str| {
@@ -239,7 +299,7 @@ fn pre_parse(script: &str, part: &StatementText<'_>) -> Result<Option<Statement>
     let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
     let at = |i: usize| {
         let offset = part.offset + words.get(i).map_or(clean.trim_end().len(), |w| w.0);
-        let (line, column) = line_column(script, offset);
+        let (line, column) = origin.at(script, offset);
         format!("Line: {line}, Column: {column}")
     };
     let name = |i: usize, what: &str| -> Result<String> {
@@ -365,5 +425,21 @@ mod tests {
             err.contains("Expected: identifier, found: EOF at Line: 1, Column: 14"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn positions_count_from_where_the_statement_begins() {
+        // The statement begins at line 5, column 10 of some script.
+        let at = |sql: &str| parse_statement_at(sql, 5, 10).unwrap_err().to_string();
+        let err = at("SELECT * FROM WHERE");
+        assert!(err.contains("at Line: 5, Column: 24"), "{err}");
+        let err = at("\n  SELECT * FROM WHERE");
+        assert!(err.contains("at Line: 6, Column: 17"), "{err}");
+        let err = at(" CREATE COLLECTION a b");
+        assert!(err.contains("found: b at Line: 5, Column: 31"), "{err}");
+        let err = at("SELECT *\nFROM");
+        assert!(err.contains("found: EOF at Line: 6, Column: 5"), "{err}");
+        assert!(parse_statement_at("SELECT 1; SELECT 2", 1, 1).is_err());
+        assert!(parse_statement_at("  SELECT * FROM t", 9, 9).is_ok());
     }
 }

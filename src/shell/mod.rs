@@ -1,19 +1,24 @@
 //! `stratosdb shell`: statements ending in `;` (they may span lines), and a few
 //! backslash commands. Interactive on a terminal (rustyline, with history);
-//! scriptable with `-c` or from standard input.
+//! scriptable with `-c` or from standard input, where each statement runs as
+//! soon as its `;` is read, so that a program can drive the shell through a pipe.
 
 mod import;
+mod input;
+mod interrupt;
 mod output;
 
-use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::io::{BufRead, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use input::{Assembler, Item, Statement};
 pub use output::Format;
-use output::Outcome;
 use rustyline::error::ReadlineError;
-use stratosdb_query::{Database, split_statements};
+use stratosdb_engine::{Engine, EngineConfig};
+use stratosdb_query::parse::parse_statement_at;
+use stratosdb_query::{Database, QueryError, StatementResult};
 
 use crate::ShellArgs;
 
@@ -23,17 +28,26 @@ const HELP: &str = r#"Statements end with ';' and may span lines. For example:
   CREATE INDEX by_age ON users (age);
   SELECT name, age FROM users WHERE age > 30 ORDER BY age DESC LIMIT 10;
   EXPLAIN SELECT * FROM users WHERE age = 31;
-Commands:
+Commands (a command takes the rest of its line; it may follow a ';'):
   \d                      list collections
   \d COLLECTION           describe a collection: documents, indexes
-  \import FILE INTO COLL  load a JSON Lines file
+  \import FILE INTO COLL [ON CONFLICT SKIP|REPLACE]
+                          load a JSON Lines file (Ctrl-C stops it)
   \timing                 print the time each statement takes (on/off)
   \help                   this text
   \q                      quit"#;
 
 pub fn run(args: ShellArgs) -> anyhow::Result<bool> {
-    let db = Database::open(&args.data)
+    let config = EngineConfig {
+        cache_bytes: args.cache_mb.saturating_mul(1 << 20),
+        ..EngineConfig::default()
+    };
+    let db = Engine::open(&args.data, config)
+        .map_err(QueryError::from)
+        .and_then(Database::with_engine)
         .with_context(|| format!("cannot open the database in {}", args.data.display()))?;
+    // Without the handler, Ctrl-C during \import ends the program, as by default.
+    let _ = interrupt::install();
     let mut session = Session {
         db,
         format: args.format,
@@ -41,21 +55,22 @@ pub fn run(args: ShellArgs) -> anyhow::Result<bool> {
         ok: true,
         quit: false,
         interactive: false,
+        input: Assembler::default(),
     };
     if let Some(text) = args.command {
-        session.run_script(&text);
+        for line in text.lines() {
+            session.feed_line(line);
+        }
+        session.finish();
         return Ok(session.ok);
     }
     if !std::io::stdin().is_terminal() {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading statements from standard input")?;
-        session.run_script(&text);
+        session.run_stream(std::io::stdin().lock())?;
         return Ok(session.ok);
     }
     session.interactive = true;
     session.repl(&args.data)?;
+    // Interactively, failures were shown as they happened.
     Ok(true)
 }
 
@@ -63,39 +78,58 @@ struct Session {
     db: Database,
     format: Format,
     timing: bool,
-    /// False once any statement has failed.
+    /// False once any statement or command has failed.
     ok: bool,
     quit: bool,
     interactive: bool,
+    input: Assembler,
 }
 
 impl Session {
-    /// Runs a script: backslash commands on their own lines, statements ending
-    /// in `;` (the last one may omit it).
-    fn run_script(&mut self, text: &str) {
-        let mut buffer = String::new();
-        for line in text.lines() {
+    /// Reads a script line by line, running each statement as soon as it is
+    /// complete (its result is written and flushed before reading on).
+    fn run_stream(&mut self, mut reader: impl BufRead) -> anyhow::Result<()> {
+        let mut line = Vec::new();
+        while !self.quit {
+            line.clear();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .context("reading statements from standard input")?;
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line);
+            self.feed_line(text.trim_end_matches(['\n', '\r']));
+        }
+        self.finish();
+        Ok(())
+    }
+
+    fn feed_line(&mut self, line: &str) {
+        if self.quit {
+            return;
+        }
+        for item in self.input.feed_line(line) {
             if self.quit {
                 return;
             }
-            if is_blank(&buffer) && line.trim_start().starts_with('\\') {
-                self.backslash(line.trim());
-                continue;
+            match item {
+                Item::Statement(stmt) => self.statement(&stmt),
+                Item::Command(command) => self.backslash(&command),
             }
-            buffer.push_str(line);
-            buffer.push('\n');
-            let (statements, rest) = complete_statements(&buffer);
-            for stmt in statements {
-                self.statement(&stmt);
-            }
-            buffer = rest;
-        }
-        if !is_blank(&buffer) && !self.quit {
-            self.statement(buffer.trim());
         }
     }
 
-    fn repl(&mut self, data: &std::path::Path) -> anyhow::Result<()> {
+    /// The end of the input: a statement left without its `;` still runs.
+    fn finish(&mut self) {
+        if let Some(stmt) = self.input.finish()
+            && !self.quit
+        {
+            self.statement(&stmt);
+        }
+    }
+
+    fn repl(&mut self, data: &Path) -> anyhow::Result<()> {
         let mut editor = rustyline::DefaultEditor::new()?;
         let history = history_file(data);
         let _ = editor.load_history(&history);
@@ -103,34 +137,36 @@ impl Session {
             "stratosdb shell on {} — \\help for help, \\q to quit",
             data.display()
         );
-        let mut buffer = String::new();
+        let mut entry = String::new();
         while !self.quit {
-            let prompt = if buffer.is_empty() {
+            let prompt = if self.input.is_idle() {
                 "stratosdb> "
             } else {
                 "      ...> "
             };
             match editor.readline(prompt) {
                 Ok(line) => {
-                    if buffer.is_empty() && line.trim_start().starts_with('\\') {
-                        let _ = editor.add_history_entry(line.as_str());
-                        self.backslash(line.trim());
-                        continue;
+                    if !entry.is_empty() {
+                        entry.push(' ');
                     }
-                    buffer.push_str(&line);
-                    buffer.push('\n');
-                    let (statements, rest) = complete_statements(&buffer);
-                    if !statements.is_empty() {
-                        let entry = buffer[..buffer.len() - rest.len()].trim().to_string();
-                        let _ = editor.add_history_entry(entry.replace('\n', " "));
+                    entry.push_str(line.trim());
+                    self.feed_line(&line);
+                    if self.input.is_idle() {
+                        let _ = editor.add_history_entry(entry.as_str());
+                        entry.clear();
                     }
-                    for stmt in statements {
-                        self.statement(&stmt);
-                    }
-                    buffer = if is_blank(&rest) { String::new() } else { rest };
                 }
-                Err(ReadlineError::Interrupted) => buffer.clear(),
-                Err(ReadlineError::Eof) => break,
+                Err(ReadlineError::Interrupted) => {
+                    self.input.discard();
+                    entry.clear();
+                }
+                Err(ReadlineError::Eof) => {
+                    if !self.input.is_idle() {
+                        eprintln!("(running the statement left without ';')");
+                    }
+                    self.finish();
+                    break;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -138,28 +174,56 @@ impl Session {
         Ok(())
     }
 
-    fn statement(&mut self, sql: &str) {
+    /// A line for people: on stdout in table format, on stderr otherwise
+    /// (stdout then holds data only).
+    fn info(&self, text: &str) {
+        if self.format.data_only() {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    fn fail(&mut self, message: &str) {
+        eprintln!("error: {message}");
+        self.ok = false;
+    }
+
+    fn statement(&mut self, stmt: &Statement) {
         let started = Instant::now();
-        let result = execute(&self.db, sql);
+        let (line, column) = stmt.origin;
+        let result = parse_statement_at(&stmt.text, line, column).and_then(|s| self.db.run(&s));
         let elapsed = started.elapsed();
-        let mut out = std::io::stdout().lock();
         match result {
-            Ok(outcomes) => {
-                for outcome in &outcomes {
-                    if let Err(e) = output::print(&mut out, self.format, outcome) {
-                        eprintln!("error: writing output: {e}");
-                        self.ok = false;
-                    }
-                }
-            }
+            Ok(result) => self.print(&result),
             Err(e) => {
-                eprintln!("error: {e}");
-                self.ok = false;
+                let (line, column) = stmt.at;
+                self.fail(&format!(
+                    "statement {} (line {line}, column {column}): {e}",
+                    stmt.number
+                ));
             }
         }
-        let _ = out.flush();
         if self.timing {
             eprintln!("Time: {:.3} ms", elapsed.as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// Runs a query the shell makes itself (for `\d`).
+    fn internal(&mut self, sql: &str) {
+        match self.db.execute_one(sql) {
+            Ok(result) => self.print(&result),
+            Err(e) => self.fail(&e.to_string()),
+        }
+    }
+
+    /// Writes a result to stdout, flushed before the shell reads on.
+    fn print(&mut self, result: &StatementResult) {
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        let written = output::print(&mut out, self.format, result).and_then(|_| out.flush());
+        drop(out);
+        if let Err(e) = written {
+            self.fail(&format!("writing output: {e}"));
         }
     }
 
@@ -169,98 +233,100 @@ impl Session {
         let rest: Vec<&str> = words.collect();
         match (command, rest.as_slice()) {
             ("\\q" | "\\quit", _) => self.quit = true,
-            ("\\help" | "\\h" | "\\?", _) => println!("{HELP}"),
+            ("\\help" | "\\h" | "\\?", _) => self.info(HELP),
             ("\\timing", _) => {
                 self.timing = !self.timing;
-                println!("Timing is {}.", if self.timing { "on" } else { "off" });
+                self.info(&format!(
+                    "Timing is {}.",
+                    if self.timing { "on" } else { "off" }
+                ));
             }
-            ("\\d", []) => self.statement("SHOW COLLECTIONS"),
+            ("\\d", []) => self.internal("SHOW COLLECTIONS"),
             ("\\d", [name]) => self.describe(name),
-            ("\\import", [file, into, collection]) if into.eq_ignore_ascii_case("into") => {
-                self.import(file, collection)
-            }
-            _ => {
-                eprintln!("error: unknown command {line:?}; \\help lists the commands");
-                self.ok = false;
-            }
+            ("\\import", words) => match import::ImportArgs::parse(words) {
+                Some(args) => self.import(&args),
+                None => {
+                    eprintln!("{}", import::USAGE);
+                    self.ok = false;
+                }
+            },
+            _ => self.fail(&format!(
+                "unknown command {line:?}; \\help lists the commands"
+            )),
         }
     }
 
     fn describe(&mut self, name: &str) {
         match self.db.shard().collection(name) {
             Ok(info) => {
-                println!("Collection {:?}: {} documents", info.name, info.count);
-                self.statement(&format!("SHOW INDEXES FROM {name}"));
+                self.info(&format!(
+                    "Collection {:?}: {} documents",
+                    info.name, info.count
+                ));
+                self.internal(&format!("SHOW INDEXES FROM \"{name}\""));
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                self.ok = false;
-            }
+            Err(e) => self.fail(&e.to_string()),
         }
     }
 
-    fn import(&mut self, file: &str, collection: &str) {
-        let path = PathBuf::from(file);
-        match import::import(self.db.shard(), &path, collection, self.interactive) {
-            Ok(report) => {
-                println!(
-                    "Loaded {} documents into {collection}; {} lines failed.",
-                    report.loaded,
-                    report.failed.len()
-                );
-                for (line, error) in &report.failed {
-                    eprintln!("line {line}: {error}");
-                }
-                if !report.failed.is_empty() {
-                    self.ok = false;
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                self.ok = false;
+    fn import(&mut self, args: &import::ImportArgs) {
+        let report = match import::import(self.db.shard(), args, self.interactive) {
+            Ok(report) => report,
+            Err(e) => return self.fail(&format!("{e:#}")),
+        };
+        let collection = &args.collection;
+        let mut summary = format!(
+            "Loaded {} documents into {collection}; {} lines failed",
+            report.loaded,
+            report.failed_lines()
+        );
+        if report.skipped > 0 {
+            summary.push_str(&format!(
+                "; {} lines skipped (_id already there)",
+                report.skipped
+            ));
+        }
+        summary.push('.');
+        if let Some(line) = report.interrupted_at {
+            self.info(&format!(
+                "Import interrupted (Ctrl-C) after line {line}. {summary}"
+            ));
+            eprintln!(
+                "To resume: \\import {} INTO {collection} ON CONFLICT SKIP",
+                args.file.display()
+            );
+            self.ok = false;
+        } else {
+            self.info(&summary);
+        }
+        let duplicates = &report.duplicates;
+        if duplicates.count > 0 {
+            eprintln!(
+                "{} lines have an _id already in {collection} (ON CONFLICT SKIP or REPLACE handles them); the first:",
+                duplicates.count
+            );
+            for (line, error) in &duplicates.examples {
+                eprintln!("  line {line}: {error}");
             }
         }
-    }
-}
-
-/// The statements of `buffer` that end with `;`, and the unfinished rest.
-fn complete_statements(buffer: &str) -> (Vec<String>, String) {
-    let mut done = Vec::new();
-    let mut rest_start = 0;
-    for part in split_statements(buffer) {
-        let end = part.offset + part.text.len();
-        if buffer[end..].starts_with(';') {
-            done.push(part.text.trim().to_string());
-            rest_start = end + 1;
+        let failed = &report.failed;
+        for (line, error) in &failed.examples {
+            eprintln!("line {line}: {error}");
+        }
+        let more = failed.count - failed.examples.len() as u64;
+        if more > 0 {
+            eprintln!("... and {more} more failed lines");
+        }
+        if report.failed_lines() > 0 {
+            self.ok = false;
         }
     }
-    (done, buffer[rest_start..].to_string())
-}
-
-/// Nothing but whitespace and comments.
-fn is_blank(text: &str) -> bool {
-    split_statements(text).is_empty()
 }
 
 /// The history lives beside the user's other shell histories.
-fn history_file(data: &std::path::Path) -> PathBuf {
+fn history_file(data: &Path) -> PathBuf {
     match std::env::var_os("HOME") {
         Some(home) => PathBuf::from(home).join(".stratosdb_history"),
         None => data.join(".stratosdb_history"),
-    }
-}
-
-/// Runs one statement through the query layer.
-fn execute(db: &Database, sql: &str) -> Result<Vec<Outcome>, stratosdb_query::QueryError> {
-    let results = db.execute(sql)?;
-    Ok(results.into_iter().map(to_outcome).collect())
-}
-
-fn to_outcome(result: stratosdb_query::StatementResult) -> Outcome {
-    use stratosdb_query::StatementResult as R;
-    match result {
-        R::Rows { columns, rows } => Outcome::Rows { columns, rows },
-        R::Affected(n) => Outcome::Affected(n),
-        R::Message(m) => Outcome::Message(m),
     }
 }

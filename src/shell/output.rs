@@ -1,53 +1,55 @@
-//! Printing results as aligned tables, JSON lines or CSV.
+//! Printing the query layer's [`StatementResult`]s as aligned tables, JSON
+//! lines or CSV. The columns are the query layer's: for a projection the
+//! SELECT list in order, for `SELECT *` `_id` then every top-level field met.
 
 use std::io::Write;
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use stratosdb_engine::Value;
+use stratosdb_query::StatementResult;
 
 /// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Aligned tables, for people.
     Table,
-    /// One JSON object per row per line; `{"affected": N}` for statements without rows.
+    /// One JSON object per row per line, keys in column order;
+    /// `{"affected": N}` for statements without rows.
     Json,
-    /// A header line, then one line per row.
+    /// A header line, then one line per row; null and missing are empty fields.
     Csv,
 }
 
-/// The result of one statement, as the shell prints it.
-pub enum Outcome {
-    /// Rows: each an object keyed by column name; `columns` gives the order.
-    Rows {
-        columns: Vec<String>,
-        rows: Vec<Value>,
-    },
-    /// A statement that changed documents or the catalog.
-    Affected(u64),
-    /// Text for people (e.g. the plan of EXPLAIN in table mode).
-    Message(String),
+impl Format {
+    /// Whether stdout is for data only (informational lines go to stderr).
+    pub fn data_only(self) -> bool {
+        self != Format::Table
+    }
 }
 
-pub fn print(out: &mut impl Write, format: Format, outcome: &Outcome) -> std::io::Result<()> {
-    match outcome {
-        Outcome::Rows { columns, rows } => match format {
+pub fn print(
+    out: &mut impl Write,
+    format: Format,
+    result: &StatementResult,
+) -> std::io::Result<()> {
+    match result {
+        StatementResult::Rows { columns, rows } => match format {
             Format::Json => {
                 for row in rows {
-                    writeln!(out, "{}", row.to_json_string())?;
+                    writeln!(out, "{}", json_row(columns, row))?;
                 }
                 Ok(())
             }
-            Format::Csv => print_csv(out, &columns_of(columns, rows), rows),
-            Format::Table => print_table(out, &columns_of(columns, rows), rows),
+            Format::Csv => print_csv(out, columns, rows),
+            Format::Table => print_table(out, columns, rows),
         },
-        Outcome::Affected(n) => match format {
+        StatementResult::Affected(n) => match format {
             Format::Json => writeln!(out, "{{\"affected\":{n}}}"),
             Format::Csv => writeln!(out, "affected\n{n}"),
             Format::Table => writeln!(out, "{n} affected"),
         },
         // Catalog changes return no rows and write no documents.
-        Outcome::Message(text) => match format {
+        StatementResult::Message(text) => match format {
             Format::Json => writeln!(out, "{{\"affected\":0}}"),
             Format::Csv => writeln!(out, "affected\n0"),
             Format::Table => writeln!(out, "{text}"),
@@ -55,29 +57,32 @@ pub fn print(out: &mut impl Write, format: Format, outcome: &Outcome) -> std::io
     }
 }
 
-/// The columns to show: as the query layer named them, or (if it named none)
-/// every field seen, `_id` first.
-fn columns_of(columns: &[String], rows: &[Value]) -> Vec<String> {
-    if !columns.is_empty() {
-        return columns.to_vec();
-    }
-    let mut seen: Vec<String> = Vec::new();
-    for row in rows {
-        if let Some(obj) = row.as_object() {
-            for key in obj.keys() {
-                if !seen.contains(key) {
-                    seen.push(key.clone());
-                }
-            }
-        }
-    }
-    seen.sort_by_key(|k| (k != "_id", k.clone()));
-    seen
+/// The row as a JSON object with its keys in column order (a missing value
+/// is an absent key); keys the columns do not name, if any, come last.
+fn json_row(columns: &[String], row: &Value) -> String {
+    let Some(fields) = row.as_object() else {
+        return row.to_json_string();
+    };
+    let named = columns.iter().filter_map(|c| fields.get_key_value(c));
+    let others = fields.iter().filter(|(k, _)| !columns.contains(k));
+    let members: Vec<String> = named
+        .chain(others)
+        .map(|(k, v)| format!("{}:{}", json_string(k), v.to_json_string()))
+        .collect();
+    format!("{{{}}}", members.join(","))
 }
 
-/// A cell: strings as they are, other values as JSON, missing as empty.
-fn cell(row: &Value, column: &str) -> String {
-    match row.as_object().and_then(|o| o.get(column)) {
+fn json_string(s: &str) -> String {
+    Value::String(s.to_string()).to_json_string()
+}
+
+fn field<'a>(row: &'a Value, column: &str) -> Option<&'a Value> {
+    row.as_object().and_then(|o| o.get(column))
+}
+
+/// A table cell: strings as they are, other values as JSON, missing as empty.
+fn table_cell(row: &Value, column: &str) -> String {
+    match field(row, column) {
         None => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) => "NULL".to_string(),
@@ -92,7 +97,12 @@ fn print_table(out: &mut impl Write, columns: &[String], rows: &[Value]) -> std:
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(columns.to_vec());
     for row in rows {
-        table.add_row(columns.iter().map(|c| cell(row, c)).collect::<Vec<_>>());
+        table.add_row(
+            columns
+                .iter()
+                .map(|c| table_cell(row, c))
+                .collect::<Vec<_>>(),
+        );
     }
     writeln!(out, "{table}")?;
     let n = rows.len();
@@ -100,29 +110,76 @@ fn print_table(out: &mut impl Write, columns: &[String], rows: &[Value]) -> std:
 }
 
 fn print_csv(out: &mut impl Write, columns: &[String], rows: &[Value]) -> std::io::Result<()> {
-    let line = |fields: Vec<String>| {
-        fields
-            .into_iter()
-            .map(|f| csv_field(&f))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    writeln!(out, "{}", line(columns.to_vec()))?;
+    let header: Vec<String> = columns.iter().map(|c| csv_text(c)).collect();
+    writeln!(out, "{}", header.join(","))?;
     for row in rows {
-        writeln!(
-            out,
-            "{}",
-            line(columns.iter().map(|c| cell(row, c)).collect())
-        )?;
+        let fields: Vec<String> = columns.iter().map(|c| csv_cell(row, c)).collect();
+        writeln!(out, "{}", fields.join(","))?;
     }
     Ok(())
 }
 
-/// RFC 4180 quoting: fields with a comma, quote or line break are quoted.
-fn csv_field(field: &str) -> String {
-    if field.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
+/// A CSV field: null and missing are empty and unquoted, the empty string
+/// is `""`, other strings as they are, other values as JSON.
+fn csv_cell(row: &Value, column: &str) -> String {
+    match field(row, column) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => csv_text(s),
+        Some(other) => csv_text(&other.to_json_string()),
+    }
+}
+
+/// RFC 4180 quoting: fields with a comma, quote or line break are quoted,
+/// and so is the empty string (to tell it from null).
+fn csv_text(text: &str) -> String {
+    if text.is_empty() || text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        field.to_string()
+        text.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(columns: &[&str], json: &[&str]) -> StatementResult {
+        StatementResult::Rows {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: json
+                .iter()
+                .map(|j| Value::from_json_str(j).expect("test JSON"))
+                .collect(),
+        }
+    }
+
+    fn printed(format: Format, result: &StatementResult) -> String {
+        let mut out = Vec::new();
+        print(&mut out, format, result).expect("in memory");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn json_keys_follow_the_columns() {
+        let r = rows(
+            &["z", "a.b", "m"],
+            &[r#"{"a.b":1,"m":null,"z":"x"}"#, r#"{"m":[1]}"#],
+        );
+        assert_eq!(
+            printed(Format::Json, &r),
+            "{\"z\":\"x\",\"a.b\":1,\"m\":null}\n{\"m\":[1]}\n"
+        );
+    }
+
+    #[test]
+    fn csv_tells_null_from_the_empty_string() {
+        let r = rows(
+            &["a", "b", "c"],
+            &[r#"{"a":null,"b":"","c":"x,y"}"#, r#"{"b":"say \"hi\""}"#],
+        );
+        assert_eq!(
+            printed(Format::Csv, &r),
+            "a,b,c\n,\"\",\"x,y\"\n,\"say \"\"hi\"\"\",\n"
+        );
     }
 }

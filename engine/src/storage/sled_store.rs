@@ -21,13 +21,20 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens or creates the database in `dir`.
+    /// Opens or creates the database in `dir`: a missing or empty folder, or
+    /// a stratosdb data folder not open in another process (see
+    /// [`crate::data_dir`]).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
+        crate::data_dir::prepare(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             .open()
-            .map_err(storage_err)?;
+            .map_err(|e| match crate::data_dir::in_use(dir, &e.to_string()) {
+                Some(in_use) => in_use.into(),
+                None => storage_err(e),
+            })?;
+        crate::data_dir::claim(dir);
         Ok(SledStore { db })
     }
 
