@@ -211,10 +211,15 @@ fn apply_batches(c: &mut Criterion) {
             b.iter_batched(
                 prepared_bytes,
                 |docs| {
+                    // Index keys spread over the key space as the engine's do
+                    // (100 ages, 50 cities, then the _id).
                     let mut batch = sled::Batch::default();
                     for (key, bytes) in docs {
-                        batch.insert(format!("age/{key}").as_bytes(), key.as_bytes());
-                        batch.insert(format!("city/{key}").as_bytes(), key.as_bytes());
+                        let i: u64 = key[1..].parse().expect("a numbered key");
+                        let age = format!("age/{:03}/{key}", i % 100);
+                        let city = format!("city/{:03}/{key}", i % 50);
+                        batch.insert(age.as_bytes(), key.as_bytes());
+                        batch.insert(city.as_bytes(), key.as_bytes());
                         batch.insert(key.as_bytes(), bytes);
                     }
                     tree.apply_batch(batch).expect("batch");
@@ -256,6 +261,64 @@ fn apply_batches(c: &mut Criterion) {
             )
         });
     }
+    group.finish();
+}
+
+/// Opening a shard rebuilds its Merkle trie from the document records' hashes:
+/// the cost of a restart, against sled opening the same files and scanning
+/// every record once (what any rebuild must at least do).
+fn open_shard(c: &mut Criterion) {
+    const DOCS: u64 = 100_000;
+    let mut group = c.benchmark_group("open_100k");
+    group.sample_size(10);
+    let dir = tempfile::tempdir().expect("dir");
+    let config = || stratosdb_engine::EngineConfig {
+        cache_bytes: 64 << 20,
+        ..Default::default()
+    };
+    {
+        let engine = Engine::open(dir.path(), config()).expect("engine");
+        let shard = engine.shard(0).expect("shard");
+        shard.create_collection("m").expect("collection");
+        for chunk in (0..DOCS).collect::<Vec<_>>().chunks(5000) {
+            let ops = chunk
+                .iter()
+                .map(|i| Op::Insert {
+                    collection: "m".into(),
+                    doc: Value::from_json_str(&format!(r#"{{"_id":"k{i}","v":{i}}}"#))
+                        .expect("doc"),
+                })
+                .collect();
+            shard.write(ops, Durability::Buffered).expect("load");
+        }
+        engine.flush().expect("flush");
+        eprintln!(
+            "open_100k: the trie holds {} bytes per document",
+            shard.merkle_memory_bytes() as u64 / DOCS
+        );
+    }
+    group.bench_function("raw_sled_open_and_scan", |b| {
+        b.iter(|| {
+            let db = sled::Config::new()
+                .path(dir.path())
+                .cache_capacity(64 << 20)
+                .open()
+                .expect("sled");
+            let mut n = 0usize;
+            for name in db.tree_names() {
+                for item in db.open_tree(name).expect("tree").iter() {
+                    n += item.expect("item").1.len();
+                }
+            }
+            black_box(n)
+        })
+    });
+    group.bench_function("engine_open_and_rebuild", |b| {
+        b.iter(|| {
+            let engine = Engine::open(dir.path(), config()).expect("engine");
+            black_box(engine.shard(0).expect("shard").root().expect("root"))
+        })
+    });
     group.finish();
 }
 
@@ -483,6 +546,6 @@ criterion_group! {
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(3))
         .sample_size(30);
-    targets = inserts, apply_batches, gets, merkle_growth, group_commit
+    targets = inserts, apply_batches, open_shard, gets, merkle_growth, group_commit
 }
 criterion_main!(benches);

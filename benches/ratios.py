@@ -20,6 +20,7 @@ PAIRS = [
     ("insert in batches of 100 vs raw sled inserts", "insert_1k_batch_100/engine_2_indexes_merkle", "insert_1k_batch_100/raw_sled"),
     ("apply 64 insert commands as one batch vs 64 raw sled inserts", "apply_batch_64/engine_apply_batch", "apply_batch_64/raw_sled_64_inserts"),
     ("  sled alone: 64 docs + 128 index keys, one atomic batch", "apply_batch_64/raw_sled_one_batch_docs_and_2_index_keys", "apply_batch_64/raw_sled_64_inserts"),
+    ("open a 100k-document shard (Merkle rebuild) vs sled open + full scan", "open_100k/engine_open_and_rebuild", "open_100k/raw_sled_open_and_scan"),
     ("get by _id (stored bytes) vs raw sled get", "get_1k/engine_get_raw", "get_1k/raw_sled"),
     ("get by _id, decoded vs raw sled get", "get_1k/engine_get_decoded", "get_1k/raw_sled"),
     ("index range scan of 100 + fetch vs sled scan of 100", "range_scan_100/engine_index_scan_and_fetch", "range_scan_100/raw_sled"),

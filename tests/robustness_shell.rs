@@ -437,7 +437,6 @@ fn ten_thousand_term_expressions() {
 /// `ContentArrangement::Dynamic`) wraps the header; with `--format json` the
 /// same statement takes 2 s.
 #[test]
-#[ignore = "table output is quadratic in a cell's width (src/shell/output.rs)"]
 fn a_ten_megabyte_column_name_as_a_table() {
     let dir = data_dir();
     let script = format!("SELECT {} FROM t;", "x".repeat(10 << 20));

@@ -94,12 +94,10 @@ impl CollectionInfo {
     }
 }
 
-pub const MAX_NAME_LEN: usize = 128;
-/// Most fields a compound index may have.
-pub const MAX_INDEX_FIELDS: usize = 16;
+pub use crate::limits::{MAX_INDEX_FIELDS, MAX_NAME_BYTES};
 
 /// Collection and index names: a letter (of any script) or `_`, then letters,
-/// digits (`char::is_alphanumeric`), `_` or `-`; at most [`MAX_NAME_LEN`] bytes
+/// digits (`char::is_alphanumeric`), `_` or `-`; at most [`MAX_NAME_BYTES`] bytes
 /// of UTF-8. Names are stored in the catalog only (keys use numbers).
 pub fn validate_name(name: &str) -> std::result::Result<(), String> {
     let mut chars = name.chars();
@@ -110,8 +108,8 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
         }
         _ => {}
     }
-    if name.len() > MAX_NAME_LEN {
-        return Err(format!("name is longer than {MAX_NAME_LEN} bytes"));
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!("name is longer than {MAX_NAME_BYTES} bytes"));
     }
     if !chars.all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
         return Err("name may hold only letters, digits, '_' and '-'".into());

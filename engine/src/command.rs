@@ -112,7 +112,8 @@ impl Command {
         }
         match bytes.split_first() {
             Some((&COMMAND_VERSION, body)) => {
-                let config = bincode::config::standard().with_limit::<{ 64 << 20 }>();
+                let config = bincode::config::standard()
+                    .with_limit::<{ crate::limits::MAX_COMMAND_BYTES }>();
                 let (cmd, used) = bincode::decode_from_slice(body, config)
                     .map_err(|e| EngineError::MalformedCommand(e.to_string()))?;
                 if used != body.len() {

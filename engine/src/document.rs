@@ -3,28 +3,7 @@
 
 use stratosdb_proof::{Object, Value, encode_value};
 
-use crate::{EngineError, PatchChange, Result};
-
-/// Limits a document must respect; writes that break one fail and change nothing.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Largest stored document, in bytes of the storage encoding.
-    pub max_document_bytes: usize,
-    /// Deepest nesting of arrays and objects (at most [`stratosdb_proof::MAX_NESTING_DEPTH`]).
-    pub max_depth: usize,
-    /// Longest `_id`, in bytes.
-    pub max_id_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_document_bytes: 4 << 20,
-            max_depth: 64,
-            max_id_bytes: 1024,
-        }
-    }
-}
+use crate::{EngineError, Limits, PatchChange, Result};
 
 /// Checks a document and returns its storage encoding and `_id`.
 pub(crate) fn validate(doc: &Value, limits: &Limits) -> Result<(String, Vec<u8>)> {

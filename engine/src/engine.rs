@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use crate::Result;
 use crate::commit::GroupCommit;
 use crate::directory::Directory;
-use crate::document::Limits;
+use crate::limits::{Limits, MAX_COMMAND_BYTES};
 use crate::shard::{Durability, Shard, ShardId};
 use crate::storage::{KvStore, SledStore};
 
@@ -28,7 +28,7 @@ impl Default for EngineConfig {
         EngineConfig {
             limits: Limits::default(),
             cache_bytes: 256 << 20,
-            max_command_bytes: 64 << 20,
+            max_command_bytes: MAX_COMMAND_BYTES,
         }
     }
 }

@@ -1,8 +1,6 @@
 //! The engine's one error type. Each variant says what went wrong in terms a
 //! caller can act on; `code()` is a stable name users can look up.
 
-use stratosdb_proof::ValueError;
-
 /// Everything that can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -14,10 +12,6 @@ pub enum EngineError {
     DocumentTooDeep { depth: usize, limit: usize },
     #[error("_id must be a non-empty string of at most {max} bytes, got {got}")]
     InvalidId { got: String, max: usize },
-    /// A value given by the caller is invalid (stored data that fails to
-    /// decode is [`EngineError::Corruption`], never this).
-    #[error(transparent)]
-    InvalidValue(ValueError),
     #[error("collection {0:?} does not exist")]
     CollectionNotFound(String),
     #[error("collection {0:?} already exists")]
@@ -79,7 +73,6 @@ impl EngineError {
             DocumentTooLarge { .. } => "document_too_large",
             DocumentTooDeep { .. } => "document_too_deep",
             InvalidId { .. } => "invalid_id",
-            InvalidValue(_) => "invalid_value",
             CollectionNotFound(_) => "collection_not_found",
             CollectionExists(_) => "collection_exists",
             InvalidCollectionName { .. } => "invalid_collection_name",

@@ -24,6 +24,7 @@ mod engine;
 mod error;
 mod index_keys;
 pub mod keys;
+pub mod limits;
 mod merkle;
 mod overlay;
 mod shard;
@@ -33,9 +34,10 @@ mod txn;
 
 pub use catalog::{CollectionInfo, IndexBuild, IndexInfo, IndexSpec};
 pub use command::{Command, Op, PatchChange};
-pub use document::{Limits, parse_path, path_values};
+pub use document::{parse_path, path_values};
 pub use engine::{Engine, EngineConfig};
 pub use error::{EngineError, Result};
+pub use limits::Limits;
 pub use merkle::root_from_scratch;
 pub use shard::{
     ApplyOutcome, DocIter, Durability, IdIter, IndexRange, OpOutcome, RawDocument, Shard, ShardId,

@@ -48,7 +48,8 @@ fn encode_chunk(chunk: &Chunk) -> Vec<u8> {
 }
 
 fn decode_chunk(bytes: &[u8]) -> Result<Chunk> {
-    let config = bincode::config::standard().with_limit::<{ 256 << 20 }>();
+    let config =
+        bincode::config::standard().with_limit::<{ crate::limits::MAX_SNAPSHOT_CHUNK_BYTES }>();
     bincode::decode_from_slice(bytes, config)
         .map(|(c, _)| c)
         .map_err(|e| EngineError::SnapshotRejected(format!("undecodable chunk: {e}")))

@@ -90,6 +90,7 @@ impl Session {
     /// complete (its result is written and flushed before reading on).
     fn run_stream(&mut self, mut reader: impl BufRead) -> anyhow::Result<()> {
         let mut line = Vec::new();
+        let mut number = 0u64;
         while !self.quit {
             line.clear();
             let n = reader
@@ -98,8 +99,19 @@ impl Session {
             if n == 0 {
                 break;
             }
-            let text = String::from_utf8_lossy(&line);
-            self.feed_line(text.trim_end_matches(['\n', '\r']));
+            number += 1;
+            match std::str::from_utf8(&line) {
+                Ok(text) => self.feed_line(text.trim_end_matches(['\n', '\r'])),
+                Err(e) => {
+                    // Never run a statement with bytes replaced: drop the line
+                    // and the statement it belongs to.
+                    self.input = Assembler::default();
+                    self.fail(&format!(
+                        "line {number} of the input is not valid UTF-8 (at byte {}); it was skipped, with the statement it belongs to",
+                        e.valid_up_to() + 1
+                    ));
+                }
+            }
         }
         self.finish();
         Ok(())

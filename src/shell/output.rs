@@ -82,11 +82,30 @@ fn field<'a>(row: &'a Value, column: &str) -> Option<&'a Value> {
 
 /// A table cell: strings as they are, other values as JSON, missing as empty.
 fn table_cell(row: &Value, column: &str) -> String {
-    match field(row, column) {
+    let text = match field(row, column) {
         None => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) => "NULL".to_string(),
         Some(other) => other.to_json_string(),
+    };
+    clip_for_table(text)
+}
+
+/// Longest text a table cell or header shows. Laying out a table costs time
+/// that grows faster than a cell's width, and nobody reads a megabyte in a
+/// terminal cell: `--format json` or `csv` print values whole.
+const MAX_TABLE_CELL_CHARS: usize = 4096;
+
+fn clip_for_table(text: String) -> String {
+    match text.char_indices().nth(MAX_TABLE_CELL_CHARS) {
+        None => text,
+        Some((at, _)) => {
+            let rest = text[at..].chars().count();
+            format!(
+                "{}… ({rest} more characters; --format json shows all)",
+                &text[..at]
+            )
+        }
     }
 }
 
@@ -95,7 +114,7 @@ fn print_table(out: &mut impl Write, columns: &[String], rows: &[Value]) -> std:
     table
         .load_style(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(columns.to_vec());
+        .set_header(columns.iter().map(|c| clip_for_table(c.clone())));
     for row in rows {
         table.add_row(
             columns
@@ -142,6 +161,15 @@ fn csv_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_table_cells_are_clipped_on_a_character_boundary() {
+        let wide = "é".repeat(MAX_TABLE_CELL_CHARS + 10);
+        let clipped = clip_for_table(wide);
+        assert!(clipped.starts_with(&"é".repeat(MAX_TABLE_CELL_CHARS)));
+        assert!(clipped.ends_with("(10 more characters; --format json shows all)"));
+        assert_eq!(clip_for_table("short".into()), "short");
+    }
 
     fn rows(columns: &[&str], json: &[&str]) -> StatementResult {
         StatementResult::Rows {

@@ -64,25 +64,35 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
+    out.reserve(s.len() + 2);
     out.push(b'"');
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0C => out.extend_from_slice(b"\\f"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x00..=0x1F => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xF) as usize]);
-            }
-            _ => out.push(b),
+    let bytes = s.as_bytes();
+    // Copy runs of bytes that need no escape at once (most text is one run).
+    let mut run_start = 0;
+    for (at, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0C => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1F => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run_start..at]);
+        run_start = at + 1;
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xF) as usize]);
+        } else {
+            out.extend_from_slice(escape);
         }
     }
+    out.extend_from_slice(&bytes[run_start..]);
     out.push(b'"');
 }
 
@@ -92,6 +102,18 @@ mod tests {
 
     fn canon(text: &str) -> String {
         String::from_utf8(canonical_json(&Value::from_json_str(text).unwrap())).unwrap()
+    }
+
+    proptest::proptest! {
+        /// RFC 8785 escapes strings as ECMAScript's JSON.stringify does, which
+        /// is also what serde_json writes: it serves as the oracle.
+        #[test]
+        fn strings_are_escaped_as_json_stringify_does(s in "(?s).{0,40}|[\\x00-\\x20\"\\\\/a-z\u{e9}\u{1f600}]{0,40}") {
+            let mut ours = Vec::new();
+            write_string(&s, &mut ours);
+            let expected = serde_json::to_string(&s).unwrap();
+            proptest::prop_assert_eq!(String::from_utf8(ours).unwrap(), expected);
+        }
     }
 
     #[test]

@@ -18,13 +18,9 @@ use std::ops::Bound;
 
 use super::Shard;
 use crate::keys::{self, GARBAGE_PREFIX};
+use crate::limits::{GARBAGE_BATCH, INDEX_BUILD_CHUNK};
 use crate::storage::{KvStore, KvTree, WriteBatch};
 use crate::{Durability, EngineError, IndexSpec, Op, Result};
-
-/// Documents indexed per build chunk.
-pub const INDEX_BUILD_CHUNK: u32 = 1024;
-/// Keys deleted per garbage batch.
-pub const GARBAGE_BATCH: usize = 4096;
 
 impl<S: KvStore> Shard<S> {
     /// Creates an index and builds it from the documents already there, in

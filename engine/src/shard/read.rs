@@ -120,6 +120,11 @@ impl<S: KvStore> Shard<S> {
         Ok(self.inner.merkle.lock().root())
     }
 
+    /// Bytes of memory the shard's Merkle trie holds (for metrics).
+    pub fn merkle_memory_bytes(&self) -> usize {
+        self.inner.merkle.lock().memory_bytes()
+    }
+
     /// The root together with the raft index it is the root at: what a shard
     /// leader anchors.
     pub fn root_at_applied(&self) -> Result<(u64, Hash)> {

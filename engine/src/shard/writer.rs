@@ -12,9 +12,10 @@ use stratosdb_proof::hash::{Hash, doc_hash, key_hash};
 
 use super::{decode_stored, id_from_doc_key};
 use crate::catalog::{self, CollectionInfo, IndexBuild, IndexInfo, IndexSpec};
-use crate::document::{self, Limits};
+use crate::document;
 use crate::index_keys::{index_keys, unique_key_display};
 use crate::keys::{self, APPLIED_INDEX_KEY, NEXT_COLLECTION_KEY};
+use crate::limits::{DROP_STEP, Limits};
 use crate::merkle::{MerkleChanges, MerkleTree, MerkleTxn};
 use crate::storage::{KvTree, WriteBatch};
 use crate::txn::Txn;
@@ -180,13 +181,13 @@ impl<'a, T: KvTree> Writer<'a, T> {
         let end = keys::prefix_successor(&prefix);
         let mut start = prefix.clone();
         loop {
-            let chunk = self.txn.keys_in(&start, end.as_deref(), GARBAGE_CHUNK)?;
+            let chunk = self.txn.keys_in(&start, end.as_deref(), DROP_STEP)?;
             for key in &chunk {
                 let id = id_from_doc_key(key, prefix.len())?;
                 self.merkle.update(&key_hash(name, id), None);
             }
             match chunk.last() {
-                Some(last) if chunk.len() == GARBAGE_CHUNK => start = key_after(last),
+                Some(last) if chunk.len() == DROP_STEP => start = key_after(last),
                 _ => break,
             }
         }
@@ -458,9 +459,6 @@ impl<'a, T: KvTree> Writer<'a, T> {
         Ok(())
     }
 }
-
-/// Keys handled per step when a drop walks a collection's documents.
-const GARBAGE_CHUNK: usize = 1024;
 
 /// The first key after `key` (keys are compared bytewise).
 fn key_after(key: &[u8]) -> Vec<u8> {
