@@ -5,7 +5,16 @@
 use parking_lot::{Condvar, Mutex};
 
 use crate::Result;
-use crate::shard::Durability;
+
+/// When a write returns, it is applied and visible to reads. `Sync` also waits
+/// until it is on disk (one flush shared by all writers waiting at that moment:
+/// group commit); `Buffered` leaves that to the next flush (sled's background
+/// flush runs every 500 ms, or call [`crate::Engine::flush`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Buffered,
+    Sync,
+}
 
 #[derive(Default)]
 pub(crate) struct GroupCommit {

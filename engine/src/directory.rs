@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::ops::Bound;
 
-use crate::shard::ShardId;
 use crate::storage::{KvStore, KvTree, WriteBatch};
 use crate::{EngineError, Result};
 
@@ -18,6 +17,9 @@ const DIRECTORY_TREE: &str = "directory";
 const LAYOUT_1_DIRECTORY: &str = "shard-directory";
 /// Every shard tree's name starts with this.
 const SHARD_TREE_PREFIX: &str = "shard/";
+
+/// Shards are numbered.
+pub type ShardId = u32;
 
 fn tree_name(id: ShardId, generation: u64) -> String {
     format!("{SHARD_TREE_PREFIX}{id}/{generation}")

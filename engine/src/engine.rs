@@ -7,31 +7,12 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::Result;
-use crate::commit::GroupCommit;
+use crate::commit::{Durability, GroupCommit};
+use crate::config::EngineConfig;
 use crate::directory::Directory;
-use crate::limits::{Limits, MAX_COMMAND_BYTES};
-use crate::shard::{Durability, Shard, ShardId};
+use crate::shard::{Shard, ShardId};
+use crate::shared::Shared;
 use crate::storage::{KvStore, SledStore};
-
-/// Settings of an engine.
-#[derive(Clone, Debug)]
-pub struct EngineConfig {
-    pub limits: Limits,
-    /// Bytes of sled page cache.
-    pub cache_bytes: u64,
-    /// Largest raft command [`Shard::apply`] will decode.
-    pub max_command_bytes: usize,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            limits: Limits::default(),
-            cache_bytes: 256 << 20,
-            max_command_bytes: MAX_COMMAND_BYTES,
-        }
-    }
-}
 
 /// The storage engine: documents on a [`KvStore`], split into shards.
 ///
@@ -66,13 +47,6 @@ impl<S: KvStore> Clone for Engine<S> {
             shards: self.shards.clone(),
         }
     }
-}
-
-pub(crate) struct Shared<S: KvStore> {
-    pub store: S,
-    pub config: EngineConfig,
-    pub directory: Directory<S::Tree>,
-    commit: GroupCommit,
 }
 
 impl Engine<SledStore> {
@@ -129,18 +103,5 @@ impl<S: KvStore> Engine<S> {
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<()> {
         self.shared.wait_durable(Durability::Sync).map(|_| ())
-    }
-}
-
-impl<S: KvStore> Shared<S> {
-    /// Records that a write was applied (it is now covered by the next flush).
-    pub fn note_write(&self) {
-        self.commit.note_write();
-    }
-
-    /// Waits, if asked, until everything written so far is durable. Returns
-    /// whether it is. Concurrent waiters share one flush (group commit).
-    pub fn wait_durable(&self, durability: Durability) -> Result<bool> {
-        self.commit.wait_durable(durability, || self.store.flush())
     }
 }

@@ -17,6 +17,7 @@
 mod catalog;
 mod command;
 mod commit;
+mod config;
 pub mod data_dir;
 mod directory;
 mod document;
@@ -28,14 +29,16 @@ pub mod limits;
 mod merkle;
 mod overlay;
 mod shard;
+mod shared;
 mod snapshot;
 pub mod storage;
 mod txn;
 
 pub use catalog::{CollectionInfo, IndexBuild, IndexInfo, IndexSpec};
 pub use command::{Command, Op, PatchChange};
+pub use config::EngineConfig;
 pub use document::{parse_path, path_values};
-pub use engine::{Engine, EngineConfig};
+pub use engine::Engine;
 pub use error::{EngineError, Result};
 pub use limits::Limits;
 pub use merkle::root_from_scratch;

@@ -28,6 +28,15 @@ fn write(shard: &Shard, op: Op) -> Result<(), EngineError> {
     shard.write(vec![op], Durability::Buffered).map(|_| ())
 }
 
+/// Declares `by_age` without building it (as a replicated CREATE INDEX does).
+fn declare_index(shard: &Shard) {
+    let op = Op::CreateIndex {
+        collection: "c".into(),
+        spec: IndexSpec::new("by_age", &["age"]),
+    };
+    write(shard, op).unwrap();
+}
+
 fn build_chunk(shard: &Shard, max_docs: u32) {
     write(
         shard,
@@ -71,14 +80,7 @@ fn writes_between_build_chunks_are_indexed_and_the_index_is_unused_until_complet
     let engine = Engine::open_temporary().unwrap();
     let shard = engine.shard(0).unwrap();
     load(&shard, 1000);
-    write(
-        &shard,
-        Op::CreateIndex {
-            collection: "c".into(),
-            spec: IndexSpec::new("by_age", &["age"]),
-        },
-    )
-    .unwrap();
+    declare_index(&shard);
     let mut chunks = 0;
     let mut next_id = 1000;
     while shard
@@ -145,14 +147,7 @@ fn an_interrupted_build_resumes_after_a_restart() {
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
         let shard = engine.shard(0).unwrap();
         load(&shard, 3000);
-        write(
-            &shard,
-            Op::CreateIndex {
-                collection: "c".into(),
-                spec: IndexSpec::new("by_age", &["age"]),
-            },
-        )
-        .unwrap();
+        declare_index(&shard);
         build_chunk(&shard, 1000);
         engine.flush().unwrap();
         // Each chunk is one atomic batch: stopping here is what a crash between

@@ -22,16 +22,16 @@ use stratosdb_proof::hash::key_hash;
 use stratosdb_proof::{Value, decode_value};
 
 use crate::catalog::{self, CollectionInfo};
-use crate::engine::Shared;
 use crate::keys::{self, LAYOUT_VERSION, LAYOUT_VERSION_KEY};
 use crate::merkle::MerkleTree;
+use crate::shared::Shared;
 use crate::storage::{KvStore, KvTree, WriteBatch};
 use crate::{EngineError, Op, Result};
 
-pub use write::{ApplyOutcome, Durability, OpOutcome, WriteResult};
+pub use crate::commit::Durability;
+pub use write::{ApplyOutcome, OpOutcome, WriteResult};
 
-/// Shards are numbered.
-pub type ShardId = u32;
+pub use crate::directory::ShardId;
 
 /// Bounds of an index scan over the indexed values. A bound with fewer values
 /// than the index has fields is a prefix: `Included([5])` as upper bound takes

@@ -7,19 +7,10 @@ use stratosdb_proof::Value;
 
 use super::Shard;
 use super::writer::Writer;
+use crate::commit::Durability;
 use crate::merkle::MerkleTree;
 use crate::storage::{KvStore, KvTree};
 use crate::{Command, EngineError, Op, Result, document};
-
-/// When a write returns, it is applied and visible to reads. `Sync` also waits
-/// until it is on disk (one flush shared by all writers waiting at that moment:
-/// group commit); `Buffered` leaves that to the next flush (sled's background
-/// flush runs every 500 ms, or call [`crate::Engine::flush`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    Buffered,
-    Sync,
-}
 
 /// What one operation did.
 #[derive(Clone, Debug, PartialEq, Eq)]
