@@ -263,6 +263,119 @@ fn group_committed_writes_survive_sigkill() {
     );
 }
 
+const INDEX_CHILD_ENV: &str = "STRATOSDB_CRASH_INDEX_CHILD_DIR";
+const INDEX_DOCS: u64 = 4000;
+
+/// Runs only as the child of the index-build test: loads documents, then
+/// builds, drops and rebuilds an index in chunks while a second thread keeps
+/// writing, until killed.
+#[test]
+fn crash_index_child() {
+    let Some((engine, shard)) = open_as_child(INDEX_CHILD_ENV) else {
+        return;
+    };
+    if !shard.collections().contains(&"b".to_string()) {
+        shard.create_collection("b").unwrap();
+    }
+    let loaded = shard.collection("b").unwrap().count;
+    for start in (loaded..INDEX_DOCS).step_by(500) {
+        let ops = (start..(start + 500).min(INDEX_DOCS))
+            .map(|i| Op::Upsert {
+                collection: "b".into(),
+                doc: Value::from_json_str(&format!(r#"{{"_id":"d{i:05}","n":{}}}"#, i % 97))
+                    .unwrap(),
+            })
+            .collect();
+        shard.write(ops, Durability::Sync).unwrap();
+    }
+    engine.flush().unwrap();
+    let writer = {
+        let shard = shard.clone();
+        std::thread::spawn(move || {
+            for i in 0u64.. {
+                let id = format!("d{:05}", (i * 7919) % INDEX_DOCS);
+                let op = if i % 3 == 0 {
+                    Op::Delete {
+                        collection: "b".into(),
+                        id,
+                    }
+                } else {
+                    let doc = format!(r#"{{"_id":"{id}","n":{}}}"#, i % 89);
+                    Op::Upsert {
+                        collection: "b".into(),
+                        doc: Value::from_json_str(&doc).unwrap(),
+                    }
+                };
+                shard.write(vec![op], Durability::Buffered).unwrap();
+            }
+        })
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        let info = shard.collection("b").unwrap();
+        if info.has_index("by_n") {
+            shard.drop_index("b", "by_n").unwrap();
+        }
+        shard
+            .create_index("b", IndexSpec::new("by_n", &["n"]))
+            .unwrap();
+        engine.flush().unwrap();
+    }
+    drop(writer);
+}
+
+#[test]
+fn index_builds_and_drops_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rng();
+    let mut saw_building = false;
+    for round in 0..8 {
+        // The first round loads; later ones die at any point of a build.
+        let kill_after = if round == 0 {
+            4000
+        } else {
+            rng.random_range(100..900)
+        };
+        run_and_kill_within("crash_index_child", INDEX_CHILD_ENV, dir.path(), kill_after);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let shard = engine.shard(0).unwrap();
+        if !shard.collections().contains(&"b".to_string()) {
+            continue;
+        }
+        saw_building |= !shard.collection("b").unwrap().building.is_empty();
+        // What the crash left is resumed: the build completes, garbage goes.
+        shard.finish_interrupted_work().unwrap();
+        assert_eq!(
+            shard.collect_garbage(usize::MAX).unwrap(),
+            0,
+            "round {round}"
+        );
+        let info = shard.collection("b").unwrap();
+        assert!(info.building.is_empty(), "round {round}");
+        let mut docs: Vec<(Value, String)> = shard
+            .scan("b", Bound::Unbounded, Bound::Unbounded, false)
+            .unwrap()
+            .map(|r| {
+                let (id, d) = r.unwrap();
+                (d.as_object().unwrap().get("n").cloned().unwrap(), id)
+            })
+            .collect();
+        assert_eq!(info.count, docs.len() as u64, "round {round}");
+        if info.has_index("by_n") {
+            docs.sort();
+            let indexed: Vec<String> = shard
+                .index_scan("b", "by_n", &IndexRange::all(), false)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let want: Vec<String> = docs.into_iter().map(|(_, id)| id).collect();
+            assert_eq!(indexed, want, "round {round}");
+        }
+        assert_eq!(shard.root().unwrap(), shard.root_from_scratch().unwrap());
+    }
+    eprintln!("index build interrupted mid-way in some round: {saw_building}");
+}
+
 /// In a child process (the environment variable names its data folder): the
 /// engine and shard 0. `None` when this test binary runs as the parent.
 fn open_as_child(env: &str) -> Option<(Engine, stratosdb_engine::Shard)> {
@@ -275,6 +388,16 @@ fn open_as_child(env: &str) -> Option<(Engine, stratosdb_engine::Shard)> {
 /// Runs the child test `name` of this binary on `dir`, SIGKILLs it after a
 /// random moment, and returns what followed "ack " on each line it printed.
 fn run_and_kill(name: &str, env: &str, dir: &std::path::Path, rng: &mut impl Rng) -> Vec<String> {
+    run_and_kill_within(name, env, dir, rng.random_range(150..700))
+}
+
+/// [`run_and_kill`] with the moment of the kill given, in milliseconds.
+fn run_and_kill_within(
+    name: &str,
+    env: &str,
+    dir: &std::path::Path,
+    kill_after_ms: u64,
+) -> Vec<String> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env(env, dir)
@@ -290,7 +413,7 @@ fn run_and_kill(name: &str, env: &str, dir: &std::path::Path, rng: &mut impl Rng
             .filter_map(|line| line.strip_prefix("ack ").map(str::to_string))
             .collect::<Vec<_>>()
     });
-    std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
+    std::thread::sleep(Duration::from_millis(kill_after_ms));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     reader.join().unwrap()
