@@ -33,6 +33,19 @@ pub(super) struct Writer<'a, T: KvTree> {
     touched: Touched,
     /// `touched` as it was when the current command began (for its rollback).
     touched_before: Touched,
+    /// UNIQUE entries the current command took over from other documents.
+    unique_clashes: Vec<UniqueClash>,
+}
+
+/// A UNIQUE index entry written over another document's.
+struct UniqueClash {
+    collection: String,
+    index: String,
+    key: Vec<u8>,
+    /// The clashing values, for the error message.
+    shown: String,
+    /// The document that held the entry.
+    holder: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -56,6 +69,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             catalog,
             touched: HashMap::new(),
             touched_before: HashMap::new(),
+            unique_clashes: Vec::new(),
         }
     }
 
@@ -65,7 +79,12 @@ impl<'a, T: KvTree> Writer<'a, T> {
         self.txn.begin_command();
         self.merkle.begin_command();
         self.touched_before = self.touched.clone();
-        let result: Result<Vec<OpOutcome>> = ops.iter().map(|op| self.apply_op(op)).collect();
+        self.unique_clashes.clear();
+        let result: Result<Vec<OpOutcome>> = ops
+            .iter()
+            .map(|op| self.apply_op(op))
+            .collect::<Result<_>>()
+            .and_then(|outcomes| self.check_unique_clashes().map(|()| outcomes));
         if result.is_err() {
             self.txn.rollback_command();
             self.merkle.rollback_command();
@@ -342,7 +361,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
                 .iter()
                 .filter(|k| new_keys.binary_search(k).is_err())
             {
-                self.txn.delete(key.clone());
+                self.remove_index_entry(key, id)?;
             }
             let added: Vec<Vec<u8>> = new_keys
                 .into_iter()
@@ -397,7 +416,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
         };
         for index in info.maintained_indexes() {
             for key in index_keys(&info, index, id, &old)?.0 {
-                self.txn.delete(key);
+                self.remove_index_entry(&key, id)?;
             }
         }
         self.merkle.update(&key_hash(collection, id), None);
@@ -433,7 +452,11 @@ impl<'a, T: KvTree> Writer<'a, T> {
 
     // ---- index entries ----------------------------------------------------
 
-    /// Writes a document's new entries in one index, enforcing UNIQUE.
+    /// Writes a document's new entries in one index. A UNIQUE entry that
+    /// another document holds is taken over, and the clash is checked when
+    /// the command ends ([`Writer::check_unique_clashes`]): UNIQUE holds for
+    /// the command's result, as SQL checks a statement, so a command may swap
+    /// two documents' values.
     fn add_index_entries(
         &mut self,
         info: &CollectionInfo,
@@ -447,16 +470,84 @@ impl<'a, T: KvTree> Writer<'a, T> {
                 && let Some(existing) = self.txn.get(&key)?
                 && existing != id.as_bytes()
             {
-                return Err(EngineError::UniqueViolation {
+                self.unique_clashes.push(UniqueClash {
                     collection: info.name.clone(),
                     index: index.spec.name.clone(),
-                    key: unique_key_display(index, doc),
-                    existing_id: String::from_utf8_lossy(&existing).into_owned(),
+                    key: key.clone(),
+                    shown: unique_key_display(index, doc),
+                    holder: String::from_utf8_lossy(&existing).into_owned(),
                 });
             }
             self.txn.put(key, id.as_bytes().to_vec());
         }
         Ok(())
+    }
+
+    /// Removes an index entry of document `id`, unless another document has
+    /// taken the (UNIQUE) entry over in this command.
+    fn remove_index_entry(&mut self, key: &[u8], id: &str) -> Result<()> {
+        match self.txn.get(key)? {
+            Some(holder) if holder != id.as_bytes() => Ok(()),
+            _ => {
+                self.txn.delete(key.to_vec());
+                Ok(())
+            }
+        }
+    }
+
+    /// Settles the UNIQUE entries the command took over, on its result: if the
+    /// former holder no longer has the value, nothing is wrong; if it still
+    /// has it and another document has it too, that is a violation; if only
+    /// the former holder has it now (the other document let it go again), the
+    /// entry goes back to it.
+    fn check_unique_clashes(&mut self) -> Result<()> {
+        for clash in std::mem::take(&mut self.unique_clashes) {
+            let info = self.existing(&clash.collection)?;
+            let Some(index) = info
+                .maintained_indexes()
+                .find(|i| i.spec.name == clash.index)
+                .cloned()
+            else {
+                continue;
+            };
+            if !self.has_entry(&info, &index, &clash.holder, &clash.key)? {
+                continue;
+            }
+            let owner = self
+                .txn
+                .get(&clash.key)?
+                .map(|o| String::from_utf8_lossy(&o).into_owned());
+            match owner {
+                Some(owner)
+                    if owner != clash.holder
+                        && self.has_entry(&info, &index, &owner, &clash.key)? =>
+                {
+                    return Err(EngineError::UniqueViolation {
+                        collection: clash.collection,
+                        index: clash.index,
+                        key: clash.shown,
+                        existing_id: clash.holder,
+                    });
+                }
+                _ => self.txn.put(clash.key, clash.holder.into_bytes()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether document `id`, as the command leaves it, has `key` in `index`.
+    fn has_entry(
+        &self,
+        info: &CollectionInfo,
+        index: &IndexInfo,
+        id: &str,
+        key: &[u8],
+    ) -> Result<bool> {
+        let Some(doc) = self.read_doc(info, id)? else {
+            return Ok(false);
+        };
+        let (keys, _) = index_keys(info, index, id, &doc)?;
+        Ok(keys.iter().any(|k| k.as_slice() == key))
     }
 }
 
