@@ -31,8 +31,9 @@ pub(super) struct Writer<'a, T: KvTree> {
     limits: &'a Limits,
     catalog: &'a Catalog,
     touched: Touched,
-    /// `touched` as it was when the current command began (for its rollback).
-    touched_before: Touched,
+    /// What the current command changed in `touched`: each name once, with
+    /// its entry before the command (`None`: it had none), for rollback.
+    touched_undo: Vec<(String, Option<Option<CollectionInfo>>)>,
     /// UNIQUE entries the current command took over from other documents.
     unique_clashes: Vec<UniqueClash>,
 }
@@ -68,7 +69,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             limits,
             catalog,
             touched: HashMap::new(),
-            touched_before: HashMap::new(),
+            touched_undo: Vec::new(),
             unique_clashes: Vec::new(),
         }
     }
@@ -78,7 +79,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
     pub fn run_command(&mut self, ops: &[Op]) -> Result<Vec<OpOutcome>> {
         self.txn.begin_command();
         self.merkle.begin_command();
-        self.touched_before = self.touched.clone();
+        self.touched_undo.clear();
         self.unique_clashes.clear();
         let result: Result<Vec<OpOutcome>> = ops
             .iter()
@@ -88,7 +89,12 @@ impl<'a, T: KvTree> Writer<'a, T> {
         if result.is_err() {
             self.txn.rollback_command();
             self.merkle.rollback_command();
-            self.touched = std::mem::take(&mut self.touched_before);
+            for (name, before) in std::mem::take(&mut self.touched_undo) {
+                match before {
+                    Some(info) => self.touched.insert(name, info),
+                    None => self.touched.remove(&name),
+                };
+            }
         }
         result
     }
@@ -145,6 +151,16 @@ impl<'a, T: KvTree> Writer<'a, T> {
 
     // ---- catalog ----------------------------------------------------------
 
+    /// Records a collection's new catalog entry (`None`: dropped), remembering
+    /// the old one the first time this command changes it.
+    fn touch(&mut self, name: String, info: Option<CollectionInfo>) {
+        if !self.touched_undo.iter().any(|(n, _)| *n == name) {
+            let before = self.touched.get(&name).cloned();
+            self.touched_undo.push((name.clone(), before));
+        }
+        self.touched.insert(name, info);
+    }
+
     fn info(&self, name: &str) -> Option<CollectionInfo> {
         match self.touched.get(name) {
             Some(info) => info.clone(),
@@ -177,7 +193,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             NEXT_COLLECTION_KEY.to_vec(),
             (number + 1).to_be_bytes().to_vec(),
         );
-        self.touched.insert(
+        self.touch(
             name.to_string(),
             Some(CollectionInfo {
                 name: name.to_string(),
@@ -212,7 +228,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
         }
         self.mark_garbage(&prefix);
         self.mark_garbage(&keys::collection_index_prefix(info.number));
-        self.touched.insert(name.to_string(), None);
+        self.touch(name.to_string(), None);
         Ok(no_document(0))
     }
 
@@ -235,7 +251,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             after: None,
         });
         info.next_index_number += 1;
-        self.touched.insert(collection.to_string(), Some(info));
+        self.touch(collection.to_string(), Some(info));
         Ok(no_document(0))
     }
 
@@ -275,7 +291,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             };
             info.building[at] = build;
         }
-        self.touched.insert(collection.to_string(), Some(info));
+        self.touch(collection.to_string(), Some(info));
         Ok(no_document(0))
     }
 
@@ -291,7 +307,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             }
         };
         self.mark_garbage(&keys::index_prefix(info.number, number));
-        self.touched.insert(collection.to_string(), Some(info));
+        self.touch(collection.to_string(), Some(info));
         Ok(no_document(0))
     }
 
@@ -385,7 +401,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             info.count += 1;
         }
         if changed {
-            self.touched.insert(info.name.clone(), Some(info));
+            self.touch(info.name.clone(), Some(info));
         }
         Ok(OpOutcome {
             id: Some(id.to_string()),
@@ -422,7 +438,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
         self.merkle.update(&key_hash(collection, id), None);
         self.txn.delete(keys::doc_key(info.number, id));
         info.count = info.count.saturating_sub(1);
-        self.touched.insert(collection.to_string(), Some(info));
+        self.touch(collection.to_string(), Some(info));
         Ok(OpOutcome {
             id: Some(id.to_string()),
             affected: 1,
