@@ -114,9 +114,11 @@ mod tests {
         msg.to = 2;
         msg.from = 1;
         msg.term = 7;
-        let mut e = Entry::default();
-        e.index = 3;
-        e.data = b"hello".to_vec().into();
+        let e = Entry {
+            index: 3,
+            data: b"hello".to_vec().into(),
+            ..Default::default()
+        };
         msg.entries.push(e);
         vec![
             GroupMessage {

@@ -87,11 +87,15 @@ impl LogStore {
         log.load()?;
         let fresh = log.last_index == 0 && log.conf == ConfState::default();
         if fresh && !voters.is_empty() {
-            let mut conf = ConfState::default();
-            conf.voters = voters.to_vec();
-            let mut hard = HardState::default();
-            hard.term = 1;
-            hard.commit = 1;
+            let conf = ConfState {
+                voters: voters.to_vec(),
+                ..Default::default()
+            };
+            let hard = HardState {
+                term: 1,
+                commit: 1,
+                ..Default::default()
+            };
             let mut batch = WriteBatch::default();
             batch.put(KEY_CONF.to_vec(), encode(&conf));
             batch.put(KEY_HARD.to_vec(), encode(&hard));
@@ -311,8 +315,10 @@ impl LogStore {
         if index < floor {
             return Ok(None);
         }
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = index;
         meta.term = self.term(index)?;

@@ -2,11 +2,12 @@ use super::*;
 use stratosdb_engine::{Engine, EngineConfig};
 
 fn entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = format!("{index}/{term}").into_bytes().into();
-    e
+    Entry {
+        index,
+        term,
+        data: format!("{index}/{term}").into_bytes().into(),
+        ..Default::default()
+    }
 }
 
 fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
@@ -134,15 +135,19 @@ fn a_reopened_log_keeps_everything_flushed() {
     {
         let (store, mut log) = f.open(&[1, 2]);
         log.persist(&entries(2..=9, 3), None).unwrap();
-        let mut hard = HardState::default();
-        hard.term = 3;
-        hard.vote = 2;
-        hard.commit = 8;
+        let hard = HardState {
+            term: 3,
+            vote: 2,
+            commit: 8,
+            ..Default::default()
+        };
         log.persist(&entries(8..=9, 4), Some(&hard)).unwrap();
         log.compact(4).unwrap();
-        let mut conf = ConfState::default();
-        conf.voters = vec![1, 2];
-        conf.learners = vec![5];
+        let conf = ConfState {
+            voters: vec![1, 2],
+            learners: vec![5],
+            ..Default::default()
+        };
         log.set_conf_state(conf).unwrap();
         store.flush().unwrap();
     }
@@ -169,12 +174,15 @@ fn an_applied_snapshot_replaces_the_log() {
     let f = Fixture::new();
     let (_, mut log) = f.open(&[]);
     log.persist(&entries(1..=3, 1), None).unwrap();
-    let mut meta = SnapshotMetadata::default();
-    meta.index = 20;
-    meta.term = 5;
-    let mut conf = ConfState::default();
-    conf.voters = vec![1, 2, 3];
-    meta.set_conf_state(conf);
+    let mut meta = SnapshotMetadata {
+        index: 20,
+        term: 5,
+        ..Default::default()
+    };
+    meta.set_conf_state(ConfState {
+        voters: vec![1, 2, 3],
+        ..Default::default()
+    });
     log.begin_snapshot(&meta).unwrap();
     log.apply_snapshot(&meta).unwrap();
     assert_eq!(log.first_index().unwrap(), 21);
@@ -190,9 +198,11 @@ fn an_applied_snapshot_replaces_the_log() {
 fn recovery_finishes_a_snapshot_the_engine_installed_and_forgets_one_it_did_not() {
     let f = Fixture::new();
     let (_, mut log) = f.open(&[1]);
-    let mut meta = SnapshotMetadata::default();
-    meta.index = 30;
-    meta.term = 2;
+    let meta = SnapshotMetadata {
+        index: 30,
+        term: 2,
+        ..Default::default()
+    };
     log.begin_snapshot(&meta).unwrap();
     log.recover(0).unwrap();
     assert_eq!(log.first_index().unwrap(), 2, "forgotten");
