@@ -111,6 +111,10 @@ impl Driver {
             }
             if Instant::now() >= next_tick {
                 self.tick();
+                if let Err(e) = self.compact() {
+                    tracing::error!(node = self.config.id, error = %e, "log compaction failed");
+                    return;
+                }
                 next_tick += self.config.tick;
                 // After a stall, tick again from now rather than catching up.
                 next_tick = next_tick.max(Instant::now());
@@ -193,6 +197,28 @@ impl Driver {
         }
     }
 
+    /// Compacts the logs that have enough applied entries. The shards'
+    /// applies must be durable first: one flush covers them all (the same
+    /// sled database holds the shards and the logs).
+    fn compact(&mut self) -> Result<()> {
+        let due: Vec<(GroupId, u64)> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.compaction_due(&self.config))
+            .map(|(&id, g)| (id, g.applied()))
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.store.flush()?;
+        for (id, applied) in due {
+            if let Some(g) = self.groups.get_mut(&id) {
+                g.compact(applied, &self.config)?;
+            }
+        }
+        Ok(())
+    }
+
     fn issue_reads(&mut self) {
         let id = self.config.id;
         for g in self.groups.values_mut() {
@@ -212,31 +238,16 @@ impl Driver {
         if readies.is_empty() {
             return Ok(());
         }
-        // One flush for every group (group commit); it also makes the
-        // shards' earlier applies durable, which is what compaction needs.
-        let must_sync = readies.iter().any(|(_, rd)| rd.must_sync());
-        let durable_applied: Vec<(GroupId, u64)> = if must_sync {
-            let applied = self
-                .groups
-                .iter()
-                .map(|(&id, g)| (id, g.applied()))
-                .collect();
+        // One flush for every group (group commit).
+        if readies.iter().any(|(_, rd)| rd.must_sync()) {
             self.store.flush()?;
-            applied
-        } else {
-            Vec::new()
-        };
+        }
         for (id, rd) in readies {
             if let Some(g) = self.groups.get_mut(&id) {
                 g.finish_ready(rd, &mut out)?;
             }
         }
         out.send(&*self.transport);
-        for (id, applied) in durable_applied {
-            if let Some(g) = self.groups.get_mut(&id) {
-                g.maybe_compact(applied, &self.config)?;
-            }
-        }
         Ok(())
     }
 }

@@ -191,7 +191,7 @@ impl Group {
 
     /// Sends the batched read index request, if one is due.
     pub fn issue_reads(&mut self, new_ctx: impl FnOnce() -> Vec<u8>) {
-        if let Some(ctx) = self.reads.to_issue(new_ctx) {
+        if let Some(ctx) = self.reads.take_request(new_ctx) {
             self.raw.read_index(ctx);
         }
     }
@@ -368,20 +368,21 @@ impl Group {
         }
     }
 
-    /// Drops log entries the shard has applied and made durable, once enough
-    /// have piled up; `keep` recent ones stay for followers slightly behind.
-    pub fn maybe_compact(&mut self, durable_applied: u64, config: &NodeConfig) -> Result<()> {
-        let store = self.raw.mut_store();
+    /// Whether enough applied entries piled up in the log to compact it.
+    pub fn compaction_due(&self, config: &NodeConfig) -> bool {
+        let target = self.applied.saturating_sub(config.compact_keep);
+        target >= self.raw.store().truncated_index() + config.compact_after
+    }
+
+    /// Drops log entries up to `durable_applied` less `keep` recent ones
+    /// (for followers slightly behind). The caller made the shard durable
+    /// at `durable_applied`.
+    pub fn compact(&mut self, durable_applied: u64, config: &NodeConfig) -> Result<()> {
         let target = durable_applied.saturating_sub(config.compact_keep);
-        if target >= store.truncated_index() + config.compact_after {
-            store.compact(target)?;
-        }
-        Ok(())
+        self.raw.mut_store().compact(target)
     }
 }
 
-/// A v1 conf change as the one-step v2 change it stands for (we propose
-/// only v2; this keeps a v1 entry from stalling the apply).
 fn v1_to_v2(v1: ConfChange) -> ConfChangeV2 {
     let mut cc = ConfChangeV2::default();
     cc.mut_changes().push(ConfChangeSingle {

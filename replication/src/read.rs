@@ -37,7 +37,7 @@ impl ReadQueue {
     }
 
     /// A request to send now, if reads wait and none is in flight: its context.
-    pub fn to_issue(&mut self, new_ctx: impl FnOnce() -> Vec<u8>) -> Option<Vec<u8>> {
+    pub fn take_request(&mut self, new_ctx: impl FnOnce() -> Vec<u8>) -> Option<Vec<u8>> {
         if self.inflight.is_some() || self.waiting.is_empty() {
             return None;
         }
