@@ -27,11 +27,26 @@ impl Fixture {
 
     /// Opens the store, an engine on it, and group 1's log.
     fn open(&self, voters: &[u64]) -> (SledStore, LogStore) {
-        let store = SledStore::open(self.dir.path(), 8 << 20).unwrap();
+        let store = open_retrying(self.dir.path());
         let engine = Engine::with_store(store.clone(), EngineConfig::default()).unwrap();
         let shard = engine.shard(1).unwrap();
         let log = LogStore::open(&store, 1, shard, voters, 1 << 16).unwrap();
         (store, log)
+    }
+}
+
+/// sled releases its folder lock when its background thread lets go of the
+/// dropped database, a moment after the drop: retry a reopen briefly.
+fn open_retrying(dir: &std::path::Path) -> SledStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match SledStore::open(dir, 8 << 20) {
+            Ok(store) => return store,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
     }
 }
 

@@ -65,7 +65,18 @@ impl Cluster {
             .dirs
             .entry(id)
             .or_insert_with(|| tempfile::tempdir().unwrap());
-        let node = RaftNode::open(dir.path(), config(id), self.hub.transport(id)).unwrap();
+        // sled lets go of a dropped database's folder lock a moment after
+        // the drop (its background thread): retry a restart briefly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let node = loop {
+            match RaftNode::open(dir.path(), config(id), self.hub.transport(id)) {
+                Ok(node) => break node,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("start node {id}: {e}"),
+            }
+        };
         node.create_group(G, voters).unwrap();
         self.hub.register(id, node.inbox());
         self.nodes.insert(id, node);
