@@ -34,8 +34,8 @@ impl<T> Pending<T> {
     }
 
     /// Waits up to `timeout`; `Timeout` says only that the answer did not
-    /// come in time (a proposal may still apply later).
-    pub fn wait(self, timeout: Duration) -> Result<T> {
+    /// come in time (a proposal may still apply later: wait again to know).
+    pub fn wait(&self, timeout: Duration) -> Result<T> {
         match self.rx.recv_timeout(timeout) {
             Ok(result) => result,
             Err(mpsc::RecvTimeoutError::Timeout) => {
