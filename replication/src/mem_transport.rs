@@ -227,3 +227,72 @@ impl Transport for MemTransport {
         self.hub.route(self.from, to, batch);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::Message;
+
+    fn batch(n: usize) -> Vec<GroupMessage> {
+        (0..n)
+            .map(|i| GroupMessage {
+                group: i as u32,
+                msg: Message {
+                    to: 2,
+                    ..Default::default()
+                },
+            })
+            .collect()
+    }
+
+    fn receiver(hub: &MemHub, id: NodeId, limit: usize) -> mpsc::Receiver<Vec<GroupMessage>> {
+        let (tx, rx) = mpsc::channel();
+        hub.register(
+            id,
+            Inbox::new(limit, move |b| {
+                tx.send(b).map_err(|_| crate::ReplicationError::Stopped)
+            }),
+        );
+        rx
+    }
+
+    #[test]
+    fn partitions_block_both_ways_until_healed() {
+        let hub = MemHub::new();
+        let rx = receiver(&hub, 2, 1 << 20);
+        let t = hub.transport(1);
+        t.send(2, batch(3));
+        assert_eq!(rx.try_recv().unwrap().len(), 3);
+        hub.partition(&[1], &[2, 3]);
+        t.send(2, batch(1));
+        assert!(rx.try_recv().is_err());
+        hub.heal();
+        t.send(2, batch(1));
+        assert_eq!(rx.try_recv().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn duplicates_and_delays_deliver_everything_eventually() {
+        let hub = MemHub::new();
+        let rx = receiver(&hub, 2, 1 << 20);
+        hub.set_filters(Filters {
+            duplicate_rate: 1.0,
+            max_delay: Some(Duration::from_millis(5)),
+            ..Default::default()
+        });
+        hub.transport(1).send(2, batch(10));
+        let mut got = 0;
+        while got < 20 {
+            got += rx.recv_timeout(Duration::from_secs(5)).unwrap().len();
+        }
+        assert_eq!(got, 20);
+    }
+
+    #[test]
+    fn a_batch_over_the_receivers_limit_is_refused() {
+        let hub = MemHub::new();
+        let rx = receiver(&hub, 2, 16);
+        hub.transport(1).send(2, batch(10));
+        assert!(rx.try_recv().is_err());
+    }
+}

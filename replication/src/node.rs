@@ -58,6 +58,30 @@ pub enum MembershipChange {
 }
 
 /// A node hosting raft groups.
+///
+/// ```
+/// use std::time::Duration;
+/// use stratosdb_engine::{ApplyOutcome, Command, Op};
+/// use stratosdb_replication::{MemHub, NodeConfig, RaftNode};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let hub = MemHub::new();
+/// let mut config = NodeConfig::new(1);
+/// config.tick = Duration::from_millis(10);
+/// let node = RaftNode::open(dir.path(), config, hub.transport(1)).unwrap();
+/// hub.register(1, node.inbox());
+/// node.create_group(7, &[1]).unwrap(); // a one-replica group
+/// let create = Command { ops: vec![Op::CreateCollection { name: "users".into() }] };
+/// let outcome = loop {
+///     match node.propose(7, &create).wait(Duration::from_secs(5)) {
+///         Err(e) if e.is_retryable() => std::thread::sleep(Duration::from_millis(10)), // electing
+///         other => break other.unwrap(),
+///     }
+/// };
+/// assert!(matches!(outcome, ApplyOutcome::Applied(_)));
+/// node.read_index(7, Duration::from_secs(5)).wait(Duration::from_secs(5)).unwrap();
+/// assert_eq!(node.shard(7).unwrap().collections(), ["users"]);
+/// ```
 pub struct RaftNode {
     id: NodeId,
     engine: Engine,

@@ -24,12 +24,14 @@ fn config(id: NodeId) -> NodeConfig {
     c
 }
 
+/// Fields drop in order: the nodes (joining their threads) before the
+/// folders they write to.
 struct Cluster {
-    /// Every (term, leader) any node reported: one leader per term, ever.
-    leaders: std::cell::RefCell<BTreeMap<u64, NodeId>>,
+    nodes: BTreeMap<NodeId, RaftNode>,
     hub: MemHub,
     dirs: HashMap<NodeId, tempfile::TempDir>,
-    nodes: BTreeMap<NodeId, RaftNode>,
+    /// Every (term, leader) any node reported: one leader per term, ever.
+    leaders: std::cell::RefCell<BTreeMap<u64, NodeId>>,
 }
 
 fn insert(id: &str) -> Command {
