@@ -1,0 +1,253 @@
+//! The node's loop thread: every group on the node is driven from here.
+//! Per iteration: take what arrived (messages, proposals, reads, membership
+//! changes), tick when due, send batched read index requests, then handle
+//! the Ready of every group: messages that may go at once; entries and hard
+//! states of all groups written, then ONE flush; then messages that needed
+//! the flush, the applies, `advance` and the light ready. Nothing steps or
+//! proposes between `ready()` and `advance`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, mpsc};
+use std::time::Instant;
+
+use raft::eraftpb::{ConfChangeV2, ConfState, Message};
+use stratosdb_engine::{ApplyOutcome, Engine, KvStore as _, SledStore};
+
+use crate::codec::GroupMessage;
+use crate::config::NodeConfig;
+use crate::group::{Group, GroupStatus};
+use crate::read::{ReadWaiter, Reply};
+use crate::transport::Transport;
+use crate::{GroupId, NodeId, ReplicationError, Result};
+
+/// What the node's handle and its transport ask of the loop.
+pub(crate) enum Request {
+    Raft(Vec<GroupMessage>),
+    CreateGroup {
+        group: GroupId,
+        voters: Vec<NodeId>,
+        reply: Reply<()>,
+    },
+    Propose {
+        group: GroupId,
+        data: Vec<u8>,
+        reply: Reply<ApplyOutcome>,
+    },
+    Read {
+        group: GroupId,
+        waiter: ReadWaiter,
+    },
+    ConfChange {
+        group: GroupId,
+        cc: ConfChangeV2,
+        reply: Reply<ConfState>,
+    },
+    Status {
+        group: GroupId,
+        reply: Reply<GroupStatus>,
+    },
+    Stop,
+}
+
+/// Messages of one iteration, batched per destination node.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    by_node: HashMap<NodeId, Vec<GroupMessage>>,
+}
+
+impl Outbox {
+    pub fn add(&mut self, group: GroupId, msgs: Vec<Message>) {
+        for msg in msgs {
+            self.by_node
+                .entry(msg.to)
+                .or_default()
+                .push(GroupMessage { group, msg });
+        }
+    }
+
+    fn send(&mut self, transport: &dyn Transport) {
+        for (to, batch) in self.by_node.drain() {
+            transport.send(to, batch);
+        }
+    }
+}
+
+/// Requests handled per iteration at most, so ticks and readies keep pace.
+const MAX_REQUESTS_PER_ITERATION: usize = 4096;
+
+pub(crate) struct Driver {
+    pub config: NodeConfig,
+    pub store: SledStore,
+    pub engine: Engine,
+    pub transport: Arc<dyn Transport>,
+    pub groups: BTreeMap<GroupId, Group>,
+    pub rx: mpsc::Receiver<Request>,
+    /// Makes read index contexts unique on this node.
+    pub read_seq: u64,
+}
+
+impl Driver {
+    pub fn run(mut self) {
+        let mut next_tick = Instant::now() + self.config.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut requests = Vec::new();
+            match self.rx.recv_timeout(wait) {
+                Ok(r) => requests.push(r),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            while requests.len() < MAX_REQUESTS_PER_ITERATION {
+                match self.rx.try_recv() {
+                    Ok(r) => requests.push(r),
+                    Err(_) => break,
+                }
+            }
+            for r in requests {
+                if matches!(r, Request::Stop) {
+                    return;
+                }
+                self.handle(r);
+            }
+            if Instant::now() >= next_tick {
+                self.tick();
+                if let Err(e) = self.compact() {
+                    tracing::error!(node = self.config.id, error = %e, "log compaction failed");
+                    return;
+                }
+                next_tick += self.config.tick;
+                // After a stall, tick again from now rather than catching up.
+                next_tick = next_tick.max(Instant::now());
+            }
+            self.issue_reads();
+            if let Err(e) = self.process_ready() {
+                // A storage fault: this node cannot go on safely.
+                tracing::error!(node = self.config.id, error = %e, "replication loop stopped");
+                return;
+            }
+        }
+    }
+
+    fn new_ctx(id: NodeId, seq: &mut u64) -> Vec<u8> {
+        *seq += 1;
+        let mut ctx = id.to_be_bytes().to_vec();
+        ctx.extend(seq.to_be_bytes());
+        ctx
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Raft(batch) => {
+                for GroupMessage { group, msg } in batch {
+                    match self.groups.get_mut(&group) {
+                        Some(g) => g.step(msg),
+                        None => tracing::debug!(group, "message for a group not on this node"),
+                    }
+                }
+            }
+            Request::CreateGroup {
+                group,
+                voters,
+                reply,
+            } => {
+                let _ = reply.send(self.create_group(group, &voters));
+            }
+            Request::Propose { group, data, reply } => match self.groups.get_mut(&group) {
+                Some(g) => g.propose(data, reply),
+                None => drop(reply.send(Err(ReplicationError::GroupNotFound(group)))),
+            },
+            Request::Read { group, waiter } => match self.groups.get_mut(&group) {
+                Some(g) => g.read(waiter),
+                None => drop(
+                    waiter
+                        .reply
+                        .send(Err(ReplicationError::GroupNotFound(group))),
+                ),
+            },
+            Request::ConfChange { group, cc, reply } => match self.groups.get_mut(&group) {
+                Some(g) => g.propose_conf_change(cc, reply),
+                None => drop(reply.send(Err(ReplicationError::GroupNotFound(group)))),
+            },
+            Request::Status { group, reply } => {
+                let status = self
+                    .groups
+                    .get(&group)
+                    .map(Group::status)
+                    .ok_or(ReplicationError::GroupNotFound(group));
+                let _ = reply.send(status);
+            }
+            Request::Stop => {}
+        }
+    }
+
+    pub fn create_group(&mut self, group: GroupId, voters: &[NodeId]) -> Result<()> {
+        if self.groups.contains_key(&group) {
+            return Ok(());
+        }
+        let shard = self.engine.shard(group)?;
+        let g = Group::open(&self.config, &self.store, group, shard, voters)?;
+        self.groups.insert(group, g);
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        let id = self.config.id;
+        for g in self.groups.values_mut() {
+            g.tick(&self.config, || Self::new_ctx(id, &mut self.read_seq));
+        }
+    }
+
+    /// Compacts the logs that have enough applied entries. The shards'
+    /// applies must be durable first: one flush covers them all (the same
+    /// sled database holds the shards and the logs).
+    fn compact(&mut self) -> Result<()> {
+        let due: Vec<(GroupId, u64)> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.compaction_due(&self.config))
+            .map(|(&id, g)| (id, g.applied()))
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.store.flush()?;
+        for (id, applied) in due {
+            if let Some(g) = self.groups.get_mut(&id) {
+                g.compact(applied, &self.config)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn issue_reads(&mut self) {
+        let id = self.config.id;
+        for g in self.groups.values_mut() {
+            g.issue_reads(|| Self::new_ctx(id, &mut self.read_seq));
+        }
+    }
+
+    fn process_ready(&mut self) -> Result<()> {
+        let mut out = Outbox::default();
+        let mut readies = Vec::new();
+        for (&id, g) in &mut self.groups {
+            if let Some(rd) = g.begin_ready(&mut out)? {
+                readies.push((id, rd));
+            }
+        }
+        out.send(&*self.transport);
+        if readies.is_empty() {
+            return Ok(());
+        }
+        // One flush for every group (group commit).
+        if readies.iter().any(|(_, rd)| rd.must_sync()) {
+            self.store.flush()?;
+        }
+        for (id, rd) in readies {
+            if let Some(g) = self.groups.get_mut(&id) {
+                g.finish_ready(rd, &mut out)?;
+            }
+        }
+        out.send(&*self.transport);
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! The crate's one error type. Each variant carries what a caller needs to act
+//! on it; `code()` is a stable name users can look up.
+
+use crate::{GroupId, NodeId};
+use stratosdb_engine::EngineError;
+
+/// Everything that can go wrong in replication.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// This replica is not the group's leader; retry at `leader` if known.
+    #[error("not the leader of group {group}; leader hint: {leader:?}")]
+    NotLeader {
+        group: GroupId,
+        leader: Option<NodeId>,
+    },
+    /// Raft refused the proposal (for example during a leader transfer).
+    #[error("proposal to group {group} was dropped by raft; retry")]
+    ProposalDropped { group: GroupId },
+    /// A new leader replaced the proposed entry: it was not applied.
+    #[error(
+        "proposal at index {index} (term {term}) of group {group} was overwritten by a new leader"
+    )]
+    Overwritten {
+        group: GroupId,
+        index: u64,
+        term: u64,
+    },
+    /// A snapshot covered the proposed entry: it may or may not have applied.
+    #[error(
+        "the outcome of the proposal at index {index} of group {group} is unknown (a snapshot covered it)"
+    )]
+    OutcomeUnknown { group: GroupId, index: u64 },
+    /// Another membership change is still pending; retry once it is applied.
+    #[error("group {group} already has a membership change in progress")]
+    ConfChangeInProgress { group: GroupId },
+    #[error("invalid membership change for group {group}: {reason}")]
+    InvalidConfChange { group: GroupId, reason: String },
+    #[error("timed out waiting on group {group}")]
+    Timeout { group: GroupId },
+    #[error("group {0} does not exist on this node")]
+    GroupNotFound(GroupId),
+    #[error("the replication node has stopped")]
+    Stopped,
+    #[error("message of {size} bytes is over the limit of {limit} bytes")]
+    MessageTooLarge { size: usize, limit: usize },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("raft log is corrupt: {0}")]
+    Corruption(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+}
+
+impl ReplicationError {
+    /// A stable, greppable code for the error kind.
+    pub fn code(&self) -> &'static str {
+        use ReplicationError::*;
+        match self {
+            NotLeader { .. } => "not_leader",
+            ProposalDropped { .. } => "proposal_dropped",
+            Overwritten { .. } => "overwritten",
+            OutcomeUnknown { .. } => "outcome_unknown",
+            ConfChangeInProgress { .. } => "conf_change_in_progress",
+            InvalidConfChange { .. } => "invalid_conf_change",
+            Timeout { .. } => "timeout",
+            GroupNotFound(_) => "group_not_found",
+            Stopped => "stopped",
+            MessageTooLarge { .. } => "message_too_large",
+            Malformed(_) => "malformed_message",
+            Corruption(_) => "corruption",
+            Engine(e) => e.code(),
+            Raft(_) => "raft",
+        }
+    }
+
+    /// Whether the same request may succeed if retried (at the leader hint).
+    pub fn is_retryable(&self) -> bool {
+        use ReplicationError::*;
+        matches!(
+            self,
+            NotLeader { .. }
+                | ProposalDropped { .. }
+                | Overwritten { .. }
+                | ConfChangeInProgress { .. }
+                | Timeout { .. }
+        )
+    }
+}
+
+pub type Result<T, E = ReplicationError> = std::result::Result<T, E>;

@@ -1,0 +1,394 @@
+//! One raft group on this node: its `RawNode`, its engine shard as the state
+//! machine, the proposals waiting to apply and the reads waiting for an index.
+//! The node's loop (`driver.rs`) calls these in the order raft-rs requires.
+
+use std::collections::{BTreeMap, HashMap};
+
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
+};
+use raft::{RawNode, ReadOnlyOption, Ready, StateRole};
+use stratosdb_engine::{ApplyOutcome, Command, KvStore as _, Shard, SledStore};
+
+use crate::config::NodeConfig;
+use crate::driver::Outbox;
+use crate::log::LogStore;
+use crate::read::{ReadQueue, ReadWaiter, Reply};
+use crate::{GroupId, NodeId, ReplicationError, Result, snapshot};
+
+enum Waiter {
+    Write(Reply<ApplyOutcome>),
+    Conf(Reply<ConfState>),
+}
+
+struct Proposal {
+    term: u64,
+    waiter: Waiter,
+}
+
+/// What a group looks like from this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub is_leader: bool,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+}
+
+pub(crate) struct Group {
+    id: GroupId,
+    raw: RawNode<LogStore>,
+    shard: Shard,
+    /// Proposals by log index, resolved when that index applies.
+    proposals: BTreeMap<u64, Proposal>,
+    pub reads: ReadQueue,
+    applied: u64,
+}
+
+fn logger(group: GroupId) -> slog::Logger {
+    slog::Logger::root(tracing_slog::TracingSlogDrain, slog::o!("group" => group))
+}
+
+impl Group {
+    /// Opens (or bootstraps, with `voters`) the group on its log and shard;
+    /// raft resumes after what the shard has applied.
+    pub fn open(
+        config: &NodeConfig,
+        store: &SledStore,
+        id: GroupId,
+        shard: Shard,
+        voters: &[NodeId],
+    ) -> Result<Group> {
+        let mut log = LogStore::open(
+            store,
+            id,
+            shard.clone(),
+            voters,
+            config.snapshot_chunk_bytes,
+        )?;
+        let applied = shard.applied_index()?;
+        log.recover(applied)?;
+        store.flush()?;
+        // A bootstrapped log starts at 1 with nothing to apply.
+        let applied = applied.max(log.truncated_index());
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied,
+            max_size_per_msg: config.max_entries_bytes_per_message,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        let raw = RawNode::new(&raft_config, log, &logger(id))?;
+        Ok(Group {
+            id,
+            raw,
+            shard,
+            proposals: BTreeMap::new(),
+            reads: ReadQueue::default(),
+            applied,
+        })
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    fn leader_hint(&self) -> Option<NodeId> {
+        Some(self.raw.raft.leader_id).filter(|&l| l != 0)
+    }
+
+    fn not_leader(&self) -> Option<ReplicationError> {
+        (self.raw.raft.state != StateRole::Leader).then(|| ReplicationError::NotLeader {
+            group: self.id,
+            leader: self.leader_hint(),
+        })
+    }
+
+    pub fn status(&self) -> GroupStatus {
+        let store = self.raw.store();
+        let conf = store.conf_state();
+        GroupStatus {
+            group: self.id,
+            is_leader: self.raw.raft.state == StateRole::Leader,
+            leader: self.leader_hint(),
+            term: self.raw.raft.term,
+            commit: self.raw.raft.raft_log.committed,
+            applied: self.applied,
+            first_index: store.truncated_index() + 1,
+            last_index: self.raw.raft.raft_log.last_index(),
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+        }
+    }
+
+    pub fn step(&mut self, msg: Message) {
+        // Stale or misdirected messages are normal in raft; they change nothing.
+        if let Err(e) = self.raw.step(msg) {
+            tracing::debug!(group = self.id, error = %e, "message not stepped");
+        }
+    }
+
+    /// Proposes a command; the reply comes when its entry applies.
+    pub fn propose(&mut self, data: Vec<u8>, reply: Reply<ApplyOutcome>) {
+        if let Some(e) = self.not_leader() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let result = self.raw.propose(Vec::new(), data);
+        self.track(result, Waiter::Write(reply));
+    }
+
+    /// Proposes a membership change; refused at once while another is pending.
+    pub fn propose_conf_change(&mut self, cc: ConfChangeV2, reply: Reply<ConfState>) {
+        if let Some(e) = self.not_leader() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if self.raw.raft.has_pending_conf() {
+            let _ = reply.send(Err(ReplicationError::ConfChangeInProgress {
+                group: self.id,
+            }));
+            return;
+        }
+        let result = self.raw.propose_conf_change(Vec::new(), cc);
+        self.track(result, Waiter::Conf(reply));
+    }
+
+    /// Remembers a proposal by the index and term its entry got.
+    fn track(&mut self, result: raft::Result<()>, waiter: Waiter) {
+        let fail = |waiter: Waiter, e: ReplicationError| match waiter {
+            Waiter::Write(r) => drop(r.send(Err(e))),
+            Waiter::Conf(r) => drop(r.send(Err(e))),
+        };
+        match result {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                let term = self.raw.raft.term;
+                self.proposals.insert(index, Proposal { term, waiter });
+            }
+            Err(raft::Error::ProposalDropped) => {
+                fail(waiter, ReplicationError::ProposalDropped { group: self.id })
+            }
+            Err(e) => fail(waiter, e.into()),
+        }
+    }
+
+    pub fn read(&mut self, waiter: ReadWaiter) {
+        self.reads.push(waiter);
+    }
+
+    /// Sends the batched read index request, if one is due.
+    pub fn issue_reads(&mut self, new_ctx: impl FnOnce() -> Vec<u8>) {
+        if let Some(ctx) = self.reads.take_request(new_ctx) {
+            self.raw.read_index(ctx);
+        }
+    }
+
+    pub fn tick(&mut self, config: &NodeConfig, new_ctx: impl FnOnce() -> Vec<u8>) {
+        self.raw.tick();
+        if let Some(ctx) = self
+            .reads
+            .on_tick(self.id, config.read_retry_ticks, new_ctx)
+        {
+            self.raw.read_index(ctx);
+        }
+        // The leader leaves a joint configuration by itself, but not one it
+        // inherited from a leader that stepped down: leave it explicitly.
+        let joint = !self.raw.store().conf_state().voters_outgoing.is_empty();
+        if joint && self.not_leader().is_none() && !self.raw.raft.has_pending_conf() {
+            let _ = self
+                .raw
+                .propose_conf_change(Vec::new(), ConfChangeV2::default());
+        }
+    }
+
+    /// Ready, part one (before the node's flush): sends what may go at once,
+    /// installs a snapshot, writes entries and hard state to the log.
+    pub fn begin_ready(&mut self, out: &mut Outbox) -> Result<Option<Ready>> {
+        if !self.raw.has_ready() {
+            return Ok(None);
+        }
+        let mut rd = self.raw.ready();
+        out.add(self.id, rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            self.install_snapshot(rd.snapshot())?;
+        }
+        self.raw.mut_store().persist(rd.entries(), rd.hs())?;
+        for rs in rd.take_read_states() {
+            self.reads.on_read_state(&rs.request_ctx, rs.index);
+        }
+        Ok(Some(rd))
+    }
+
+    /// Ready, part two (after the flush): messages that needed the log on
+    /// disk, the committed entries, `advance` and the light ready.
+    pub fn finish_ready(&mut self, mut rd: Ready, out: &mut Outbox) -> Result<()> {
+        out.add(self.id, rd.take_persisted_messages());
+        self.apply(rd.take_committed_entries())?;
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        out.add(self.id, light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.reads.on_applied(self.applied);
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
+        let meta = snap.get_metadata().clone();
+        let store = self.raw.mut_store();
+        store.begin_snapshot(&meta)?;
+        snapshot::install(&self.shard, &snap.data, meta.index)?;
+        store.apply_snapshot(&meta)?;
+        self.applied = meta.index;
+        // Entries under the snapshot were never seen here: their fate is unknown.
+        let rest = self.proposals.split_off(&(meta.index + 1));
+        for (index, p) in std::mem::replace(&mut self.proposals, rest) {
+            let e = ReplicationError::OutcomeUnknown {
+                group: self.id,
+                index,
+            };
+            match p.waiter {
+                Waiter::Write(r) => drop(r.send(Err(e))),
+                Waiter::Conf(r) => drop(r.send(Err(e))),
+            }
+        }
+        tracing::info!(group = self.id, index = meta.index, "installed a snapshot");
+        Ok(())
+    }
+
+    /// Applies committed entries: conf changes to raft, then every entry
+    /// (empty and conf-change entries as no-op commands, so the applied index
+    /// moves past them) to the shard in ONE engine batch.
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        let noop = Command { ops: Vec::new() }.encode();
+        let mut confs: HashMap<u64, Result<ConfState>> = HashMap::new();
+        let mut batch: Vec<(u64, &[u8])> = Vec::with_capacity(entries.len());
+        for e in &entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal if !e.data.is_empty() => batch.push((e.index, &e.data)),
+                EntryType::EntryNormal => batch.push((e.index, &noop)),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    confs.insert(e.index, self.apply_conf_change(e));
+                    batch.push((e.index, &noop));
+                }
+            }
+        }
+        let outcomes = self.shard.apply_batch(&batch)?;
+        self.applied = last;
+        for (e, outcome) in entries.iter().zip(outcomes) {
+            self.resolve(e, outcome, &mut confs);
+        }
+        Ok(())
+    }
+
+    /// Applies a committed conf change to raft and records the new
+    /// configuration. An invalid one fails the same way on every replica.
+    fn apply_conf_change(&mut self, e: &Entry) -> Result<ConfState> {
+        let cc = if e.get_entry_type() == EntryType::EntryConfChange {
+            let v1 = ConfChange::parse_from_bytes(&e.data)
+                .map_err(|err| ReplicationError::Malformed(err.to_string()))?;
+            v1_to_v2(v1)
+        } else {
+            ConfChangeV2::parse_from_bytes(&e.data)
+                .map_err(|err| ReplicationError::Malformed(err.to_string()))?
+        };
+        match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => {
+                self.raw.mut_store().set_conf_state(cs.clone())?;
+                tracing::info!(group = self.id, index = e.index, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+                Ok(cs)
+            }
+            Err(err) => Err(ReplicationError::InvalidConfChange {
+                group: self.id,
+                reason: err.to_string(),
+            }),
+        }
+    }
+
+    /// Answers the proposal at this entry's index, if this node made one.
+    fn resolve(
+        &mut self,
+        e: &Entry,
+        outcome: ApplyOutcome,
+        confs: &mut HashMap<u64, Result<ConfState>>,
+    ) {
+        // Anything older was lost under a snapshot or a new leader's log.
+        let newer = self.proposals.split_off(&e.index);
+        let older = std::mem::replace(&mut self.proposals, newer);
+        for (index, p) in older {
+            let err = ReplicationError::OutcomeUnknown {
+                group: self.id,
+                index,
+            };
+            match p.waiter {
+                Waiter::Write(r) => drop(r.send(Err(err))),
+                Waiter::Conf(r) => drop(r.send(Err(err))),
+            }
+        }
+        let Some(p) = self.proposals.remove(&e.index) else {
+            return;
+        };
+        let overwritten = ReplicationError::Overwritten {
+            group: self.id,
+            index: e.index,
+            term: p.term,
+        };
+        match p.waiter {
+            Waiter::Write(r) if p.term != e.term => drop(r.send(Err(overwritten))),
+            Waiter::Write(r) => drop(r.send(Ok(outcome))),
+            Waiter::Conf(r) if p.term != e.term => drop(r.send(Err(overwritten))),
+            Waiter::Conf(r) => {
+                // raft turns a conf change it cannot take into an empty entry.
+                let result =
+                    confs
+                        .remove(&e.index)
+                        .unwrap_or(Err(ReplicationError::ConfChangeInProgress {
+                            group: self.id,
+                        }));
+                drop(r.send(result));
+            }
+        }
+    }
+
+    /// Whether enough applied entries piled up in the log to compact it.
+    pub fn compaction_due(&self, config: &NodeConfig) -> bool {
+        let target = self.applied.saturating_sub(config.compact_keep);
+        target >= self.raw.store().truncated_index() + config.compact_after
+    }
+
+    /// Drops log entries up to `durable_applied` less `keep` recent ones
+    /// (for followers slightly behind). The caller made the shard durable
+    /// at `durable_applied`.
+    pub fn compact(&mut self, durable_applied: u64, config: &NodeConfig) -> Result<()> {
+        let target = durable_applied.saturating_sub(config.compact_keep);
+        self.raw.mut_store().compact(target)
+    }
+}
+
+fn v1_to_v2(v1: ConfChange) -> ConfChangeV2 {
+    let mut cc = ConfChangeV2::default();
+    cc.mut_changes().push(ConfChangeSingle {
+        change_type: v1.get_change_type(),
+        node_id: v1.node_id,
+        ..Default::default()
+    });
+    cc
+}

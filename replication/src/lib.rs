@@ -1,0 +1,40 @@
+//! # stratosdb-replication
+//!
+//! Multi-Raft for stratosdb: every shard is a raft group (raft-rs) whose
+//! replicas live on different nodes. One [`RaftNode`] per process hosts many
+//! groups and drives them from one loop thread, with one flush per iteration
+//! for all of them; committed entries apply to the group's engine shard in
+//! one batch.
+//!
+//! - [`log`]: the raft log of a group on a sled tree (`raft::Storage`).
+//! - [`Transport`]: how batches of raft messages travel; [`MemHub`] is the
+//!   in-memory, filterable one for tests.
+//! - [`RaftNode`]: proposals, linearizable reads, membership changes.
+//! - [`codec`]: the bytes on the wire.
+
+pub mod codec;
+mod config;
+mod driver;
+mod error;
+mod group;
+pub mod log;
+mod mem_transport;
+mod node;
+mod read;
+mod snapshot;
+mod transport;
+
+pub use codec::GroupMessage;
+pub use config::NodeConfig;
+pub use error::{ReplicationError, Result};
+pub use group::GroupStatus;
+pub use mem_transport::{Filters, MemHub};
+pub use node::{MembershipChange, Pending, RaftNode};
+pub use raft::eraftpb::ConfState;
+pub use snapshot::{export_chunks, install};
+pub use transport::{Inbox, Transport};
+
+/// A node of the cluster; the same id in every group it is a replica of.
+pub type NodeId = u64;
+/// A raft group; one per shard, so it is the shard's id.
+pub type GroupId = stratosdb_engine::ShardId;

@@ -1,0 +1,250 @@
+//! The handle on a replication node: many raft groups, one loop thread
+//! (`driver.rs`). Calls queue a request for the loop and return a
+//! [`Pending`] answer; dropping the node stops the loop and waits for it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
+};
+use stratosdb_engine::{ApplyOutcome, Command, Engine, KvStore as _, Shard, SledStore};
+
+use crate::config::NodeConfig;
+use crate::driver::{Driver, Request};
+use crate::group::GroupStatus;
+use crate::read::ReadWaiter;
+use crate::transport::{Inbox, Transport};
+use crate::{GroupId, NodeId, ReplicationError, Result, log};
+
+/// An answer that comes later (when an entry applies, a read index is
+/// reached, ...). Wait for it with a timeout.
+pub struct Pending<T> {
+    group: GroupId,
+    rx: mpsc::Receiver<Result<T>>,
+}
+
+impl<T> Pending<T> {
+    fn new(group: GroupId) -> (mpsc::Sender<Result<T>>, Self) {
+        let (tx, rx) = mpsc::channel();
+        (tx, Pending { group, rx })
+    }
+
+    /// Waits up to `timeout`; `Timeout` says only that the answer did not
+    /// come in time (a proposal may still apply later: wait again to know).
+    pub fn wait(&self, timeout: Duration) -> Result<T> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                Err(ReplicationError::Timeout { group: self.group })
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ReplicationError::Stopped),
+        }
+    }
+}
+
+/// One membership step for [`RaftNode::change_membership`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Adds a non-voting replica that receives the log (or a snapshot).
+    AddLearner(NodeId),
+    /// Makes a learner (or a new node) a voter.
+    AddVoter(NodeId),
+    /// Removes a voter or learner.
+    Remove(NodeId),
+}
+
+/// A node hosting raft groups.
+///
+/// ```
+/// use std::time::Duration;
+/// use stratosdb_engine::{ApplyOutcome, Command, Op};
+/// use stratosdb_replication::{MemHub, NodeConfig, RaftNode};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let hub = MemHub::new();
+/// let mut config = NodeConfig::new(1);
+/// config.tick = Duration::from_millis(10);
+/// let node = RaftNode::open(dir.path(), config, hub.transport(1)).unwrap();
+/// hub.register(1, node.inbox());
+/// node.create_group(7, &[1]).unwrap(); // a one-replica group
+/// let create = Command { ops: vec![Op::CreateCollection { name: "users".into() }] };
+/// let outcome = loop {
+///     match node.propose(7, &create).wait(Duration::from_secs(5)) {
+///         Err(e) if e.is_retryable() => std::thread::sleep(Duration::from_millis(10)), // electing
+///         other => break other.unwrap(),
+///     }
+/// };
+/// assert!(matches!(outcome, ApplyOutcome::Applied(_)));
+/// node.read_index(7, Duration::from_secs(5)).wait(Duration::from_secs(5)).unwrap();
+/// assert_eq!(node.shard(7).unwrap().collections(), ["users"]);
+/// ```
+pub struct RaftNode {
+    id: NodeId,
+    engine: Engine,
+    tx: mpsc::Sender<Request>,
+    thread: Option<JoinHandle<()>>,
+    max_message_bytes: usize,
+}
+
+impl RaftNode {
+    /// Opens (or creates) the node's data in `dir`: one sled database holds
+    /// the engine's shards and the raft logs, so one flush covers both.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: NodeConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<RaftNode> {
+        let store = SledStore::open(dir.as_ref(), config.engine.cache_bytes)?;
+        RaftNode::start(config, store, transport)
+    }
+
+    /// Starts the node on a store; groups whose logs it holds are reopened.
+    pub fn start(
+        config: NodeConfig,
+        store: SledStore,
+        transport: Arc<dyn Transport>,
+    ) -> Result<RaftNode> {
+        let engine = Engine::with_store(store.clone(), config.engine.clone())?;
+        let (tx, rx) = mpsc::channel();
+        let mut driver = Driver {
+            config: config.clone(),
+            store: store.clone(),
+            engine: engine.clone(),
+            transport,
+            groups: BTreeMap::new(),
+            rx,
+            read_seq: 0,
+        };
+        for name in store.tree_names()? {
+            if let Some(group) = log::group_of_tree(&name) {
+                driver.create_group(group, &[])?;
+            }
+        }
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-node-{}", config.id))
+            .spawn(move || driver.run())
+            .map_err(|e| ReplicationError::Corruption(format!("cannot start a thread: {e}")))?;
+        Ok(RaftNode {
+            id: config.id,
+            engine,
+            tx,
+            thread: Some(thread),
+            max_message_bytes: config.max_message_bytes,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The engine under this node's groups (read the shards here).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The shard that is the state machine of `group`.
+    pub fn shard(&self, group: GroupId) -> Result<Shard> {
+        Ok(self.engine.shard(group)?)
+    }
+
+    /// Where a transport delivers the batches that arrive for this node.
+    pub fn inbox(&self) -> Inbox {
+        let tx = self.tx.clone();
+        Inbox::new(self.max_message_bytes, move |batch| {
+            tx.send(Request::Raft(batch))
+                .map_err(|_| ReplicationError::Stopped)
+        })
+    }
+
+    fn request<T>(
+        &self,
+        group: GroupId,
+        make: impl FnOnce(mpsc::Sender<Result<T>>) -> Request,
+    ) -> Pending<T> {
+        let (reply, pending) = Pending::new(group);
+        // If the loop has stopped, the dropped reply reads as `Stopped`.
+        let _ = self.tx.send(make(reply));
+        pending
+    }
+
+    /// Hosts `group` here. With `voters`, a new group is bootstrapped with
+    /// that membership (every founding replica passes the same list); with
+    /// none, the replica waits to be added and brought up by a snapshot.
+    pub fn create_group(&self, group: GroupId, voters: &[NodeId]) -> Result<()> {
+        let voters = voters.to_vec();
+        self.request(group, |reply| Request::CreateGroup {
+            group,
+            voters,
+            reply,
+        })
+        .wait(Duration::from_secs(30))
+    }
+
+    /// Proposes a command to the group's leader (this node); the answer comes
+    /// when its entry applies. Fails at once with `NotLeader` elsewhere.
+    pub fn propose(&self, group: GroupId, command: &Command) -> Pending<ApplyOutcome> {
+        let data = command.encode();
+        self.request(group, |reply| Request::Propose { group, data, reply })
+    }
+
+    /// A linearizable read barrier: answers with a read index once this
+    /// replica has applied it; reads of the shard after that see every write
+    /// acknowledged before the call.
+    pub fn read_index(&self, group: GroupId, timeout: Duration) -> Pending<u64> {
+        let deadline = Instant::now() + timeout;
+        self.request(group, |reply| Request::Read {
+            group,
+            waiter: ReadWaiter { reply, deadline },
+        })
+    }
+
+    /// Proposes a membership change (one step: a simple change; several: a
+    /// joint change the leader leaves by itself). The answer is the new
+    /// configuration once applied, or an error if raft dropped it.
+    pub fn change_membership(
+        &self,
+        group: GroupId,
+        changes: &[MembershipChange],
+    ) -> Pending<ConfState> {
+        let mut cc = ConfChangeV2::default();
+        cc.set_transition(ConfChangeTransition::Auto);
+        for change in changes {
+            let (change_type, node_id) = match *change {
+                MembershipChange::AddLearner(n) => (ConfChangeType::AddLearnerNode, n),
+                MembershipChange::AddVoter(n) => (ConfChangeType::AddNode, n),
+                MembershipChange::Remove(n) => (ConfChangeType::RemoveNode, n),
+            };
+            cc.mut_changes().push(ConfChangeSingle {
+                change_type,
+                node_id,
+                ..Default::default()
+            });
+        }
+        self.request(group, |reply| Request::ConfChange { group, cc, reply })
+    }
+
+    /// Leaves a joint configuration (an empty `ConfChangeV2`).
+    pub fn leave_joint(&self, group: GroupId) -> Pending<ConfState> {
+        let cc = ConfChangeV2::default();
+        self.request(group, |reply| Request::ConfChange { group, cc, reply })
+    }
+
+    /// The group as this node sees it.
+    pub fn status(&self, group: GroupId) -> Result<GroupStatus> {
+        self.request(group, |reply| Request::Status { group, reply })
+            .wait(Duration::from_secs(30))
+    }
+}
+
+impl Drop for RaftNode {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Request::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

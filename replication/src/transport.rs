@@ -1,0 +1,41 @@
+//! How raft messages travel between nodes. A [`Transport`] sends batches to a
+//! node id; what arrives is handed, still encoded, to the receiving node's
+//! [`Inbox`], which decodes it with a size limit. The in-memory hub for tests
+//! is in `mem_transport.rs`; libp2p comes next.
+
+use std::sync::Arc;
+
+use crate::codec::{GroupMessage, decode_batch};
+use crate::{NodeId, Result};
+
+/// Sends raft messages to other nodes. Best effort: raft retries what is lost.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one batch (messages of any groups) to node `to`.
+    fn send(&self, to: NodeId, batch: Vec<GroupMessage>);
+}
+
+/// The receiving end of a node: decodes a batch and queues it for the node's loop.
+#[derive(Clone)]
+pub struct Inbox {
+    deliver: Arc<dyn Fn(Vec<GroupMessage>) -> Result<()> + Send + Sync>,
+    limit: usize,
+}
+
+impl Inbox {
+    pub(crate) fn new(
+        limit: usize,
+        deliver: impl Fn(Vec<GroupMessage>) -> Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        Inbox {
+            deliver: Arc::new(deliver),
+            limit,
+        }
+    }
+
+    /// Decodes a batch that arrived (refusing one over the size limit) and
+    /// queues it for the node.
+    pub fn deliver(&self, bytes: &[u8]) -> Result<()> {
+        let batch = decode_batch(bytes, self.limit)?;
+        (self.deliver)(batch)
+    }
+}
