@@ -30,6 +30,7 @@ PAIRS = [
     ("Merkle update (patch) at 1M vs sled overwrite at 1M", "merkle_update/1000000", "sled_overwrite/1000000"),
     ("Merkle update: 100k vs 10k", "merkle_update/100000", "merkle_update/10000"),
     ("Merkle update: 1M vs 10k", "merkle_update/1000000", "merkle_update/10000"),
+    ("raft log: raft-engine vs the sled log, 8 groups x 8 entries, one sync", "raft_log_write_64_entries_synced/raft_engine", "raft_log_write_64_entries_synced/sled_log"),
     ("durable inserts: 4 writers vs 1 (group commit)", "sync_insert_small/4_writers", "sync_insert_small/1_writers"),
 ]
 

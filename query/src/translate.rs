@@ -173,6 +173,11 @@ pub fn query(q: &sql::Query) -> Result<Query> {
     // Projection, with aggregate calls collected.
     let mut items = Vec::new();
     let mut star = false;
+    if select.projection.is_empty() {
+        return Err(QueryError::Syntax(
+            "SELECT needs a column list or *, found nothing before FROM".into(),
+        ));
+    }
     for item in &select.projection {
         match item {
             sql::SelectItem::Wildcard(_) => star = true,
@@ -354,10 +359,36 @@ enum Aggs<'a> {
     Refuse(&'a str),
 }
 
+/// Words that start a clause. sqlparser reads one where an expression is due
+/// as a field name (`UPDATE c SET age = WHERE`, `SELECT FROM t`); unquoted, it
+/// is a mistake, not a field: a field of that name is written quoted.
+const CLAUSE_KEYWORDS: &[&str] = &[
+    "SELECT", "FROM", "WHERE", "SET", "GROUP", "ORDER", "HAVING", "LIMIT", "OFFSET", "VALUES",
+    "UNION",
+];
+
+fn refuse_clause_keyword(id: &sql::Ident) -> Result<()> {
+    if id.quote_style.is_none()
+        && CLAUSE_KEYWORDS
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(&id.value))
+    {
+        return Err(QueryError::Syntax(format!(
+            "expected an expression, found the keyword {} (write \"{}\" for a field of that name)",
+            id.value.to_uppercase(),
+            id.value
+        )));
+    }
+    Ok(())
+}
+
 /// A path expression (`a`, `a.b.c`, `tags[0]`, `items[1].sku`), if `e` is one.
 fn path_of(e: &sql::Expr) -> Result<Option<Path>> {
     Ok(Some(Path::new(match e {
-        sql::Expr::Identifier(id) => vec![PathSegment::Field(id.value.clone())],
+        sql::Expr::Identifier(id) => {
+            refuse_clause_keyword(id)?;
+            vec![PathSegment::Field(id.value.clone())]
+        }
         sql::Expr::CompoundIdentifier(ids) => ids
             .iter()
             .map(|i| PathSegment::Field(i.value.clone()))

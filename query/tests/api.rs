@@ -518,3 +518,35 @@ fn lowest_and_highest_numbers_are_inside_the_number_range() {
     assert_eq!(ids("SELECT _id FROM t WHERE v <= 'a'"), [json!("s")]);
     assert_eq!(ids("SELECT _id FROM t WHERE v >= false"), [json!("t")]);
 }
+
+#[test]
+fn a_clause_keyword_where_a_value_is_due_is_a_syntax_error_and_changes_nothing() {
+    let db = users();
+    for sql in [
+        "UPDATE users SET age = WHERE _id = 'u1'",
+        "UPDATE users SET age = WHERE",
+        "SELECT FROM users",
+    ] {
+        let err = db.execute(sql).unwrap_err();
+        assert_eq!(err.code(), "syntax_error", "{sql}: {err}");
+    }
+    let err = db.execute("UPDATE users SET age = WHERE").unwrap_err();
+    assert!(err.to_string().contains("keyword WHERE"), "{err}");
+    let rows = db
+        .execute("SELECT COUNT(*) AS n FROM users WHERE age >= 0")
+        .unwrap();
+    let StatementResult::Rows { rows, .. } = &rows[0] else {
+        panic!("rows")
+    };
+    assert_eq!(rows[0].to_json_string(), r#"{"n":4}"#);
+    // Quoted, the word is a field name.
+    db.execute(r#"UPDATE users SET "where" = 1 WHERE _id = 'u1'"#)
+        .unwrap();
+    let rows = db
+        .execute(r#"SELECT "where" FROM users WHERE _id = 'u1'"#)
+        .unwrap();
+    let StatementResult::Rows { rows, .. } = &rows[0] else {
+        panic!("rows")
+    };
+    assert_eq!(rows[0].to_json_string(), r#"{"where":1}"#);
+}

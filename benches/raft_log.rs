@@ -1,0 +1,116 @@
+//! The raft log's write path, two ways, in the same run: what one loop
+//! iteration of a node writes for 8 shard groups under load (8 entries of
+//! 1 KiB per group and each group's hard state) made durable with ONE sync.
+//!
+//! - `sled_log`: the replication crate's `LogStore` (a sled tree per group,
+//!   one `flush` for all), what `stratosdb node` uses;
+//! - `raft_engine`: TiKV's raft-engine 0.4.2 with its default settings (one
+//!   `LogBatch` for all groups, written with `sync = true`).
+//!
+//!   cargo bench --bench raft_log
+//!   python3 benches/ratios.py
+//!
+//! The figure and the choice are in `docs/replication.md`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use raft::eraftpb::{Entry, HardState};
+use stratosdb_engine::{Engine, EngineConfig, SledStore};
+use stratosdb_replication::log::LogStore;
+
+const GROUPS: u64 = 8;
+const ENTRIES_PER_GROUP: u64 = 8;
+const ENTRY_BYTES: usize = 1024;
+
+fn entries(group: u64, first: u64) -> Vec<Entry> {
+    (first..first + ENTRIES_PER_GROUP)
+        .map(|index| {
+            let mut e = Entry::default();
+            e.index = index;
+            e.term = 1;
+            // Text-like payload (documents are JSON): compressible as real ones are.
+            e.data = (0..ENTRY_BYTES)
+                .map(|k| b'a' + ((index as usize * 31 + k * 7 + group as usize) % 26) as u8)
+                .collect();
+            e
+        })
+        .collect()
+}
+
+fn hard_state(commit: u64) -> HardState {
+    let mut hs = HardState::default();
+    hs.term = 1;
+    hs.commit = commit;
+    hs
+}
+
+/// raft-engine wants to know how to read an entry's index.
+#[derive(Clone)]
+struct EntryExt;
+
+impl raft_engine::MessageExt for EntryExt {
+    type Entry = Entry;
+
+    fn index(e: &Entry) -> u64 {
+        e.index
+    }
+}
+
+fn log_write_path(c: &mut Criterion) {
+    let mut group = c.benchmark_group("raft_log_write_64_entries_synced");
+    group.throughput(Throughput::Elements(GROUPS * ENTRIES_PER_GROUP));
+    group.sample_size(20);
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SledStore::open(dir.path(), 64 << 20).expect("sled");
+        let engine = Engine::with_store(store.clone(), EngineConfig::default()).expect("engine");
+        let mut logs: Vec<LogStore> = (0..GROUPS as u32)
+            .map(|g| {
+                let shard = engine.shard(g).expect("shard");
+                LogStore::open(&store, g, shard, &[1, 2, 3], 1 << 20).expect("log")
+            })
+            .collect();
+        // Founding logs start after index 1.
+        let next = AtomicU64::new(2);
+        group.bench_function("sled_log", |b| {
+            b.iter(|| {
+                let first = next.fetch_add(ENTRIES_PER_GROUP, Ordering::Relaxed);
+                for (g, log) in logs.iter_mut().enumerate() {
+                    let batch = entries(g as u64, first);
+                    let hs = hard_state(first + ENTRIES_PER_GROUP - 1);
+                    log.persist(&batch, Some(&hs)).expect("persist");
+                }
+                stratosdb_engine::KvStore::flush(&store).expect("flush");
+            })
+        });
+    }
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = raft_engine::Config {
+            dir: dir.path().to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let log = raft_engine::Engine::open(config).expect("raft-engine");
+        let next = AtomicU64::new(1);
+        group.bench_function("raft_engine", |b| {
+            b.iter(|| {
+                let first = next.fetch_add(ENTRIES_PER_GROUP, Ordering::Relaxed);
+                let mut batch = raft_engine::LogBatch::default();
+                for g in 0..GROUPS {
+                    batch
+                        .add_entries::<EntryExt>(g + 1, &entries(g, first))
+                        .expect("entries");
+                    batch
+                        .put_message(g + 1, b"hard_state".to_vec(), &hard_state(first))
+                        .expect("hard state");
+                }
+                log.write(&mut batch, true).expect("write");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, log_write_path);
+criterion_main!(benches);
