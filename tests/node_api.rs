@@ -478,8 +478,11 @@ fn cluster_map_reports_the_root_the_data_implies() {
     assert_eq!(typed.shards[0].replicas[0].root, expected_root);
 }
 
+/// One sample: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// Every line of the Prometheus text format: comments, or `name{labels} value`.
-fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn parse_prometheus(text: &str) -> Vec<Sample> {
     let mut samples = Vec::new();
     for line in text.lines() {
         if line.is_empty() {
