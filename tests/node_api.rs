@@ -800,3 +800,110 @@ fn peers_and_join_are_refused_until_replication_exists() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// A script with DDL, `\import`, `\d`, an UPDATE, a syntax error spanning
+/// lines and an unknown collection.
+const SCRIPT: &str = r#"CREATE COLLECTION c; \import IMPORT_FILE INTO c
+SELECT n, _id, t FROM c ORDER BY n;
+CREATE INDEX by_n ON c (n);
+\d c
+\d
+UPDATE c SET n = n + 10 WHERE _id = 'b';
+SELECT *
+  FROM WHERE;
+SELECT * FROM nope;
+SELECT n AS k, t FROM c WHERE n > 1;
+"#;
+
+#[test]
+fn shell_connect_prints_what_the_embedded_shell_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("docs.jsonl");
+    std::fs::write(
+        &file,
+        "{\"_id\":\"a\",\"t\":\"it's \\n ok\",\"n\":1}\n{\"_id\":\"b\",\"n\":2}\nnot json\n{\"_id\":\"a\"}\n",
+    )
+    .unwrap();
+    let script = SCRIPT.replace("IMPORT_FILE", file.to_str().unwrap());
+    for format in ["json", "table", "csv"] {
+        let node_dir = dir.path().join(format!("node-{format}"));
+        let node = Node::start(&node_dir, &[]);
+        let remote = run(
+            &["shell", "--connect", &node.url, "--format", format],
+            Some(&script),
+        );
+        let data = dir.path().join(format!("embedded-{format}"));
+        let embedded = run(
+            &[
+                "shell",
+                "--data",
+                data.to_str().unwrap(),
+                "--format",
+                format,
+            ],
+            Some(&script),
+        );
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        assert_eq!(text(&remote.stdout), text(&embedded.stdout), "{format}");
+        assert_eq!(text(&remote.stderr), text(&embedded.stderr), "{format}");
+        assert_eq!(remote.status.code(), embedded.status.code());
+        if format == "json" {
+            assert_eq!(
+                text(&remote.stdout),
+                "{\"affected\":0}\n{\"n\":1,\"_id\":\"a\",\"t\":\"it's \\n ok\"}\n{\"n\":2,\"_id\":\"b\"}\n\
+                 {\"affected\":0}\n{\"name\":\"by_n\",\"fields\":[\"n\"],\"unique\":false,\"multikey\":false}\n\
+                 {\"collection\":\"c\",\"documents\":2,\"indexes\":1}\n{\"affected\":1}\n{\"k\":12}\n"
+            );
+            let err = text(&remote.stderr);
+            assert!(
+                err.contains("error: statement 5 (line 7, column 1): syntax error: Expected: table name, found: WHERE at Line: 8, Column: 8"),
+                "{err}"
+            );
+            assert!(
+                err.contains("Loaded 2 documents into c; 2 lines failed."),
+                "{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn shell_connect_to_nothing_is_a_clear_error() {
+    let out = run(
+        &["shell", "--connect", "http://127.0.0.1:9", "-c", "SELECT 1"],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http://127.0.0.1:9"), "{err}");
+}
+
+#[test]
+fn cluster_status_prints_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--zone", "z1"]);
+    let client = node.client();
+    client.sql("CREATE COLLECTION users").unwrap();
+    client.put("users", "u1", &json!({"n": 1})).unwrap();
+    let map = client.cluster().unwrap();
+    let out = run(&["cluster", "status", "--connect", &node.url], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let root = &map.shards[0].replicas[0].root;
+    assert!(text.contains(&format!("{} (self)", map.self_id)), "{text}");
+    assert!(text.contains(&map.nodes[0].http), "{text}");
+    assert!(text.contains("z1"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains(root.as_str()))
+        .unwrap_or_else(|| panic!("no row with the root: {text}"));
+    assert!(row.contains("users"), "{row}");
+    assert!(
+        text.trim_end().ends_with("(1 node, 1 collection)"),
+        "{text}"
+    );
+}
