@@ -1,7 +1,8 @@
-//! `stratosdb`: the command-line entry point. Today it runs the SQL-like shell
-//! on the embedded database; the cluster commands (`node`, `demo`, `audit`)
-//! arrive with replication and chain anchoring.
+//! `stratosdb`: the command-line entry point: the SQL-like shell (embedded,
+//! or `--connect` to a node), a node serving the HTTP/JSON API, and the
+//! cluster map. `demo` and `audit` arrive with replication and chain anchoring.
 
+mod node_cmd;
 mod shell;
 
 use std::path::PathBuf;
@@ -22,8 +23,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The SQL-like shell on an embedded database folder.
+    /// The SQL-like shell on an embedded database folder, or on a node (--connect).
     Shell(ShellArgs),
+    /// One node: serves the HTTP/JSON API on its data folder.
+    Node(node_cmd::NodeArgs),
+    /// The cluster: `cluster status --connect URL` prints the cluster map.
+    #[command(subcommand)]
+    Cluster(node_cmd::ClusterCommand),
 }
 
 #[derive(clap::Args)]
@@ -31,6 +37,9 @@ pub struct ShellArgs {
     /// The database folder (created if absent).
     #[arg(long, default_value = "./stratosdb-data")]
     data: PathBuf,
+    /// Run against the node at http://HOST:PORT instead of a data folder.
+    #[arg(long, conflicts_with = "data")]
+    connect: Option<String>,
     /// Run these `;`-separated statements and exit.
     #[arg(short = 'c', long = "command")]
     command: Option<String>,
@@ -47,6 +56,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Shell(args) => shell::run(args),
+        Command::Node(args) => node_cmd::run(args).map(|()| true),
+        Command::Cluster(command) => node_cmd::cluster(command).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

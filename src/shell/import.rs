@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use stratosdb_engine::{Durability, EngineError, Op, Shard, Value};
+use stratosdb_engine::Value;
 
 use super::interrupt::Catch;
 
@@ -115,8 +115,43 @@ impl ImportReport {
     }
 }
 
-pub fn import(shard: &Shard, args: &ImportArgs, progress: bool) -> anyhow::Result<ImportReport> {
-    shard.collection(&args.collection)?;
+/// Why a write of the import failed.
+#[derive(Debug)]
+pub enum WriteError {
+    /// An `_id` is already in the collection.
+    Duplicate(String),
+    /// A document was refused on its merits (bad `_id`, too large, ...).
+    Rejected(String),
+    /// The storage or the connection failed: the import stops.
+    Fault(anyhow::Error),
+}
+
+/// Where an import writes: the embedded shard or a node.
+pub trait ImportSink {
+    /// Fails unless the collection exists.
+    fn check_collection(&self, collection: &str) -> anyhow::Result<()>;
+    /// Whether a document with this `_id` is stored already.
+    fn exists(&self, collection: &str, id: &str) -> anyhow::Result<bool>;
+    /// Writes every document, durably, at once: all or nothing.
+    /// `replace`: overwrite a document with the same `_id`.
+    fn write_batch(
+        &self,
+        collection: &str,
+        docs: &[Value],
+        replace: bool,
+    ) -> Result<(), WriteError>;
+    /// Writes one document (made durable by [`ImportSink::sync`]).
+    fn write_one(&self, collection: &str, doc: Value, replace: bool) -> Result<(), WriteError>;
+    /// Makes every write so far durable.
+    fn sync(&self) -> anyhow::Result<()>;
+}
+
+pub fn import(
+    sink: &dyn ImportSink,
+    args: &ImportArgs,
+    progress: bool,
+) -> anyhow::Result<ImportReport> {
+    sink.check_collection(&args.collection)?;
     let file = &args.file;
     let size = std::fs::metadata(file)
         .with_context(|| format!("cannot read {}", file.display()))?
@@ -135,7 +170,7 @@ pub fn import(shard: &Shard, args: &ImportArgs, progress: bool) -> anyhow::Resul
     );
     let catch = Catch::start();
     let mut loader = Loader {
-        shard,
+        sink,
         args,
         report: ImportReport::default(),
         batch: Vec::with_capacity(BATCH),
@@ -172,7 +207,7 @@ pub fn import(shard: &Shard, args: &ImportArgs, progress: bool) -> anyhow::Resul
 }
 
 struct Loader<'a> {
-    shard: &'a Shard,
+    sink: &'a dyn ImportSink,
     args: &'a ImportArgs,
     report: ImportReport,
     batch: Vec<(usize, Value)>,
@@ -198,14 +233,6 @@ impl Loader<'_> {
         Ok(())
     }
 
-    fn op(&self, doc: Value) -> Op {
-        let collection = self.args.collection.clone();
-        match self.args.on_conflict {
-            OnConflict::Replace => Op::Upsert { collection, doc },
-            OnConflict::Fail | OnConflict::Skip => Op::Insert { collection, doc },
-        }
-    }
-
     /// Writes the batch: one atomic write; if it fails, document by document,
     /// so that only the bad lines are left out, each counted with its reason.
     fn flush(&mut self) -> anyhow::Result<()> {
@@ -225,33 +252,35 @@ impl Loader<'_> {
         if batch.is_empty() {
             return Ok(());
         }
-        let ops = batch.iter().map(|(_, d)| self.op(d.clone())).collect();
-        if self.shard.write(ops, Durability::Sync).is_ok() {
-            self.report.loaded += batch.len() as u64;
-            return Ok(());
+        let collection = &self.args.collection;
+        let replace = self.args.on_conflict == OnConflict::Replace;
+        let docs: Vec<Value> = batch.iter().map(|(_, d)| d.clone()).collect();
+        match self.sink.write_batch(collection, &docs, replace) {
+            Ok(()) => {
+                self.report.loaded += batch.len() as u64;
+                return Ok(());
+            }
+            Err(WriteError::Fault(e)) => return Err(e),
+            Err(_) => {}
         }
         for (line_no, doc) in batch {
-            match self.shard.write(vec![self.op(doc)], Durability::Buffered) {
-                Ok(_) => self.report.loaded += 1,
-                Err(EngineError::DuplicateId { .. })
-                    if self.args.on_conflict == OnConflict::Skip =>
-                {
+            match self.sink.write_one(collection, doc, replace) {
+                Ok(()) => self.report.loaded += 1,
+                Err(WriteError::Duplicate(_)) if self.args.on_conflict == OnConflict::Skip => {
                     self.report.skipped += 1
                 }
-                Err(e @ EngineError::DuplicateId { .. }) => {
-                    self.report.duplicates.add(line_no, e.to_string())
-                }
-                Err(e) => self.report.failed.add(line_no, e.to_string()),
+                Err(WriteError::Duplicate(e)) => self.report.duplicates.add(line_no, e),
+                Err(WriteError::Rejected(e)) => self.report.failed.add(line_no, e),
+                Err(WriteError::Fault(e)) => return Err(e),
             }
         }
-        self.shard.write(vec![], Durability::Sync)?;
-        Ok(())
+        self.sink.sync()
     }
 
     /// Whether a document with this one's `_id` is stored already.
     fn stored(&self, doc: &Value) -> anyhow::Result<bool> {
         match doc.as_object().and_then(|o| o.get("_id")) {
-            Some(Value::String(id)) => Ok(self.shard.get_raw(&self.args.collection, id)?.is_some()),
+            Some(Value::String(id)) => self.sink.exists(&self.args.collection, id),
             _ => Ok(false),
         }
     }

@@ -7,6 +7,7 @@ mod import;
 mod input;
 mod interrupt;
 mod output;
+mod target;
 
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -16,9 +17,9 @@ use anyhow::Context;
 use input::{Assembler, Item, Statement};
 pub use output::Format;
 use rustyline::error::ReadlineError;
-use stratosdb_engine::{Engine, EngineConfig};
+use stratosdb_query::StatementResult;
 use stratosdb_query::parse::parse_statement_at;
-use stratosdb_query::{Database, QueryError, StatementResult};
+use target::{Embedded, Remote, Target};
 
 use crate::ShellArgs;
 
@@ -38,18 +39,14 @@ Commands (a command takes the rest of its line; it may follow a ';'):
   \q                      quit"#;
 
 pub fn run(args: ShellArgs) -> anyhow::Result<bool> {
-    let config = EngineConfig {
-        cache_bytes: args.cache_mb.saturating_mul(1 << 20),
-        ..EngineConfig::default()
+    let target: Box<dyn Target> = match &args.connect {
+        Some(url) => Box::new(Remote::connect(url)?),
+        None => Box::new(Embedded::open(&args.data, args.cache_mb)?),
     };
-    let db = Engine::open(&args.data, config)
-        .map_err(QueryError::from)
-        .and_then(Database::with_engine)
-        .with_context(|| format!("cannot open the database in {}", args.data.display()))?;
     // Without the handler, Ctrl-C during \import ends the program, as by default.
     let _ = interrupt::install();
     let mut session = Session {
-        db,
+        target,
         format: args.format,
         timing: false,
         ok: true,
@@ -69,13 +66,18 @@ pub fn run(args: ShellArgs) -> anyhow::Result<bool> {
         return Ok(session.ok);
     }
     session.interactive = true;
-    session.repl(&args.data)?;
+    let history = match &args.connect {
+        Some(_) => history_file(Path::new(".")),
+        None => history_file(&args.data),
+    };
+    session.repl(&history)?;
     // Interactively, failures were shown as they happened.
     Ok(true)
 }
 
 struct Session {
-    db: Database,
+    /// Where statements run: a data folder or a node.
+    target: Box<dyn Target>,
     format: Format,
     timing: bool,
     /// False once any statement or command has failed.
@@ -141,13 +143,12 @@ impl Session {
         }
     }
 
-    fn repl(&mut self, data: &Path) -> anyhow::Result<()> {
+    fn repl(&mut self, history: &Path) -> anyhow::Result<()> {
         let mut editor = rustyline::DefaultEditor::new()?;
-        let history = history_file(data);
-        let _ = editor.load_history(&history);
+        let _ = editor.load_history(history);
         println!(
             "stratosdb shell on {} — \\help for help, \\q to quit",
-            data.display()
+            self.target.describe()
         );
         let mut entry = String::new();
         while !self.quit {
@@ -182,7 +183,7 @@ impl Session {
                 Err(e) => return Err(e.into()),
             }
         }
-        let _ = editor.save_history(&history);
+        let _ = editor.save_history(history);
         Ok(())
     }
 
@@ -204,7 +205,11 @@ impl Session {
     fn statement(&mut self, stmt: &Statement) {
         let started = Instant::now();
         let (line, column) = stmt.origin;
-        let result = parse_statement_at(&stmt.text, line, column).and_then(|s| self.db.run(&s));
+        // Parsed here in either case, so that a syntax error names its
+        // place in the script whether the statement runs here or on a node.
+        let result = parse_statement_at(&stmt.text, line, column)
+            .map_err(|e| e.to_string())
+            .and_then(|parsed| self.target.run(&stmt.text, &parsed));
         let elapsed = started.elapsed();
         match result {
             Ok(result) => self.print(&result),
@@ -223,9 +228,9 @@ impl Session {
 
     /// Runs a query the shell makes itself (for `\d`).
     fn internal(&mut self, sql: &str) {
-        match self.db.execute_one(sql) {
+        match self.target.run_sql(sql) {
             Ok(result) => self.print(&result),
-            Err(e) => self.fail(&e.to_string()),
+            Err(e) => self.fail(&e),
         }
     }
 
@@ -269,20 +274,17 @@ impl Session {
     }
 
     fn describe(&mut self, name: &str) {
-        match self.db.shard().collection(name) {
-            Ok(info) => {
-                self.info(&format!(
-                    "Collection {:?}: {} documents",
-                    info.name, info.count
-                ));
+        match self.target.count(name) {
+            Ok(count) => {
+                self.info(&format!("Collection {name:?}: {count} documents"));
                 self.internal(&format!("SHOW INDEXES FROM \"{name}\""));
             }
-            Err(e) => self.fail(&e.to_string()),
+            Err(e) => self.fail(&e),
         }
     }
 
     fn import(&mut self, args: &import::ImportArgs) {
-        let report = match import::import(self.db.shard(), args, self.interactive) {
+        let report = match import::import(self.target.as_ref(), args, self.interactive) {
             Ok(report) => report,
             Err(e) => return self.fail(&format!("{e:#}")),
         };

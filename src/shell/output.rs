@@ -5,6 +5,7 @@
 use std::io::Write;
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use stratosdb::rows::json_row;
 use stratosdb_engine::Value;
 use stratosdb_query::StatementResult;
 
@@ -55,25 +56,6 @@ pub fn print(
             Format::Table => writeln!(out, "{text}"),
         },
     }
-}
-
-/// The row as a JSON object with its keys in column order (a missing value
-/// is an absent key); keys the columns do not name, if any, come last.
-fn json_row(columns: &[String], row: &Value) -> String {
-    let Some(fields) = row.as_object() else {
-        return row.to_json_string();
-    };
-    let named = columns.iter().filter_map(|c| fields.get_key_value(c));
-    let others = fields.iter().filter(|(k, _)| !columns.contains(k));
-    let members: Vec<String> = named
-        .chain(others)
-        .map(|(k, v)| format!("{}:{}", json_string(k), v.to_json_string()))
-        .collect();
-    format!("{{{}}}", members.join(","))
-}
-
-fn json_string(s: &str) -> String {
-    Value::String(s.to_string()).to_json_string()
 }
 
 fn field<'a>(row: &'a Value, column: &str) -> Option<&'a Value> {

@@ -1,0 +1,92 @@
+//! The HTTP/JSON API's wire types, shared by the node (which serves them) and
+//! the client (which reads them). The paths, fields and status codes are a
+//! contract: tests and users rely on them (see the README's "HTTP API").
+
+use serde::{Deserialize, Serialize};
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read began (the default).
+    #[default]
+    Linearizable,
+    /// Any replica's state, possibly behind the leader's; on a single node it
+    /// is the node's own state, which is also linearizable.
+    Follower,
+}
+
+/// `POST /v1/sql`'s body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SqlRequest {
+    pub sql: String,
+    #[serde(default)]
+    pub consistency: Consistency,
+    /// Ask for `columns` (row results) and `message` (DDL) in the reply too:
+    /// what the shell needs to print a result as the embedded shell does.
+    /// Off by default, so that the reply is `{"rows", "affected"}` alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detail: bool,
+}
+
+/// `GET /v1/cluster`'s reply: the cluster map as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMap {
+    /// The answering node's id.
+    #[serde(rename = "self")]
+    pub self_id: String,
+    pub nodes: Vec<NodeInfo>,
+    pub collections: Vec<CollectionPlacement>,
+    pub shards: Vec<ShardInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    /// The peer-to-peer address (`null` for a node without one).
+    pub p2p: Option<String>,
+    /// The HTTP API's address, `HOST:PORT`.
+    pub http: String,
+    /// The node's zone (`null` when none was given).
+    pub zone: Option<String>,
+    pub up: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionPlacement {
+    pub name: String,
+    pub shards: u32,
+    pub replicas: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub collection: String,
+    pub shard: u32,
+    /// The leader's node id, `null` while there is none.
+    pub leader: Option<String>,
+    pub replicas: Vec<ReplicaInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    pub node: String,
+    /// The raft index the replica has applied (exact for the answering
+    /// node's own replicas).
+    pub applied: u64,
+    /// The replica's Merkle root at `applied`, 64 hex digits.
+    pub root: String,
+}
+
+/// The body of every error reply: `{"error": {"code", "message"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// A stable code (`syntax_error`, `collection_not_found`, ...).
+    pub code: String,
+    pub message: String,
+}

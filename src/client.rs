@@ -1,0 +1,316 @@
+//! A small blocking client of the node's HTTP/JSON API (ureq, no TLS), used
+//! by `stratosdb shell --connect`, `stratosdb cluster status` and the tests.
+//!
+//! ```no_run
+//! use stratosdb::client::Client;
+//! let client = Client::new("http://127.0.0.1:7070").unwrap();
+//! client.sql("CREATE COLLECTION users").unwrap();
+//! client.put("users", "u1", &serde_json::json!({"name": "Ann"})).unwrap();
+//! let doc = client.get("users", "u1").unwrap();
+//! assert_eq!(doc.to_json_string(), r#"{"_id":"u1","name":"Ann"}"#);
+//! ```
+
+use std::time::Duration;
+
+use stratosdb_engine::Value;
+use stratosdb_query::StatementResult;
+
+use crate::api::{ClusterMap, Consistency, ErrorBody, SqlRequest};
+
+/// Largest reply body read (rows of a big SELECT).
+const MAX_REPLY: u64 = 1 << 30;
+
+/// What a call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error: its status, code and message.
+    #[error("{message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The server could not be reached, or the connection failed.
+    #[error("cannot reach {url}: {reason}")]
+    Transport { url: String, reason: String },
+    /// The reply is not what the API promises.
+    #[error("unexpected reply from {url}: {reason}")]
+    Protocol { url: String, reason: String },
+    /// The base URL is not `http://HOST:PORT`.
+    #[error("invalid server URL {0:?}: expected http://HOST:PORT")]
+    InvalidUrl(String),
+}
+
+impl ClientError {
+    /// The server's error code, if the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A reply of `POST /v1/sql`, with the detail the shell needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SqlReply {
+    /// The rows' column names in order (for a statement that returns rows).
+    pub columns: Option<Vec<String>>,
+    pub rows: Vec<Value>,
+    pub affected: u64,
+    /// What a DDL statement did.
+    pub message: Option<String>,
+}
+
+impl SqlReply {
+    /// The reply as the query layer's result, as the embedded database gives it.
+    pub fn into_statement_result(self) -> StatementResult {
+        match (self.columns, self.message) {
+            (Some(columns), _) => StatementResult::Rows {
+                columns,
+                rows: self.rows,
+            },
+            (None, Some(message)) => StatementResult::Message(message),
+            (None, None) => StatementResult::Affected(self.affected),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SqlReplyBody {
+    rows: Vec<Value>,
+    affected: u64,
+    #[serde(default)]
+    columns: Option<Vec<String>>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct RowsBody {
+    rows: Vec<Value>,
+}
+
+/// A client of one node. Cheap to clone; connections are kept and reused.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client of the node at `url` (`http://HOST:PORT`, or `HOST:PORT`).
+    pub fn new(url: &str) -> Result<Client, ClientError> {
+        let base = url.trim_end_matches('/');
+        let base = if base.contains("://") {
+            base.to_string()
+        } else {
+            format!("http://{base}")
+        };
+        let Some(host) = base.strip_prefix("http://") else {
+            return Err(ClientError::InvalidUrl(url.to_string()));
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(ClientError::InvalidUrl(url.to_string()));
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build()
+            .new_agent();
+        Ok(Client { base, agent })
+    }
+
+    /// The base URL, `http://HOST:PORT`.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// Whether the node answers `GET /v1/health` with 200.
+    pub fn health(&self) -> Result<(), ClientError> {
+        self.call("GET", "/v1/health", None).map(|_| ())
+    }
+
+    /// Runs one statement, linearizably.
+    pub fn sql(&self, sql: &str) -> Result<SqlReply, ClientError> {
+        self.sql_with(sql, Consistency::Linearizable)
+    }
+
+    /// Runs one statement with the given consistency.
+    pub fn sql_with(&self, sql: &str, consistency: Consistency) -> Result<SqlReply, ClientError> {
+        let request = SqlRequest {
+            sql: sql.to_string(),
+            consistency,
+            detail: true,
+        };
+        let body = serde_json::to_string(&request).map_err(|e| self.protocol(e))?;
+        let text = self.call("POST", "/v1/sql", Some(body))?;
+        let reply: SqlReplyBody = serde_json::from_str(&text).map_err(|e| self.protocol(e))?;
+        Ok(SqlReply {
+            columns: reply.columns,
+            rows: reply.rows,
+            affected: reply.affected,
+            message: reply.message,
+        })
+    }
+
+    /// Stores a document under `id` (creating or replacing it); true if created.
+    pub fn put(
+        &self,
+        collection: &str,
+        id: &str,
+        doc: &serde_json::Value,
+    ) -> Result<bool, ClientError> {
+        let path = doc_path(collection, id);
+        let text = self.call("PUT", &path, Some(doc.to_string()))?;
+        let reply: serde_json::Value = serde_json::from_str(&text).map_err(|e| self.protocol(e))?;
+        Ok(reply["created"] == serde_json::Value::Bool(true))
+    }
+
+    /// The document (an error with code `document_not_found` if absent).
+    pub fn get(&self, collection: &str, id: &str) -> Result<Value, ClientError> {
+        let text = self.call("GET", &doc_path(collection, id), None)?;
+        Value::from_json_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// Whether the document exists.
+    pub fn exists(&self, collection: &str, id: &str) -> Result<bool, ClientError> {
+        match self.get(collection, id) {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("document_not_found") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the document (an error with code `document_not_found` if absent).
+    pub fn delete(&self, collection: &str, id: &str) -> Result<(), ClientError> {
+        self.call("DELETE", &doc_path(collection, id), None)
+            .map(|_| ())
+    }
+
+    /// `POST /v1/collections/{c}/find` with a body `{"filter", "sort", "skip",
+    /// "limit", "projection"}` (any may be left out).
+    pub fn find(
+        &self,
+        collection: &str,
+        request: &serde_json::Value,
+    ) -> Result<Vec<Value>, ClientError> {
+        let path = format!("/v1/collections/{}/find", encode_segment(collection));
+        let text = self.call("POST", &path, Some(request.to_string()))?;
+        let reply: RowsBody = serde_json::from_str(&text).map_err(|e| self.protocol(e))?;
+        Ok(reply.rows)
+    }
+
+    /// The cluster map.
+    pub fn cluster(&self) -> Result<ClusterMap, ClientError> {
+        let text = self.call("GET", "/v1/cluster", None)?;
+        serde_json::from_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> Result<String, ClientError> {
+        self.call("GET", "/metrics", None)
+    }
+
+    /// One request; a non-2xx reply becomes [`ClientError::Api`].
+    fn call(&self, method: &str, path: &str, body: Option<String>) -> Result<String, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let sent = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            ("DELETE", _) => self.agent.delete(&url).call(),
+            ("PUT", body) => self
+                .agent
+                .put(&url)
+                .header("content-type", "application/json")
+                .send(body.unwrap_or_default()),
+            (_, body) => self
+                .agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(body.unwrap_or_default()),
+        };
+        let mut response = sent.map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_REPLY)
+            .read_to_string()
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        if (200..300).contains(&status) {
+            return Ok(text);
+        }
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => Err(ClientError::Api {
+                status,
+                code: body.error.code,
+                message: body.error.message,
+            }),
+            Err(_) => Err(ClientError::Api {
+                status,
+                code: "http_error".to_string(),
+                message: format!("HTTP {status}: {}", text.trim()),
+            }),
+        }
+    }
+
+    fn protocol(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Protocol {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+fn doc_path(collection: &str, id: &str) -> String {
+    format!(
+        "/v1/collections/{}/docs/{}",
+        encode_segment(collection),
+        encode_segment(id)
+    )
+}
+
+/// Percent-encodes a path segment (everything but unreserved characters).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            Client::new("127.0.0.1:1/").unwrap().url(),
+            "http://127.0.0.1:1"
+        );
+        assert!(matches!(
+            Client::new("https://x:1"),
+            Err(ClientError::InvalidUrl(_))
+        ));
+        assert_eq!(encode_segment("a b/é"), "a%20b%2F%C3%A9");
+    }
+}

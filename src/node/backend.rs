@@ -1,0 +1,174 @@
+//! What the HTTP API needs from a database, as a trait: the embedded database
+//! implements it for a single node ([`super::embedded`]), and the replicated
+//! cluster will implement it the same way. Nothing here assumes one process
+//! holds the data: every call may fail with "not ready" or "no quorum", and
+//! errors carry the stable code and the class the API turns into a status.
+
+use stratosdb_engine::{EngineError, Value};
+use stratosdb_query::{FindOptions, QueryError, StatementResult};
+
+use crate::api::{ClusterMap, Consistency};
+
+/// What a node serves requests from.
+///
+/// Calls block (they may wait for the disk or for a quorum): the API runs
+/// them off its async executor.
+pub trait Backend: Send + Sync + 'static {
+    /// Whether the node can serve requests now; `Err` says why not.
+    fn readiness(&self) -> Result<(), BackendError>;
+
+    /// Runs exactly one statement of the SQL-like dialect.
+    fn sql(&self, sql: &str, consistency: Consistency) -> Result<StatementResult, BackendError>;
+
+    /// Stores `doc` under `id` (its `_id` is set to `id`), creating or
+    /// replacing it.
+    fn put(&self, collection: &str, id: &str, doc: Value) -> Result<PutOutcome, BackendError>;
+
+    /// The document, or a `document_not_found` error.
+    fn get(
+        &self,
+        collection: &str,
+        id: &str,
+        consistency: Consistency,
+    ) -> Result<Value, BackendError>;
+
+    /// Deletes the document, or fails with `document_not_found`.
+    fn delete(&self, collection: &str, id: &str) -> Result<(), BackendError>;
+
+    /// Documents matching a MongoDB-style filter.
+    fn find(
+        &self,
+        collection: &str,
+        filter: &serde_json::Value,
+        options: &FindOptions,
+        consistency: Consistency,
+    ) -> Result<Vec<Value>, BackendError>;
+
+    /// The cluster map as this node sees it (exact for its own replicas).
+    fn cluster(&self) -> Result<ClusterMap, BackendError>;
+
+    /// Makes every acknowledged write durable and releases what the backend
+    /// holds; called once when the node stops.
+    fn shutdown(&self) -> Result<(), BackendError>;
+}
+
+/// Whether a PUT created the document or replaced one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    Replaced,
+}
+
+/// The class of an error: what the API's status code says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Malformed JSON or SQL, a bad value, an invalid name: 400.
+    BadRequest,
+    /// An unknown collection, index or document: 404.
+    NotFound,
+    /// A unique violation, a duplicate `_id`, something that exists already,
+    /// a write that lost to concurrent writers every time: 409.
+    Conflict,
+    /// A request body over the limit: 413.
+    TooLarge,
+    /// Not ready, or no quorum: 503; retrying later may succeed.
+    Unavailable,
+    /// A fault of the node (storage, corrupt data): 500.
+    Internal,
+}
+
+/// An error with its stable code, its class and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    pub class: ErrorClass,
+    pub code: String,
+    pub message: String,
+}
+
+impl BackendError {
+    pub fn new(class: ErrorClass, code: &str, message: impl Into<String>) -> Self {
+        BackendError {
+            class,
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::BadRequest, code, message)
+    }
+
+    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::NotFound, code, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Internal, "internal", message)
+    }
+
+    pub fn document_not_found(collection: &str, id: &str) -> Self {
+        EngineError::DocumentNotFound {
+            collection: collection.into(),
+            id: id.into(),
+        }
+        .into()
+    }
+}
+
+/// The class of an error code of the query layer or the engine.
+pub fn class_of_code(code: &str) -> ErrorClass {
+    match code {
+        "collection_not_found" | "index_not_found" | "document_not_found" => ErrorClass::NotFound,
+        "duplicate_id" | "unique_violation" | "collection_exists" | "index_exists"
+        | "write_conflict" | "contention" => ErrorClass::Conflict,
+        "storage" | "corruption" | "unsupported_layout" | "snapshot_rejected" => {
+            ErrorClass::Internal
+        }
+        "data_dir_in_use" | "not_a_data_dir" => ErrorClass::Internal,
+        // Everything else is the request's fault: bad SQL, JSON, values,
+        // names, paths, documents over a limit.
+        _ => ErrorClass::BadRequest,
+    }
+}
+
+impl From<QueryError> for BackendError {
+    fn from(e: QueryError) -> Self {
+        let code = e.code();
+        BackendError::new(class_of_code(code), code, e.to_string())
+    }
+}
+
+impl From<EngineError> for BackendError {
+    fn from(e: EngineError) -> Self {
+        let code = e.code();
+        BackendError::new(class_of_code(code), code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_choose_the_class() {
+        let e: BackendError = QueryError::Syntax("x".into()).into();
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::BadRequest, "syntax_error")
+        );
+        let e: BackendError = EngineError::CollectionNotFound("c".into()).into();
+        assert_eq!(e.class, ErrorClass::NotFound);
+        assert_eq!(e.message, r#"collection "c" does not exist"#);
+        let e: BackendError = EngineError::UniqueViolation {
+            collection: "c".into(),
+            index: "i".into(),
+            key: "1".into(),
+            existing_id: "a".into(),
+        }
+        .into();
+        assert_eq!(e.class, ErrorClass::Conflict);
+        let e: BackendError = EngineError::Storage("disk".into()).into();
+        assert_eq!(e.class, ErrorClass::Internal);
+    }
+}

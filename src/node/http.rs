@@ -1,0 +1,476 @@
+//! The HTTP/JSON API (axum): routes, request parsing, error replies, the
+//! body limit and request metrics. Database calls block, so each runs on
+//! tokio's blocking pool ([`tokio::task::spawn_blocking`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use stratosdb_engine::Value;
+use stratosdb_query::{FindOptions, Order, StatementResult};
+use tower_http::limit::RequestBodyLimitLayer;
+
+use super::backend::{Backend, BackendError, ErrorClass, PutOutcome};
+use super::metrics::Metrics;
+use crate::api::{Consistency, ErrorBody, ErrorDetail, SqlRequest};
+use crate::rows::{json_row, json_rows, json_string};
+
+/// The default request body limit: 16 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
+
+/// Settings of the API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub body_limit: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    backend: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+    body_limit: usize,
+}
+
+/// The API's routes over a backend.
+pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
+    let state = AppState {
+        backend,
+        metrics: Arc::new(Metrics::default()),
+        body_limit: config.body_limit,
+    };
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/sql", post(sql))
+        .route(
+            "/v1/collections/{c}/docs/{id}",
+            put(put_doc).get(get_doc).delete(delete_doc),
+        )
+        .route("/v1/collections/{c}/find", post(find))
+        .route("/v1/cluster", get(cluster))
+        .route("/metrics", get(metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Innermost first: the limit tower-http enforces while a body is
+        // read (chunked bodies), the check of a declared Content-Length
+        // (answered at once, in the API's error shape), then metrics.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(config.body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            declared_length,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), measure))
+        .with_state(state)
+}
+
+// ---- replies ----------------------------------------------------------------
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn status_of(class: ErrorClass) -> StatusCode {
+    match class {
+        ErrorClass::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorClass::NotFound => StatusCode::NOT_FOUND,
+        ErrorClass::Conflict => StatusCode::CONFLICT,
+        ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for BackendError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let text = serde_json::to_string(&body).unwrap_or_default();
+        json(status_of(self.class), text)
+    }
+}
+
+fn too_large(limit: usize) -> BackendError {
+    BackendError::new(
+        ErrorClass::TooLarge,
+        "body_too_large",
+        format!(
+            "the request body is over the limit of {limit} bytes ({})",
+            human_bytes(limit)
+        ),
+    )
+}
+
+fn human_bytes(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+type Reply = Result<Response, BackendError>;
+
+/// Runs a blocking backend call on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    call: impl FnOnce(&dyn Backend) -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    let backend = state.backend.clone();
+    tokio::task::spawn_blocking(move || call(backend.as_ref()))
+        .await
+        .map_err(|e| BackendError::internal(format!("the request's task failed: {e}")))?
+}
+
+/// The body, or the API's error: 413 past the limit.
+fn body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, BackendError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(state.body_limit)
+        } else {
+            BackendError::bad_request("bad_body", rejection.body_text())
+        }
+    })
+}
+
+/// Parses a JSON body into `T`: malformed JSON and JSON of the wrong shape
+/// are both 400, with different codes.
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, BackendError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_request"
+        } else {
+            "malformed_json"
+        };
+        BackendError::bad_request(code, format!("request body: {e}"))
+    })
+}
+
+// ---- middleware -------------------------------------------------------------
+
+/// A body whose declared length is over the limit is refused before it is read.
+async fn declared_length(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > state.body_limit as u64
+    {
+        return too_large(state.body_limit).into_response();
+    }
+    next.run(request).await
+}
+
+async fn measure(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    state.metrics.record(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+// ---- handlers ---------------------------------------------------------------
+
+async fn no_route() -> BackendError {
+    BackendError::not_found("no_route", "no such API route; see the README's HTTP API")
+}
+
+async fn method_not_allowed() -> Response {
+    let e = BackendError::bad_request("method_not_allowed", "this route does not take that method");
+    let mut response = e.into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+async fn health(State(state): State<AppState>) -> Reply {
+    blocking(&state, |b| b.readiness()).await?;
+    Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.to_string()))
+}
+
+async fn sql(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Reply {
+    let request: SqlRequest = parse(&body(&state, raw)?)?;
+    let detail = request.detail;
+    let result = blocking(&state, move |b| b.sql(&request.sql, request.consistency)).await?;
+    Ok(json(StatusCode::OK, sql_reply(&result, detail)))
+}
+
+/// `{"rows": [...], "affected": N}`, rows with their keys in SELECT order;
+/// with `detail`, also `columns` (row results) or `message` (DDL).
+fn sql_reply(result: &StatementResult, detail: bool) -> String {
+    match result {
+        StatementResult::Rows { columns, rows } => {
+            let mut text = format!(r#"{{"rows":{},"affected":0"#, json_rows(columns, rows));
+            if detail {
+                let names: Vec<String> = columns.iter().map(|c| json_string(c)).collect();
+                text.push_str(&format!(r#","columns":[{}]"#, names.join(",")));
+            }
+            text.push('}');
+            text
+        }
+        StatementResult::Affected(n) => format!(r#"{{"rows":[],"affected":{n}}}"#),
+        StatementResult::Message(message) if detail => format!(
+            r#"{{"rows":[],"affected":0,"message":{}}}"#,
+            json_string(message)
+        ),
+        StatementResult::Message(_) => r#"{"rows":[],"affected":0}"#.to_string(),
+    }
+}
+
+/// `?consistency=linearizable|follower` on document reads.
+#[derive(Deserialize)]
+struct ReadParams {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+async fn put_doc(
+    State(state): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let bytes = body(&state, raw)?;
+    let doc = Value::from_json_slice(&bytes)
+        .map_err(|e| BackendError::bad_request("malformed_json", format!("request body: {e}")))?;
+    let Value::Object(mut fields) = doc else {
+        return Err(BackendError::bad_request(
+            "invalid_document",
+            "a document must be a JSON object",
+        ));
+    };
+    match fields.get("_id") {
+        None => {}
+        Some(Value::String(given)) if *given == id => {}
+        Some(other) => {
+            return Err(BackendError::bad_request(
+                "id_mismatch",
+                format!(
+                    "the document's _id {} is not the _id in the path {}",
+                    other.to_json_string(),
+                    json_string(&id)
+                ),
+            ));
+        }
+    }
+    fields.insert("_id".to_string(), Value::String(id.clone()));
+    let doc = Value::Object(fields);
+    let reply_id = id.clone();
+    let outcome = blocking(&state, move |b| b.put(&collection, &id, doc)).await?;
+    let (status, created) = match outcome {
+        PutOutcome::Created => (StatusCode::CREATED, true),
+        PutOutcome::Replaced => (StatusCode::OK, false),
+    };
+    Ok(json(
+        status,
+        format!(
+            r#"{{"_id":{},"created":{created}}}"#,
+            json_string(&reply_id)
+        ),
+    ))
+}
+
+async fn get_doc(
+    State(state): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+    params: Result<Query<ReadParams>, axum::extract::rejection::QueryRejection>,
+) -> Reply {
+    let Query(params) =
+        params.map_err(|e| BackendError::bad_request("invalid_request", e.body_text()))?;
+    let doc = blocking(&state, move |b| b.get(&collection, &id, params.consistency)).await?;
+    Ok(json(StatusCode::OK, json_row(&["_id".to_string()], &doc)))
+}
+
+async fn delete_doc(
+    State(state): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+) -> Reply {
+    blocking(&state, move |b| b.delete(&collection, &id)).await?;
+    Ok(json(StatusCode::OK, r#"{"affected":1}"#.to_string()))
+}
+
+/// `POST /v1/collections/{c}/find`'s body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FindRequest {
+    #[serde(default)]
+    filter: Option<serde_json::Value>,
+    #[serde(default)]
+    sort: Option<serde_json::Value>,
+    #[serde(default)]
+    skip: Option<u64>,
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default)]
+    projection: Option<Vec<String>>,
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+async fn find(
+    State(state): State<AppState>,
+    Path(collection): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let request: FindRequest = parse(&body(&state, raw)?)?;
+    let filter = request
+        .filter
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    let options = FindOptions {
+        projection: request.projection,
+        sort: match &request.sort {
+            None => Vec::new(),
+            Some(sort) => sort_keys(sort)?,
+        },
+        skip: request.skip.unwrap_or(0),
+        limit: request.limit,
+    };
+    let columns = options
+        .projection
+        .clone()
+        .unwrap_or_else(|| vec!["_id".to_string()]);
+    let consistency = request.consistency;
+    let rows = blocking(&state, move |b| {
+        b.find(&collection, &filter, &options, consistency)
+    })
+    .await?;
+    Ok(json(
+        StatusCode::OK,
+        format!(r#"{{"rows":{}}}"#, json_rows(&columns, &rows)),
+    ))
+}
+
+/// Sort keys, most significant first: `"age"` or `"-age"`, `{"age": -1}`
+/// (one key), or an array of these.
+fn sort_keys(sort: &serde_json::Value) -> Result<Vec<(String, Order)>, BackendError> {
+    use serde_json::Value as J;
+    let bad = || {
+        BackendError::bad_request(
+            "invalid_request",
+            r#"sort is a path ("age", "-age" for descending), {"path": 1 or -1}, or an array of these"#,
+        )
+    };
+    let one = |key: &J| -> Result<(String, Order), BackendError> {
+        match key {
+            J::String(s) => Ok(match s.strip_prefix('-') {
+                Some(path) => (path.to_string(), Order::Desc),
+                None => (s.clone(), Order::Asc),
+            }),
+            J::Object(m) if m.len() == 1 => {
+                let (path, direction) = m.iter().next().ok_or_else(bad)?;
+                let order = match direction {
+                    J::Number(n) if n.as_i64() == Some(1) => Order::Asc,
+                    J::Number(n) if n.as_i64() == Some(-1) => Order::Desc,
+                    J::String(s) if s.eq_ignore_ascii_case("asc") => Order::Asc,
+                    J::String(s) if s.eq_ignore_ascii_case("desc") => Order::Desc,
+                    _ => return Err(bad()),
+                };
+                Ok((path.clone(), order))
+            }
+            _ => Err(bad()),
+        }
+    };
+    match sort {
+        J::Array(keys) => keys.iter().map(one).collect(),
+        key => Ok(vec![one(key)?]),
+    }
+}
+
+async fn cluster(State(state): State<AppState>) -> Reply {
+    let map = blocking(&state, |b| b.cluster()).await?;
+    let text = serde_json::to_string(&map)
+        .map_err(|e| BackendError::internal(format!("encoding the cluster map: {e}")))?;
+    Ok(json(StatusCode::OK, text))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let map = blocking(&state, |b| b.cluster()).await.ok();
+    let mut applied: Vec<(u32, u64)> = Vec::new();
+    if let Some(map) = map {
+        for shard in &map.shards {
+            for replica in &shard.replicas {
+                if replica.node == map.self_id && !applied.iter().any(|(s, _)| *s == shard.shard) {
+                    applied.push((shard.shard, replica.applied));
+                }
+            }
+        }
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&applied),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_forms() {
+        let keys = sort_keys(&serde_json::json!(["-age", {"name": 1}, "x"])).unwrap();
+        assert_eq!(
+            keys,
+            [
+                ("age".to_string(), Order::Desc),
+                ("name".to_string(), Order::Asc),
+                ("x".to_string(), Order::Asc)
+            ]
+        );
+        assert!(sort_keys(&serde_json::json!({"a": 1, "b": 1})).is_err());
+        assert!(sort_keys(&serde_json::json!(3)).is_err());
+    }
+
+    #[test]
+    fn sql_reply_shapes() {
+        let rows = StatementResult::Rows {
+            columns: vec!["z".into(), "a".into()],
+            rows: vec![Value::from_json_str(r#"{"a":1,"z":2}"#).unwrap()],
+        };
+        assert_eq!(
+            sql_reply(&rows, false),
+            r#"{"rows":[{"z":2,"a":1}],"affected":0}"#
+        );
+        assert_eq!(
+            sql_reply(&rows, true),
+            r#"{"rows":[{"z":2,"a":1}],"affected":0,"columns":["z","a"]}"#
+        );
+        assert_eq!(
+            sql_reply(&StatementResult::Affected(3), false),
+            r#"{"rows":[],"affected":3}"#
+        );
+        assert_eq!(human_bytes(16 << 20), "16 MiB");
+    }
+}

@@ -1,0 +1,188 @@
+//! `stratosdb node` and `stratosdb cluster status`: the command-line edge of
+//! the node (flags, the data folder, signals) and of the cluster map.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use stratosdb::client::Client;
+use stratosdb::node::{self, ApiConfig, EmbeddedBackend, NodeIdentity};
+use stratosdb_engine::{Engine, EngineConfig};
+use stratosdb_query::{Database, QueryError};
+
+#[derive(clap::Args)]
+pub struct NodeArgs {
+    /// The node's data folder (created if absent).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where the HTTP/JSON API listens, HOST:PORT (port 0: any free port;
+    /// the first line of stdout tells which).
+    #[arg(long)]
+    http: String,
+    /// Where the node talks to its peers, HOST:PORT.
+    #[arg(long)]
+    p2p: Option<String>,
+    /// The founding members' p2p addresses, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Join the cluster of the node at HOST:PORT (with --token).
+    #[arg(long, requires = "token")]
+    join: Option<String>,
+    /// The cluster's join token (printed at bootstrap).
+    #[arg(long)]
+    token: Option<String>,
+    /// The node's zone (replicas of a shard are spread over zones).
+    #[arg(long)]
+    zone: Option<String>,
+    /// Marks a development cluster.
+    #[arg(long)]
+    dev: bool,
+    /// Largest request body the API accepts, in bytes.
+    #[arg(long, default_value_t = node::DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+    /// Megabytes of sled's page cache.
+    #[arg(long, default_value_t = 256)]
+    cache_mb: u64,
+}
+
+/// Runs a node until Ctrl-C or SIGTERM.
+pub fn run(args: NodeArgs) -> anyhow::Result<()> {
+    if !args.peers.is_empty() || args.join.is_some() {
+        bail!(
+            "multi-node clusters (--peers, --join) come with the replication layer, which this build does not have yet; start the node without --peers and --join to run a single-node cluster"
+        );
+    }
+    let _ = args.dev;
+    let config = EngineConfig {
+        cache_bytes: args.cache_mb.saturating_mul(1 << 20),
+        ..EngineConfig::default()
+    };
+    let db = Engine::open(&args.data, config)
+        .map_err(QueryError::from)
+        .and_then(Database::with_engine)
+        .with_context(|| format!("cannot open the database in {}", args.data.display()))?;
+    let id = node::node_id(&args.data)
+        .with_context(|| format!("cannot keep the node id in {}", args.data.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.http)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.http))?;
+        let address: SocketAddr = listener.local_addr()?;
+        let identity = NodeIdentity {
+            id: id.clone(),
+            p2p: args.p2p.clone(),
+            http: address.to_string(),
+            zone: args.zone.clone(),
+        };
+        let backend = Arc::new(EmbeddedBackend::new(db, identity));
+        // The first line of stdout: tests and scripts read the address here.
+        println!("stratosdb node {id} listening on http://{address}");
+        let api = ApiConfig {
+            body_limit: args.body_limit,
+        };
+        node::serve(listener, backend, &api, stop_signal()).await?;
+        eprintln!("stratosdb node {id} stopped; data flushed");
+        Ok(())
+    })
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Prints the cluster map: nodes, collections, shards and their replicas.
+    Status {
+        /// A node's API, http://HOST:PORT.
+        #[arg(long)]
+        connect: String,
+    },
+}
+
+pub fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    let ClusterCommand::Status { connect } = command;
+    let client = Client::new(&connect)?;
+    let map = client
+        .cluster()
+        .with_context(|| format!("asking {connect} for the cluster map"))?;
+    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".to_string());
+    let mut nodes = table(&["node", "http", "p2p", "zone", "up"]);
+    for n in &map.nodes {
+        let mut id = n.id.clone();
+        if n.id == map.self_id {
+            id.push_str(" (self)");
+        }
+        nodes.add_row(vec![
+            id,
+            n.http.clone(),
+            dash(&n.p2p),
+            dash(&n.zone),
+            if n.up { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    println!("{nodes}");
+    let mut shards = table(&[
+        "collection",
+        "shard",
+        "leader",
+        "replica",
+        "applied",
+        "root",
+    ]);
+    for s in &map.shards {
+        for r in &s.replicas {
+            shards.add_row(vec![
+                s.collection.clone(),
+                s.shard.to_string(),
+                dash(&s.leader),
+                r.node.clone(),
+                r.applied.to_string(),
+                r.root.clone(),
+            ]);
+        }
+    }
+    println!("{shards}");
+    let n = map.collections.len();
+    println!(
+        "({} node{}, {n} collection{})",
+        map.nodes.len(),
+        if map.nodes.len() == 1 { "" } else { "s" },
+        if n == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    t
+}

@@ -1,0 +1,257 @@
+//! Where the shell's statements run: an embedded data folder, or a node
+//! through the HTTP API. The shell's code (input, positions, output formats,
+//! `\d`, `\import`) is the same for both; only these calls differ.
+
+use std::path::Path;
+
+use anyhow::Context;
+use stratosdb::client::{Client, ClientError};
+use stratosdb_engine::{Durability, Engine, EngineConfig, EngineError, Op, Value};
+use stratosdb_query::ast::Statement;
+use stratosdb_query::{Database, QueryError, StatementResult};
+
+use super::import::{ImportSink, WriteError};
+
+/// What the shell runs statements on.
+pub trait Target: ImportSink {
+    /// Runs a statement the user typed: `text` as typed, `parsed` from it.
+    fn run(&self, text: &str, parsed: &Statement) -> Result<StatementResult, String>;
+    /// Runs a statement the shell makes itself (for `\d`).
+    fn run_sql(&self, sql: &str) -> Result<StatementResult, String>;
+    /// The number of documents of a collection (an error if there is none).
+    fn count(&self, collection: &str) -> Result<u64, String>;
+    /// What the shell is on, for its banner.
+    fn describe(&self) -> String;
+}
+
+/// An embedded database in a data folder.
+pub struct Embedded {
+    db: Database,
+    data: String,
+}
+
+impl Embedded {
+    pub fn open(data: &Path, cache_mb: u64) -> anyhow::Result<Embedded> {
+        let config = EngineConfig {
+            cache_bytes: cache_mb.saturating_mul(1 << 20),
+            ..EngineConfig::default()
+        };
+        let db = Engine::open(data, config)
+            .map_err(QueryError::from)
+            .and_then(Database::with_engine)
+            .with_context(|| format!("cannot open the database in {}", data.display()))?;
+        Ok(Embedded {
+            db,
+            data: data.display().to_string(),
+        })
+    }
+}
+
+fn op(collection: &str, doc: Value, replace: bool) -> Op {
+    let collection = collection.to_string();
+    if replace {
+        Op::Upsert { collection, doc }
+    } else {
+        Op::Insert { collection, doc }
+    }
+}
+
+fn engine_write_error(e: EngineError) -> WriteError {
+    match e {
+        e @ EngineError::DuplicateId { .. } => WriteError::Duplicate(e.to_string()),
+        e if e.is_fault() => WriteError::Fault(e.into()),
+        e => WriteError::Rejected(e.to_string()),
+    }
+}
+
+impl Target for Embedded {
+    fn run(&self, _text: &str, parsed: &Statement) -> Result<StatementResult, String> {
+        self.db.run(parsed).map_err(|e| e.to_string())
+    }
+
+    fn run_sql(&self, sql: &str) -> Result<StatementResult, String> {
+        self.db.execute_one(sql).map_err(|e| e.to_string())
+    }
+
+    fn count(&self, collection: &str) -> Result<u64, String> {
+        let info = self
+            .db
+            .shard()
+            .collection(collection)
+            .map_err(|e| e.to_string())?;
+        Ok(info.count)
+    }
+
+    fn describe(&self) -> String {
+        self.data.clone()
+    }
+}
+
+impl ImportSink for Embedded {
+    fn check_collection(&self, collection: &str) -> anyhow::Result<()> {
+        self.db.shard().collection(collection)?;
+        Ok(())
+    }
+
+    fn exists(&self, collection: &str, id: &str) -> anyhow::Result<bool> {
+        Ok(self.db.shard().get_raw(collection, id)?.is_some())
+    }
+
+    fn write_batch(
+        &self,
+        collection: &str,
+        docs: &[Value],
+        replace: bool,
+    ) -> Result<(), WriteError> {
+        let ops = docs
+            .iter()
+            .map(|d| op(collection, d.clone(), replace))
+            .collect();
+        self.db
+            .shard()
+            .write(ops, Durability::Sync)
+            .map(|_| ())
+            .map_err(engine_write_error)
+    }
+
+    fn write_one(&self, collection: &str, doc: Value, replace: bool) -> Result<(), WriteError> {
+        self.db
+            .shard()
+            .write(vec![op(collection, doc, replace)], Durability::Buffered)
+            .map(|_| ())
+            .map_err(engine_write_error)
+    }
+
+    fn sync(&self) -> anyhow::Result<()> {
+        self.db.shard().write(vec![], Durability::Sync)?;
+        Ok(())
+    }
+}
+
+/// A node, through its HTTP API.
+pub struct Remote {
+    client: Client,
+}
+
+impl Remote {
+    pub fn connect(url: &str) -> anyhow::Result<Remote> {
+        let client = Client::new(url)?;
+        client
+            .health()
+            .with_context(|| format!("the node at {} is not serving", client.url()))?;
+        Ok(Remote { client })
+    }
+
+    fn insert_sql(collection: &str, docs: &[Value]) -> String {
+        let values: Vec<String> = docs
+            .iter()
+            .map(|d| format!("('{}')", d.to_json_string().replace('\'', "''")))
+            .collect();
+        format!("INSERT INTO \"{collection}\" VALUES {}", values.join(", "))
+    }
+
+    fn put(&self, collection: &str, doc: &Value) -> Result<(), WriteError> {
+        let id = match doc.as_object().and_then(|o| o.get("_id")) {
+            Some(Value::String(id)) => id.clone(),
+            // No string _id: an INSERT assigns one (or says what is wrong).
+            _ => return self.insert(collection, std::slice::from_ref(doc)),
+        };
+        self.client
+            .put(collection, &id, &doc.to_json())
+            .map(|_| ())
+            .map_err(client_write_error)
+    }
+
+    fn insert(&self, collection: &str, docs: &[Value]) -> Result<(), WriteError> {
+        self.client
+            .sql(&Self::insert_sql(collection, docs))
+            .map(|_| ())
+            .map_err(client_write_error)
+    }
+}
+
+fn client_write_error(e: ClientError) -> WriteError {
+    match e {
+        ClientError::Api { code, message, .. } if code == "duplicate_id" => {
+            WriteError::Duplicate(message)
+        }
+        ClientError::Api {
+            status, message, ..
+        } if status < 500 => WriteError::Rejected(message),
+        e => WriteError::Fault(e.into()),
+    }
+}
+
+impl Target for Remote {
+    fn run(&self, text: &str, _parsed: &Statement) -> Result<StatementResult, String> {
+        self.run_sql(text)
+    }
+
+    fn run_sql(&self, sql: &str) -> Result<StatementResult, String> {
+        self.client
+            .sql(sql)
+            .map(|reply| reply.into_statement_result())
+            .map_err(|e| e.to_string())
+    }
+
+    fn count(&self, collection: &str) -> Result<u64, String> {
+        let StatementResult::Rows { rows, .. } = self.run_sql("SHOW COLLECTIONS")? else {
+            return Err("SHOW COLLECTIONS returned no rows".to_string());
+        };
+        for row in rows {
+            let Some(fields) = row.as_object() else {
+                continue;
+            };
+            if fields.get("collection") == Some(&Value::from(collection))
+                && let Some(Value::Int(n)) = fields.get("documents")
+            {
+                return Ok(u64::try_from(*n).unwrap_or(0));
+            }
+        }
+        Err(EngineError::CollectionNotFound(collection.to_string()).to_string())
+    }
+
+    fn describe(&self) -> String {
+        self.client.url().to_string()
+    }
+}
+
+impl ImportSink for Remote {
+    fn check_collection(&self, collection: &str) -> anyhow::Result<()> {
+        self.count(collection).map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
+
+    fn exists(&self, collection: &str, id: &str) -> anyhow::Result<bool> {
+        Ok(self.client.exists(collection, id)?)
+    }
+
+    /// One INSERT of every document (atomic); with `replace`, one PUT each.
+    fn write_batch(
+        &self,
+        collection: &str,
+        docs: &[Value],
+        replace: bool,
+    ) -> Result<(), WriteError> {
+        if !replace {
+            return self.insert(collection, docs);
+        }
+        for doc in docs {
+            self.put(collection, doc)?;
+        }
+        Ok(())
+    }
+
+    fn write_one(&self, collection: &str, doc: Value, replace: bool) -> Result<(), WriteError> {
+        if replace {
+            self.put(collection, &doc)
+        } else {
+            self.insert(collection, std::slice::from_ref(&doc))
+        }
+    }
+
+    /// Every write the node acknowledged is durable already.
+    fn sync(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
