@@ -286,6 +286,10 @@ fn node_config(id: NodeId) -> NodeConfig {
     c.tick = Duration::from_millis(20);
     c.election_ticks = 10;
     c.heartbeat_ticks = 2;
+    // Compact early, so a replica cut off for 20 writes needs a snapshot
+    // (which travels on the large-payload protocol).
+    c.compact_after = 10;
+    c.compact_keep = 2;
     c.engine.cache_bytes = 8 << 20;
     c
 }
@@ -459,10 +463,22 @@ fn three_raft_nodes_over_libp2p_elect_apply_and_catch_up() {
             c.propose(&insert(&format!("b{i}")));
         }
         assert!(!c.has(follower, "b19"), "the follower is cut off");
+        // The leader compacts past the follower: it will need a snapshot.
+        let deadline = Instant::now() + WAIT;
+        let leader = c.leader();
+        while c.members[&leader].node.status(G).unwrap().first_index <= c.applied(follower) + 1 {
+            assert!(Instant::now() < deadline, "the leader never compacted");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     });
-    let applied = c.converge(c.applied(c.leader()));
+    let leader = c.leader();
+    let applied = c.converge(c.applied(leader));
     for id in c.ids() {
         assert!((0..20).all(|i| c.has(id, &format!("b{i}"))), "node {id}");
     }
     assert!(applied >= 41);
+    assert!(
+        c.members[&follower].node.status(G).unwrap().first_index > 2,
+        "the follower was restored from a snapshot (sent on the large-payload protocol)"
+    );
 }
