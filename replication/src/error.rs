@@ -51,6 +51,26 @@ pub enum ReplicationError {
     Engine(#[from] EngineError),
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// The node key could not be read or created.
+    #[error("node identity at {path}: {reason}")]
+    Identity { path: String, reason: String },
+    /// The network transport could not start or listen.
+    #[error("network: {0}")]
+    Network(String),
+    /// Two members' PeerIds map to one node id; the second is refused.
+    #[error("peer {peer} maps to node id {node}, which member {existing} already has")]
+    NodeIdCollision {
+        node: NodeId,
+        peer: String,
+        existing: String,
+    },
+    #[error("node {0} is not a cluster member this transport knows")]
+    UnknownNode(NodeId),
+    /// The send queue to the node is full; retry later.
+    #[error("the send queue to node {0} is full")]
+    QueueFull(NodeId),
+    #[error("invalid address {addr}: {reason}")]
+    InvalidAddress { addr: String, reason: String },
 }
 
 impl ReplicationError {
@@ -72,6 +92,12 @@ impl ReplicationError {
             Corruption(_) => "corruption",
             Engine(e) => e.code(),
             Raft(_) => "raft",
+            Identity { .. } => "identity",
+            Network(_) => "network",
+            NodeIdCollision { .. } => "node_id_collision",
+            UnknownNode(_) => "unknown_node",
+            QueueFull(_) => "queue_full",
+            InvalidAddress { .. } => "invalid_address",
         }
     }
 
@@ -85,6 +111,7 @@ impl ReplicationError {
                 | Overwritten { .. }
                 | ConfChangeInProgress { .. }
                 | Timeout { .. }
+                | QueueFull(_)
         )
     }
 }

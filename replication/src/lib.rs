@@ -8,7 +8,7 @@
 //!
 //! - [`log`]: the raft log of a group on a sled tree (`raft::Storage`).
 //! - [`Transport`]: how batches of raft messages travel; [`MemHub`] is the
-//!   in-memory, filterable one for tests.
+//!   in-memory, filterable one for tests; [`p2p::P2pTransport`] is libp2p.
 //! - [`RaftNode`]: proposals, linearizable reads, membership changes.
 //! - [`codec`]: the bytes on the wire.
 
@@ -20,6 +20,7 @@ mod group;
 pub mod log;
 mod mem_transport;
 mod node;
+pub mod p2p;
 mod read;
 mod snapshot;
 mod transport;

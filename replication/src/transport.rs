@@ -1,7 +1,7 @@
 //! How raft messages travel between nodes. A [`Transport`] sends batches to a
 //! node id; what arrives is handed, still encoded, to the receiving node's
 //! [`Inbox`], which decodes it with a size limit. The in-memory hub for tests
-//! is in `mem_transport.rs`; libp2p comes next.
+//! is in `mem_transport.rs`; libp2p is in `p2p/`.
 
 use std::sync::Arc;
 
@@ -22,7 +22,10 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    pub(crate) fn new(
+    /// An inbox that hands decoded batches (at most `limit` bytes encoded) to
+    /// `deliver`. Nodes make theirs with `RaftNode::inbox`; tests of a
+    /// transport make their own.
+    pub fn new(
         limit: usize,
         deliver: impl Fn(Vec<GroupMessage>) -> Result<()> + Send + Sync + 'static,
     ) -> Self {

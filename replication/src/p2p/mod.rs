@@ -1,0 +1,464 @@
+//! The libp2p transport: TCP + noise + yamux on loopback or the network.
+//!
+//! - Identity: an ed25519 key in the node's folder; its PeerId is the node,
+//!   and [`node_id_of`] maps it to the crate's [`NodeId`].
+//! - `/stratosdb/raft/1`: one long-lived stream per destination, frames of
+//!   `len: u32, encoded batch`, so batches to one peer arrive in order.
+//! - `/stratosdb/large/1`: one stream per large payload (snapshots, or what
+//!   [`P2pTransport::send_large`] sends), so they never stall heartbeats.
+//! - Membership: only members (the allow list) get a connection; connection
+//!   limits bound what strangers can cost before the handshake tells us who
+//!   they are. Anything from a non-member is dropped and logged.
+//!
+//! ```no_run
+//! use stratosdb_replication::p2p::{P2pConfig, P2pTransport};
+//! let dir = tempfile::tempdir().unwrap();
+//! let t = P2pTransport::start(P2pConfig::new(dir.path(), "127.0.0.1:0")).unwrap();
+//! println!("{} listens on {}", t.node_id(), t.local_addr());
+//! ```
+
+mod behaviour;
+mod identity;
+mod peer;
+mod swarm;
+mod wire;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, allow_block_list, connection_limits, noise, tcp, yamux,
+};
+use parking_lot::{Mutex, RwLock};
+use raft::eraftpb::MessageType;
+use tokio::sync::{mpsc, oneshot};
+
+pub use identity::{KEY_FILE, load_or_create_key, node_id_of};
+
+use crate::codec::{GroupMessage, encode_batch};
+use crate::transport::{Inbox, Transport};
+use crate::{NodeId, ReplicationError, Result};
+use behaviour::{AddressBook, Addresses, Behaviour};
+use peer::PeerLink;
+use wire::LargeKind;
+
+/// Raft message batches: a long-lived stream per peer.
+pub const RAFT_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/raft/1");
+/// Large payloads: one stream each.
+pub const LARGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/large/1");
+
+/// Settings of a [`P2pTransport`].
+#[derive(Clone, Debug)]
+pub struct P2pConfig {
+    /// Where the node key lives (`node.key`); the node's data folder.
+    pub dir: PathBuf,
+    /// `HOST:PORT` to listen on; port 0 lets the OS choose.
+    pub listen: String,
+    /// Encoded raft batches queued per peer; when full the oldest is dropped.
+    pub raft_queue_batches: usize,
+    /// Large payloads queued per peer; when full a new one is refused.
+    pub large_queue_payloads: usize,
+    /// A raft batch larger than this, or one that carries a snapshot, goes on
+    /// the large-payload protocol; it is also the receiver's frame limit.
+    pub raft_frame_limit: usize,
+    /// Largest payload accepted on the large-payload protocol.
+    pub max_large_bytes: usize,
+    /// How long a connection with no open stream is kept.
+    pub idle_timeout: Duration,
+    /// Bound on opening a stream (dialing included).
+    pub open_timeout: Duration,
+    /// Reconnection backoff: first wait, doubled up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Connections per peer (2: both sides may dial at once).
+    pub max_connections_per_peer: u32,
+    /// Inbound connections still in their handshake (strangers included).
+    pub max_pending_incoming: u32,
+    /// Worker threads of the transport's own tokio runtime.
+    pub threads: usize,
+}
+
+impl P2pConfig {
+    pub fn new(dir: impl AsRef<Path>, listen: impl Into<String>) -> Self {
+        P2pConfig {
+            dir: dir.as_ref().to_path_buf(),
+            listen: listen.into(),
+            raft_queue_batches: 1024,
+            large_queue_payloads: 4,
+            raft_frame_limit: 4 << 20,
+            max_large_bytes: 512 << 20,
+            // Raft's own stream keeps a member's connection open; this covers
+            // the gaps (a writer backing off, a learner with nothing to say)
+            // so a connection is not torn down and re-handshaken every 10 s
+            // (libp2p's default), yet a dead one does not linger for long.
+            idle_timeout: Duration::from_secs(120),
+            open_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            max_connections_per_peer: 2,
+            max_pending_incoming: 32,
+            threads: 2,
+        }
+    }
+}
+
+/// What the handle, the swarm task and the stream tasks share.
+pub(crate) struct Shared {
+    pub config: Arc<P2pConfig>,
+    local: PeerId,
+    members: RwLock<HashMap<NodeId, PeerId>>,
+    addresses: Addresses,
+    links: Mutex<HashMap<NodeId, Link>>,
+    inbox: RwLock<Option<Inbox>>,
+    pub large_handler: RwLock<Option<LargeHandler>>,
+}
+
+/// A member's outbound queues and the tasks that drain them.
+type Link = (Arc<PeerLink>, Vec<tokio::task::AbortHandle>);
+
+/// Receives the payloads of [`P2pTransport::send_large`]: sender and bytes.
+pub type LargeHandler = Arc<dyn Fn(NodeId, Vec<u8>) + Send + Sync>;
+
+impl Shared {
+    pub fn is_member(&self, peer: &PeerId) -> bool {
+        self.members.read().get(&node_id_of(peer)) == Some(peer)
+    }
+
+    pub fn deliver_raft(&self, peer: &PeerId, bytes: &[u8]) {
+        let inbox = self.inbox.read().clone();
+        match inbox {
+            Some(inbox) => {
+                if let Err(e) = inbox.deliver(bytes) {
+                    tracing::warn!(%peer, error = %e, "raft batch refused");
+                }
+            }
+            None => tracing::debug!(%peer, "raft batch before an inbox was set"),
+        }
+    }
+}
+
+/// The libp2p [`Transport`]. Owns a tokio runtime; [`P2pTransport::shutdown`]
+/// (or dropping it) stops every task and thread.
+pub struct P2pTransport {
+    shared: Arc<Shared>,
+    local_addr: Multiaddr,
+    commands: Mutex<Option<mpsc::UnboundedSender<swarm::Command>>>,
+    control: libp2p_stream::Control,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl P2pTransport {
+    /// Loads (or creates) the node key, starts the runtime and the swarm, and
+    /// listens; returns once the listening address is known.
+    pub fn start(config: P2pConfig) -> Result<P2pTransport> {
+        let key = load_or_create_key(&config.dir)?;
+        let local = key.public().to_peer_id();
+        let listen = multiaddr_of(&config.listen)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads.max(1))
+            .thread_name(format!("p2p-{}", node_id_of(&local)))
+            .enable_all()
+            .build()
+            .map_err(|e| net("cannot start the runtime", e))?;
+        let handle = runtime.handle().clone();
+        let config = Arc::new(config);
+        let addresses: Addresses = Arc::default();
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established_per_peer(Some(config.max_connections_per_peer))
+            .with_max_pending_incoming(Some(config.max_pending_incoming));
+        let behaviour = Behaviour {
+            members: allow_block_list::Behaviour::default(),
+            limits: connection_limits::Behaviour::new(limits),
+            addresses: AddressBook {
+                addresses: addresses.clone(),
+            },
+            streams: libp2p_stream::Behaviour::new(),
+        };
+        let _guard = handle.enter();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| net("tcp/noise/yamux", e))?
+            .with_behaviour(|_| behaviour)
+            .map_err(|e| net("behaviour", e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+            .build();
+        swarm
+            .listen_on(listen.clone())
+            .map_err(|e| net(&format!("listen on {listen}"), e))?;
+        let mut control = swarm.behaviour().streams.new_control();
+        let raft_in = control
+            .accept(RAFT_PROTOCOL)
+            .map_err(|e| net("raft protocol", e))?;
+        let large_in = control
+            .accept(LARGE_PROTOCOL)
+            .map_err(|e| net("large protocol", e))?;
+        let shared = Arc::new(Shared {
+            config,
+            local,
+            members: RwLock::default(),
+            addresses,
+            links: Mutex::default(),
+            inbox: RwLock::default(),
+            large_handler: RwLock::default(),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (listening_tx, listening) = oneshot::channel();
+        handle.spawn(swarm::run(swarm, rx, Some(listening_tx)));
+        handle.spawn(swarm::accept_raft(shared.clone(), raft_in));
+        handle.spawn(swarm::accept_large(shared.clone(), large_in));
+        drop(_guard);
+        let local_addr = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), listening).await })
+            .map_err(|_| ReplicationError::Network("no listening address within 10 s".into()))?
+            .map_err(|_| ReplicationError::Network("the swarm stopped while starting".into()))?;
+        Ok(P2pTransport {
+            shared,
+            local_addr,
+            commands: Mutex::new(Some(tx)),
+            control,
+            runtime: Mutex::new(Some(runtime)),
+            handle,
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.local
+    }
+
+    /// This node's id in raft: [`node_id_of`] its PeerId.
+    pub fn node_id(&self) -> NodeId {
+        node_id_of(&self.shared.local)
+    }
+
+    /// The address the transport listens on (the port the OS chose, if 0).
+    pub fn local_addr(&self) -> Multiaddr {
+        self.local_addr.clone()
+    }
+
+    /// The listening address as `HOST:PORT`.
+    pub fn local_socket_addr(&self) -> Result<SocketAddr> {
+        socket_addr_of(&self.local_addr)
+    }
+
+    /// Where batches that arrive are delivered (the node's inbox). Batches
+    /// that arrive before this is set are dropped.
+    pub fn set_inbox(&self, inbox: Inbox) {
+        *self.shared.inbox.write() = Some(inbox);
+    }
+
+    /// Where payloads sent with [`P2pTransport::send_large`] are delivered.
+    pub fn set_large_handler(&self, handler: impl Fn(NodeId, Vec<u8>) + Send + Sync + 'static) {
+        *self.shared.large_handler.write() = Some(Arc::new(handler));
+    }
+
+    /// Makes `peer` a member: its connections are accepted and it can be sent
+    /// to. Returns its node id; refuses a peer whose node id another member
+    /// already has (a hash collision).
+    pub fn allow_peer(&self, peer: PeerId) -> Result<NodeId> {
+        let id = node_id_of(&peer);
+        {
+            let mut members = self.shared.members.write();
+            match members.get(&id) {
+                Some(existing) if *existing == peer => return Ok(id),
+                Some(existing) => {
+                    return Err(ReplicationError::NodeIdCollision {
+                        node: id,
+                        peer: peer.to_string(),
+                        existing: existing.to_string(),
+                    });
+                }
+                None => {
+                    members.insert(id, peer);
+                }
+            }
+        }
+        self.command(swarm::Command::Allow(peer));
+        if peer != self.shared.local {
+            let link = Arc::new(PeerLink::new(peer, &self.shared.config));
+            let config = self.shared.config.clone();
+            let tasks = vec![
+                self.handle
+                    .spawn(peer::raft_writer(
+                        link.clone(),
+                        self.control.clone(),
+                        config.clone(),
+                    ))
+                    .abort_handle(),
+                self.handle
+                    .spawn(peer::large_writer(
+                        link.clone(),
+                        self.control.clone(),
+                        config,
+                    ))
+                    .abort_handle(),
+            ];
+            self.shared.links.lock().insert(id, (link, tasks));
+        }
+        Ok(id)
+    }
+
+    /// Removes a member: its connections are closed and nothing more is
+    /// accepted from it or sent to it.
+    pub fn remove_peer(&self, peer: PeerId) {
+        let id = node_id_of(&peer);
+        {
+            let mut members = self.shared.members.write();
+            if members.get(&id) != Some(&peer) {
+                return;
+            }
+            members.remove(&id);
+        }
+        if let Some((_, tasks)) = self.shared.links.lock().remove(&id) {
+            tasks.iter().for_each(|t| t.abort());
+        }
+        self.shared.addresses.write().remove(&peer);
+        self.command(swarm::Command::Disallow(peer));
+    }
+
+    /// The members' PeerIds, by node id.
+    pub fn members(&self) -> HashMap<NodeId, PeerId> {
+        self.shared.members.read().clone()
+    }
+
+    /// Sets where `peer` listens, as `HOST:PORT` strings (replacing what was
+    /// known). Dials use these.
+    pub fn set_peer_addresses(&self, peer: PeerId, addrs: &[&str]) -> Result<()> {
+        let addrs = addrs
+            .iter()
+            .map(|a| multiaddr_of(a))
+            .collect::<Result<Vec<_>>>()?;
+        self.shared.addresses.write().insert(peer, addrs);
+        Ok(())
+    }
+
+    /// Queues a large payload for `to` on its own stream; the receiver's
+    /// large-payload handler gets it. Refused when `to` is not a member or
+    /// its queue is full (retry later); delivery is best effort.
+    pub fn send_large(&self, to: NodeId, payload: Vec<u8>) -> Result<()> {
+        self.queue_large(to, LargeKind::Payload, payload)
+    }
+
+    fn queue_large(&self, to: NodeId, kind: LargeKind, payload: Vec<u8>) -> Result<()> {
+        let link = self.link(to).ok_or(ReplicationError::UnknownNode(to))?;
+        link.large
+            .try_push((kind, payload))
+            .map_err(|_| ReplicationError::QueueFull(to))
+    }
+
+    fn link(&self, to: NodeId) -> Option<Arc<PeerLink>> {
+        self.shared.links.lock().get(&to).map(|(l, _)| l.clone())
+    }
+
+    /// Batches dropped so far on the way to `to` because its queue was full.
+    pub fn dropped(&self, to: NodeId) -> u64 {
+        self.link(to).map_or(0, |l| {
+            l.raft.dropped.load(std::sync::atomic::Ordering::Relaxed)
+                + l.large.dropped.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    fn command(&self, command: swarm::Command) {
+        if let Some(tx) = self.commands.lock().as_ref() {
+            let _ = tx.send(command);
+        }
+    }
+
+    /// Stops the swarm and every task, closes the connections and joins the
+    /// runtime's threads. Sending afterwards does nothing. Idempotent.
+    pub fn shutdown(&self) {
+        self.commands.lock().take();
+        for (_, (_, tasks)) in self.shared.links.lock().drain() {
+            tasks.iter().for_each(|t| t.abort());
+        }
+        if let Some(runtime) = self.runtime.lock().take() {
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for P2pTransport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Transport for P2pTransport {
+    /// Never blocks: encodes and queues. A batch carrying a snapshot or over
+    /// `raft_frame_limit` goes on the large-payload protocol.
+    fn send(&self, to: NodeId, batch: Vec<GroupMessage>) {
+        let Some(link) = self.link(to) else {
+            tracing::debug!(to, "batch for a node that is not a member dropped");
+            return;
+        };
+        let (large, small): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|m| m.msg.get_msg_type() == MessageType::MsgSnapshot);
+        if !small.is_empty() {
+            let bytes = encode_batch(&small);
+            if bytes.len() <= self.shared.config.raft_frame_limit {
+                link.raft.push_drop_oldest(bytes);
+            } else if link.large.try_push((LargeKind::Raft, bytes)).is_err() {
+                tracing::debug!(to, "large batch dropped: queue full");
+            }
+        }
+        if !large.is_empty()
+            && link
+                .large
+                .try_push((LargeKind::Raft, encode_batch(&large)))
+                .is_err()
+        {
+            tracing::debug!(to, "snapshot dropped: queue full");
+        }
+    }
+}
+
+fn net(what: &str, e: impl std::fmt::Display) -> ReplicationError {
+    ReplicationError::Network(format!("{what}: {e}"))
+}
+
+/// `HOST:PORT` (an IP literal or a resolvable name) as a TCP multiaddr.
+pub fn multiaddr_of(host_port: &str) -> Result<Multiaddr> {
+    let bad = |reason: String| ReplicationError::InvalidAddress {
+        addr: host_port.to_string(),
+        reason,
+    };
+    let addr = host_port
+        .to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address".into()))?;
+    Ok(Multiaddr::empty()
+        .with(Protocol::from(addr.ip()))
+        .with(Protocol::Tcp(addr.port())))
+}
+
+/// The `HOST:PORT` of a `/ip4|ip6/../tcp/..` multiaddr.
+pub fn socket_addr_of(addr: &Multiaddr) -> Result<SocketAddr> {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(a.into()),
+            Protocol::Ip6(a) => ip = Some(a.into()),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) => Ok(SocketAddr::new(ip, port)),
+        _ => Err(ReplicationError::InvalidAddress {
+            addr: addr.to_string(),
+            reason: "not an IP and TCP address".into(),
+        }),
+    }
+}
