@@ -25,24 +25,24 @@ const ENTRY_BYTES: usize = 1024;
 
 fn entries(group: u64, first: u64) -> Vec<Entry> {
     (first..first + ENTRIES_PER_GROUP)
-        .map(|index| {
-            let mut e = Entry::default();
-            e.index = index;
-            e.term = 1;
+        .map(|index| Entry {
+            index,
+            term: 1,
             // Text-like payload (documents are JSON): compressible as real ones are.
-            e.data = (0..ENTRY_BYTES)
+            data: (0..ENTRY_BYTES)
                 .map(|k| b'a' + ((index as usize * 31 + k * 7 + group as usize) % 26) as u8)
-                .collect();
-            e
+                .collect(),
+            ..Default::default()
         })
         .collect()
 }
 
 fn hard_state(commit: u64) -> HardState {
-    let mut hs = HardState::default();
-    hs.term = 1;
-    hs.commit = commit;
-    hs
+    HardState {
+        term: 1,
+        commit,
+        ..Default::default()
+    }
 }
 
 /// raft-engine wants to know how to read an entry's index.
