@@ -11,7 +11,10 @@
 //!   in-memory, filterable one for tests; [`p2p::P2pTransport`] is libp2p.
 //! - [`RaftNode`]: proposals, linearizable reads, membership changes.
 //! - [`codec`]: the bytes on the wire.
+//! - [`ClusterMap`]: nodes, collections, shards and their replicas, changed
+//!   by [`MapCommand`]s; [`placement`] decides where new shards go.
 
+mod cluster_map;
 pub mod codec;
 mod config;
 mod driver;
@@ -21,10 +24,15 @@ pub mod log;
 mod mem_transport;
 mod node;
 pub mod p2p;
+pub mod placement;
 mod read;
 mod snapshot;
 mod transport;
 
+pub use cluster_map::{
+    ClusterMap, CollectionInfo, MAX_MAP_COMMAND_BYTES, METADATA_GROUP, MapCommand, MapError,
+    NodeInfo, ShardInfo, shard_of,
+};
 pub use codec::GroupMessage;
 pub use config::NodeConfig;
 pub use error::{ReplicationError, Result};

@@ -1,0 +1,205 @@
+//! Placement: which live nodes hold the replicas of a new collection's
+//! shards.
+//!
+//! The rules, in order of strength:
+//! 1. never two replicas of one shard on one node, and only live nodes;
+//! 2. balance: every replica goes to a live node with the fewest replicas
+//!    (existing placements count), so if the per-node counts differed by at
+//!    most one before, they still do after;
+//! 3. zones: among equally loaded nodes, one in a zone this shard does not
+//!    use yet wins, then the zone holding fewer replicas, then the lower id.
+//!
+//! Balance wins over zones: with one node in zone `a` and five in zone `b`,
+//! the `a` node does not get a replica of every shard. On a cluster whose
+//! nodes all hold the same count (a fresh one, for instance), a shard's
+//! replicas span `min(replicas, zones)` zones.
+//!
+//! The result is a function of the inputs alone (no randomness, ties broken
+//! by node id), so every replica of the metadata group computes the same.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cluster_map::{NodeInfo, ShardInfo};
+use crate::{GroupId, NodeId};
+
+/// Shards of a collection created without `shards = N`.
+pub const DEFAULT_SHARDS: u32 = 4;
+/// The replica count of a collection created without `replicas = N` is
+/// `min(DEFAULT_REPLICAS, live nodes)`.
+pub const DEFAULT_REPLICAS: u32 = 3;
+
+/// Why a collection could not be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error("{replicas} replicas asked for, but only {live} nodes are live")]
+    NotEnoughNodes { live: usize, replicas: u32 },
+    #[error("a collection needs at least one shard")]
+    NoShards,
+    #[error("a shard needs at least one replica")]
+    NoReplicas,
+    #[error("no group ids are left after {next}")]
+    GroupsExhausted { next: GroupId },
+}
+
+impl PlacementError {
+    /// A stable, greppable code for the error kind.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PlacementError::NotEnoughNodes { .. } => "not_enough_nodes",
+            PlacementError::NoShards => "no_shards",
+            PlacementError::NoReplicas => "no_replicas",
+            PlacementError::GroupsExhausted { .. } => "groups_exhausted",
+        }
+    }
+}
+
+/// `min(DEFAULT_REPLICAS, live nodes)`.
+pub fn default_replicas(nodes: &[NodeInfo]) -> u32 {
+    let live = nodes.iter().filter(|n| n.up).count();
+    DEFAULT_REPLICAS.min(u32::try_from(live).unwrap_or(u32::MAX))
+}
+
+/// Places `shards` shards of `collection`, `replicas` replicas each, on the
+/// live `nodes`; `existing` are the placements already made (they count for
+/// balance) and the shards get groups `first_group, first_group + 1, ...`.
+///
+/// ```
+/// use stratosdb_replication::{NodeInfo, placement::place};
+/// let nodes: Vec<NodeInfo> = (1..=3)
+///     .map(|id| NodeInfo::new(id, format!("peer{id}"), String::new(), String::new()))
+///     .collect();
+/// let shards = place(&nodes, &[], 1, "users", 4, 3).unwrap();
+/// assert_eq!(shards.len(), 4);
+/// assert!(shards.iter().all(|s| s.replicas.len() == 3));
+/// ```
+pub fn place(
+    nodes: &[NodeInfo],
+    existing: &[ShardInfo],
+    first_group: GroupId,
+    collection: &str,
+    shards: u32,
+    replicas: u32,
+) -> Result<Vec<ShardInfo>, PlacementError> {
+    if shards == 0 {
+        return Err(PlacementError::NoShards);
+    }
+    if replicas == 0 {
+        return Err(PlacementError::NoReplicas);
+    }
+    let mut live: Vec<&NodeInfo> = nodes.iter().filter(|n| n.up).collect();
+    live.sort_by_key(|n| n.id);
+    live.dedup_by_key(|n| n.id);
+    let not_enough = PlacementError::NotEnoughNodes {
+        live: live.len(),
+        replicas,
+    };
+    if live.len() < replicas as usize {
+        return Err(not_enough);
+    }
+    let mut load: BTreeMap<NodeId, u64> = live.iter().map(|n| (n.id, 0)).collect();
+    let mut zone_load: BTreeMap<&str, u64> = BTreeMap::new();
+    let zone_of: BTreeMap<NodeId, Option<&str>> =
+        live.iter().map(|n| (n.id, n.zone.as_deref())).collect();
+    for replica in existing.iter().flat_map(|s| &s.replicas) {
+        add_load(replica, &mut load, &mut zone_load, &zone_of);
+    }
+
+    let mut placed = Vec::with_capacity(shards as usize);
+    for shard in 0..shards {
+        let group = first_group
+            .checked_add(shard)
+            .ok_or(PlacementError::GroupsExhausted { next: first_group })?;
+        let mut chosen: Vec<NodeId> = Vec::with_capacity(replicas as usize);
+        let mut used_zones: BTreeSet<&str> = BTreeSet::new();
+        for _ in 0..replicas {
+            let best = live
+                .iter()
+                .filter(|n| !chosen.contains(&n.id))
+                .min_by_key(|n| {
+                    let zone = n.zone.as_deref();
+                    let zone_used = zone.is_some_and(|z| used_zones.contains(z));
+                    let in_zone = zone.and_then(|z| zone_load.get(z).copied()).unwrap_or(0);
+                    (load.get(&n.id).copied(), zone_used, in_zone, n.id)
+                })
+                .ok_or_else(|| not_enough.clone())?;
+            chosen.push(best.id);
+            if let Some(z) = best.zone.as_deref() {
+                used_zones.insert(z);
+            }
+            add_load(&best.id, &mut load, &mut zone_load, &zone_of);
+        }
+        placed.push(ShardInfo {
+            collection: collection.to_owned(),
+            shard,
+            group,
+            replicas: chosen,
+            leader: None,
+        });
+    }
+    Ok(placed)
+}
+
+fn add_load<'a>(
+    node: &NodeId,
+    load: &mut BTreeMap<NodeId, u64>,
+    zone_load: &mut BTreeMap<&'a str, u64>,
+    zone_of: &BTreeMap<NodeId, Option<&'a str>>,
+) {
+    // Replicas on nodes that are down or gone do not count.
+    if let Some(count) = load.get_mut(node) {
+        *count += 1;
+    }
+    if let Some(Some(zone)) = zone_of.get(node) {
+        *zone_load.entry(zone).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: NodeId, zone: Option<&str>) -> NodeInfo {
+        let mut n = NodeInfo::new(id, format!("p{id}"), String::new(), String::new());
+        n.zone = zone.map(str::to_owned);
+        n
+    }
+
+    #[test]
+    fn too_few_live_nodes_is_a_typed_error() {
+        let mut nodes = vec![node(1, None), node(2, None), node(3, None)];
+        nodes[2].up = false;
+        assert_eq!(
+            place(&nodes, &[], 1, "c", 4, 3),
+            Err(PlacementError::NotEnoughNodes {
+                live: 2,
+                replicas: 3
+            })
+        );
+        assert_eq!(
+            place(&nodes, &[], 1, "c", 0, 1),
+            Err(PlacementError::NoShards)
+        );
+        assert_eq!(
+            place(&nodes, &[], 1, "c", 1, 0),
+            Err(PlacementError::NoReplicas)
+        );
+        assert_eq!(default_replicas(&nodes), 2);
+    }
+
+    #[test]
+    fn a_fresh_shard_spans_the_zones() {
+        let nodes = vec![
+            node(1, Some("a")),
+            node(2, Some("a")),
+            node(3, Some("b")),
+            node(4, Some("b")),
+            node(5, Some("c")),
+        ];
+        let placed = place(&nodes, &[], 7, "c", 2, 3).unwrap();
+        assert_eq!(placed[0].replicas, vec![1, 3, 5]);
+        assert_eq!(placed[0].group, 7);
+        assert_eq!(placed[1].group, 8);
+        // The loaded nodes wait; 2 and 4 come first.
+        assert_eq!(&placed[1].replicas[..2], &[2, 4]);
+    }
+}
