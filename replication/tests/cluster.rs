@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use stratosdb_engine::{ApplyOutcome, Command, Op, Value};
+use stratosdb_engine::{ApplyOutcome, Command, Op};
 use stratosdb_replication::{
     Filters, GroupId, MemHub, MembershipChange, NodeConfig, NodeId, RaftNode, ReplicationError,
 };
@@ -13,14 +13,13 @@ use stratosdb_replication::{
 const G: GroupId = 1;
 const WAIT: Duration = Duration::from_secs(20);
 
+mod common;
+use common::{fast_config, insert};
+
 fn config(id: NodeId) -> NodeConfig {
-    let mut c = NodeConfig::new(id);
-    c.tick = Duration::from_millis(20);
-    c.election_ticks = 10;
-    c.heartbeat_ticks = 2;
+    let mut c = fast_config(id);
     c.compact_after = 100;
     c.compact_keep = 10;
-    c.engine.cache_bytes = 8 << 20;
     c
 }
 
@@ -32,16 +31,6 @@ struct Cluster {
     dirs: HashMap<NodeId, tempfile::TempDir>,
     /// Every (term, leader) any node reported: one leader per term, ever.
     leaders: std::cell::RefCell<BTreeMap<u64, NodeId>>,
-}
-
-fn insert(id: &str) -> Command {
-    let doc = Value::from_json_str(&format!(r#"{{"_id":"{id}","n":1}}"#)).unwrap();
-    Command {
-        ops: vec![Op::Insert {
-            collection: "c".into(),
-            doc,
-        }],
-    }
 }
 
 impl Cluster {

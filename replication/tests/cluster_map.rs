@@ -9,8 +9,7 @@ use proptest::prelude::*;
 use stratosdb_engine::{ApplyOutcome, Command, Op, Value};
 use stratosdb_replication::placement::{PlacementError, place};
 use stratosdb_replication::{
-    ClusterMap, GroupId, METADATA_GROUP, MapCommand, MemHub, NodeConfig, NodeId, NodeInfo,
-    RaftNode, ShardInfo,
+    ClusterMap, GroupId, METADATA_GROUP, MapCommand, MemHub, NodeId, NodeInfo, RaftNode, ShardInfo,
 };
 
 fn node(id: NodeId, zone: Option<u8>, up: bool) -> NodeInfo {
@@ -151,14 +150,8 @@ proptest! {
 const SYSTEM: &str = "_cluster";
 const WAIT: Duration = Duration::from_secs(20);
 
-fn config(id: NodeId) -> NodeConfig {
-    let mut c = NodeConfig::new(id);
-    c.tick = Duration::from_millis(20);
-    c.election_ticks = 10;
-    c.heartbeat_ticks = 2;
-    c.engine.cache_bytes = 8 << 20;
-    c
-}
+mod common;
+use common::fast_config as config;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

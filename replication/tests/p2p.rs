@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use raft::eraftpb::Message;
-use stratosdb_engine::{ApplyOutcome, Command, Op, Value};
+use stratosdb_engine::{ApplyOutcome, Command, Op};
 use stratosdb_replication::p2p::{P2pConfig, P2pTransport, node_id_of};
 use stratosdb_replication::{
     GroupId, GroupMessage, Inbox, NodeConfig, NodeId, RaftNode, ReplicationError, Transport,
@@ -281,27 +281,16 @@ struct Cluster {
     dirs: BTreeMap<NodeId, tempfile::TempDir>,
 }
 
+mod common;
+use common::{fast_config, insert};
+
 fn node_config(id: NodeId) -> NodeConfig {
-    let mut c = NodeConfig::new(id);
-    c.tick = Duration::from_millis(20);
-    c.election_ticks = 10;
-    c.heartbeat_ticks = 2;
+    let mut c = fast_config(id);
     // Compact early, so a replica cut off for 20 writes needs a snapshot
     // (which travels on the large-payload protocol).
     c.compact_after = 10;
     c.compact_keep = 2;
-    c.engine.cache_bytes = 8 << 20;
     c
-}
-
-fn insert(id: &str) -> Command {
-    let doc = Value::from_json_str(&format!(r#"{{"_id":"{id}","n":1}}"#)).unwrap();
-    Command {
-        ops: vec![Op::Insert {
-            collection: "c".into(),
-            doc,
-        }],
-    }
 }
 
 impl Cluster {
