@@ -28,6 +28,7 @@ pub mod keys;
 pub mod limits;
 mod merkle;
 mod overlay;
+mod routing;
 mod shard;
 mod shared;
 mod snapshot;
@@ -42,6 +43,7 @@ pub use engine::Engine;
 pub use error::{EngineError, Result};
 pub use limits::Limits;
 pub use merkle::root_from_scratch;
+pub use routing::{assign_id, shard_of};
 pub use shard::{
     ApplyOutcome, DocIter, Durability, IdIter, IndexRange, OpOutcome, RawDocument, Shard, ShardId,
     WriteResult,

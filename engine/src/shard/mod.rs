@@ -36,7 +36,7 @@ pub use crate::directory::ShardId;
 /// Bounds of an index scan over the indexed values. A bound with fewer values
 /// than the index has fields is a prefix: `Included([5])` as upper bound takes
 /// every key that starts with 5, `Excluded([5])` as lower bound skips them all.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, bincode::Encode, bincode::Decode)]
 pub struct IndexRange {
     pub lower: Bound<Vec<Value>>,
     pub upper: Bound<Vec<Value>>,
