@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use bincode::{Decode, Encode};
+
 use stratosdb_engine::proof::PathSegment;
 use stratosdb_engine::{IndexSpec, Value};
 
@@ -80,7 +82,7 @@ impl fmt::Display for Path {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum ArithOp {
     Add,
     Sub,
@@ -89,7 +91,7 @@ pub enum ArithOp {
     Mod,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum CmpOp {
     Eq,
     Ne,
@@ -140,7 +142,7 @@ impl CmpOp {
 /// Chains are n-ary so that a long `a AND b AND ...` or `1 + 2 + ...` is a
 /// wide node, not a deep one: every walk over the tree (see
 /// [`crate::tree`]) recurses only as deep as the expression is nested.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode)]
 pub enum Expr {
     Literal(Value),
     Path(Path),
@@ -339,7 +341,7 @@ impl fmt::Display for Expr {
 }
 
 /// The aggregate functions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum AggFunc {
     /// `COUNT(*)`: rows.
     CountRows,
@@ -364,7 +366,7 @@ impl AggFunc {
 }
 
 /// One aggregate call of a query: `SUM(price * qty)`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct AggCall {
     pub func: AggFunc,
     /// None for `COUNT(*)`.
@@ -381,7 +383,7 @@ impl fmt::Display for AggCall {
 }
 
 /// One output column: an expression and the name it is shown under.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct SelectItem {
     pub expr: Expr,
     /// The alias, or else the expression as written (`address.city`).
@@ -397,7 +399,7 @@ pub enum Projection {
 }
 
 /// One ORDER BY key.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct OrderKey {
     pub expr: Expr,
     pub desc: bool,
@@ -447,7 +449,13 @@ impl Query {
 /// A statement of the dialect.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Statement {
-    CreateCollection(String),
+    /// `CREATE COLLECTION name [WITH (shards = N, replicas = M)]`; a store
+    /// that cannot honour the options says so in its message.
+    CreateCollection {
+        name: String,
+        shards: Option<u32>,
+        replicas: Option<u32>,
+    },
     DropCollection(String),
     ShowCollections,
     /// Documents to insert; all or none.

@@ -51,11 +51,36 @@ pub enum QueryError {
     /// nested too deeply); the message names the limit and its value.
     #[error("limit exceeded: {what} is more than {limit}")]
     LimitExceeded { what: String, limit: usize },
+    /// An error a store got from elsewhere (another node), kept with its
+    /// code so callers (and the retry of a write conflict) see the same kind.
+    #[error("{message}")]
+    Remote { code: String, message: String },
+    /// The shard has no quorum or cannot be reached; retrying may succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A message between nodes that does not decode (see [`crate::wire`]).
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A UNIQUE index cannot be enforced across shards (documents are placed
+    /// by `_id`): it needs a collection with one shard.
+    #[error(
+        "collection {collection:?} has {shards} shards: a UNIQUE index can only be enforced on a collection with one shard; create the collection WITH (shards = 1)"
+    )]
+    UniqueNeedsSingleShard { collection: String, shards: u32 },
+    /// A write over several shards failed on one after others had applied
+    /// theirs: statements are atomic per shard, not across shards.
+    #[error("{written} of {total} documents were written before shard {shard} failed: {source}")]
+    PartialWrite {
+        written: u64,
+        total: u64,
+        shard: u32,
+        source: Box<QueryError>,
+    },
 }
 
 impl QueryError {
     /// A stable, greppable code for the error kind (engine errors keep theirs).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             QueryError::Syntax(_) => "syntax_error",
             QueryError::Unsupported(_) => "unsupported",
@@ -70,6 +95,11 @@ impl QueryError {
             QueryError::Contention { .. } => "contention",
             QueryError::Engine(e) => e.code(),
             QueryError::LimitExceeded { .. } => "limit_exceeded",
+            QueryError::Remote { code, .. } => code,
+            QueryError::Unavailable(_) => "unavailable",
+            QueryError::Malformed(_) => "malformed",
+            QueryError::UniqueNeedsSingleShard { .. } => "unique_needs_single_shard",
+            QueryError::PartialWrite { .. } => "partial_write",
         }
     }
 }

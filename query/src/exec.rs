@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
+use bincode::{Decode, Encode};
+
 use stratosdb_engine::{CollectionInfo, EngineError, KvStore, Shard, Value};
 
 use crate::ast::{AggCall, AggFunc, OrderKey, Query, SelectItem};
@@ -15,21 +17,21 @@ use crate::eval::{Ctx, eval, matches};
 use crate::plan::{AccessPath, QueryPlan, ShardOutput, ShardPlan, id_order, plan};
 
 /// A row and the values of the sort keys it was ordered by.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct PartialRow {
     pub key: Vec<Option<Value>>,
     pub row: Value,
 }
 
 /// One group's partial aggregates from one shard.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct PartialGroup {
     pub key: Vec<Option<Value>>,
     pub states: Vec<AggState>,
 }
 
 /// What one shard answers for a [`ShardPlan`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub enum Partial {
     /// Rows sorted by their keys (at most the plan's limit).
     Rows(Vec<PartialRow>),
@@ -60,28 +62,42 @@ pub fn run_query<S: ShardSource>(sources: &[S], query: &Query) -> Result<(QueryP
     Ok((plan, rows))
 }
 
-/// Plans a query against the shards' catalogs: an index counts as multikey
-/// if it is on any shard.
+/// Plans a query against the shards' catalogs (see [`planning_catalog`]).
 pub fn plan_query<S: ShardSource>(sources: &[S], query: &Query) -> Result<QueryPlan> {
     if let [one] = sources {
         return Ok(plan(query, one.catalog(&query.collection)?.as_ref()));
     }
-    let mut merged: Option<CollectionInfo> = None;
-    for source in sources {
-        let info = source.catalog(&query.collection)?;
-        match &mut merged {
-            None => merged = Some(info.as_ref().clone()),
-            Some(m) => {
-                for index in &mut m.indexes {
-                    if let Some(other) = info.indexes.iter().find(|i| i.spec == index.spec) {
-                        index.multikey |= other.multikey;
-                    }
+    let catalogs = sources
+        .iter()
+        .map(|s| s.catalog(&query.collection))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(plan(query, &planning_catalog(catalogs)?))
+}
+
+/// One catalog to plan a query over several shards with: the indexes that are
+/// complete on every shard (one still being built somewhere cannot be used
+/// there), each multikey if it is multikey on any shard (a plan that relies
+/// on one entry per document must not be made from a shard that has not met
+/// an array yet), and the documents of all shards.
+pub fn planning_catalog(catalogs: Vec<Arc<CollectionInfo>>) -> Result<CollectionInfo> {
+    let mut iter = catalogs.into_iter();
+    let first = iter
+        .next()
+        .ok_or_else(|| QueryError::Invalid("no shard to query".into()))?;
+    let mut merged = first.as_ref().clone();
+    for info in iter {
+        merged.count += info.count;
+        merged.indexes.retain_mut(|index| {
+            match info.indexes.iter().find(|i| i.spec == index.spec) {
+                Some(other) => {
+                    index.multikey |= other.multikey;
+                    true
                 }
+                None => false,
             }
-        }
+        });
     }
-    let info = merged.ok_or_else(|| QueryError::Invalid("no shard to query".into()))?;
-    Ok(plan(query, &info))
+    Ok(merged)
 }
 
 /// Runs a plan on every source and merges the answers.
@@ -340,7 +356,7 @@ pub fn cmp_keys(a: &[Option<Value>], b: &[Option<Value>], desc: &[bool]) -> Orde
 
 /// The running state of one aggregate on one shard; states of the same
 /// aggregate from several shards combine with [`AggState::merge`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub enum AggState {
     Count(u64),
     /// SUM and AVG: integers summed exactly, floats apart.

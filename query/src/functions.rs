@@ -9,10 +9,12 @@
 
 use stratosdb_engine::Value;
 
+use bincode::{Decode, Encode};
+
 use crate::error::{QueryError, Result};
 
 /// A scalar (one row in, one value out) function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum ScalarFunc {
     Lower,
     Upper,

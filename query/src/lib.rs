@@ -14,7 +14,10 @@
 //!    a merge;
 //! 4. [`exec`]: the per-shard part behind [`exec::ShardSource`] (implemented
 //!    for the engine's `Shard`), and the merge of N shard answers;
-//! 5. [`Database`]: the embedded database, statements in, [`StatementResult`]s out.
+//! 5. [`ShardedDatabase`]: statements over any [`ShardedStore`] (routing,
+//!    scatter/gather, per-shard isolation of writes); [`Database`], the
+//!    embedded database, is its one-shard case, and [`LocalShards`] N engine
+//!    shards in one process; [`wire`] encodes plans and answers for the network.
 //!
 //! Expressions are rewritten through one traversal ([`tree`]); the scalar
 //! functions live in [`functions`]. Semantics (missing vs null, comparisons
@@ -26,16 +29,27 @@ pub mod error;
 pub mod eval;
 pub mod exec;
 pub mod filter;
+pub mod fixture;
 pub mod functions;
 pub mod limits;
 pub mod parse;
 pub mod plan;
+mod sharded;
 pub mod translate;
 pub mod tree;
+pub mod wire;
 
 pub use database::{Database, StatementResult};
 pub use error::{QueryError, Result};
 pub use exec::{Rows, ShardSource};
 pub use filter::{FindOptions, Order};
 pub use parse::{StatementText, parse_script, parse_statement, split_statements};
+pub use sharded::{
+    Executed, LOCAL_MAX_SHARDS, LocalShards, MAX_WRITE_ATTEMPTS, ReadConsistency, ShardRead,
+    ShardedDatabase, ShardedStore,
+};
 pub use stratosdb_engine::Value;
+pub use wire::{
+    decode_partial, decode_query_plan, decode_shard_plan, encode_partial, encode_query_plan,
+    encode_shard_plan,
+};

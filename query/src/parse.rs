@@ -323,8 +323,18 @@ fn pre_parse(script: &str, part: &StatementText<'_>, origin: Origin) -> Result<O
     let stmt = match upper.as_slice() {
         ["CREATE", "COLLECTION", ..] => {
             let n = name(2, "a collection")?;
-            end(3)?;
-            Statement::CreateCollection(n)
+            let (shards, replicas) = match words.get(3) {
+                None => (None, None),
+                Some((offset, _)) => collection_options(&clean[*offset..], |i| {
+                    let (line, column) = origin.at(script, part.offset + offset + i);
+                    format!("Line: {line}, Column: {column}")
+                })?,
+            };
+            Statement::CreateCollection {
+                name: n,
+                shards,
+                replicas,
+            }
         }
         ["DROP", "COLLECTION", ..] => {
             let n = name(2, "a collection")?;
@@ -359,6 +369,110 @@ fn pre_parse(script: &str, part: &StatementText<'_>, origin: Origin) -> Result<O
         _ => return Ok(None),
     };
     Ok(Some(stmt))
+}
+
+/// `WITH (shards = N, replicas = M)`, both optional, in any order, each a
+/// positive integer. `at` turns an offset in `text` into a position.
+fn collection_options(
+    text: &str,
+    at: impl Fn(usize) -> String,
+) -> Result<(Option<u32>, Option<u32>)> {
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while text[*i..].starts_with(char::is_whitespace) {
+            *i += text[*i..].chars().next().map_or(1, char::len_utf8);
+        }
+    };
+    let found = |i: usize| -> String {
+        let rest = &text[i..];
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        match (word.is_empty(), rest.chars().next()) {
+            (false, _) => word,
+            (true, Some(c)) => c.to_string(),
+            (true, None) => "EOF".to_string(),
+        }
+    };
+    let expected = |what: &str, i: usize| -> QueryError {
+        QueryError::Syntax(format!(
+            "Expected: {what}, found: {} at {}",
+            found(i),
+            at(i)
+        ))
+    };
+    if !text
+        .get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case("WITH"))
+        || text[4..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+    {
+        return Err(expected(
+            "end of statement or WITH (shards = N, replicas = M)",
+            0,
+        ));
+    }
+    i += 4;
+    skip_ws(&mut i);
+    if !text[i..].starts_with('(') {
+        return Err(expected("(", i));
+    }
+    i += 1;
+    let (mut shards, mut replicas) = (None, None);
+    loop {
+        skip_ws(&mut i);
+        let key_at = i;
+        let key = found(i);
+        let slot = match key.to_ascii_lowercase().as_str() {
+            "shards" => &mut shards,
+            "replicas" => &mut replicas,
+            _ => {
+                return Err(QueryError::Syntax(format!(
+                    "unknown collection option {key:?} (expected shards or replicas) at {}",
+                    at(key_at)
+                )));
+            }
+        };
+        if slot.is_some() {
+            return Err(QueryError::Syntax(format!(
+                "option {key} is given twice at {}",
+                at(key_at)
+            )));
+        }
+        i += key.len();
+        skip_ws(&mut i);
+        if !text[i..].starts_with('=') {
+            return Err(expected("=", i));
+        }
+        i += 1;
+        skip_ws(&mut i);
+        let value_at = i;
+        let value = found(i);
+        match value.parse::<u32>() {
+            Ok(n) if n > 0 && value.chars().all(|c| c.is_ascii_digit()) => *slot = Some(n),
+            _ => {
+                return Err(QueryError::Syntax(format!(
+                    "{key} must be a positive integer, found: {value} at {}",
+                    at(value_at)
+                )));
+            }
+        }
+        i += value.len();
+        skip_ws(&mut i);
+        match text[i..].chars().next() {
+            Some(',') => i += 1,
+            Some(')') => {
+                i += 1;
+                break;
+            }
+            _ => return Err(expected(", or )", i)),
+        }
+    }
+    skip_ws(&mut i);
+    if i < text.len() {
+        return Err(expected("end of statement", i));
+    }
+    Ok((shards, replicas))
 }
 
 fn words(text: &str) -> Vec<(usize, &str)> {
@@ -425,6 +539,51 @@ mod tests {
             err.contains("Expected: identifier, found: EOF at Line: 1, Column: 14"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn create_collection_options() {
+        let create = |sql: &str| match parse_statement(sql) {
+            Ok(Statement::CreateCollection {
+                name,
+                shards,
+                replicas,
+            }) => Ok((name, shards, replicas)),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(create("CREATE COLLECTION c"), Ok(("c".into(), None, None)));
+        assert_eq!(
+            create("create collection c with (SHARDS = 4, replicas=3)"),
+            Ok(("c".into(), Some(4), Some(3)))
+        );
+        assert_eq!(
+            create("CREATE COLLECTION c WITH(replicas = 2)"),
+            Ok(("c".into(), None, Some(2)))
+        );
+        let err = create("CREATE COLLECTION c WITH (shard = 4)").unwrap_err();
+        assert!(err.contains("unknown collection option \"shard\""), "{err}");
+        assert!(err.contains("Line: 1, Column: 27"), "{err}");
+        let err = create("CREATE COLLECTION c WITH (shards = 0)").unwrap_err();
+        assert!(
+            err.contains("shards must be a positive integer, found: 0"),
+            "{err}"
+        );
+        let err = create("CREATE COLLECTION c WITH (shards = x)").unwrap_err();
+        assert!(err.contains("found: x"), "{err}");
+        let err = create("CREATE COLLECTION c WITH (shards = -1)").unwrap_err();
+        assert!(err.contains("found: -"), "{err}");
+        let err = create("CREATE COLLECTION c WITH (shards = 2, shards = 3)").unwrap_err();
+        assert!(err.contains("given twice"), "{err}");
+        let err = create("CREATE COLLECTION c WITH (shards = 2) x").unwrap_err();
+        assert!(
+            err.contains("Expected: end of statement, found: x"),
+            "{err}"
+        );
+        let err = create("CREATE COLLECTION c b").unwrap_err();
+        assert!(err.contains("found: b at Line: 1, Column: 21"), "{err}");
+        let err = create("CREATE COLLECTION c WITH (shards = 2").unwrap_err();
+        assert!(err.contains("found: EOF"), "{err}");
     }
 
     #[test]

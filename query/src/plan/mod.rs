@@ -26,6 +26,8 @@ mod explain;
 
 use std::ops::Bound;
 
+use bincode::{Decode, Encode};
+
 use stratosdb_engine::{CollectionInfo, IndexRange};
 
 use crate::ast::{AggCall, Expr, OrderKey, Projection, Query, SelectItem};
@@ -34,7 +36,7 @@ use crate::ast::{AggCall, Expr, OrderKey, Projection, Query, SelectItem};
 const MAX_RANGES: usize = 256;
 
 /// How a shard finds candidate documents.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub enum AccessPath {
     /// Every document, in `_id` order.
     FullScan { reverse: bool },
@@ -61,7 +63,7 @@ pub enum AccessPath {
 }
 
 /// What each shard returns.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub enum ShardOutput {
     /// Whole documents (`SELECT *`).
     Documents,
@@ -75,7 +77,7 @@ pub enum ShardOutput {
 }
 
 /// The part of a query that runs on each shard.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct ShardPlan {
     pub collection: String,
     pub access: AccessPath,
@@ -95,7 +97,7 @@ pub struct ShardPlan {
 }
 
 /// The final step of a grouping query, run once on the merged groups.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct FinalAggregate {
     pub aggregates: Vec<AggCall>,
     pub having: Option<Expr>,
@@ -104,7 +106,7 @@ pub struct FinalAggregate {
 }
 
 /// The part of a query that combines the shards' answers.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct MergePlan {
     /// Output columns (None for `SELECT *`: the union of the documents' fields).
     pub columns: Option<Vec<String>>,
@@ -117,7 +119,7 @@ pub struct MergePlan {
 }
 
 /// A planned query.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct QueryPlan {
     pub shard: ShardPlan,
     pub merge: MergePlan,
