@@ -4,9 +4,12 @@
 //! 1. a database with many indexes (the planner uses them),
 //! 2. a database with no index (full scans),
 //! 3. two shards holding halves of the documents, merged,
-//! 4. a naive evaluator over all documents (no planner, no engine),
+//! 4. a `ShardedDatabase` of four `LocalShards` with the indexes, documents
+//!    routed by `_id`, every plan and shard answer sent through the wire
+//!    encoding (`stratosdb_query::wire`) and back,
+//! 5. a naive evaluator over all documents (no planner, no engine),
 //!
-//! and all four answers must be identical, rows and order. ORDER BY is made
+//! and all five answers must be identical, rows and order. ORDER BY is made
 //! total by the dialect itself (`_id` breaks ties), so orders compare exactly.
 //!
 //! The naive evaluator has its own reading of the semantics (it shares only
@@ -24,7 +27,12 @@ use stratosdb_engine::{Durability, Engine, IndexSpec, Op, Shard, Value};
 use stratosdb_query::ast::{CmpOp, Expr, Projection, Query, ScalarFunc, Statement};
 use stratosdb_query::eval::{Ctx, eval};
 use stratosdb_query::exec::{canonical_key, run_query};
-use stratosdb_query::{Database, StatementResult, parse_statement};
+use stratosdb_query::exec::Partial;
+use stratosdb_query::plan::ShardPlan;
+use stratosdb_query::{
+    Database, LocalShards, ReadConsistency, ShardedDatabase, ShardedStore, StatementResult,
+    decode_partial, decode_shard_plan, encode_partial, encode_shard_plan, parse_statement,
+};
 
 fn scalar() -> impl Strategy<Value = Json> {
     prop_oneof![
@@ -238,17 +246,19 @@ fn query() -> impl Strategy<Value = String> {
     ]
 }
 
+const INDEXES: [(&str, &[&str]); 6] = [
+    ("by_a", &["a"]),
+    ("by_b", &["b"]),
+    ("by_c_b", &["c", "b"]),
+    ("by_c_nx", &["c", "n.x"]),
+    ("by_nx", &["n.x"]),
+    ("by_tags", &["tags"]),
+];
+
 fn setup_indexes(shard: &Shard) {
-    for (name, fields) in [
-        ("by_a", vec!["a"]),
-        ("by_b", vec!["b"]),
-        ("by_c_b", vec!["c", "b"]),
-        ("by_c_nx", vec!["c", "n.x"]),
-        ("by_nx", vec!["n.x"]),
-        ("by_tags", vec!["tags"]),
-    ] {
+    for (name, fields) in INDEXES {
         shard
-            .create_index("t", IndexSpec::new(name, &fields))
+            .create_index("t", IndexSpec::new(name, fields))
             .expect("index");
     }
 }
@@ -262,6 +272,84 @@ fn load(shard: &Shard, docs: &[Value]) {
         })
         .collect();
     shard.write(ops, Durability::Buffered).expect("load");
+}
+
+/// A store that sends every shard plan and answer through the wire encoding,
+/// as a cluster does between nodes.
+struct Wire(LocalShards);
+
+impl ShardedStore for Wire {
+    fn shard_count(&self, collection: &str) -> stratosdb_query::Result<u32> {
+        self.0.shard_count(collection)
+    }
+    fn shard_of(&self, collection: &str, id: &str) -> stratosdb_query::Result<u32> {
+        self.0.shard_of(collection, id)
+    }
+    fn shard_catalog(
+        &self,
+        collection: &str,
+        shard: u32,
+    ) -> stratosdb_query::Result<std::sync::Arc<stratosdb_engine::CollectionInfo>> {
+        self.0.shard_catalog(collection, shard)
+    }
+    fn execute_partial(
+        &self,
+        shard: u32,
+        plan: &ShardPlan,
+        consistency: ReadConsistency,
+    ) -> stratosdb_query::Result<(Partial, u64)> {
+        let sent = decode_shard_plan(&encode_shard_plan(plan))?;
+        assert_eq!(&sent, plan);
+        let (partial, applied) = self.0.execute_partial(shard, &sent, consistency)?;
+        let back = decode_partial(&encode_partial(&partial))?;
+        assert_eq!(back, partial);
+        Ok((back, applied))
+    }
+    fn write(
+        &self,
+        collection: &str,
+        shard: u32,
+        ops: Vec<Op>,
+    ) -> stratosdb_query::Result<Vec<stratosdb_engine::OpOutcome>> {
+        self.0.write(collection, shard, ops)
+    }
+    fn collections(&self) -> stratosdb_query::Result<Vec<String>> {
+        self.0.collections()
+    }
+    fn create_collection(
+        &self,
+        name: &str,
+        shards: Option<u32>,
+        replicas: Option<u32>,
+    ) -> stratosdb_query::Result<()> {
+        self.0.create_collection(name, shards, replicas)
+    }
+    fn drop_collection(&self, name: &str) -> stratosdb_query::Result<()> {
+        self.0.drop_collection(name)
+    }
+    fn create_index(&self, collection: &str, spec: &IndexSpec) -> stratosdb_query::Result<()> {
+        self.0.create_index(collection, spec)
+    }
+    fn drop_index(&self, collection: &str, name: &str) -> stratosdb_query::Result<()> {
+        self.0.drop_index(collection, name)
+    }
+}
+
+fn four_shards(docs: &[Value]) -> ShardedDatabase<Wire> {
+    let db = ShardedDatabase::new(Wire(LocalShards::temporary(4).expect("local shards")));
+    let run = |stmt: &Statement| db.run(stmt, ReadConsistency::Linearizable).expect("setup");
+    run(&parse_statement("CREATE COLLECTION t").expect("parse"));
+    for (name, fields) in INDEXES {
+        run(&Statement::CreateIndex {
+            collection: "t".into(),
+            spec: IndexSpec::new(name, fields),
+        });
+    }
+    run(&Statement::Insert {
+        collection: "t".into(),
+        docs: docs.to_vec(),
+    });
+    db
 }
 
 fn rows_of(r: StatementResult) -> Vec<Value> {
@@ -609,6 +697,8 @@ proptest! {
         load(&shards[0], &even.into_iter().map(|(_, d)| d).collect::<Vec<_>>());
         load(&shards[1], &odd.into_iter().map(|(_, d)| d).collect::<Vec<_>>());
 
+        let sharded = four_shards(&docs);
+
         for sql in &queries {
             let Statement::Select(q) = parse_statement(sql).expect("parse") else {
                 panic!("not a select: {sql}")
@@ -622,6 +712,10 @@ proptest! {
             prop_assert_eq!(&with_indexes, &want, "with indexes: {}\nplan: {:?}", sql, index_plan);
             prop_assert_eq!(&without, &want, "without indexes: {}", sql);
             prop_assert_eq!(&merged, &want, "two shards: {}\nplan: {:?}", sql, plan);
+            let executed = sharded.execute_one(sql, ReadConsistency::Linearizable).expect(sql);
+            let four = to_json(&rows_of(executed.result));
+            prop_assert_eq!(&four, &want, "four shards: {}\nplan: {:?}", sql, sharded.plan(&q));
+            prop_assert!(executed.reads.len() <= 4);
         }
     }
 }
