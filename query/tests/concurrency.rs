@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use stratosdb_query::{
-    Database, LocalShards, ReadConsistency, ShardedDatabase, StatementResult,
-};
+use stratosdb_query::{Database, LocalShards, ReadConsistency, ShardedDatabase, StatementResult};
 
 fn count(db: &Database, sql: &str) -> i64 {
     let results = db.execute(sql).expect("query");
@@ -247,9 +245,10 @@ fn eight_threads_incrementing_documents_on_four_shards_lose_nothing() {
     for t in threads {
         t.join().expect("thread");
     }
-    let StatementResult::Rows { rows, .. } =
-        sharded(&db, "SELECT MIN(n) AS lo, MAX(n) AS hi, COUNT(*) AS k FROM c")
-    else {
+    let StatementResult::Rows { rows, .. } = sharded(
+        &db,
+        "SELECT MIN(n) AS lo, MAX(n) AS hi, COUNT(*) AS k FROM c",
+    ) else {
         panic!("rows")
     };
     assert_eq!(rows[0].to_json_string(), r#"{"hi":800,"k":12,"lo":800}"#);
@@ -299,6 +298,9 @@ fn concurrent_deletes_on_four_shards_delete_each_document_once() {
     let StatementResult::Rows { rows, .. } = sharded(&db, "SELECT COUNT(*) AS n FROM c") else {
         panic!("rows")
     };
-    let left: u64 = rows[0].to_json_string()[5..].trim_end_matches('}').parse().expect("n");
+    let left: u64 = rows[0].to_json_string()[5..]
+        .trim_end_matches('}')
+        .parse()
+        .expect("n");
     assert_eq!(deleted + left, 200);
 }

@@ -26,8 +26,8 @@ use stratosdb_engine::path_values;
 use stratosdb_engine::{Durability, Engine, IndexSpec, Op, Shard, Value};
 use stratosdb_query::ast::{CmpOp, Expr, Projection, Query, ScalarFunc, Statement};
 use stratosdb_query::eval::{Ctx, eval};
-use stratosdb_query::exec::{canonical_key, run_query};
 use stratosdb_query::exec::Partial;
+use stratosdb_query::exec::{canonical_key, run_query};
 use stratosdb_query::plan::ShardPlan;
 use stratosdb_query::{
     Database, LocalShards, ReadConsistency, ShardedDatabase, ShardedStore, StatementResult,
