@@ -102,6 +102,24 @@ fn recv(rx: &mpsc::Receiver<Vec<GroupMessage>>) -> Vec<GroupMessage> {
     rx.recv_timeout(WAIT).expect("a batch in time")
 }
 
+/// Members `a` and `b`, and a stranger that knows `b` (who does not know it).
+fn members_and_stranger() -> (
+    Vec<tempfile::TempDir>,
+    P2pTransport,
+    P2pTransport,
+    P2pTransport,
+) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a, b, stranger) = (
+        start(dirs[0].path()),
+        start(dirs[1].path()),
+        start(dirs[2].path()),
+    );
+    pair(&a, &b);
+    know(&stranger, &b);
+    (dirs, a, b, stranger)
+}
+
 #[test]
 fn two_transports_exchange_batches_in_order() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -164,15 +182,8 @@ fn a_4_mib_payload_arrives_while_small_batches_keep_flowing() {
 
 #[test]
 fn a_peer_that_is_not_a_member_cannot_deliver_anything() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (a, b, stranger) = (
-        start(dirs[0].path()),
-        start(dirs[1].path()),
-        start(dirs[2].path()),
-    );
-    pair(&a, &b);
     // The stranger knows b and accepts it; b does not accept the stranger.
-    know(&stranger, &b);
+    let (_dirs, a, b, stranger) = members_and_stranger();
     let rb = receiver(&b);
     let (ltx, lrx) = mpsc::channel();
     b.set_large_handler(move |from, bytes| drop(ltx.send((from, bytes))));
@@ -434,14 +445,7 @@ fn a_sleeping_handler_holds_up_neither_other_calls_nor_raft_batches() {
 
 #[test]
 fn calls_to_or_from_non_members_fail_and_change_nothing() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (a, b, stranger) = (
-        start(dirs[0].path()),
-        start(dirs[1].path()),
-        start(dirs[2].path()),
-    );
-    pair(&a, &b);
-    know(&stranger, &b);
+    let (_dirs, a, b, stranger) = members_and_stranger();
     let calls = echo(&b);
     echo(&stranger);
     // To a non-member: refused at once, by name.
@@ -636,20 +640,13 @@ fn founding_nodes_discover_each_other_both_ways_at_once() {
 
 #[test]
 fn with_the_founding_gate_closed_a_stranger_gets_nothing_and_members_keep_talking() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (a, b, stranger) = (
-        start(dirs[0].path()),
-        start(dirs[1].path()),
-        start(dirs[2].path()),
-    );
-    pair(&a, &b);
+    let (_dirs, a, b, stranger) = members_and_stranger();
     let rb = receiver(&b);
     let calls = echo(&b);
     let b_addr = b.local_socket_addr().unwrap().to_string();
     // The stranger may learn b's PeerId from the handshake (it is public),
     // but b drops the connection at once: nothing it sends gets through.
     let _ = stranger.discover(&b_addr, Duration::from_millis(500));
-    know(&stranger, &b);
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut i = 0;
     while Instant::now() < deadline {

@@ -408,7 +408,7 @@ impl P2pTransport {
         });
         // The call bounds itself; the margin only guards against a runtime
         // that stopped under us.
-        match rx.recv_timeout(timeout + Duration::from_secs(1)) {
+        match rx.recv_timeout(timeout.saturating_add(Duration::from_secs(1))) {
             Ok(answer) => answer,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 Err(ReplicationError::CallTimeout { node: to, timeout })
@@ -506,7 +506,10 @@ impl P2pTransport {
         if self.is_own_address(&target) {
             return Ok(self.shared.local);
         }
-        let deadline = Instant::now() + timeout;
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
         let mut pause = self.shared.config.backoff_min;
         let mut last = String::from("no attempt finished");
         loop {

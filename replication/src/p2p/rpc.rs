@@ -35,14 +35,9 @@ pub(crate) async fn call(
     request: Vec<u8>,
     timeout: Duration,
 ) -> Result<Vec<u8>> {
+    // The request's size was checked by the transport before it got here.
     let limit = frame_limit(shared.config.max_rpc_bytes);
-    if request.len() > limit {
-        return Err(ReplicationError::MessageTooLarge {
-            size: request.len(),
-            limit,
-        });
-    }
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     let mut stream = open(&mut control, &shared, to, peer, deadline).await?;
     let exchange = async {
         wire::write_frame(&mut stream, &request)
@@ -91,6 +86,13 @@ async fn open(
         tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
         pause = (pause * 2).min(shared.config.backoff_max);
     }
+}
+
+/// `now + timeout`, without overflowing on an "infinite" timeout.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 fn no_answer(to: NodeId, what: &str, e: io::Error) -> ReplicationError {
