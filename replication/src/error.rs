@@ -71,6 +71,23 @@ pub enum ReplicationError {
     QueueFull(NodeId),
     #[error("invalid address {addr}: {reason}")]
     InvalidAddress { addr: String, reason: String },
+    /// No stream to the node could be opened before the call's deadline.
+    #[error("node {node} is unreachable: {reason}")]
+    Unreachable { node: NodeId, reason: String },
+    /// The node took longer than the call's timeout to answer.
+    #[error("node {node} did not answer within {timeout:?}")]
+    CallTimeout {
+        node: NodeId,
+        timeout: std::time::Duration,
+    },
+    /// The node ended the call's stream without an answer: it has no handler
+    /// yet, refused the request, or went away. The request may or may not
+    /// have been handled.
+    #[error("node {node} gave no answer: {reason}")]
+    NoAnswer { node: NodeId, reason: String },
+    /// No peer proved its identity at the address before the deadline.
+    #[error("no peer found at {addr} in time: {last_error}")]
+    DiscoveryTimeout { addr: String, last_error: String },
 }
 
 impl ReplicationError {
@@ -98,6 +115,10 @@ impl ReplicationError {
             UnknownNode(_) => "unknown_node",
             QueueFull(_) => "queue_full",
             InvalidAddress { .. } => "invalid_address",
+            Unreachable { .. } => "unreachable",
+            CallTimeout { .. } => "call_timeout",
+            NoAnswer { .. } => "no_answer",
+            DiscoveryTimeout { .. } => "discovery_timeout",
         }
     }
 
@@ -112,6 +133,10 @@ impl ReplicationError {
                 | ConfChangeInProgress { .. }
                 | Timeout { .. }
                 | QueueFull(_)
+                | Unreachable { .. }
+                | CallTimeout { .. }
+                | NoAnswer { .. }
+                | DiscoveryTimeout { .. }
         )
     }
 }

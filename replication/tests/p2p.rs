@@ -3,6 +3,7 @@
 //! the node key; then a 3-node raft cluster talking only over libp2p.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -35,10 +36,21 @@ fn config(dir: &std::path::Path, listen: &str) -> P2pConfig {
 
 /// Starts a transport, retrying while a just-closed port is still held.
 fn start_at(dir: &std::path::Path, listen: &str) -> P2pTransport {
+    start_with(dir, listen, |_| {})
+}
+
+/// [`start_at`] with changes to the test configuration.
+fn start_with(
+    dir: &std::path::Path,
+    listen: &str,
+    change: impl Fn(&mut P2pConfig),
+) -> P2pTransport {
     logs();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match P2pTransport::start(config(dir, listen)) {
+        let mut c = config(dir, listen);
+        change(&mut c);
+        match P2pTransport::start(c) {
             Ok(t) => return t,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("retrying start on {listen}: {e}");
@@ -88,6 +100,24 @@ fn batch(to: NodeId, group: GroupId, seq: u64) -> Vec<GroupMessage> {
 
 fn recv(rx: &mpsc::Receiver<Vec<GroupMessage>>) -> Vec<GroupMessage> {
     rx.recv_timeout(WAIT).expect("a batch in time")
+}
+
+/// Members `a` and `b`, and a stranger that knows `b` (who does not know it).
+fn members_and_stranger() -> (
+    Vec<tempfile::TempDir>,
+    P2pTransport,
+    P2pTransport,
+    P2pTransport,
+) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a, b, stranger) = (
+        start(dirs[0].path()),
+        start(dirs[1].path()),
+        start(dirs[2].path()),
+    );
+    pair(&a, &b);
+    know(&stranger, &b);
+    (dirs, a, b, stranger)
 }
 
 #[test]
@@ -152,15 +182,8 @@ fn a_4_mib_payload_arrives_while_small_batches_keep_flowing() {
 
 #[test]
 fn a_peer_that_is_not_a_member_cannot_deliver_anything() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (a, b, stranger) = (
-        start(dirs[0].path()),
-        start(dirs[1].path()),
-        start(dirs[2].path()),
-    );
-    pair(&a, &b);
     // The stranger knows b and accepts it; b does not accept the stranger.
-    know(&stranger, &b);
+    let (_dirs, a, b, stranger) = members_and_stranger();
     let rb = receiver(&b);
     let (ltx, lrx) = mpsc::channel();
     b.set_large_handler(move |from, bytes| drop(ltx.send((from, bytes))));
@@ -255,6 +278,433 @@ fn the_node_key_is_the_same_after_reopening_its_folder() {
         peer,
         "a new folder, a new key"
     );
+}
+
+// ---- request/response: /stratosdb/rpc/1 ----
+
+const CALL: Duration = Duration::from_secs(10);
+
+/// Counts the calls `t` answers; echoes the request, with the caller's id
+/// in front.
+fn echo(t: &P2pTransport) -> Arc<AtomicUsize> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    t.set_rpc_handler(move |from, request| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let mut answer = from.to_be_bytes().to_vec();
+        answer.extend_from_slice(&request);
+        answer
+    });
+    calls
+}
+
+fn echoed(from: NodeId, request: &[u8]) -> Vec<u8> {
+    let mut answer = from.to_be_bytes().to_vec();
+    answer.extend_from_slice(request);
+    answer
+}
+
+#[test]
+fn rpc_echoes_small_and_4_mib_requests() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (start(da.path()), start(db.path()));
+    pair(&a, &b);
+    // Before a handler is set: no answer, and worth retrying.
+    let early = a.call(b.node_id(), b"early".to_vec(), CALL).unwrap_err();
+    assert!(
+        matches!(early, ReplicationError::NoAnswer { .. }),
+        "{early:?}"
+    );
+    assert!(early.is_retryable());
+
+    let calls = echo(&b);
+    let got = a.call(b.node_id(), b"hello".to_vec(), CALL).unwrap();
+    assert_eq!(got, echoed(a.node_id(), b"hello"));
+    let big: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 253) as u8).collect();
+    let got = a.call(b.node_id(), big.clone(), CALL).unwrap();
+    assert!(
+        got == echoed(a.node_id(), &big),
+        "4 MiB there and back intact"
+    );
+    // The other way too, and an empty request.
+    echo(&a);
+    assert_eq!(
+        b.call(a.node_id(), Vec::new(), CALL).unwrap(),
+        echoed(b.node_id(), b"")
+    );
+    // A call to ourselves runs the handler without the network.
+    a.allow_peer(a.peer_id()).unwrap();
+    assert_eq!(
+        a.call(a.node_id(), b"me".to_vec(), CALL).unwrap(),
+        echoed(a.node_id(), b"me")
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    a.shutdown();
+    assert!(matches!(
+        a.call(b.node_id(), b"x".to_vec(), CALL),
+        Err(ReplicationError::Stopped)
+    ));
+    b.shutdown();
+}
+
+#[test]
+fn sixty_four_concurrent_calls_to_one_peer_are_all_answered_side_by_side() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Arc::new(start(da.path())), start(db.path()));
+    pair(&a, &b);
+    // Each answer takes 300 ms: 64 in a row would take 19 s.
+    b.set_rpc_handler(|_, request| {
+        std::thread::sleep(Duration::from_millis(300));
+        request
+    });
+    let to = b.node_id();
+    // From another runtime than the transport's own, as an HTTP handler would.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let began = Instant::now();
+    let answers = rt.block_on(async {
+        let calls = (0..64u32).map(|i| {
+            let a = a.clone();
+            async move { a.call_async(to, i.to_be_bytes().to_vec(), CALL).await }
+        });
+        libp2p::futures::future::join_all(calls).await
+    });
+    let took = began.elapsed();
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.unwrap(), (i as u32).to_be_bytes().to_vec());
+    }
+    assert!(
+        took < Duration::from_secs(8),
+        "calls ran in series: {took:?}"
+    );
+    // And from 64 plain threads, blocking.
+    let threads: Vec<_> = (0..64u32)
+        .map(|i| {
+            let a = a.clone();
+            std::thread::spawn(move || a.call(to, i.to_be_bytes().to_vec(), CALL))
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        assert_eq!(
+            t.join().unwrap().unwrap(),
+            (i as u32).to_be_bytes().to_vec()
+        );
+    }
+    a.shutdown();
+    b.shutdown();
+}
+
+#[test]
+fn a_sleeping_handler_holds_up_neither_other_calls_nor_raft_batches() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Arc::new(start(da.path())), start(db.path()));
+    pair(&a, &b);
+    let rb = receiver(&b);
+    b.set_rpc_handler(|_, request| {
+        if request == b"slow" {
+            std::thread::sleep(Duration::from_secs(4));
+        }
+        request
+    });
+    let to = b.node_id();
+    // The connection is up first.
+    assert_eq!(a.call(to, b"up".to_vec(), CALL).unwrap(), b"up");
+    let slow = {
+        let a = a.clone();
+        std::thread::spawn(move || a.call(to, b"slow".to_vec(), CALL))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let began = Instant::now();
+    for i in 0..20u64 {
+        let request = i.to_be_bytes().to_vec();
+        assert_eq!(a.call(to, request.clone(), CALL).unwrap(), request);
+        a.send(to, batch(to, 1, i));
+        assert_eq!(recv(&rb)[0].msg.index, i);
+    }
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "fast calls waited for the slow one: {:?}",
+        began.elapsed()
+    );
+    assert!(!slow.is_finished(), "the slow call is still being answered");
+    assert_eq!(slow.join().unwrap().unwrap(), b"slow");
+    // A call that outlives its timeout is a typed, retryable error.
+    let late = a
+        .call(to, b"slow".to_vec(), Duration::from_millis(300))
+        .unwrap_err();
+    assert!(
+        matches!(late, ReplicationError::CallTimeout { node, .. } if node == to),
+        "{late:?}"
+    );
+    assert!(late.is_retryable());
+    a.shutdown();
+    b.shutdown();
+}
+
+#[test]
+fn calls_to_or_from_non_members_fail_and_change_nothing() {
+    let (_dirs, a, b, stranger) = members_and_stranger();
+    let calls = echo(&b);
+    echo(&stranger);
+    // To a non-member: refused at once, by name.
+    let e = a
+        .call(stranger.node_id(), b"hi".to_vec(), CALL)
+        .unwrap_err();
+    assert!(matches!(e, ReplicationError::UnknownNode(n) if n == stranger.node_id()));
+    assert!(!e.is_retryable());
+    // From a non-member, gate closed: no connection, so no stream.
+    let e = stranger
+        .call(b.node_id(), b"let me in".to_vec(), Duration::from_secs(1))
+        .unwrap_err();
+    assert!(matches!(e, ReplicationError::Unreachable { .. }), "{e:?}");
+    assert!(e.is_retryable());
+    // Gate open: the connection is accepted, the stream is still dropped.
+    b.set_founding(true);
+    let e = stranger
+        .call(b.node_id(), b"let me in".to_vec(), Duration::from_secs(2))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ReplicationError::NoAnswer { .. } | ReplicationError::Unreachable { .. }
+        ),
+        "{e:?}"
+    );
+    b.set_founding(false);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the stranger reached no handler"
+    );
+    assert!(b.members().len() == 1 && b.members().contains_key(&a.node_id()));
+    // The member is still answered.
+    assert_eq!(
+        a.call(b.node_id(), b"hi".to_vec(), CALL).unwrap(),
+        echoed(a.node_id(), b"hi")
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    a.shutdown();
+    b.shutdown();
+    stranger.shutdown();
+}
+
+#[test]
+fn a_call_reaches_a_peer_that_restarted_on_the_same_address() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(da.path());
+    let b = start(db.path());
+    pair(&a, &b);
+    echo(&b);
+    let b_id = b.node_id();
+    assert_eq!(
+        a.call(b_id, b"one".to_vec(), CALL).unwrap(),
+        echoed(a.node_id(), b"one")
+    );
+    let b_addr = b.local_socket_addr().unwrap().to_string();
+    b.shutdown();
+    drop(b);
+    // While it is down: a typed, retryable failure.
+    let e = a
+        .call(b_id, b"down".to_vec(), Duration::from_millis(500))
+        .unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+
+    let b = start_at(db.path(), &b_addr);
+    know(&b, &a);
+    echo(&b);
+    assert_eq!(
+        a.call(b_id, b"two".to_vec(), CALL).unwrap(),
+        echoed(a.node_id(), b"two")
+    );
+    a.shutdown();
+    b.shutdown();
+}
+
+#[test]
+fn rpc_frames_over_the_limit_are_refused_by_name() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let small = |c: &mut P2pConfig| c.max_rpc_bytes = 1024;
+    let a = start_with(dirs[0].path(), "127.0.0.1:0", small);
+    let b = start(dirs[1].path());
+    pair(&a, &b);
+    let b_calls = Arc::new(AtomicUsize::new(0));
+    let seen = b_calls.clone();
+    b.set_rpc_handler(move |_, request| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        vec![0; request.len() * 2]
+    });
+    let a_calls = echo(&a);
+    // A request over our own limit never leaves.
+    let e = a.call(b.node_id(), vec![1; 1025], CALL).unwrap_err();
+    assert!(matches!(
+        e,
+        ReplicationError::MessageTooLarge {
+            size: 1025,
+            limit: 1024
+        }
+    ));
+    assert_eq!(e.code(), "message_too_large");
+    assert!(!e.is_retryable());
+    assert_eq!(b_calls.load(Ordering::SeqCst), 0);
+    // An answer over our limit is refused from its length, before reading it.
+    let e = a.call(b.node_id(), vec![1; 1000], CALL).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ReplicationError::MessageTooLarge {
+                size: 2000,
+                limit: 1024
+            }
+        ),
+        "{e:?}"
+    );
+    // A request over the answerer's limit is dropped unread: no answer.
+    let e = b.call(a.node_id(), vec![1; 1025], CALL).unwrap_err();
+    assert!(matches!(e, ReplicationError::NoAnswer { .. }), "{e:?}");
+    assert_eq!(a_calls.load(Ordering::SeqCst), 0);
+    // Within the limits all is well.
+    assert_eq!(a.call(b.node_id(), vec![1; 512], CALL).unwrap().len(), 1024);
+    a.shutdown();
+    b.shutdown();
+}
+
+// ---- founding discovery ----
+
+#[test]
+fn founding_nodes_discover_each_other_both_ways_at_once() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<_> = dirs.iter().map(|d| Arc::new(start(d.path()))).collect();
+    nodes.iter().for_each(|n| n.set_founding(true));
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| n.local_socket_addr().unwrap().to_string())
+        .collect();
+    // Every node discovers every other, all at the same time.
+    let mut dials = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for (j, addr) in addrs.iter().enumerate() {
+            if i != j {
+                let (n, addr) = (n.clone(), addr.clone());
+                dials.push((i, j, std::thread::spawn(move || n.discover(&addr, CALL))));
+            }
+        }
+    }
+    for (i, j, dial) in dials {
+        let found = dial.join().unwrap().unwrap();
+        assert_eq!(found, nodes[j].peer_id(), "{i} found {j}");
+    }
+    assert!(
+        nodes.iter().all(|n| n.members().is_empty()),
+        "discovery makes no member"
+    );
+    // Our own address answers with our own PeerId.
+    assert_eq!(
+        nodes[0].discover(&addrs[0], CALL).unwrap(),
+        nodes[0].peer_id()
+    );
+    // Trusting what was discovered is enough to talk, gate closed.
+    for (i, n) in nodes.iter().enumerate() {
+        for (j, addr) in addrs.iter().enumerate() {
+            if i != j {
+                let peer = n.discover(addr, CALL).unwrap();
+                n.allow_peer(peer).unwrap();
+                n.set_peer_addresses(peer, &[addr]).unwrap();
+            }
+        }
+        n.set_founding(false);
+    }
+    let inboxes: Vec<_> = nodes.iter().map(|n| receiver(n)).collect();
+    nodes.iter().for_each(|n| drop(echo(n)));
+    for (i, from) in nodes.iter().enumerate() {
+        for (j, to) in nodes.iter().enumerate() {
+            if i != j {
+                from.send(
+                    to.node_id(),
+                    batch(to.node_id(), i as GroupId + 1, j as u64),
+                );
+                assert_eq!(
+                    from.call(to.node_id(), b"hi".to_vec(), CALL).unwrap(),
+                    echoed(from.node_id(), b"hi")
+                );
+            }
+        }
+    }
+    for rx in &inboxes {
+        assert_eq!(recv(rx).len(), 1);
+        assert_eq!(recv(rx).len(), 1);
+    }
+    nodes.iter().for_each(|n| n.shutdown());
+}
+
+#[test]
+fn with_the_founding_gate_closed_a_stranger_gets_nothing_and_members_keep_talking() {
+    let (_dirs, a, b, stranger) = members_and_stranger();
+    let rb = receiver(&b);
+    let calls = echo(&b);
+    let b_addr = b.local_socket_addr().unwrap().to_string();
+    // The stranger may learn b's PeerId from the handshake (it is public),
+    // but b drops the connection at once: nothing it sends gets through.
+    let _ = stranger.discover(&b_addr, Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut i = 0;
+    while Instant::now() < deadline {
+        stranger.send(b.node_id(), batch(b.node_id(), 66, i));
+        a.send(b.node_id(), batch(b.node_id(), 1, i));
+        assert_eq!(recv(&rb)[0].group, 1, "only the member's batches arrive");
+        assert_eq!(
+            a.call(b.node_id(), b"hi".to_vec(), CALL).unwrap(),
+            echoed(a.node_id(), b"hi")
+        );
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        stranger
+            .call(b.node_id(), b"hi".to_vec(), Duration::from_millis(500))
+            .is_err()
+    );
+    assert!(rb.try_iter().all(|b| b[0].group == 1));
+    assert_eq!(calls.load(Ordering::SeqCst), i as usize);
+    a.shutdown();
+    b.shutdown();
+    stranger.shutdown();
+}
+
+#[test]
+fn discovering_a_silent_address_times_out_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(dir.path());
+    // Accepts TCP and never speaks: the handshake never completes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let began = Instant::now();
+    let e = t.discover(&addr, Duration::from_secs(1)).unwrap_err();
+    assert!(
+        matches!(&e, ReplicationError::DiscoveryTimeout { addr: a, .. } if *a == addr),
+        "{e:?}"
+    );
+    assert_eq!(e.code(), "discovery_timeout");
+    assert!(e.is_retryable());
+    assert!(
+        began.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        began.elapsed()
+    );
+    // Nothing listening at all: refused, retried, then the same error.
+    drop(silent);
+    let e = t.discover(&addr, Duration::from_millis(500)).unwrap_err();
+    assert!(
+        matches!(e, ReplicationError::DiscoveryTimeout { .. }),
+        "{e:?}"
+    );
+    // An address that is not one is refused at once.
+    assert!(matches!(
+        t.discover("not an address", CALL),
+        Err(ReplicationError::InvalidAddress { .. })
+    ));
+    t.shutdown();
 }
 
 // ---- a raft cluster over libp2p ----

@@ -1,5 +1,5 @@
-//! The swarm's behaviour: membership (allow list), connection limits, the
-//! address book dials use, and libp2p-stream for our two protocols.
+//! The swarm's behaviour: membership (the gate), connection limits, the
+//! address book dials use, and libp2p-stream for our protocols.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -12,7 +12,7 @@ use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm, dummy,
 };
-use libp2p::{Multiaddr, PeerId, allow_block_list, connection_limits};
+use libp2p::{Multiaddr, PeerId, connection_limits};
 use parking_lot::RwLock;
 
 /// The addresses of the members, shared with the transport's handle.
@@ -77,12 +77,13 @@ impl NetworkBehaviour for AddressBook {
     }
 }
 
-/// Order matters: the allow list and the limits refuse a connection before
-/// the others see it.
+/// Order matters: the gate and the limits refuse a connection before the
+/// others see it.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
-    pub members: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    pub gate: super::gate::Gate,
     pub limits: connection_limits::Behaviour,
     pub addresses: AddressBook,
     pub streams: libp2p_stream::Behaviour,
+    pub rpc: super::inbound::RpcInbound,
 }

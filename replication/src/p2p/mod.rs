@@ -6,9 +6,14 @@
 //!   `len: u32, encoded batch`, so batches to one peer arrive in order.
 //! - `/stratosdb/large/1`: one stream per large payload (snapshots, or what
 //!   [`P2pTransport::send_large`] sends), so they never stall heartbeats.
-//! - Membership: only members (the allow list) get a connection; connection
+//! - `/stratosdb/rpc/1`: one stream per call ([`P2pTransport::call`]), a
+//!   `len: u32, bytes` frame each way, answered by the handler set with
+//!   [`P2pTransport::set_rpc_handler`].
+//! - Membership: only members get a connection (the gate), unless the
+//!   founding gate is open ([`P2pTransport::set_founding`]) or we dialed to
+//!   discover who listens somewhere ([`P2pTransport::discover`]); connection
 //!   limits bound what strangers can cost before the handshake tells us who
-//!   they are. Anything from a non-member is dropped and logged.
+//!   they are. Streams from a non-member are always dropped and logged.
 //!
 //! ```no_run
 //! use stratosdb_replication::p2p::{P2pConfig, P2pTransport};
@@ -18,8 +23,11 @@
 //! ```
 
 mod behaviour;
+mod gate;
 mod identity;
+mod inbound;
 mod peer;
+mod rpc;
 mod swarm;
 mod wire;
 
@@ -27,22 +35,23 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
-use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, allow_block_list, connection_limits, noise, tcp, yamux,
-};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, connection_limits, noise, tcp, yamux};
 use parking_lot::{Mutex, RwLock};
 use raft::eraftpb::MessageType;
 use tokio::sync::{mpsc, oneshot};
 
 pub use identity::{KEY_FILE, load_or_create_key, node_id_of};
+pub use rpc::RpcHandler;
 
 use crate::codec::{GroupMessage, encode_batch};
 use crate::transport::{Inbox, Transport};
 use crate::{NodeId, ReplicationError, Result};
 use behaviour::{AddressBook, Addresses, Behaviour};
+use gate::{Gate, GateState};
 use peer::PeerLink;
 use wire::LargeKind;
 
@@ -50,6 +59,8 @@ use wire::LargeKind;
 pub const RAFT_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/raft/1");
 /// Large payloads: one stream each.
 pub const LARGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/large/1");
+/// Request/response between members: one stream per call.
+pub const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/rpc/1");
 
 /// Settings of a [`P2pTransport`].
 #[derive(Clone, Debug)]
@@ -67,6 +78,9 @@ pub struct P2pConfig {
     pub raft_frame_limit: usize,
     /// Largest payload accepted on the large-payload protocol.
     pub max_large_bytes: usize,
+    /// Largest request and largest answer on the rpc protocol (both sides
+    /// check before allocating; at most `u32::MAX`, the frame's length field).
+    pub max_rpc_bytes: usize,
     /// How long a connection with no open stream is kept.
     pub idle_timeout: Duration,
     /// Bound on opening a stream (dialing included).
@@ -91,6 +105,7 @@ impl P2pConfig {
             large_queue_payloads: 4,
             raft_frame_limit: 4 << 20,
             max_large_bytes: 512 << 20,
+            max_rpc_bytes: 64 << 20,
             // Raft's own stream keeps a member's connection open; this covers
             // the gaps (a writer backing off, a learner with nothing to say)
             // so a connection is not torn down and re-handshaken every 10 s
@@ -110,11 +125,13 @@ impl P2pConfig {
 pub(crate) struct Shared {
     pub config: Arc<P2pConfig>,
     local: PeerId,
-    members: RwLock<HashMap<NodeId, PeerId>>,
+    /// Members and the founding gate, shared with the swarm's gate.
+    gate: Arc<GateState>,
     addresses: Addresses,
     links: Mutex<HashMap<NodeId, Link>>,
     inbox: RwLock<Option<Inbox>>,
     pub large_handler: RwLock<Option<LargeHandler>>,
+    pub rpc_handler: RwLock<Option<RpcHandler>>,
 }
 
 /// A member's outbound queues and the tasks that drain them.
@@ -125,7 +142,7 @@ pub type LargeHandler = Arc<dyn Fn(NodeId, Vec<u8>) + Send + Sync>;
 
 impl Shared {
     pub fn is_member(&self, peer: &PeerId) -> bool {
-        self.members.read().get(&node_id_of(peer)) == Some(peer)
+        self.gate.is_member(peer)
     }
 
     pub fn deliver_raft(&self, peer: &PeerId, bytes: &[u8]) {
@@ -168,16 +185,21 @@ impl P2pTransport {
         let handle = runtime.handle().clone();
         let config = Arc::new(config);
         let addresses: Addresses = Arc::default();
+        let gate: Arc<GateState> = Arc::default();
+        let (rpc_inbound, rpc_in) = inbound::RpcInbound::new(RPC_PROTOCOL);
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established_per_peer(Some(config.max_connections_per_peer))
             .with_max_pending_incoming(Some(config.max_pending_incoming));
         let behaviour = Behaviour {
-            members: allow_block_list::Behaviour::default(),
+            gate: Gate {
+                state: gate.clone(),
+            },
             limits: connection_limits::Behaviour::new(limits),
             addresses: AddressBook {
                 addresses: addresses.clone(),
             },
             streams: libp2p_stream::Behaviour::new(),
+            rpc: rpc_inbound,
         };
         let _guard = handle.enter();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
@@ -205,17 +227,19 @@ impl P2pTransport {
         let shared = Arc::new(Shared {
             config,
             local,
-            members: RwLock::default(),
+            gate: gate.clone(),
             addresses,
             links: Mutex::default(),
             inbox: RwLock::default(),
             large_handler: RwLock::default(),
+            rpc_handler: RwLock::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (listening_tx, listening) = oneshot::channel();
-        handle.spawn(swarm::run(swarm, rx, Some(listening_tx)));
+        handle.spawn(swarm::run(swarm, gate, rx, Some(listening_tx)));
         handle.spawn(swarm::accept_raft(shared.clone(), raft_in));
         handle.spawn(swarm::accept_large(shared.clone(), large_in));
+        handle.spawn(rpc::accept(shared.clone(), rpc_in));
         drop(_guard);
         let local_addr = runtime
             .block_on(async { tokio::time::timeout(Duration::from_secs(10), listening).await })
@@ -267,7 +291,7 @@ impl P2pTransport {
     pub fn allow_peer(&self, peer: PeerId) -> Result<NodeId> {
         let id = node_id_of(&peer);
         {
-            let mut members = self.shared.members.write();
+            let mut members = self.shared.gate.members.write();
             match members.get(&id) {
                 Some(existing) if *existing == peer => return Ok(id),
                 Some(existing) => {
@@ -282,7 +306,6 @@ impl P2pTransport {
                 }
             }
         }
-        self.command(swarm::Command::Allow(peer));
         if peer != self.shared.local {
             let link = Arc::new(PeerLink::new(peer, &self.shared.config));
             let config = self.shared.config.clone();
@@ -312,7 +335,7 @@ impl P2pTransport {
     pub fn remove_peer(&self, peer: PeerId) {
         let id = node_id_of(&peer);
         {
-            let mut members = self.shared.members.write();
+            let mut members = self.shared.gate.members.write();
             if members.get(&id) != Some(&peer) {
                 return;
             }
@@ -322,12 +345,12 @@ impl P2pTransport {
             tasks.iter().for_each(|t| t.abort());
         }
         self.shared.addresses.write().remove(&peer);
-        self.command(swarm::Command::Disallow(peer));
+        self.command(swarm::Command::Disconnect(peer));
     }
 
     /// The members' PeerIds, by node id.
     pub fn members(&self) -> HashMap<NodeId, PeerId> {
-        self.shared.members.read().clone()
+        self.shared.gate.members.read().clone()
     }
 
     /// Sets where `peer` listens, as `HOST:PORT` strings (replacing what was
@@ -365,6 +388,172 @@ impl P2pTransport {
             l.raft.dropped.load(std::sync::atomic::Ordering::Relaxed)
                 + l.large.dropped.load(std::sync::atomic::Ordering::Relaxed)
         })
+    }
+
+    /// Sends `request` to member `to` and waits for its answer (blocking;
+    /// callable from any thread, including threads outside a tokio runtime;
+    /// inside one, prefer [`P2pTransport::call_async`]). Errors: `UnknownNode`
+    /// (not a member), `Unreachable` (no stream by the deadline),
+    /// `CallTimeout`, `NoAnswer` (the stream ended without one; the request
+    /// may have been handled), `MessageTooLarge` (request or answer over
+    /// `max_rpc_bytes`), `Stopped`. The network ones are retryable.
+    pub fn call(&self, to: NodeId, request: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
+        let call = self.prepare_call(to, request, timeout)?;
+        // The call runs on the transport's runtime; a std channel waits for
+        // it, which works on any thread (tokio's blocking waits panic inside
+        // a runtime).
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(call.await);
+        });
+        // The call bounds itself; the margin only guards against a runtime
+        // that stopped under us.
+        match rx.recv_timeout(timeout.saturating_add(Duration::from_secs(1))) {
+            Ok(answer) => answer,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Err(ReplicationError::CallTimeout { node: to, timeout })
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(ReplicationError::Stopped),
+        }
+    }
+
+    /// [`P2pTransport::call`], async. The call runs on the transport's own
+    /// runtime (whatever runtime awaits it); dropping the future cancels it.
+    pub async fn call_async(
+        &self,
+        to: NodeId,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
+        let call = self.prepare_call(to, request, timeout)?;
+        let task = self.handle.spawn(call);
+        let _cancel = AbortOnDrop(task.abort_handle());
+        task.await.map_err(|_| ReplicationError::Stopped)?
+    }
+
+    /// Checks what can be checked at once and builds the call's future.
+    fn prepare_call(
+        &self,
+        to: NodeId,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<impl Future<Output = Result<Vec<u8>>> + Send + 'static> {
+        if self.commands.lock().is_none() {
+            return Err(ReplicationError::Stopped);
+        }
+        let peer = *self
+            .shared
+            .gate
+            .members
+            .read()
+            .get(&to)
+            .ok_or(ReplicationError::UnknownNode(to))?;
+        let limit = rpc::frame_limit(self.shared.config.max_rpc_bytes);
+        if request.len() > limit {
+            return Err(ReplicationError::MessageTooLarge {
+                size: request.len(),
+                limit,
+            });
+        }
+        let shared = self.shared.clone();
+        // Each call gets its own control: a control opens one stream at a
+        // time, so sharing one would queue calls behind each other.
+        let control = self.control.clone();
+        Ok(async move {
+            if peer == shared.local {
+                rpc::call_local(shared, to, request, timeout).await
+            } else {
+                rpc::call(shared, control, to, peer, request, timeout).await
+            }
+        })
+    }
+
+    /// Answers incoming calls: the handler gets the caller's node id and the
+    /// request and returns the answer. It may block: it runs on the blocking
+    /// pool, one call each, never on the workers that drive the network.
+    /// Calls arriving before a handler is set are closed with no answer (the
+    /// caller gets `NoAnswer`).
+    pub fn set_rpc_handler(
+        &self,
+        handler: impl Fn(NodeId, Vec<u8>) -> Vec<u8> + Send + Sync + 'static,
+    ) {
+        *self.shared.rpc_handler.write() = Some(Arc::new(handler));
+    }
+
+    /// Opens (or closes) the founding gate. While open, connections from
+    /// peers that are not members are accepted, so the other founding nodes'
+    /// [`P2pTransport::discover`] dials get in; streams and batches from
+    /// non-members are still dropped. Closing it closes the connections of
+    /// non-members. Default: closed.
+    pub fn set_founding(&self, open: bool) {
+        let was = self.shared.gate.founding.swap(open, Ordering::AcqRel);
+        if was && !open {
+            self.command(swarm::Command::DisconnectStrangers);
+        }
+    }
+
+    /// Dials `addr` (`HOST:PORT`) and returns the PeerId that proved itself
+    /// there in the noise handshake, without making it a member. The other
+    /// side must have its founding gate open (or already count us as a
+    /// member). Retries until `timeout` (the peer may not be up yet); then
+    /// `DiscoveryTimeout`. The connection is closed afterwards unless the
+    /// peer is a member: the node decides whether to trust the PeerId
+    /// (`allow_peer`), and the raft writer dials again.
+    pub fn discover(&self, addr: &str, timeout: Duration) -> Result<PeerId> {
+        let target = multiaddr_of(addr)?;
+        // The swarm will not dial its own listening address, and a founding
+        // list may well include us.
+        if self.is_own_address(&target) {
+            return Ok(self.shared.local);
+        }
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+        let mut pause = self.shared.config.backoff_min;
+        let mut last = String::from("no attempt finished");
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ReplicationError::DiscoveryTimeout {
+                    addr: addr.to_string(),
+                    last_error: last,
+                });
+            }
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            {
+                let commands = self.commands.lock();
+                let sender = commands.as_ref().ok_or(ReplicationError::Stopped)?;
+                sender
+                    .send(swarm::Command::Discover(target.clone(), tx))
+                    .map_err(|_| ReplicationError::Stopped)?;
+            }
+            match rx.recv_timeout(remaining) {
+                Ok(Ok(peer)) => return Ok(peer),
+                Ok(Err(e)) => last = e,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    last = format!("no handshake completed within {timeout:?}");
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(ReplicationError::Stopped);
+                }
+            }
+            tracing::debug!(%addr, error = %last, "discovery dial failed; retrying");
+            std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+            pause = (pause * 2).min(self.shared.config.backoff_max);
+        }
+    }
+
+    fn is_own_address(&self, target: &Multiaddr) -> bool {
+        match (socket_addr_of(target), self.local_socket_addr()) {
+            (Ok(target), Ok(local)) => {
+                target.port() == local.port()
+                    && (target.ip() == local.ip()
+                        || (local.ip().is_unspecified() && target.ip().is_loopback()))
+            }
+            _ => false,
+        }
     }
 
     fn command(&self, command: swarm::Command) {
@@ -460,5 +649,14 @@ pub fn socket_addr_of(addr: &Multiaddr) -> Result<SocketAddr> {
             addr: addr.to_string(),
             reason: "not an IP and TCP address".into(),
         }),
+    }
+}
+
+/// Aborts a task when its awaiting future is dropped (a cancelled call).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
