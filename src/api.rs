@@ -78,6 +78,34 @@ pub struct ReplicaInfo {
     pub root: String,
 }
 
+/// `POST /v1/cluster/join`'s body: a new node asks a member to admit it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The cluster's join token (printed at bootstrap).
+    pub token: String,
+    /// The new node's libp2p PeerId.
+    pub peer_id: String,
+    /// Its p2p address, `HOST:PORT`.
+    pub p2p: String,
+    /// Its HTTP API's address, `HOST:PORT`.
+    pub http: String,
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// `POST /v1/cluster/join`'s reply: the members to connect to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinReply {
+    pub members: Vec<Member>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub peer_id: String,
+    pub p2p: String,
+}
+
 /// The body of every error reply: `{"error": {"code", "message"}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

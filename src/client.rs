@@ -15,7 +15,7 @@ use std::time::Duration;
 use stratosdb_engine::Value;
 use stratosdb_query::StatementResult;
 
-use crate::api::{ClusterMap, Consistency, ErrorBody, SqlRequest};
+use crate::api::{ClusterMap, Consistency, ErrorBody, JoinReply, JoinRequest, SqlRequest};
 
 /// Largest reply body read (rows of a big SELECT).
 const MAX_REPLY: u64 = 1 << 30;
@@ -212,6 +212,13 @@ impl Client {
     /// The cluster map.
     pub fn cluster(&self) -> Result<ClusterMap, ClientError> {
         let text = self.call("GET", "/v1/cluster", None)?;
+        serde_json::from_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// Asks the node to admit a new member (`POST /v1/cluster/join`).
+    pub fn join(&self, request: &JoinRequest) -> Result<JoinReply, ClientError> {
+        let body = serde_json::to_string(request).map_err(|e| self.protocol(e))?;
+        let text = self.call("POST", "/v1/cluster/join", Some(body))?;
         serde_json::from_str(&text).map_err(|e| self.protocol(e))
     }
 

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use stratosdb::client::Client;
-use stratosdb::node::{self, ApiConfig, EmbeddedBackend, NodeIdentity};
-use stratosdb_engine::{Engine, EngineConfig};
-use stratosdb_query::{Database, QueryError};
+use stratosdb::node::cluster::{ClusterBackend, ClusterConfig, show_id};
+use stratosdb::node::{self, ApiConfig};
+use stratosdb_engine::EngineConfig;
 
 #[derive(clap::Args)]
 pub struct NodeArgs {
@@ -49,22 +49,18 @@ pub struct NodeArgs {
 
 /// Runs a node until Ctrl-C or SIGTERM.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
-    if !args.peers.is_empty() || args.join.is_some() {
-        bail!(
-            "multi-node clusters (--peers, --join) come with the replication layer, which this build does not have yet; start the node without --peers and --join to run a single-node cluster"
-        );
-    }
+    init_logging();
     let _ = args.dev;
-    let config = EngineConfig {
+    let engine = EngineConfig {
         cache_bytes: args.cache_mb.saturating_mul(1 << 20),
         ..EngineConfig::default()
     };
-    let db = Engine::open(&args.data, config)
-        .map_err(QueryError::from)
-        .and_then(Database::with_engine)
-        .with_context(|| format!("cannot open the database in {}", args.data.display()))?;
-    let id = node::node_id(&args.data)
-        .with_context(|| format!("cannot keep the node id in {}", args.data.display()))?;
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create the data folder {}", args.data.display()))?;
+    let join = match (&args.join, &args.token) {
+        (Some(at), Some(token)) => Some((at.clone(), token.clone())),
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,22 +70,51 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.http))?;
         let address: SocketAddr = listener.local_addr()?;
-        let identity = NodeIdentity {
-            id: id.clone(),
-            p2p: args.p2p.clone(),
+        let config = ClusterConfig {
+            data: args.data.clone(),
+            p2p: args
+                .p2p
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:0".to_string()),
             http: address.to_string(),
+            peers: args.peers.clone(),
+            join,
             zone: args.zone.clone(),
+            engine,
         };
-        let backend = Arc::new(EmbeddedBackend::new(db, identity));
+        let backend = tokio::task::spawn_blocking(move || ClusterBackend::start(config))
+            .await
+            .context("starting the node")?
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("cannot start the node in {}", args.data.display()))?;
+        let node = backend.node().clone();
+        let id = show_id(node.id);
         // The first line of stdout: tests and scripts read the address here.
         println!("stratosdb node {id} listening on http://{address}");
+        node.announced();
+        eprintln!(
+            "p2p {} (PeerId {}); data in {}",
+            node.p2p_address(),
+            node.transport.peer_id(),
+            args.data.display()
+        );
         let api = ApiConfig {
             body_limit: args.body_limit,
         };
-        node::serve(listener, backend, &api, stop_signal()).await?;
+        node::serve(listener, Arc::new(backend), &api, stop_signal()).await?;
         eprintln!("stratosdb node {id} stopped; data flushed");
         Ok(())
     })
+}
+
+/// Logs to stderr; `RUST_LOG` chooses what (default: warnings and errors).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.

@@ -35,7 +35,7 @@ mod snapshot;
 pub mod storage;
 mod txn;
 
-pub use catalog::{CollectionInfo, IndexBuild, IndexInfo, IndexSpec};
+pub use catalog::{CollectionInfo, IndexBuild, IndexInfo, IndexSpec, validate_name};
 pub use command::{Command, Op, PatchChange};
 pub use config::EngineConfig;
 pub use document::{parse_path, path_values};

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::placement::{self, DEFAULT_SHARDS, PlacementError};
 use crate::{GroupId, NodeId};
@@ -72,6 +71,9 @@ pub struct ShardInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MapCommand {
     AddNode(NodeInfo),
+    /// A member's new addresses or zone (a restart on other ports); its
+    /// liveness is kept.
+    UpdateNode(NodeInfo),
     MarkNode {
         id: NodeId,
         up: bool,
@@ -155,29 +157,9 @@ impl MapError {
     }
 }
 
-/// The shard of `collection` that holds the document `id`:
-/// `u64::from_be_bytes(key_hash(collection, id)[0..8]) % shards`, where
-/// `key_hash` is the engine's Merkle key, `SHA-256(0x00 || u32_be(len(collection))
-/// || collection || id)` (`docs/merkle.md`). `shards == 0` is taken as 1.
-///
-/// ```
-/// use stratosdb_replication::shard_of;
-/// assert!(shard_of("users", "alice", 8) < 8);
-/// assert_eq!(shard_of("users", "alice", 1), 0);
-/// ```
-pub fn shard_of(collection: &str, id: &str, shards: u32) -> u32 {
-    let mut h = Sha256::new();
-    h.update([stratosdb_engine::proof::hash::TAG_KEY]);
-    h.update((collection.len() as u32).to_be_bytes());
-    h.update(collection.as_bytes());
-    h.update(id.as_bytes());
-    let digest = h.finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    let n = u64::from_be_bytes(first) % u64::from(shards.max(1));
-    // Below `shards`, so it fits.
-    n as u32
-}
+/// The shard of `collection` that holds document `id` (the engine's
+/// routing hash; `docs/replication.md`, "Routing").
+pub use stratosdb_engine::shard_of;
 
 /// The cluster map. `version` counts the changes applied to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +247,19 @@ impl ClusterMap {
                 }
                 self.nodes.insert(node.id, node.clone());
                 true
+            }
+            MapCommand::UpdateNode(node) => {
+                let known = self
+                    .nodes
+                    .get_mut(&node.id)
+                    .ok_or(MapError::UnknownNode(node.id))?;
+                let updated = NodeInfo {
+                    up: known.up,
+                    ..node.clone()
+                };
+                let changed = *known != updated;
+                *known = updated;
+                changed
             }
             MapCommand::MarkNode { id, up } => {
                 let node = self.nodes.get_mut(id).ok_or(MapError::UnknownNode(*id))?;

@@ -22,6 +22,7 @@ mod error;
 mod group;
 pub mod log;
 mod mem_transport;
+pub mod metadata;
 mod node;
 pub mod p2p;
 pub mod placement;

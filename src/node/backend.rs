@@ -5,9 +5,9 @@
 //! errors carry the stable code and the class the API turns into a status.
 
 use stratosdb_engine::{EngineError, Value};
-use stratosdb_query::{FindOptions, QueryError, StatementResult};
+use stratosdb_query::{FindOptions, QueryError, ShardRead, StatementResult};
 
-use crate::api::{ClusterMap, Consistency};
+use crate::api::{ClusterMap, Consistency, JoinReply, JoinRequest};
 
 /// What a node serves requests from.
 ///
@@ -18,7 +18,7 @@ pub trait Backend: Send + Sync + 'static {
     fn readiness(&self) -> Result<(), BackendError>;
 
     /// Runs exactly one statement of the SQL-like dialect.
-    fn sql(&self, sql: &str, consistency: Consistency) -> Result<StatementResult, BackendError>;
+    fn sql(&self, sql: &str, consistency: Consistency) -> Result<SqlOutcome, BackendError>;
 
     /// Stores `doc` under `id` (its `_id` is set to `id`), creating or
     /// replacing it.
@@ -44,12 +44,30 @@ pub trait Backend: Send + Sync + 'static {
         consistency: Consistency,
     ) -> Result<Vec<Value>, BackendError>;
 
+    /// Admits a new node into the cluster (`--join`): checks the token,
+    /// adds the node to the map, and names the members it should reach.
+    fn join(&self, request: &JoinRequest) -> Result<JoinReply, BackendError> {
+        let _ = request;
+        Err(BackendError::bad_request(
+            "unsupported",
+            "this node does not admit new members",
+        ))
+    }
+
     /// The cluster map as this node sees it (exact for its own replicas).
     fn cluster(&self) -> Result<ClusterMap, BackendError>;
 
     /// Makes every acknowledged write durable and releases what the backend
     /// holds; called once when the node stops.
     fn shutdown(&self) -> Result<(), BackendError>;
+}
+
+/// A statement's result, and where its reads were served (shard and
+/// applied index), which a follower read reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SqlOutcome {
+    pub result: StatementResult,
+    pub reads: Vec<ShardRead>,
 }
 
 /// Whether a PUT created the document or replaced one.
@@ -71,6 +89,8 @@ pub enum ErrorClass {
     Conflict,
     /// A request body over the limit: 413.
     TooLarge,
+    /// A missing or wrong credential (a join token): 401.
+    Unauthorized,
     /// Not ready, or no quorum: 503; retrying later may succeed.
     Unavailable,
     /// A fault of the node (storage, corrupt data): 500.
@@ -122,9 +142,13 @@ pub fn class_of_code(code: &str) -> ErrorClass {
         "collection_not_found" | "index_not_found" | "document_not_found" => ErrorClass::NotFound,
         "duplicate_id" | "unique_violation" | "collection_exists" | "index_exists"
         | "write_conflict" | "contention" => ErrorClass::Conflict,
-        "storage" | "corruption" | "unsupported_layout" | "snapshot_rejected" => {
+        "storage" | "corruption" | "unsupported_layout" | "snapshot_rejected" | "internal" => {
             ErrorClass::Internal
         }
+        // The cluster: no leader within the bound, a node not yet serving,
+        // a write whose outcome is unknown. Retrying later may succeed.
+        "no_quorum" | "unavailable" | "unreachable" | "not_ready" => ErrorClass::Unavailable,
+        "bad_token" => ErrorClass::Unauthorized,
         "data_dir_in_use" | "not_a_data_dir" => ErrorClass::Internal,
         // Everything else is the request's fault: bad SQL, JSON, values,
         // names, paths, documents over a limit.

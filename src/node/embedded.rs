@@ -7,9 +7,9 @@
 //! every read is linearizable, `follower` reads included.
 
 use stratosdb_engine::{Durability, EngineError, Op, Value};
-use stratosdb_query::{Database, FindOptions, StatementResult};
+use stratosdb_query::{Database, FindOptions};
 
-use super::backend::{Backend, BackendError, PutOutcome};
+use super::backend::{Backend, BackendError, PutOutcome, SqlOutcome};
 use crate::api::{ClusterMap, CollectionPlacement, Consistency, NodeInfo, ReplicaInfo, ShardInfo};
 
 /// Who this node is, for the cluster map.
@@ -46,8 +46,11 @@ impl Backend for EmbeddedBackend {
         Ok(())
     }
 
-    fn sql(&self, sql: &str, _consistency: Consistency) -> Result<StatementResult, BackendError> {
-        Ok(self.db.execute_one(sql)?)
+    fn sql(&self, sql: &str, _consistency: Consistency) -> Result<SqlOutcome, BackendError> {
+        Ok(SqlOutcome {
+            result: self.db.execute_one(sql)?,
+            reads: Vec::new(),
+        })
     }
 
     fn put(&self, collection: &str, _id: &str, doc: Value) -> Result<PutOutcome, BackendError> {

@@ -15,12 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use stratosdb_engine::Value;
-use stratosdb_query::{FindOptions, Order, StatementResult};
+use stratosdb_query::{FindOptions, Order, ShardRead, StatementResult};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use super::backend::{Backend, BackendError, ErrorClass, PutOutcome};
 use super::metrics::Metrics;
-use crate::api::{Consistency, ErrorBody, ErrorDetail, SqlRequest};
+use crate::api::{Consistency, ErrorBody, ErrorDetail, JoinRequest, SqlRequest};
 use crate::rows::{json_row, json_rows, json_string};
 
 /// The default request body limit: 16 MiB.
@@ -64,6 +64,7 @@ pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
         )
         .route("/v1/collections/{c}/find", post(find))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/join", post(join))
         .route("/metrics", get(metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -92,6 +93,7 @@ fn status_of(class: ErrorClass) -> StatusCode {
         ErrorClass::NotFound => StatusCode::NOT_FOUND,
         ErrorClass::Conflict => StatusCode::CONFLICT,
         ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorClass::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -139,6 +141,8 @@ async fn blocking<T: Send + 'static>(
     call: impl FnOnce(&dyn Backend) -> Result<T, BackendError> + Send + 'static,
 ) -> Result<T, BackendError> {
     let backend = state.backend.clone();
+    // A node that is not serving yet (founding, joining) says so first.
+    backend.readiness()?;
     tokio::task::spawn_blocking(move || call(backend.as_ref()))
         .await
         .map_err(|e| BackendError::internal(format!("the request's task failed: {e}")))?
@@ -223,8 +227,32 @@ async fn health(State(state): State<AppState>) -> Reply {
 async fn sql(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Reply {
     let request: SqlRequest = parse(&body(&state, raw)?)?;
     let detail = request.detail;
-    let result = blocking(&state, move |b| b.sql(&request.sql, request.consistency)).await?;
-    Ok(json(StatusCode::OK, sql_reply(&result, detail)))
+    let follower = request.consistency == Consistency::Follower;
+    let outcome = blocking(&state, move |b| b.sql(&request.sql, request.consistency)).await?;
+    let mut text = sql_reply(&outcome.result, detail);
+    if follower && !outcome.reads.is_empty() {
+        text = with_applied(text, &outcome.reads);
+    }
+    Ok(json(StatusCode::OK, text))
+}
+
+/// Adds `"applied": [{"collection", "shard", "index"}]` to a reply: the
+/// applied index of each replica a follower read was served from.
+fn with_applied(mut text: String, reads: &[ShardRead]) -> String {
+    let entries: Vec<String> = reads
+        .iter()
+        .map(|r| {
+            format!(
+                r#"{{"collection":{},"shard":{},"index":{}}}"#,
+                json_string(&r.collection),
+                r.shard,
+                r.applied
+            )
+        })
+        .collect();
+    text.pop(); // the closing brace
+    text.push_str(&format!(r#","applied":[{}]}}"#, entries.join(",")));
+    text
 }
 
 /// `{"rows": [...], "affected": N}`, rows with their keys in SELECT order;
@@ -411,6 +439,14 @@ async fn cluster(State(state): State<AppState>) -> Reply {
     let map = blocking(&state, |b| b.cluster()).await?;
     let text = serde_json::to_string(&map)
         .map_err(|e| BackendError::internal(format!("encoding the cluster map: {e}")))?;
+    Ok(json(StatusCode::OK, text))
+}
+
+async fn join(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Reply {
+    let request: JoinRequest = parse(&body(&state, raw)?)?;
+    let reply = blocking(&state, move |b| b.join(&request)).await?;
+    let text = serde_json::to_string(&reply)
+        .map_err(|e| BackendError::internal(format!("encoding the join reply: {e}")))?;
     Ok(json(StatusCode::OK, text))
 }
 

@@ -5,6 +5,7 @@
 //! [`Backend`]; the API does not change.
 
 pub mod backend;
+pub mod cluster;
 pub mod embedded;
 pub mod http;
 pub mod metrics;
@@ -14,7 +15,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use backend::{Backend, BackendError, ErrorClass, PutOutcome};
+pub use backend::{Backend, BackendError, ErrorClass, PutOutcome, SqlOutcome};
 pub use embedded::{EmbeddedBackend, NodeIdentity};
 pub use http::{ApiConfig, DEFAULT_BODY_LIMIT, router};
 

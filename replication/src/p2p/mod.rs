@@ -39,12 +39,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, connection_limits, noise, tcp, yamux};
+use libp2p::{Multiaddr, StreamProtocol, connection_limits, noise, tcp, yamux};
 use parking_lot::{Mutex, RwLock};
 use raft::eraftpb::MessageType;
 use tokio::sync::{mpsc, oneshot};
 
 pub use identity::{KEY_FILE, load_or_create_key, node_id_of};
+pub use libp2p::PeerId;
 pub use rpc::RpcHandler;
 
 use crate::codec::{GroupMessage, encode_batch};

@@ -1,0 +1,215 @@
+//! The replicated backend: a [`ClusterNode`] (transport, raft groups, map)
+//! with the query layer's [`ShardedDatabase`] over it, behind the API's
+//! [`Backend`] trait. Every `stratosdb node` runs one; a node without
+//! `--peers` founds a cluster of one.
+
+mod node;
+mod rpc;
+mod store;
+
+use std::sync::Arc;
+
+use stratosdb_engine::{Op, Value};
+use stratosdb_query::{FindOptions, ReadConsistency, ShardedDatabase, ShardedStore as _};
+
+pub use node::{ClusterConfig, ClusterNode, LEADER_WAIT, NodeError, TOKEN_FILE, show_id};
+pub use store::ClusterStore;
+
+use super::backend::{Backend, BackendError, ErrorClass, PutOutcome, SqlOutcome};
+use crate::api::{
+    ClusterMap as ApiMap, CollectionPlacement, Consistency, JoinReply, JoinRequest, NodeInfo,
+    ReplicaInfo, ShardInfo,
+};
+
+/// How many times a PUT retries when a concurrent writer created or deleted
+/// the document between its insert and its replace attempt.
+const PUT_ATTEMPTS: usize = 8;
+
+pub struct ClusterBackend {
+    node: Arc<ClusterNode>,
+    db: ShardedDatabase<ClusterStore>,
+}
+
+impl ClusterBackend {
+    pub fn start(config: ClusterConfig) -> Result<ClusterBackend, BackendError> {
+        let node = ClusterNode::start(config).map_err(backend_error)?;
+        let db = ShardedDatabase::new(ClusterStore { node: node.clone() });
+        Ok(ClusterBackend { node, db })
+    }
+
+    pub fn node(&self) -> &Arc<ClusterNode> {
+        &self.node
+    }
+
+    /// One operation on the shard that holds document `id`.
+    fn write_one(&self, collection: &str, id: &str, op: Op) -> Result<u64, BackendError> {
+        let store = self.db.store();
+        let shard = store.shard_of(collection, id)?;
+        let outcomes = store.write(collection, shard, vec![op])?;
+        Ok(outcomes.iter().map(|o| o.affected).sum())
+    }
+}
+
+fn consistency(c: Consistency) -> ReadConsistency {
+    match c {
+        Consistency::Linearizable => ReadConsistency::Linearizable,
+        Consistency::Follower => ReadConsistency::Follower,
+    }
+}
+
+fn backend_error(e: NodeError) -> BackendError {
+    BackendError::new(super::backend::class_of_code(&e.code), &e.code, e.message)
+}
+
+impl Backend for ClusterBackend {
+    fn readiness(&self) -> Result<(), BackendError> {
+        self.node
+            .readiness()
+            .map_err(|e| BackendError::new(ErrorClass::Unavailable, &e.code, e.message))
+    }
+
+    fn sql(&self, sql: &str, c: Consistency) -> Result<SqlOutcome, BackendError> {
+        let executed = self.db.execute_one(sql, consistency(c))?;
+        Ok(SqlOutcome {
+            result: executed.result,
+            reads: executed.reads,
+        })
+    }
+
+    fn put(&self, collection: &str, id: &str, doc: Value) -> Result<PutOutcome, BackendError> {
+        // Insert, else replace: exact about which one happened, with a retry
+        // if a concurrent writer deleted the document in between.
+        for _ in 0..PUT_ATTEMPTS {
+            let insert = Op::Insert {
+                collection: collection.to_string(),
+                doc: doc.clone(),
+            };
+            match self.write_one(collection, id, insert) {
+                Ok(_) => return Ok(PutOutcome::Created),
+                Err(e) if e.code == "duplicate_id" => {}
+                Err(e) => return Err(e),
+            }
+            let replace = Op::Replace {
+                collection: collection.to_string(),
+                doc: doc.clone(),
+            };
+            match self.write_one(collection, id, replace) {
+                Ok(_) => return Ok(PutOutcome::Replaced),
+                Err(e) if e.code == "document_not_found" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let upsert = Op::Upsert {
+            collection: collection.to_string(),
+            doc,
+        };
+        self.write_one(collection, id, upsert)?;
+        Ok(PutOutcome::Replaced)
+    }
+
+    fn get(&self, collection: &str, id: &str, c: Consistency) -> Result<Value, BackendError> {
+        let filter = serde_json::json!({ "_id": id });
+        let (rows, _) =
+            self.db
+                .find(collection, &filter, &FindOptions::default(), consistency(c))?;
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| BackendError::document_not_found(collection, id))
+    }
+
+    fn delete(&self, collection: &str, id: &str) -> Result<(), BackendError> {
+        let op = Op::Delete {
+            collection: collection.to_string(),
+            id: id.to_string(),
+        };
+        if self.write_one(collection, id, op)? == 0 {
+            return Err(BackendError::document_not_found(collection, id));
+        }
+        Ok(())
+    }
+
+    fn find(
+        &self,
+        collection: &str,
+        filter: &serde_json::Value,
+        options: &FindOptions,
+        c: Consistency,
+    ) -> Result<Vec<Value>, BackendError> {
+        Ok(self.db.find(collection, filter, options, consistency(c))?.0)
+    }
+
+    fn join(&self, request: &JoinRequest) -> Result<JoinReply, BackendError> {
+        let members = self.node.admit(request)?;
+        Ok(JoinReply { members })
+    }
+
+    fn cluster(&self) -> Result<ApiMap, BackendError> {
+        let map = self.node.map();
+        let statuses = self.node.cluster_status();
+        let nodes = map
+            .nodes
+            .values()
+            .map(|n| NodeInfo {
+                id: show_id(n.id),
+                p2p: Some(n.p2p.clone()),
+                http: n.http.clone(),
+                zone: n.zone.clone(),
+                up: n.up,
+            })
+            .collect();
+        let collections = map
+            .collections
+            .values()
+            .map(|c| CollectionPlacement {
+                name: c.name.clone(),
+                shards: c.shards,
+                replicas: c.replicas,
+            })
+            .collect();
+        let mut shards = Vec::new();
+        for name in map.collections.keys() {
+            for s in map.shards_of(name) {
+                // The freshest leader anyone reports, else the map's hint.
+                let leader = s
+                    .replicas
+                    .iter()
+                    .find_map(|&n| statuses.get(&(n, s.group)).and_then(|st| st.leader))
+                    .or(s.leader);
+                let replicas = s
+                    .replicas
+                    .iter()
+                    .map(|&n| {
+                        let st = statuses.get(&(n, s.group));
+                        ReplicaInfo {
+                            node: show_id(n),
+                            applied: st.map_or(0, |st| st.applied),
+                            root: st.map_or_else(String::new, |st| hex::encode(st.root)),
+                        }
+                    })
+                    .collect();
+                shards.push(ShardInfo {
+                    collection: s.collection.clone(),
+                    shard: s.shard,
+                    leader: leader.map(show_id),
+                    replicas,
+                });
+            }
+        }
+        Ok(ApiMap {
+            self_id: show_id(self.node.id),
+            nodes,
+            collections,
+            shards,
+        })
+    }
+
+    fn shutdown(&self) -> Result<(), BackendError> {
+        self.node.shutdown().map_err(backend_error)
+    }
+}
+
+impl From<NodeError> for BackendError {
+    fn from(e: NodeError) -> Self {
+        backend_error(e)
+    }
+}

@@ -1,0 +1,387 @@
+//! The cluster as the query layer's [`ShardedStore`]: shard `i` of a
+//! collection is the raft group the map gives it; writes are proposed to the
+//! group's leader (forwarded if it is elsewhere), reads run on a replica,
+//! after a read index unless they are follower reads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stratosdb_engine::{CollectionInfo, Command, EngineError, IndexSpec, Op, OpOutcome};
+use stratosdb_query::exec::{Partial, execute_on_shard};
+use stratosdb_query::plan::ShardPlan;
+use stratosdb_query::{QueryError, ReadConsistency, ShardedStore};
+use stratosdb_replication::{ClusterMap, GroupId, MapCommand, NodeId, shard_of};
+
+use super::node::{ClusterNode, LEADER_WAIT, NodeError};
+use super::rpc::{RpcReply, RpcRequest};
+
+/// Documents indexed per build step of a CREATE INDEX (one raft entry each).
+const INDEX_BUILD_CHUNK: u32 = 1_000;
+
+pub struct ClusterStore {
+    pub node: Arc<ClusterNode>,
+}
+
+fn query_error(e: NodeError) -> QueryError {
+    QueryError::Remote {
+        code: e.code,
+        message: e.message,
+    }
+}
+
+impl ClusterStore {
+    /// The map, read again at a read index if it does not know `collection`
+    /// (it may have been created through another node a moment ago).
+    fn map_with(&self, collection: &str) -> Result<Arc<ClusterMap>, QueryError> {
+        let map = self.node.map();
+        if map.collections.contains_key(collection) {
+            return Ok(map);
+        }
+        self.node.refresh_map().map_err(query_error)
+    }
+
+    /// The group of shard `shard` of `collection`.
+    fn group(&self, collection: &str, shard: u32) -> Result<GroupId, QueryError> {
+        let map = self.map_with(collection)?;
+        map.shards_of(collection)
+            .into_iter()
+            .find(|s| s.shard == shard)
+            .map(|s| s.group)
+            .ok_or_else(|| EngineError::CollectionNotFound(collection.to_string()).into())
+    }
+
+    fn groups(&self, collection: &str) -> Result<Vec<GroupId>, QueryError> {
+        let map = self.map_with(collection)?;
+        if !map.collections.contains_key(collection) {
+            return Err(EngineError::CollectionNotFound(collection.to_string()).into());
+        }
+        Ok(map.shards_of(collection).iter().map(|s| s.group).collect())
+    }
+
+    /// Proposes a DDL command to every shard of a collection; `ignore` are
+    /// error codes that mean "already so" (the reconciler may have done it).
+    fn on_every_shard(&self, collection: &str, op: Op, ignore: &[&str]) -> Result<(), QueryError> {
+        for group in self.groups(collection)? {
+            self.propose_ddl(group, &op, ignore)?;
+        }
+        Ok(())
+    }
+
+    fn propose_ddl(&self, group: GroupId, op: &Op, ignore: &[&str]) -> Result<(), QueryError> {
+        let command = Command {
+            ops: vec![op.clone()],
+        };
+        // A new shard's group may still be electing, or its collection not
+        // yet created there: wait for it within the leader bound.
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            match self.node.propose(group, &command) {
+                Ok(_) => return Ok(()),
+                Err(e) if ignore.contains(&e.code.as_str()) => return Ok(()),
+                Err(e)
+                    if (e.code == "collection_not_found" || e.code == "no_quorum")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(query_error(e)),
+            }
+        }
+    }
+
+    /// Builds an index on one shard, a chunk per raft entry, until the
+    /// leader's catalog says it is complete.
+    fn build_index(&self, collection: &str, group: GroupId, name: &str) -> Result<(), QueryError> {
+        loop {
+            let info = self.catalog_of(group, collection, true)?;
+            if !info.building.iter().any(|b| b.index.spec.name == name) {
+                return Ok(());
+            }
+            let chunk = Op::BuildIndex {
+                collection: collection.into(),
+                index: name.into(),
+                max_docs: INDEX_BUILD_CHUNK,
+            };
+            self.propose_ddl(group, &chunk, &[])?;
+        }
+    }
+
+    /// A collection's catalog in one group: the local replica when there is
+    /// one (and `fresh` is not asked), else the leader's.
+    fn catalog_of(
+        &self,
+        group: GroupId,
+        collection: &str,
+        fresh: bool,
+    ) -> Result<Arc<CollectionInfo>, QueryError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut turn = usize::from(fresh);
+        loop {
+            let target = self.node.read_target(group, turn).map_err(query_error)?;
+            turn += 1;
+            let attempt = if target == self.node.id {
+                local_shard(&self.node, group)
+                    .and_then(|s| s.collection(collection).map_err(NodeError::from))
+            } else {
+                match self.node.call(
+                    target,
+                    &RpcRequest::Catalog {
+                        group,
+                        collection: collection.into(),
+                    },
+                ) {
+                    Ok(RpcReply::Catalog(info)) => Ok(Arc::new(info)),
+                    Ok(RpcReply::Error {
+                        code,
+                        message,
+                        retry,
+                    }) => Err(NodeError {
+                        code,
+                        message,
+                        retry,
+                    }),
+                    Ok(other) => Err(NodeError::new(
+                        "internal",
+                        format!("unexpected reply {other:?}"),
+                        false,
+                    )),
+                    Err(e) => Err(e),
+                }
+            };
+            match attempt {
+                Err(e) if retry_read(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other.map_err(query_error),
+            }
+        }
+    }
+}
+
+/// Whether a read failed in a way another replica (or a later try) may not.
+fn retry_read(e: &NodeError) -> bool {
+    e.retry || e.code == "collection_not_found" || e.code == "unreachable"
+}
+
+/// The engine shard of a group hosted here (never creates one).
+fn local_shard(node: &ClusterNode, group: GroupId) -> Result<stratosdb_engine::Shard, NodeError> {
+    node.raft.status(group)?;
+    Ok(node.raft.shard(group)?)
+}
+
+/// Runs a shard plan on this node's replica of `group`.
+pub fn local_partial(
+    node: &ClusterNode,
+    group: GroupId,
+    plan: &ShardPlan,
+    linearizable: bool,
+) -> Result<(Partial, u64), NodeError> {
+    let shard = local_shard(node, group)?;
+    if linearizable {
+        node.raft.read_index(group, LEADER_WAIT).wait(LEADER_WAIT)?;
+    }
+    let applied = shard.applied_index()?;
+    let partial = execute_on_shard(&shard, plan)
+        .map_err(|e| NodeError::new(e.code(), e.to_string(), false))?;
+    Ok((partial, applied))
+}
+
+/// [`local_partial`] for a plan that came over the wire.
+pub fn serve_partial(
+    node: &ClusterNode,
+    group: GroupId,
+    plan: &[u8],
+    linearizable: bool,
+) -> Result<(Vec<u8>, u64), NodeError> {
+    let plan = stratosdb_query::decode_shard_plan(plan)
+        .map_err(|e| NodeError::new("malformed", e.to_string(), false))?;
+    let (partial, applied) = local_partial(node, group, &plan, linearizable)?;
+    Ok((stratosdb_query::encode_partial(&partial), applied))
+}
+
+impl ShardedStore for ClusterStore {
+    fn shard_count(&self, collection: &str) -> Result<u32, QueryError> {
+        self.map_with(collection)?
+            .collections
+            .get(collection)
+            .map(|c| c.shards)
+            .ok_or_else(|| EngineError::CollectionNotFound(collection.to_string()).into())
+    }
+
+    fn shard_of(&self, collection: &str, id: &str) -> Result<u32, QueryError> {
+        Ok(shard_of(collection, id, self.shard_count(collection)?))
+    }
+
+    fn shard_catalog(
+        &self,
+        collection: &str,
+        shard: u32,
+    ) -> Result<Arc<CollectionInfo>, QueryError> {
+        let group = self.group(collection, shard)?;
+        self.catalog_of(group, collection, false)
+    }
+
+    fn execute_partial(
+        &self,
+        shard: u32,
+        plan: &ShardPlan,
+        consistency: ReadConsistency,
+    ) -> Result<(Partial, u64), QueryError> {
+        let group = self.group(&plan.collection, shard)?;
+        let linearizable = consistency == ReadConsistency::Linearizable;
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut encoded = None;
+        let mut turn = 0;
+        loop {
+            let target: NodeId = self.node.read_target(group, turn).map_err(query_error)?;
+            turn += 1;
+            let attempt = if target == self.node.id {
+                local_partial(&self.node, group, plan, linearizable)
+            } else {
+                let plan = encoded
+                    .get_or_insert_with(|| stratosdb_query::encode_shard_plan(plan))
+                    .clone();
+                let request = RpcRequest::Partial {
+                    group,
+                    plan,
+                    linearizable,
+                };
+                match self.node.call(target, &request) {
+                    Ok(RpcReply::Partial { partial, applied }) => {
+                        stratosdb_query::decode_partial(&partial)
+                            .map(|p| (p, applied))
+                            .map_err(|e| NodeError::new("internal", e.to_string(), false))
+                    }
+                    Ok(RpcReply::Error {
+                        code,
+                        message,
+                        retry,
+                    }) => Err(NodeError {
+                        code,
+                        message,
+                        retry,
+                    }),
+                    Ok(other) => Err(NodeError::new(
+                        "internal",
+                        format!("unexpected reply {other:?}"),
+                        false,
+                    )),
+                    Err(e) => Err(e),
+                }
+            };
+            match attempt {
+                Err(e) if retry_read(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) if e.retry => {
+                    return Err(query_error(NodeError::new(
+                        "no_quorum",
+                        format!(
+                            "shard {shard} of {} cannot be read now ({e}); retry later",
+                            plan.collection
+                        ),
+                        true,
+                    )));
+                }
+                other => return other.map_err(query_error),
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        collection: &str,
+        shard: u32,
+        ops: Vec<Op>,
+    ) -> Result<Vec<OpOutcome>, QueryError> {
+        let group = self.group(collection, shard)?;
+        self.node
+            .propose(group, &Command { ops })
+            .map_err(query_error)
+    }
+
+    fn collections(&self) -> Result<Vec<String>, QueryError> {
+        let map = self.node.refresh_map().map_err(query_error)?;
+        Ok(map.collections.keys().cloned().collect())
+    }
+
+    fn create_collection(
+        &self,
+        name: &str,
+        shards: Option<u32>,
+        replicas: Option<u32>,
+    ) -> Result<(), QueryError> {
+        stratosdb_engine::validate_name(name).map_err(|reason| {
+            EngineError::InvalidCollectionName {
+                name: name.into(),
+                reason,
+            }
+        })?;
+        let created = self.node.change_map(MapCommand::CreateCollection {
+            name: name.into(),
+            shards,
+            replicas,
+        });
+        match created {
+            Ok(()) => {}
+            Err(e) if e.code == "duplicate_collection" => {
+                return Err(EngineError::CollectionExists(name.into()).into());
+            }
+            Err(e) => return Err(query_error(e)),
+        }
+        self.on_every_shard(
+            name,
+            Op::CreateCollection { name: name.into() },
+            &["collection_exists"],
+        )
+    }
+
+    fn drop_collection(&self, name: &str) -> Result<(), QueryError> {
+        // The shards first, while the map still routes to them.
+        self.on_every_shard(
+            name,
+            Op::DropCollection { name: name.into() },
+            &["collection_not_found"],
+        )?;
+        match self
+            .node
+            .change_map(MapCommand::DropCollection { name: name.into() })
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.code == "unknown_collection" => {
+                Err(EngineError::CollectionNotFound(name.into()).into())
+            }
+            Err(e) => Err(query_error(e)),
+        }
+    }
+
+    fn create_index(&self, collection: &str, spec: &IndexSpec) -> Result<(), QueryError> {
+        let groups = self.groups(collection)?;
+        for &group in &groups {
+            let create = Op::CreateIndex {
+                collection: collection.into(),
+                spec: spec.clone(),
+            };
+            self.propose_ddl(group, &create, &[])?;
+        }
+        for &group in &groups {
+            if let Err(e) = self.build_index(collection, group, &spec.name) {
+                // A failed build (a unique clash) leaves no half index behind.
+                let _ = self.drop_index(collection, &spec.name);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_index(&self, collection: &str, name: &str) -> Result<(), QueryError> {
+        self.on_every_shard(
+            collection,
+            Op::DropIndex {
+                collection: collection.into(),
+                name: name.into(),
+            },
+            &[],
+        )
+    }
+}
