@@ -75,6 +75,12 @@ impl Reply {
     }
 }
 
+impl From<Reply> for (u16, String) {
+    fn from(r: Reply) -> Self {
+        (r.status, r.text)
+    }
+}
+
 impl std::fmt::Display for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "HTTP {} {}", self.status, self.text.trim())
@@ -244,12 +250,18 @@ impl TestCluster {
     /// Starts `n` nodes that found a cluster together and waits until every
     /// one answers `/v1/health` with 200.
     pub fn start(n: usize) -> TestCluster {
+        TestCluster::start_with(n, &[])
+    }
+
+    /// [`TestCluster::start`], with `extra` flags on every node's command
+    /// line (kept for restarts).
+    pub fn start_with(n: usize, extra: &[&str]) -> TestCluster {
         assert!(n >= 1);
         for attempt in 1..=START_ATTEMPTS {
             let guard = ONE_CLUSTER_AT_A_TIME
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let mut cluster = TestCluster::spawn(n, guard);
+            let mut cluster = TestCluster::spawn(n, extra, guard);
             match cluster.announce_all() {
                 Ok(()) => {
                     cluster.wait_all_healthy(TIMEOUT);
@@ -266,7 +278,7 @@ impl TestCluster {
     }
 
     /// Lays out and spawns `n` nodes (not waiting for anything).
-    fn spawn(n: usize, guard: MutexGuard<'static, ()>) -> TestCluster {
+    fn spawn(n: usize, extra: &[&str], guard: MutexGuard<'static, ()>) -> TestCluster {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let ports = free_ports(2 * n);
         let p2p: Vec<String> = (0..n)
@@ -287,6 +299,7 @@ impl TestCluster {
                 if !others.is_empty() {
                     args.extend(["--peers".into(), others.join(",").into()]);
                 }
+                args.extend(extra.iter().map(Into::into));
                 Member {
                     name: format!("node {i}"),
                     args,
