@@ -545,15 +545,15 @@ fn bad_input_changes_nothing(n: usize) {
                     "the 413 message must name the limit ({limit}): {message}"
                 );
             }
-            for i in 0..n {
+            for (i, before) in before.iter().enumerate() {
                 assert_eq!(
                     cluster.api(i).health(),
                     Ok(200),
                     "node {i} after {what} through node {entry}"
                 );
                 assert_eq!(
-                    state(&cluster, i, "users"),
-                    before[i],
+                    &state(&cluster, i, "users"),
+                    before,
                     "{what} through node {entry} changed something on node {i}"
                 );
             }
