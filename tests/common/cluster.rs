@@ -262,11 +262,11 @@ impl TestCluster {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut cluster = TestCluster::spawn(n, extra, guard);
-            match cluster.announce_all() {
-                Ok(()) => {
-                    cluster.wait_all_healthy(TIMEOUT);
-                    return cluster;
-                }
+            let started = cluster
+                .announce_all()
+                .and_then(|()| cluster.wait_all_healthy(TIMEOUT));
+            match started {
+                Ok(()) => return cluster,
                 Err(e) if attempt < START_ATTEMPTS && e.contains("in use") => {
                     eprintln!("a port was taken ({e}); starting again with new ports");
                     drop(cluster);
@@ -528,34 +528,42 @@ impl TestCluster {
 
     /// Waits (at most `timeout`) until node i answers `/v1/health` with 200.
     pub fn wait_healthy(&mut self, i: usize, timeout: Duration) {
+        if let Err(e) = self.try_wait_healthy(i, timeout) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_wait_healthy(&mut self, i: usize, timeout: Duration) -> Result<(), String> {
         let api = Api::with_timeout(self.url(i), Duration::from_secs(5));
         let deadline = Instant::now() + timeout;
         loop {
             let last = match api.health() {
-                Ok(200) => return,
+                Ok(200) => return Ok(()),
                 Ok(status) => format!("HTTP {status}"),
                 Err(e) => e,
             };
             if let Some(status) = self.members[i].process.as_mut().and_then(|p| p.try_wait()) {
-                panic!(
+                return Err(format!(
                     "node {i} exited ({status}) before it became healthy\n{}",
                     log_tail(&self.members[i].name, &self.members[i].log, TAIL_LINES)
-                );
+                ));
             }
-            assert!(
-                Instant::now() < deadline,
-                "node {i} did not answer /v1/health with 200 within {timeout:?}; last: {last}"
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {i} did not answer /v1/health with 200 within {timeout:?}; last: {last}"
+                ));
+            }
             std::thread::sleep(POLL);
         }
     }
 
-    fn wait_all_healthy(&mut self, timeout: Duration) {
+    fn wait_all_healthy(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         for i in 0..self.len() {
             let left = deadline.saturating_duration_since(Instant::now());
-            self.wait_healthy(i, left.max(POLL));
+            self.try_wait_healthy(i, left.max(POLL))?;
         }
+        Ok(())
     }
 
     /// Polls every running node's cluster map until, for every (collection,
