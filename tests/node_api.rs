@@ -4,9 +4,8 @@
 //! HTTP. Every child is killed when its test ends, also when it fails, and
 //! every wait is bounded.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
@@ -14,52 +13,40 @@ use serde_json::{Value as Json, json};
 use stratosdb::client::{Client, ClientError};
 use stratosdb_engine::{Engine, Value};
 
-/// Longest a test waits for a node to start, answer or stop.
-const TIMEOUT: Duration = Duration::from_secs(60);
+mod common;
+use common::http::{assert_error, parse, raw, sql, sql_ok};
+use common::process::{NodeProcess, TIMEOUT};
 
-/// A running node, killed (SIGKILL) and reaped when dropped.
+/// A running node, killed (SIGKILL) and reaped when dropped (the tail of
+/// its log printed if the test is failing).
 struct Node {
-    child: Child,
+    process: NodeProcess,
     url: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _logs: tempfile::TempDir,
 }
 
 impl Node {
     fn start(data: &Path, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stratosdb"))
-            .args(["node", "--http", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the binary runs");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        // Wrapped at once, so that a failure below still kills the child.
+        let logs = tempfile::tempdir().unwrap();
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "node".into(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--data".into(),
+            data.into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        let mut process = NodeProcess::spawn("node", &args, &logs.path().join("node.log"));
+        let announced = process.announce(TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            announced.url.starts_with("http://127.0.0.1:"),
+            "{announced:?}"
+        );
         let mut node = Node {
-            child,
-            url: String::new(),
+            process,
+            url: announced.url,
+            _logs: logs,
         };
-        let line = rx
-            .recv_timeout(TIMEOUT)
-            .expect("the node prints its address");
-        // `stratosdb node NODE_ID listening on http://HOST:PORT`
-        assert!(line.starts_with("stratosdb node "), "{line:?}");
-        let url = line.split_whitespace().last().expect("an address");
-        assert!(url.starts_with("http://127.0.0.1:"), "{line:?}");
-        node.url = url.to_string();
         node.wait_healthy();
         node
     }
@@ -75,7 +62,7 @@ impl Node {
             if client.health().is_ok() {
                 return;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.process.try_wait() {
                 panic!("the node exited: {status}");
             }
             assert!(Instant::now() < deadline, "the node never became healthy");
@@ -85,57 +72,8 @@ impl Node {
 
     /// SIGKILL, as a crash.
     fn crash(mut self) {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("wait");
+        self.process.kill();
     }
-}
-
-/// One raw request: (status, body).
-fn raw(method: &str, url: &str, body: Option<&[u8]>) -> (u16, String) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let sent = match (method, body) {
-        ("GET", _) => agent.get(url).call(),
-        ("DELETE", _) => agent.delete(url).call(),
-        ("PUT", b) => agent.put(url).send(b.unwrap_or_default()),
-        (_, b) => agent.post(url).send(b.unwrap_or_default()),
-    };
-    let mut response = sent.expect("the node answers");
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_string()
-        .expect("a text body");
-    (status, text)
-}
-
-fn parse(text: &str) -> Json {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// Asserts an error reply: the status, `{"error": {"code", "message"}}` and the code.
-fn assert_error(reply: (u16, String), status: u16, code: &str) -> String {
-    assert_eq!(reply.0, status, "{}", reply.1);
-    let body = parse(&reply.1);
-    let error = body["error"].as_object().expect("an error object");
-    assert_eq!(error.len(), 2, "{body}");
-    assert_eq!(error["code"], code, "{body}");
-    error["message"].as_str().expect("a message").to_string()
-}
-
-fn sql(url: &str, text: &str) -> (u16, String) {
-    let body = json!({"sql": text, "consistency": "linearizable"}).to_string();
-    raw("POST", &format!("{url}/v1/sql"), Some(body.as_bytes()))
-}
-
-fn sql_ok(url: &str, text: &str) -> Json {
-    let (status, body) = sql(url, text);
-    assert_eq!(status, 200, "{text}: {body}");
-    parse(&body)
 }
 
 /// Everything a node holds, to check that a bad request changed nothing.
@@ -733,23 +671,10 @@ fn sigterm_stops_the_node_cleanly() {
     let client = node.client();
     client.sql("CREATE COLLECTION c").unwrap();
     client.put("c", "a", &json!({"v": 1})).unwrap();
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(node.child.id().to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let deadline = Instant::now() + TIMEOUT;
-    let exit = loop {
-        if let Some(exit) = node.child.try_wait().expect("try_wait") {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = node
+        .process
+        .terminate(TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(exit.success(), "{exit}");
     // The folder is released and holds the write.
     let out = run(
