@@ -157,6 +157,63 @@ fn check_members(cluster: &TestCluster, i: usize, map: &ClusterMap) -> Result<()
     Ok(())
 }
 
+/// Checks that `map` places `collection` in `shards` shards (numbered from
+/// 0) of `replicas` distinct replicas on `members`, each with a leader among
+/// its replicas.
+fn check_layout(
+    map: &ClusterMap,
+    collection: &str,
+    shards: u32,
+    replicas: usize,
+    members: &BTreeSet<String>,
+) -> Result<(), String> {
+    let placement: Vec<_> = map
+        .collections
+        .iter()
+        .filter(|c| c.name == collection)
+        .collect();
+    if placement.len() != 1
+        || placement[0].shards != shards
+        || placement[0].replicas as usize != replicas
+    {
+        return Err(format!("collections: {:?}", map.collections));
+    }
+    let listed: Vec<_> = map
+        .shards
+        .iter()
+        .filter(|s| s.collection == collection)
+        .collect();
+    let numbers: BTreeSet<u32> = listed.iter().map(|s| s.shard).collect();
+    if listed.len() != shards as usize || numbers != (0..shards).collect() {
+        return Err(format!("{collection}'s shards: {listed:?}"));
+    }
+    for s in listed {
+        let nodes: BTreeSet<&String> = s.replicas.iter().map(|r| &r.node).collect();
+        if s.replicas.len() != replicas || nodes.len() != replicas {
+            return Err(format!(
+                "shard {} has not {replicas} distinct replicas: {s:?}",
+                s.shard
+            ));
+        }
+        if let Some(stranger) = nodes.iter().find(|n| !members.contains(**n)) {
+            return Err(format!(
+                "shard {} has a replica on {stranger}, not a member",
+                s.shard
+            ));
+        }
+        match &s.leader {
+            Some(l) if nodes.contains(l) => {}
+            _ => {
+                return Err(format!(
+                    "shard {} has no leader among its replicas: {s:?}",
+                    s.shard
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Node i's documents of `collection` (sorted) and its own replicas' roots:
 /// what a refused request must leave alone.
 fn state(
@@ -659,52 +716,7 @@ fn three_nodes_form_a_cluster() {
         retry_until(
             TIMEOUT,
             &format!("node {i} to show users with 8 shards of 3 replicas, each with a leader"),
-            || {
-                let map = cluster.api(i).cluster()?;
-                let placement: Vec<_> = map
-                    .collections
-                    .iter()
-                    .filter(|c| c.name == "users")
-                    .collect();
-                if placement.len() != 1 || placement[0].shards != 8 || placement[0].replicas != 3 {
-                    return Err(format!("collections: {:?}", map.collections));
-                }
-                let shards: Vec<_> = map
-                    .shards
-                    .iter()
-                    .filter(|s| s.collection == "users")
-                    .collect();
-                let numbers: BTreeSet<u32> = shards.iter().map(|s| s.shard).collect();
-                if shards.len() != 8 || numbers != (0..8).collect() {
-                    return Err(format!("users' shards: {shards:?}"));
-                }
-                for s in shards {
-                    let replicas: BTreeSet<&str> =
-                        s.replicas.iter().map(|r| r.node.as_str()).collect();
-                    if s.replicas.len() != 3 || replicas.len() != 3 {
-                        return Err(format!(
-                            "shard {} has not 3 distinct replicas: {s:?}",
-                            s.shard
-                        ));
-                    }
-                    if let Some(stranger) = replicas.iter().find(|r| !ids.contains(**r)) {
-                        return Err(format!(
-                            "shard {} has a replica on {stranger}, not a member",
-                            s.shard
-                        ));
-                    }
-                    match &s.leader {
-                        Some(l) if replicas.contains(l.as_str()) => {}
-                        _ => {
-                            return Err(format!(
-                                "shard {} has no leader among its replicas: {s:?}",
-                                s.shard
-                            ));
-                        }
-                    }
-                }
-                Ok(())
-            },
+            || check_layout(&cluster.api(i).cluster()?, "users", 8, 3, &ids),
         );
     }
 }
@@ -855,38 +867,12 @@ fn single_node_cluster_founds_itself() {
     let me = cluster.id(0).to_string();
     check_members(&cluster, 0, &cluster.cluster_map(0)).unwrap();
     create_collection(&api, "CREATE COLLECTION users");
+    // One member: every replica and every leader is the node itself.
+    let members = BTreeSet::from([me]);
     retry_until(
         TIMEOUT,
         "users with 4 shards of 1 replica, led by the node",
-        || {
-            let map = cluster.api(0).cluster()?;
-            let placement: Vec<_> = map
-                .collections
-                .iter()
-                .filter(|c| c.name == "users")
-                .collect();
-            if placement.len() != 1 || placement[0].shards != 4 || placement[0].replicas != 1 {
-                return Err(format!("collections: {:?}", map.collections));
-            }
-            let shards: Vec<_> = map
-                .shards
-                .iter()
-                .filter(|s| s.collection == "users")
-                .collect();
-            let numbers: BTreeSet<u32> = shards.iter().map(|s| s.shard).collect();
-            if shards.len() != 4 || numbers != (0..4).collect() {
-                return Err(format!("users' shards: {shards:?}"));
-            }
-            for s in shards {
-                if s.leader.as_deref() != Some(me.as_str())
-                    || s.replicas.len() != 1
-                    || s.replicas[0].node != me
-                {
-                    return Err(format!("shard {} is not on the node alone: {s:?}", s.shard));
-                }
-            }
-            Ok(())
-        },
+        || check_layout(&cluster.api(0).cluster()?, "users", 4, 1, &members),
     );
     for k in 0..20 {
         put_ok(&api, "users", &format!("u{k}"), &json!({"k": k}));
