@@ -113,10 +113,17 @@ fn sql_documents_find_and_bad_requests() {
         &format!("{url}/v1/sql"),
         Some(follower.to_string().as_bytes()),
     );
-    assert_eq!(
-        (status, parse(&text)),
-        (200, json!({"rows": [{"n": 2}], "affected": 0}))
-    );
+    let reply = parse(&text);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(reply["rows"], json!([{"n": 2}]));
+    assert_eq!(reply["affected"], 0);
+    // A follower read says where each shard was read: its applied index.
+    let applied = reply["applied"].as_array().expect("applied");
+    assert_eq!(applied.len(), 4, "{text}");
+    for a in applied {
+        assert_eq!(a["collection"], "users");
+        assert!(a["index"].as_u64().unwrap() > 0, "{text}");
+    }
 
     // Documents.
     let docs = format!("{url}/v1/collections/users/docs");
@@ -356,17 +363,27 @@ fn cluster_map_reports_the_root_the_data_implies() {
         r#"INSERT INTO users VALUES ('{"_id":"b","tags":["x",{"y":2.5}]}')"#,
     );
 
-    // The same documents in a fresh shard: the root depends on them alone.
+    // The same documents in fresh shards, routed as the node routes them:
+    // a shard's root depends on its documents alone.
     let engine = Engine::open_temporary().unwrap();
-    let shard = engine.shard(0).unwrap();
-    shard.create_collection("users").unwrap();
-    shard.create_collection("logs").unwrap();
-    for (collection, doc) in docs {
-        shard
-            .insert(collection, Value::from_json_str(doc).unwrap())
-            .unwrap();
+    let mut expected_roots = std::collections::BTreeMap::new();
+    for (n, collection) in ["logs", "users"].into_iter().enumerate() {
+        for shard_no in 0..4u32 {
+            let shard = engine.shard(n as u32 * 4 + shard_no).unwrap();
+            shard.create_collection(collection).unwrap();
+            for (c, doc) in docs.iter().filter(|(c, _)| *c == collection) {
+                let value = Value::from_json_str(doc).unwrap();
+                let id = value.as_object().unwrap()["_id"].as_str().unwrap().to_string();
+                if stratosdb_engine::shard_of(c, &id, 4) == shard_no {
+                    shard.insert(c, value).unwrap();
+                }
+            }
+            expected_roots.insert(
+                (collection.to_string(), u64::from(shard_no)),
+                hex::encode(shard.root().unwrap()),
+            );
+        }
     }
-    let expected_root = hex::encode(shard.root().unwrap());
 
     let (status, text) = raw("GET", &format!("{url}/v1/cluster"), None);
     assert_eq!(status, 200);
@@ -390,30 +407,40 @@ fn cluster_map_reports_the_root_the_data_implies() {
     assert_eq!(node_info["up"], true);
     let mut collections = map["collections"].as_array().unwrap().clone();
     collections.sort_by_key(|c| c["name"].as_str().unwrap_or_default().to_string());
+    // One node: the default 4 shards, one replica each.
     assert_eq!(
         collections,
         [
-            json!({"name": "logs", "shards": 1, "replicas": 1}),
-            json!({"name": "users", "shards": 1, "replicas": 1})
+            json!({"name": "logs", "shards": 4, "replicas": 1}),
+            json!({"name": "users", "shards": 4, "replicas": 1})
         ]
     );
     let shards = map["shards"].as_array().unwrap();
-    assert_eq!(shards.len(), 2);
+    assert_eq!(shards.len(), 8);
     for s in shards {
+        let key = (
+            s["collection"].as_str().unwrap().to_string(),
+            s["shard"].as_u64().unwrap(),
+        );
         assert_eq!(keys(s), ["collection", "leader", "replicas", "shard"]);
         assert_eq!(s["leader"], me.as_str());
         let replicas = s["replicas"].as_array().unwrap();
         assert_eq!(replicas.len(), 1);
         assert_eq!(keys(&replicas[0]), ["applied", "node", "root"]);
         assert_eq!(replicas[0]["node"], me.as_str());
-        // A single node has no raft log: nothing was applied at a raft index.
-        assert_eq!(replicas[0]["applied"], 0);
-        assert_eq!(replicas[0]["root"], expected_root.as_str());
+        // The shard's raft group applied its entries: at least the
+        // collection's creation.
+        assert!(replicas[0]["applied"].as_u64().unwrap() >= 1, "{s}");
+        assert_eq!(replicas[0]["root"], expected_roots[&key].as_str(), "{s}");
     }
     // The client reads the same map.
     let typed = node.client().cluster().unwrap();
     assert_eq!(typed.self_id, me);
-    assert_eq!(typed.shards[0].replicas[0].root, expected_root);
+    let first = &typed.shards[0];
+    assert_eq!(
+        first.replicas[0].root,
+        expected_roots[&(first.collection.clone(), u64::from(first.shard))]
+    );
 }
 
 /// One sample: metric name, labels, value.
@@ -518,11 +545,19 @@ fn metrics_are_prometheus_text() {
         find("stratosdb_http_request_duration_seconds_bucket", &inf),
         Some(5.0)
     );
-    assert_eq!(
-        find("stratosdb_shard_applied_index", &[("shard", "0")]),
-        Some(0.0),
+    // The raft gauges: the metadata group and the collection's shards.
+    let metadata = find("stratosdb_raft_applied_index", &[("group", "0")]);
+    assert!(metadata.is_some_and(|i| i >= 1.0), "{text}");
+    let shard = find(
+        "stratosdb_raft_applied_index",
+        &[("collection", "users"), ("shard", "0")],
+    );
+    assert!(shard.is_some_and(|i| i >= 1.0), "{text}");
+    assert!(
+        find("stratosdb_raft_proposals_total", &[]).is_some_and(|n| n >= 1.0),
         "{text}"
     );
+    assert!(find("stratosdb_raft_leader_changes_total", &[]).is_some(), "{text}");
 }
 
 #[test]
@@ -676,54 +711,11 @@ fn sigterm_stops_the_node_cleanly() {
         .terminate(TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(exit.success(), "{exit}");
-    // The folder is released and holds the write.
-    let out = run(
-        &[
-            "shell",
-            "--data",
-            dir.path().to_str().unwrap(),
-            "--format",
-            "json",
-            "-c",
-            "SELECT * FROM c",
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "{\"_id\":\"a\",\"v\":1}\n"
-    );
-}
-
-#[test]
-fn peers_and_join_are_refused_until_replication_exists() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
-    for extra in [
-        &["--peers", "127.0.0.1:7001,127.0.0.1:7002"][..],
-        &["--join", "127.0.0.1:7001", "--token", "t"][..],
-    ] {
-        let mut args = vec![
-            "node",
-            "--data",
-            data,
-            "--http",
-            "127.0.0.1:0",
-            "--p2p",
-            "127.0.0.1:0",
-        ];
-        args.extend_from_slice(extra);
-        let out = run(&args, None);
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("replication layer"), "{err}");
-        assert!(out.stdout.is_empty());
-    }
+    // The folder is released and holds the write: the same command starts
+    // the node again on it, and the write is there.
+    let node = Node::start(dir.path(), &[]);
+    let doc = node.client().get("c", "a").unwrap();
+    assert_eq!(doc.to_json_string(), r#"{"_id":"a","v":1}"#);
 }
 
 /// A script with DDL, `\import`, `\d`, an UPDATE, a syntax error spanning

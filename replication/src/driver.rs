@@ -7,14 +7,16 @@
 //! proposes between `ready()` and `advance`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use raft::eraftpb::{ConfChangeV2, ConfState, Message};
+use raft::eraftpb::{ConfChangeV2, ConfState, Message, MessageType};
 use stratosdb_engine::{ApplyOutcome, Engine, KvStore as _, SledStore};
 
 use crate::codec::GroupMessage;
 use crate::config::NodeConfig;
+use crate::counters::Counters;
 use crate::group::{Group, GroupStatus};
 use crate::read::{ReadWaiter, Reply};
 use crate::transport::Transport;
@@ -53,11 +55,16 @@ pub(crate) enum Request {
 #[derive(Default)]
 pub(crate) struct Outbox {
     by_node: HashMap<NodeId, Vec<GroupMessage>>,
+    /// Bytes of snapshots queued (for the metrics).
+    pub snapshot_bytes: u64,
 }
 
 impl Outbox {
     pub fn add(&mut self, group: GroupId, msgs: Vec<Message>) {
         for msg in msgs {
+            if msg.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshot_bytes += msg.get_snapshot().data.len() as u64;
+            }
             self.by_node
                 .entry(msg.to)
                 .or_default()
@@ -65,7 +72,10 @@ impl Outbox {
         }
     }
 
-    fn send(&mut self, transport: &dyn Transport) {
+    fn send(&mut self, transport: &dyn Transport, counters: &Counters) {
+        counters
+            .snapshot_bytes_sent
+            .fetch_add(std::mem::take(&mut self.snapshot_bytes), Relaxed);
         for (to, batch) in self.by_node.drain() {
             transport.send(to, batch);
         }
@@ -84,6 +94,7 @@ pub(crate) struct Driver {
     pub rx: mpsc::Receiver<Request>,
     /// Makes read index contexts unique on this node.
     pub read_seq: u64,
+    pub counters: Arc<Counters>,
 }
 
 impl Driver {
@@ -185,7 +196,14 @@ impl Driver {
             return Ok(());
         }
         let shard = self.engine.shard(group)?;
-        let g = Group::open(&self.config, &self.store, group, shard, voters)?;
+        let g = Group::open(
+            &self.config,
+            &self.store,
+            group,
+            shard,
+            voters,
+            self.counters.clone(),
+        )?;
         self.groups.insert(group, g);
         Ok(())
     }
@@ -234,7 +252,7 @@ impl Driver {
                 readies.push((id, rd));
             }
         }
-        out.send(&*self.transport);
+        out.send(&*self.transport, &self.counters);
         if readies.is_empty() {
             return Ok(());
         }
@@ -247,7 +265,7 @@ impl Driver {
                 g.finish_ready(rd, &mut out)?;
             }
         }
-        out.send(&*self.transport);
+        out.send(&*self.transport, &self.counters);
         Ok(())
     }
 }

@@ -3,6 +3,8 @@
 //! The node's loop (`driver.rs`) calls these in the order raft-rs requires.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use protobuf::Message as _;
 use raft::eraftpb::{
@@ -12,6 +14,7 @@ use raft::{RawNode, ReadOnlyOption, Ready, StateRole};
 use stratosdb_engine::{ApplyOutcome, Command, KvStore as _, Shard, SledStore};
 
 use crate::config::NodeConfig;
+use crate::counters::Counters;
 use crate::driver::Outbox;
 use crate::log::LogStore;
 use crate::read::{ReadQueue, ReadWaiter, Reply};
@@ -50,6 +53,8 @@ pub(crate) struct Group {
     proposals: BTreeMap<u64, Proposal>,
     pub reads: ReadQueue,
     applied: u64,
+    last_leader: NodeId,
+    counters: Arc<Counters>,
 }
 
 fn logger(group: GroupId) -> slog::Logger {
@@ -65,6 +70,7 @@ impl Group {
         id: GroupId,
         shard: Shard,
         voters: &[NodeId],
+        counters: Arc<Counters>,
     ) -> Result<Group> {
         let mut log = LogStore::open(
             store,
@@ -98,6 +104,8 @@ impl Group {
             proposals: BTreeMap::new(),
             reads: ReadQueue::default(),
             applied,
+            last_leader: 0,
+            counters,
         })
     }
 
@@ -147,6 +155,7 @@ impl Group {
             return;
         }
         let result = self.raw.propose(Vec::new(), data);
+        self.counters.proposals.fetch_add(1, Relaxed);
         self.track(result, Waiter::Write(reply));
     }
 
@@ -221,8 +230,16 @@ impl Group {
             return Ok(None);
         }
         let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss()
+            && ss.leader_id != self.last_leader
+        {
+            self.last_leader = ss.leader_id;
+            self.counters.leader_changes.fetch_add(1, Relaxed);
+        }
         out.add(self.id, rd.take_messages());
         if !rd.snapshot().is_empty() {
+            let bytes = rd.snapshot().data.len() as u64;
+            self.counters.snapshot_bytes_received.fetch_add(bytes, Relaxed);
             self.install_snapshot(rd.snapshot())?;
         }
         self.raw.mut_store().persist(rd.entries(), rd.hs())?;

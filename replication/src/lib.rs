@@ -17,6 +17,7 @@
 mod cluster_map;
 pub mod codec;
 mod config;
+mod counters;
 mod driver;
 mod error;
 mod group;
@@ -36,6 +37,7 @@ pub use cluster_map::{
 };
 pub use codec::GroupMessage;
 pub use config::NodeConfig;
+pub use counters::CounterValues;
 pub use error::{ReplicationError, Result};
 pub use group::GroupStatus;
 pub use mem_transport::{Filters, MemHub};

@@ -14,6 +14,7 @@ use raft::eraftpb::{
 use stratosdb_engine::{ApplyOutcome, Command, Engine, KvStore as _, Shard, SledStore};
 
 use crate::config::NodeConfig;
+use crate::counters::{CounterValues, Counters};
 use crate::driver::{Driver, Request};
 use crate::group::GroupStatus;
 use crate::read::ReadWaiter;
@@ -88,6 +89,7 @@ pub struct RaftNode {
     tx: mpsc::Sender<Request>,
     thread: Option<JoinHandle<()>>,
     max_message_bytes: usize,
+    counters: Arc<Counters>,
 }
 
 impl RaftNode {
@@ -109,6 +111,7 @@ impl RaftNode {
         transport: Arc<dyn Transport>,
     ) -> Result<RaftNode> {
         let engine = Engine::with_store(store.clone(), config.engine.clone())?;
+        let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel();
         let mut driver = Driver {
             config: config.clone(),
@@ -118,6 +121,7 @@ impl RaftNode {
             groups: BTreeMap::new(),
             rx,
             read_seq: 0,
+            counters: counters.clone(),
         };
         for name in store.tree_names()? {
             if let Some(group) = log::group_of_tree(&name) {
@@ -134,6 +138,7 @@ impl RaftNode {
             tx,
             thread: Some(thread),
             max_message_bytes: config.max_message_bytes,
+            counters,
         })
     }
 
@@ -231,6 +236,11 @@ impl RaftNode {
     pub fn leave_joint(&self, group: GroupId) -> Pending<ConfState> {
         let cc = ConfChangeV2::default();
         self.request(group, |reply| Request::ConfChange { group, cc, reply })
+    }
+
+    /// Totals since the node started (proposals, leader changes, snapshot bytes).
+    pub fn counters(&self) -> CounterValues {
+        self.counters.values()
     }
 
     /// The group as this node sees it.

@@ -1,6 +1,5 @@
-//! What the HTTP API needs from a database, as a trait: the embedded database
-//! implements it for a single node ([`super::embedded`]), and the replicated
-//! cluster will implement it the same way. Nothing here assumes one process
+//! What the HTTP API needs from a database, as a trait: the replicated
+//! cluster implements it ([`super::cluster`]). Nothing here assumes one process
 //! holds the data: every call may fail with "not ready" or "no quorum", and
 //! errors carry the stable code and the class the API turns into a status.
 
@@ -56,6 +55,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The cluster map as this node sees it (exact for its own replicas).
     fn cluster(&self) -> Result<ClusterMap, BackendError>;
+
+    /// Prometheus text (with HELP and TYPE lines) of the backend's own
+    /// gauges and counters, appended to the API's at `GET /metrics`.
+    fn metrics_text(&self) -> String {
+        String::new()
+    }
 
     /// Makes every acknowledged write durable and releases what the backend
     /// holds; called once when the node stops.

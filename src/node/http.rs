@@ -451,21 +451,16 @@ async fn join(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let map = blocking(&state, |b| b.cluster()).await.ok();
-    let mut applied: Vec<(u32, u64)> = Vec::new();
-    if let Some(map) = map {
-        for shard in &map.shards {
-            for replica in &shard.replicas {
-                if replica.node == map.self_id && !applied.iter().any(|(s, _)| *s == shard.shard) {
-                    applied.push((shard.shard, replica.applied));
-                }
-            }
-        }
-    }
+    let backend = state.backend.clone();
+    let extra = tokio::task::spawn_blocking(move || backend.metrics_text())
+        .await
+        .unwrap_or_default();
+    let mut text = state.metrics.render();
+    text.push_str(&extra);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&applied),
+        text,
     )
         .into_response()
 }

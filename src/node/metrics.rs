@@ -1,6 +1,6 @@
 //! The node's Prometheus metrics, kept by hand (a few counters and one
 //! histogram need no library): requests by route, method and status, request
-//! latency by route, and each of the node's shards' applied index.
+//! latency by route. The backend adds its own (raft groups) after these.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -62,9 +62,8 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The Prometheus text exposition (format 0.0.4); `applied` is each of
-    /// the node's shard replicas' applied index.
-    pub fn render(&self, applied: &[(u32, u64)]) -> String {
+    /// The Prometheus text exposition (format 0.0.4) of the API's metrics.
+    pub fn render(&self) -> String {
         let state = self.state.lock();
         let mut out = String::new();
         let _ = writeln!(
@@ -109,22 +108,12 @@ impl Metrics {
                 h.count
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP stratosdb_shard_applied_index The raft index each shard replica on this node has applied.\n# TYPE stratosdb_shard_applied_index gauge"
-        );
-        for (shard, index) in applied {
-            let _ = writeln!(
-                out,
-                "stratosdb_shard_applied_index{{shard=\"{shard}\"}} {index}"
-            );
-        }
         out
     }
 }
 
 /// A label value escaped as the text format wants.
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -139,7 +128,7 @@ mod tests {
         let m = Metrics::default();
         m.record("/v1/sql", "POST", 200, Duration::from_micros(300));
         m.record("/v1/sql", "POST", 400, Duration::from_millis(30));
-        let text = m.render(&[(0, 7)]);
+        let text = m.render();
         assert!(text.contains(
             "stratosdb_http_requests_total{route=\"/v1/sql\",method=\"POST\",status=\"400\"} 1"
         ));
@@ -149,6 +138,5 @@ mod tests {
         assert!(text.contains(
             "stratosdb_http_request_duration_seconds_bucket{route=\"/v1/sql\",le=\"0.05\"} 2"
         ));
-        assert!(text.contains("stratosdb_shard_applied_index{shard=\"0\"} 7"));
     }
 }

@@ -203,6 +203,59 @@ impl Backend for ClusterBackend {
         })
     }
 
+    fn metrics_text(&self) -> String {
+        use std::fmt::Write as _;
+        let map = self.node.map();
+        let mut applied = String::new();
+        let mut leader = String::new();
+        let mut term = String::new();
+        for group in self.node.hosted_groups() {
+            let Ok(status) = self.node.raft.status(group) else {
+                continue;
+            };
+            let (collection, shard) = map
+                .shards
+                .get(&group)
+                .map_or((String::new(), String::new()), |s| {
+                    (s.collection.clone(), s.shard.to_string())
+                });
+            let labels = format!(
+                "group=\"{group}\",collection=\"{}\",shard=\"{shard}\"",
+                super::metrics::escape(&collection)
+            );
+            let _ = writeln!(applied, "stratosdb_raft_applied_index{{{labels}}} {}", status.applied);
+            let _ = writeln!(leader, "stratosdb_raft_is_leader{{{labels}}} {}", u8::from(status.is_leader));
+            let _ = writeln!(term, "stratosdb_raft_term{{{labels}}} {}", status.term);
+        }
+        let c = self.node.raft.counters();
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, body: &str| {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{body}");
+        };
+        family(
+            "stratosdb_raft_applied_index",
+            "gauge",
+            "The raft index each group replica on this node has applied (group 0 is the metadata group).",
+            &applied,
+        );
+        family(
+            "stratosdb_raft_is_leader",
+            "gauge",
+            "1 if this node leads the group.",
+            &leader,
+        );
+        family("stratosdb_raft_term", "gauge", "The group's raft term as this node sees it.", &term);
+        for (name, help, value) in [
+            ("stratosdb_raft_proposals_total", "Commands this node proposed as a leader.", c.proposals),
+            ("stratosdb_raft_leader_changes_total", "Leader changes seen by this node's groups.", c.leader_changes),
+            ("stratosdb_raft_snapshot_sent_bytes_total", "Bytes of snapshots sent to lagging replicas.", c.snapshot_bytes_sent),
+            ("stratosdb_raft_snapshot_received_bytes_total", "Bytes of snapshots installed here.", c.snapshot_bytes_received),
+        ] {
+            family(name, "counter", help, &format!("{name} {value}\n"));
+        }
+        out
+    }
+
     fn shutdown(&self) -> Result<(), BackendError> {
         self.node.shutdown().map_err(backend_error)
     }

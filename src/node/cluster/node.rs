@@ -917,6 +917,13 @@ impl ClusterNode {
         out
     }
 
+    /// The groups this node hosts: the metadata group and its data groups.
+    pub fn hosted_groups(&self) -> Vec<GroupId> {
+        let mut groups = vec![METADATA_GROUP];
+        groups.extend(self.hosted.lock().iter().copied());
+        groups
+    }
+
     /// Every replica's status, asking each node for its own (bounded).
     pub fn cluster_status(&self) -> HashMap<(NodeId, GroupId), ReplicaStatus> {
         let map = self.map();

@@ -1,0 +1,36 @@
+//! What a node counts for its metrics: totals since the process started,
+//! over all its groups.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Commands proposed by this node as leader.
+    pub proposals: AtomicU64,
+    /// Times a group on this node saw its leader change.
+    pub leader_changes: AtomicU64,
+    /// Bytes of snapshots this node sent to lagging replicas.
+    pub snapshot_bytes_sent: AtomicU64,
+    /// Bytes of snapshots this node installed.
+    pub snapshot_bytes_received: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterValues {
+    pub proposals: u64,
+    pub leader_changes: u64,
+    pub snapshot_bytes_sent: u64,
+    pub snapshot_bytes_received: u64,
+}
+
+impl Counters {
+    pub fn values(&self) -> CounterValues {
+        CounterValues {
+            proposals: self.proposals.load(Relaxed),
+            leader_changes: self.leader_changes.load(Relaxed),
+            snapshot_bytes_sent: self.snapshot_bytes_sent.load(Relaxed),
+            snapshot_bytes_received: self.snapshot_bytes_received.load(Relaxed),
+        }
+    }
+}
