@@ -394,14 +394,10 @@ impl<S: ShardedStore> ShardedDatabase<S> {
             }
             Statement::Delete { collection, filter } => {
                 self.read_modify_write(collection, filter, &|doc| {
-                    let id = doc_id(doc)?;
-                    Ok(vec![
-                        expect_unchanged(collection, &id, doc),
-                        Op::Delete {
-                            collection: collection.clone(),
-                            id,
-                        },
-                    ])
+                    guarded(collection, doc, |id| Op::Delete {
+                        collection: collection.clone(),
+                        id,
+                    })
                 })
             }
             other => Ok(Executed {
@@ -839,24 +835,25 @@ fn update_ops(collection: &str, sets: &[(Path, Expr)], doc: &Value) -> Result<Ve
             None => PatchChange::Unset { path },
         });
     }
-    let id = doc_id(doc)?;
-    Ok(vec![
-        expect_unchanged(collection, &id, doc),
-        Op::Patch {
-            collection: collection.to_string(),
-            id,
-            changes,
-        },
-    ])
+    guarded(collection, doc, |id| Op::Patch {
+        collection: collection.to_string(),
+        id,
+        changes,
+    })
 }
 
-/// The precondition that the document is still the version that was read.
-fn expect_unchanged(collection: &str, id: &str, doc: &Value) -> Op {
-    Op::Expect {
-        collection: collection.to_string(),
-        id: id.to_string(),
-        doc_hash: Some(stratosdb_engine::proof::hash::doc_hash(doc)),
-    }
+/// A write of a document that was read, preceded by the precondition that
+/// the document is still the version read.
+fn guarded(collection: &str, doc: &Value, write: impl FnOnce(String) -> Op) -> Result<Vec<Op>> {
+    let id = doc_id(doc)?;
+    Ok(vec![
+        Op::Expect {
+            collection: collection.to_string(),
+            id: id.clone(),
+            doc_hash: Some(stratosdb_engine::proof::hash::doc_hash(doc)),
+        },
+        write(id),
+    ])
 }
 
 fn doc_id(doc: &Value) -> Result<String> {

@@ -112,6 +112,16 @@ fn shard(id: &str) -> u32 {
     stratosdb_engine::shard_of("c", id, 4)
 }
 
+/// The quoted ids of the fixture's documents that live on `s`.
+fn ids_on(s: u32) -> String {
+    let ids: Vec<String> = (0..12)
+        .map(|i| format!("k{i}"))
+        .filter(|id| shard(id) == s)
+        .map(|id| format!("'{id}'"))
+        .collect();
+    ids.join(", ")
+}
+
 #[test]
 fn reads_name_the_shards_read_and_their_applied_index() {
     let db = faulty();
@@ -186,16 +196,7 @@ fn endless_conflict_is_contention() {
         .faults
         .lock()
         .push((0, "write_conflict", u32::MAX));
-    let only_shard_0: Vec<String> = (0..12)
-        .map(|i| format!("k{i}"))
-        .filter(|id| shard(id) == 0)
-        .map(|id| format!("'{id}'"))
-        .collect();
-    let err = run(
-        &db,
-        &format!("DELETE FROM c WHERE _id IN ({})", only_shard_0.join(", ")),
-    )
-    .unwrap_err();
+    let err = run(&db, &format!("DELETE FROM c WHERE _id IN ({})", ids_on(0))).unwrap_err();
     assert_eq!(err.code(), "contention", "{err}");
     assert_eq!(json(&db, "SELECT COUNT(*) AS n FROM c"), r#"[{"n":12}]"#);
 }
@@ -222,16 +223,7 @@ fn a_shard_failing_after_others_applied_says_how_much_was_written() {
     assert_eq!(source.code(), "unavailable");
     // A failure before anything was written is reported as itself.
     db.store().faults.lock().push((3, "unavailable", 1));
-    let only_3: Vec<String> = (0..12)
-        .map(|i| format!("k{i}"))
-        .filter(|id| shard(id) == 3)
-        .map(|id| format!("'{id}'"))
-        .collect();
-    let err = run(
-        &db,
-        &format!("DELETE FROM c WHERE _id IN ({})", only_3.join(", ")),
-    )
-    .unwrap_err();
+    let err = run(&db, &format!("DELETE FROM c WHERE _id IN ({})", ids_on(3))).unwrap_err();
     assert_eq!(err.code(), "unavailable");
 }
 
