@@ -77,10 +77,24 @@ impl Node {
 }
 
 /// Everything a node holds, to check that a bad request changed nothing.
-fn state(url: &str) -> (String, String) {
+/// The data and every shard's root. (Not the applied indexes: a command a
+/// shard refuses at apply time, such as a duplicate `_id`, still takes its
+/// place in the raft log, changing nothing else.)
+fn state(url: &str) -> (String, Vec<String>) {
     let (_, rows) = sql(url, "SELECT * FROM users ORDER BY _id");
     let map = parse(&raw("GET", &format!("{url}/v1/cluster"), None).1);
-    (rows, map["shards"].to_string())
+    let roots = map["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{}: {}",
+                s["collection"], s["shard"], s["replicas"][0]["root"]
+            )
+        })
+        .collect();
+    (rows, roots)
 }
 
 #[test]
@@ -94,7 +108,8 @@ fn sql_documents_find_and_bad_requests() {
 
     // SQL round trip; rows keep the SELECT order of their keys.
     assert_eq!(
-        sql_ok(url, "CREATE COLLECTION users"),
+        // One shard: the UNIQUE index below needs it.
+        sql_ok(url, "CREATE COLLECTION users WITH (shards = 1)"),
         json!({"rows": [], "affected": 0})
     );
     let inserted = sql_ok(
@@ -119,7 +134,7 @@ fn sql_documents_find_and_bad_requests() {
     assert_eq!(reply["affected"], 0);
     // A follower read says where each shard was read: its applied index.
     let applied = reply["applied"].as_array().expect("applied");
-    assert_eq!(applied.len(), 4, "{text}");
+    assert_eq!(applied.len(), 1, "{text}");
     for a in applied {
         assert_eq!(a["collection"], "users");
         assert!(a["index"].as_u64().unwrap() > 0, "{text}");
@@ -285,6 +300,13 @@ fn sql_documents_find_and_bad_requests() {
             "a bad request ({code}) changed something"
         );
     }
+    // A collection of several shards cannot enforce a UNIQUE index.
+    sql_ok(url, "CREATE COLLECTION spread WITH (shards = 4)");
+    assert_error(
+        sql(url, "CREATE UNIQUE INDEX by_name ON spread (name)"),
+        400,
+        "unique_needs_single_shard",
+    );
     sql_ok(url, "CREATE UNIQUE INDEX by_name ON users (name)");
     let before = state(url);
     assert_error(
@@ -373,7 +395,10 @@ fn cluster_map_reports_the_root_the_data_implies() {
             shard.create_collection(collection).unwrap();
             for (c, doc) in docs.iter().filter(|(c, _)| *c == collection) {
                 let value = Value::from_json_str(doc).unwrap();
-                let id = value.as_object().unwrap()["_id"].as_str().unwrap().to_string();
+                let id = value.as_object().unwrap()["_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
                 if stratosdb_engine::shard_of(c, &id, 4) == shard_no {
                     shard.insert(c, value).unwrap();
                 }
@@ -550,14 +575,17 @@ fn metrics_are_prometheus_text() {
     assert!(metadata.is_some_and(|i| i >= 1.0), "{text}");
     let shard = find(
         "stratosdb_raft_applied_index",
-        &[("collection", "users"), ("shard", "0")],
+        &[("collection", "c"), ("shard", "0")],
     );
     assert!(shard.is_some_and(|i| i >= 1.0), "{text}");
     assert!(
         find("stratosdb_raft_proposals_total", &[]).is_some_and(|n| n >= 1.0),
         "{text}"
     );
-    assert!(find("stratosdb_raft_leader_changes_total", &[]).is_some(), "{text}");
+    assert!(
+        find("stratosdb_raft_leader_changes_total", &[]).is_some(),
+        "{text}"
+    );
 }
 
 #[test]

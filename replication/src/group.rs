@@ -239,7 +239,9 @@ impl Group {
         out.add(self.id, rd.take_messages());
         if !rd.snapshot().is_empty() {
             let bytes = rd.snapshot().data.len() as u64;
-            self.counters.snapshot_bytes_received.fetch_add(bytes, Relaxed);
+            self.counters
+                .snapshot_bytes_received
+                .fetch_add(bytes, Relaxed);
             self.install_snapshot(rd.snapshot())?;
         }
         self.raw.mut_store().persist(rd.entries(), rd.hs())?;

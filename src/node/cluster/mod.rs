@@ -118,6 +118,9 @@ impl Backend for ClusterBackend {
     }
 
     fn delete(&self, collection: &str, id: &str) -> Result<(), BackendError> {
+        // An absent document is answered from a read: a refused request
+        // leaves no entry in the shard's log.
+        self.get(collection, id, Consistency::Linearizable)?;
         let op = Op::Delete {
             collection: collection.to_string(),
             id: id.to_string(),
@@ -223,8 +226,16 @@ impl Backend for ClusterBackend {
                 "group=\"{group}\",collection=\"{}\",shard=\"{shard}\"",
                 super::metrics::escape(&collection)
             );
-            let _ = writeln!(applied, "stratosdb_raft_applied_index{{{labels}}} {}", status.applied);
-            let _ = writeln!(leader, "stratosdb_raft_is_leader{{{labels}}} {}", u8::from(status.is_leader));
+            let _ = writeln!(
+                applied,
+                "stratosdb_raft_applied_index{{{labels}}} {}",
+                status.applied
+            );
+            let _ = writeln!(
+                leader,
+                "stratosdb_raft_is_leader{{{labels}}} {}",
+                u8::from(status.is_leader)
+            );
             let _ = writeln!(term, "stratosdb_raft_term{{{labels}}} {}", status.term);
         }
         let c = self.node.raft.counters();
@@ -244,12 +255,33 @@ impl Backend for ClusterBackend {
             "1 if this node leads the group.",
             &leader,
         );
-        family("stratosdb_raft_term", "gauge", "The group's raft term as this node sees it.", &term);
+        family(
+            "stratosdb_raft_term",
+            "gauge",
+            "The group's raft term as this node sees it.",
+            &term,
+        );
         for (name, help, value) in [
-            ("stratosdb_raft_proposals_total", "Commands this node proposed as a leader.", c.proposals),
-            ("stratosdb_raft_leader_changes_total", "Leader changes seen by this node's groups.", c.leader_changes),
-            ("stratosdb_raft_snapshot_sent_bytes_total", "Bytes of snapshots sent to lagging replicas.", c.snapshot_bytes_sent),
-            ("stratosdb_raft_snapshot_received_bytes_total", "Bytes of snapshots installed here.", c.snapshot_bytes_received),
+            (
+                "stratosdb_raft_proposals_total",
+                "Commands this node proposed as a leader.",
+                c.proposals,
+            ),
+            (
+                "stratosdb_raft_leader_changes_total",
+                "Leader changes seen by this node's groups.",
+                c.leader_changes,
+            ),
+            (
+                "stratosdb_raft_snapshot_sent_bytes_total",
+                "Bytes of snapshots sent to lagging replicas.",
+                c.snapshot_bytes_sent,
+            ),
+            (
+                "stratosdb_raft_snapshot_received_bytes_total",
+                "Bytes of snapshots installed here.",
+                c.snapshot_bytes_received,
+            ),
         ] {
             family(name, "counter", help, &format!("{name} {value}\n"));
         }
