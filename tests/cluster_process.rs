@@ -4,10 +4,7 @@
 //! command line. The tests follow the contract of `stratosdb node` and the
 //! HTTP API (README, "A node and its HTTP API"), not one build's behavior.
 //!
-//! The tests that need several nodes are `#[ignore]`d until the replicated
-//! node lands (today `--peers` is refused); run them with
-//! `cargo test --test cluster_process -- --include-ignored`. The same
-//! scenarios also run on a single node, which today's build serves.
+//! The same scenarios also run on a single node (a cluster of one).
 //!
 //! Every wait is bounded, every writer is bounded in count and time, and
 //! every process is killed when its test ends, also when it fails (then the
@@ -691,7 +688,6 @@ fn single_node_bad_input_changes_nothing() {
 // ------------------------------------------------ needs the cluster
 
 #[test]
-#[ignore = "needs the replicated node (--peers is refused today): cargo test --test cluster_process -- --include-ignored"]
 fn three_nodes_form_a_cluster() {
     let cluster = TestCluster::start(3);
     let ids: BTreeSet<String> = cluster.ids().into_iter().collect();
@@ -722,31 +718,26 @@ fn three_nodes_form_a_cluster() {
 }
 
 #[test]
-#[ignore = "needs the replicated node (--peers is refused today): cargo test --test cluster_process -- --include-ignored"]
 fn writes_through_every_node_survive_sigkill_of_follower_and_leader() {
     writes_survive_sigkill(3);
 }
 
 #[test]
-#[ignore = "needs the replicated node (--peers is refused today): cargo test --test cluster_process -- --include-ignored"]
 fn restart_all_with_same_command_keeps_data() {
     restart_all_keeps_data(3);
 }
 
 #[test]
-#[ignore = "needs the replicated node (--peers is refused today): cargo test --test cluster_process -- --include-ignored"]
 fn no_increment_lost_across_nodes() {
     no_increment_lost(3);
 }
 
 #[test]
-#[ignore = "needs the replicated node (--peers is refused today): cargo test --test cluster_process -- --include-ignored"]
 fn bad_input_changes_nothing_and_the_node_keeps_serving() {
     bad_input_changes_nothing(3);
 }
 
 #[test]
-#[ignore = "needs the replicated node (--peers is refused today): cargo test --test cluster_process -- --include-ignored"]
 fn a_stranger_cannot_join() {
     let mut cluster = TestCluster::start(3);
     create_collection(&cluster.api(0), "CREATE COLLECTION s");
@@ -814,7 +805,6 @@ fn a_stranger_cannot_join() {
 }
 
 #[test]
-#[ignore = "needs the replicated node (--peers is refused today): cargo test --test cluster_process -- --include-ignored"]
 fn no_quorum_is_a_503_with_a_retryable_error() {
     let mut cluster = TestCluster::start(3);
     let api = cluster.api(0);
@@ -860,7 +850,6 @@ fn no_quorum_is_a_503_with_a_retryable_error() {
 }
 
 #[test]
-#[ignore = "today's single node keeps every collection in one shard; the contract's default is 4 shards (runs once the replicated node lands)"]
 fn single_node_cluster_founds_itself() {
     let mut cluster = TestCluster::start(1);
     let api = cluster.api(0);
