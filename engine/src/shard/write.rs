@@ -19,6 +19,9 @@ pub struct OpOutcome {
     pub id: Option<String>,
     /// Documents inserted, replaced, patched or deleted.
     pub affected: u64,
+    /// The operation created the document (an insert, or an upsert of an
+    /// absent one), so a PUT knows which it was from one write.
+    pub created: bool,
 }
 
 /// What a write did, and whether it is durable yet.

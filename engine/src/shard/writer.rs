@@ -397,7 +397,8 @@ impl<'a, T: KvTree> Writer<'a, T> {
             keys::doc_key(info.number, id),
             keys::doc_record(&hash, encoded),
         );
-        if old.is_none() {
+        let created = old.is_none();
+        if created {
             info.count += 1;
         }
         if changed {
@@ -406,6 +407,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
         Ok(OpOutcome {
             id: Some(id.to_string()),
             affected: 1,
+            created,
         })
     }
 
@@ -428,6 +430,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             return Ok(OpOutcome {
                 id: Some(id.to_string()),
                 affected: 0,
+                created: false,
             });
         };
         for index in info.maintained_indexes() {
@@ -442,6 +445,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
         Ok(OpOutcome {
             id: Some(id.to_string()),
             affected: 1,
+            created: false,
         })
     }
 
@@ -575,7 +579,11 @@ fn key_after(key: &[u8]) -> Vec<u8> {
 }
 
 fn no_document(affected: u64) -> OpOutcome {
-    OpOutcome { id: None, affected }
+    OpOutcome {
+        id: None,
+        affected,
+        created: false,
+    }
 }
 
 fn validate_index_spec(spec: &IndexSpec) -> Result<()> {

@@ -21,10 +21,6 @@ use crate::api::{
     ReplicaInfo, ShardInfo,
 };
 
-/// How many times a PUT retries when a concurrent writer created or deleted
-/// the document between its insert and its replace attempt.
-const PUT_ATTEMPTS: usize = 8;
-
 pub struct ClusterBackend {
     node: Arc<ClusterNode>,
     db: ShardedDatabase<ClusterStore>,
@@ -77,34 +73,19 @@ impl Backend for ClusterBackend {
     }
 
     fn put(&self, collection: &str, id: &str, doc: Value) -> Result<PutOutcome, BackendError> {
-        // Insert, else replace: exact about which one happened, with a retry
-        // if a concurrent writer deleted the document in between.
-        for _ in 0..PUT_ATTEMPTS {
-            let insert = Op::Insert {
-                collection: collection.to_string(),
-                doc: doc.clone(),
-            };
-            match self.write_one(collection, id, insert) {
-                Ok(_) => return Ok(PutOutcome::Created),
-                Err(e) if e.code == "duplicate_id" => {}
-                Err(e) => return Err(e),
-            }
-            let replace = Op::Replace {
-                collection: collection.to_string(),
-                doc: doc.clone(),
-            };
-            match self.write_one(collection, id, replace) {
-                Ok(_) => return Ok(PutOutcome::Replaced),
-                Err(e) if e.code == "document_not_found" => {}
-                Err(e) => return Err(e),
-            }
-        }
+        // One upsert: its outcome says whether it created the document.
+        let store = self.db.store();
+        let shard = store.shard_of(collection, id)?;
         let upsert = Op::Upsert {
             collection: collection.to_string(),
             doc,
         };
-        self.write_one(collection, id, upsert)?;
-        Ok(PutOutcome::Replaced)
+        let outcomes = store.write(collection, shard, vec![upsert])?;
+        Ok(if outcomes.iter().any(|o| o.created) {
+            PutOutcome::Created
+        } else {
+            PutOutcome::Replaced
+        })
     }
 
     fn get(&self, collection: &str, id: &str, c: Consistency) -> Result<Value, BackendError> {

@@ -703,7 +703,11 @@ impl ClusterNode {
                 match self.call(target, &request) {
                     Ok(RpcReply::Applied(outcomes)) => Ok(outcomes
                         .into_iter()
-                        .map(|(id, affected)| OpOutcome { id, affected })
+                        .map(|(id, affected, created)| OpOutcome {
+                            id,
+                            affected,
+                            created,
+                        })
                         .collect()),
                     Ok(RpcReply::NotLeader { leader }) => {
                         hint = leader.filter(|&l| l != target);
@@ -881,9 +885,12 @@ impl ClusterNode {
                 false,
             ),
             Err(e) => reply_error(e.into()),
-            Ok(ApplyOutcome::Applied(outcomes)) => {
-                RpcReply::Applied(outcomes.into_iter().map(|o| (o.id, o.affected)).collect())
-            }
+            Ok(ApplyOutcome::Applied(outcomes)) => RpcReply::Applied(
+                outcomes
+                    .into_iter()
+                    .map(|o| (o.id, o.affected, o.created))
+                    .collect(),
+            ),
             Ok(ApplyOutcome::Rejected(e)) => reply_error(e.into()),
             Ok(ApplyOutcome::AlreadyApplied) => RpcReply::error(
                 "unavailable",

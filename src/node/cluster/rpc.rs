@@ -40,8 +40,9 @@ pub struct ReplicaStatus {
 
 #[derive(Debug, Encode, Decode)]
 pub enum RpcReply {
-    /// The command applied: each operation's `_id` and documents affected.
-    Applied(Vec<(Option<String>, u64)>),
+    /// The command applied: each operation's `_id`, documents affected,
+    /// and whether it created its document.
+    Applied(Vec<(Option<String>, u64, bool)>),
     Partial {
         partial: Vec<u8>,
         applied: u64,
