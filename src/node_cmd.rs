@@ -101,7 +101,26 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         let api = ApiConfig {
             body_limit: args.body_limit,
         };
-        node::serve(listener, Arc::new(backend), &api, stop_signal()).await?;
+        let watched = node.clone();
+        let failed = async move {
+            loop {
+                if let Some(why) = watched.failure() {
+                    return why;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
+        let stop = async move {
+            tokio::select! {
+                _ = stop_signal() => {}
+                why = failed => { let _ = stop_tx.send(why); }
+            }
+        };
+        node::serve(listener, Arc::new(backend), &api, stop).await?;
+        if let Ok(why) = stop_rx.await {
+            anyhow::bail!("stratosdb node {id} cannot serve: {why}");
+        }
         eprintln!("stratosdb node {id} stopped; data flushed");
         Ok(())
     })

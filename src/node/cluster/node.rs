@@ -209,6 +209,12 @@ impl ClusterNode {
         self.map.read().clone()
     }
 
+    /// Why bring-up failed for good (a refused join), if it did: the node
+    /// cannot serve and should stop.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().clone()
+    }
+
     /// Ready once group 0 has given this node a map that lists it.
     pub fn readiness(&self) -> Result<(), NodeError> {
         if let Some(why) = self.failed.lock().clone() {
@@ -288,9 +294,10 @@ impl ClusterNode {
             match client.join(&request) {
                 Ok(reply) => break reply,
                 Err(e) if e.status().is_some_and(|s| s != 503) || Instant::now() > deadline => {
+                    let code = e.code().unwrap_or("unreachable");
                     return Err(NodeError::new(
                         "join_refused",
-                        format!("{url} did not admit this node: {e}"),
+                        format!("{url} did not admit this node ({code}): {e}"),
                         false,
                     ));
                 }
