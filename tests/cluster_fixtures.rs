@@ -91,7 +91,11 @@ fn fixtures_on_a_three_node_cluster_give_the_embedded_answers() {
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("query/tests/fixtures");
     let mut files = fixture_files(&root).expect("the fixtures folder");
-    assert!(files.len() >= 5, "fixture files missing in {}", root.display());
+    assert!(
+        files.len() >= 5,
+        "fixture files missing in {}",
+        root.display()
+    );
     // The cluster's collections have several shards by default: the
     // multi-shard fixtures hold there too.
     let sharded = fixture_files(&root.join("sharded")).expect("the sharded fixtures folder");

@@ -421,13 +421,17 @@ impl TestCluster {
     /// The join token node i printed on stdout (`join token: T`, after its
     /// first line), waited for at most `timeout`.
     pub fn printed_token(&self, i: usize, timeout: Duration) -> String {
-        retry_until(timeout, &format!("node {i} to print `join token: T`"), || {
-            self.log(i)
-                .lines()
-                .find_map(|l| l.strip_prefix("[stdout] join token: "))
-                .map(|t| t.trim().to_string())
-                .ok_or_else(|| "no `join token:` line on stdout yet".to_string())
-        })
+        retry_until(
+            timeout,
+            &format!("node {i} to print `join token: T`"),
+            || {
+                self.log(i)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("[stdout] join token: "))
+                    .map(|t| t.trim().to_string())
+                    .ok_or_else(|| "no `join token:` line on stdout yet".to_string())
+            },
+        )
     }
 
     /// Waits at most `timeout` for node i to exit by itself; its exit status
