@@ -21,7 +21,7 @@ use stratosdb::api::ClusterMap;
 mod common;
 use common::cluster::{Api, Reply, TestCluster, free_ports, retry_until, until_answered};
 use common::http::assert_error;
-use common::process::{NodeProcess, TIMEOUT};
+use common::process::{NodeProcess, TIMEOUT, run_to_end};
 
 /// Longest a test waits for the replicas to converge.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -886,4 +886,455 @@ fn single_node_cluster_founds_itself() {
         json!({"rows": [{"k": 18}, {"k": 19}, {"k": 100}]})
     );
     cluster.wait_converged(CONVERGE);
+}
+
+// ------------------------------------------------ joining with the token
+
+/// The join token node i printed on stdout, checked against the one it keeps
+/// in `DATA/join-token` (mode 0600).
+fn token_of(cluster: &TestCluster, i: usize) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let printed = cluster.printed_token(i, TIMEOUT);
+    assert!(!printed.is_empty(), "node {i} printed an empty token");
+    let path = cluster.data(i).join("join-token");
+    let kept = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("node {i} keeps no {}: {e}", path.display()));
+    assert_eq!(
+        kept.trim(),
+        printed,
+        "node {i}'s join-token file and its stdout differ"
+    );
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode,
+        0o600,
+        "{} has mode {mode:o}, not 600: the token is a secret",
+        path.display()
+    );
+    printed
+}
+
+/// Every node of the cluster lists exactly the cluster's nodes, all up.
+fn wait_members(cluster: &TestCluster, what: &str) {
+    for i in 0..cluster.len() {
+        retry_until(TIMEOUT, &format!("node {i} to list {what}"), || {
+            check_members(cluster, i, &cluster.api(i).cluster()?)
+        });
+    }
+}
+
+/// How many of `collection`'s replicas the map places on each node.
+fn replicas_per_node(
+    map: &ClusterMap,
+    collection: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut per = std::collections::BTreeMap::new();
+    for s in map.shards.iter().filter(|s| s.collection == collection) {
+        for r in &s.replicas {
+            *per.entry(r.node.clone()).or_insert(0) += 1;
+        }
+    }
+    per
+}
+
+#[test]
+fn a_node_joins_with_the_token() {
+    let mut cluster = TestCluster::start(3);
+    let token = token_of(&cluster, 0);
+    // Every founder prints the same token.
+    for i in 1..3 {
+        assert_eq!(token_of(&cluster, i), token, "node {i}'s token");
+    }
+    create_collection(&cluster.api(0), "CREATE COLLECTION before");
+    put_ok(&cluster.api(1), "before", "b1", &json!({"v": 1}));
+
+    // No --peers: the token and a member's HTTP address are enough.
+    let new = cluster.join(0, &token, &[]);
+    assert_eq!(new, 3);
+    let ids: BTreeSet<String> = cluster.ids().into_iter().collect();
+    assert_eq!(ids.len(), 4, "the new node's id must differ: {ids:?}");
+    wait_members(&cluster, "the 4 nodes, all up");
+    // It prints the token too, once it has joined.
+    assert_eq!(cluster.printed_token(new, TIMEOUT), token);
+
+    // The collection from before the join (its shards stay where they were)
+    // is served through the new node; then it is dropped, so that the
+    // placement below starts from no load (it balances over every
+    // collection's replicas).
+    let new_api = cluster.api(new);
+    assert_eq!(
+        get_ok(&new_api, "before", "b1", false),
+        json!({"_id": "b1", "v": 1})
+    );
+    put_ok(&new_api, "before", "b2", &json!({"v": 2}));
+    assert_eq!(count(&cluster.api(0), "before"), 2);
+    let map = cluster.cluster_map(new);
+    assert!(
+        !replicas_per_node(&map, "before").contains_key(cluster.id(new)),
+        "a shard of a collection created before the join moved to the new node: {map:?}"
+    );
+    new_api.sql_ok("DROP COLLECTION before");
+
+    // A new collection places replicas on the new node: 8 shards × 3
+    // replicas over 4 nodes, balanced, are 6 on each.
+    create_collection(
+        &new_api,
+        "CREATE COLLECTION j WITH (shards = 8, replicas = 3)",
+    );
+    for i in 0..4 {
+        retry_until(
+            TIMEOUT,
+            &format!("node {i} to show j with 8 shards of 3 replicas, each with a leader"),
+            || check_layout(&cluster.api(i).cluster()?, "j", 8, 3, &ids),
+        );
+    }
+    let per = replicas_per_node(&cluster.cluster_map(new), "j");
+    assert!(
+        per.get(cluster.id(new)).copied().unwrap_or(0) > 0,
+        "no replica of j on the new node: {per:?}"
+    );
+    assert_eq!(
+        per.values().copied().collect::<Vec<_>>(),
+        vec![6, 6, 6, 6],
+        "8×3 replicas on 4 nodes are not balanced: {per:?}"
+    );
+
+    // Writes and linearizable reads through the new node, and through the others.
+    for k in 0..20 {
+        put_ok(&new_api, "j", &format!("k{k}"), &json!({"k": k}));
+    }
+    new_api.sql_ok(r#"INSERT INTO j VALUES ('{"_id":"x","k":100}')"#);
+    for i in 0..4 {
+        let api = cluster.api(i);
+        assert_eq!(count(&api, "j"), 21, "node {i}");
+        assert_eq!(get_ok(&api, "j", "k7", false), json!({"_id": "k7", "k": 7}));
+    }
+
+    // A crash, and the same command line: it comes back with its id and its
+    // data, without being admitted again.
+    let id = cluster.id(new).to_string();
+    cluster.kill(new);
+    put_ok(&cluster.api(0), "j", "while-down", &json!({"k": -1}));
+    cluster.restart(new);
+    assert_eq!(cluster.id(new), id);
+    wait_members(&cluster, "the 4 nodes after the new node's restart");
+    let new_api = cluster.api(new);
+    assert_eq!(count(&new_api, "j"), 22);
+    for k in 0..20 {
+        assert_eq!(
+            get_ok(&new_api, "j", &format!("k{k}"), false),
+            json!({"_id": format!("k{k}"), "k": k})
+        );
+    }
+    put_ok(&new_api, "j", "after", &json!({"k": 200}));
+    cluster.wait_converged(CONVERGE);
+    // Its own replicas have the data: follower reads from it.
+    for k in 0..20 {
+        assert_eq!(
+            get_ok(&new_api, "j", &format!("k{k}"), true),
+            json!({"_id": format!("k{k}"), "k": k})
+        );
+    }
+    assert_eq!(
+        get_ok(&new_api, "j", "after", true),
+        json!({"_id": "after", "k": 200})
+    );
+}
+
+/// A fifth process asks to join with a wrong token. `exits`: it must exit
+/// non-zero (bounded wait); otherwise, it must at least say on stderr that it
+/// was not admitted and never become healthy. Either way the members list
+/// only the admitted nodes and keep serving.
+fn wrong_token(exits: bool) {
+    let mut cluster = TestCluster::start(3);
+    let token = token_of(&cluster, 0);
+    let new = cluster.join(1, &token, &[]);
+    wait_members(&cluster, "the 4 admitted nodes");
+
+    // The address with `http://` this time.
+    let wrong = format!("{token}x");
+    let ports = free_ports(2);
+    let args: Vec<std::ffi::OsString> = vec![
+        "node".into(),
+        "--data".into(),
+        cluster.dir().join("refused").into(),
+        "--p2p".into(),
+        format!("127.0.0.1:{}", ports[0]).into(),
+        "--http".into(),
+        format!("127.0.0.1:{}", ports[1]).into(),
+        "--join".into(),
+        cluster.url(0).into(),
+        "--token".into(),
+        wrong.into(),
+    ];
+    let log = cluster.dir().join("refused.log");
+    let mut refused = NodeProcess::spawn("refused", &args, &log);
+    let refused_api = Api::with_timeout(
+        &format!("http://127.0.0.1:{}", ports[1]),
+        Duration::from_secs(5),
+    );
+    let stderr = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with("[stdout] ") && !l.starts_with("===="))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let says_refused = |text: &str| {
+        text.contains("bad_token")
+            || text.to_lowercase().contains("not admit")
+            || text.contains("join token is wrong")
+    };
+    let bound = Duration::from_secs(30);
+    if exits {
+        let Some(status) = refused.wait_exit(bound) else {
+            panic!(
+                "a node with a wrong token still runs {bound:?} after it started (health: {:?}); it must exit non-zero, saying it was not admitted\n{}",
+                refused_api.health(),
+                refused.log_tail(40)
+            );
+        };
+        assert!(
+            !status.success(),
+            "a refused node exited with {status}\n{}",
+            refused.log_tail(40)
+        );
+    }
+    let said = retry_until(bound, "the refused node to say it was not admitted", || {
+        let text = stderr();
+        if says_refused(&text) {
+            Ok(text)
+        } else {
+            Err(format!("its stderr: {text}"))
+        }
+    });
+    if refused.try_wait().is_none() {
+        assert_ne!(
+            refused_api.health(),
+            Ok(200),
+            "a node refused for its token reports itself healthy: {said}"
+        );
+    }
+    let all = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !all.contains("[stdout] join token:"),
+        "a refused node printed the token: {all}"
+    );
+
+    // The members list only the admitted nodes, and keep serving.
+    for i in 0..cluster.len() {
+        check_members(&cluster, i, &cluster.cluster_map(i))
+            .unwrap_or_else(|e| panic!("after a refused join: {e}"));
+    }
+    create_collection(&cluster.api(new), "CREATE COLLECTION after");
+    put_ok(&cluster.api(new), "after", "a", &json!({"v": 1}));
+    assert_eq!(
+        get_ok(&cluster.api(2), "after", "a", false),
+        json!({"_id": "a", "v": 1})
+    );
+    refused.kill();
+    cluster.wait_converged(CONVERGE);
+}
+
+#[test]
+#[ignore = "bug: a node refused for a wrong --token logs the 401 and stays up with /v1/health 503 not_ready instead of exiting non-zero (ClusterNode::run only records the bring-up error; nothing ends the process)"]
+fn a_wrong_token_is_refused() {
+    wrong_token(true);
+}
+
+/// What holds today of a wrong token (the rest is in
+/// `a_wrong_token_is_refused`): the node says it was not admitted, never
+/// serves, and the members do not list it.
+#[test]
+fn a_wrong_token_admits_nothing() {
+    wrong_token(false);
+}
+
+// ------------------------------------------------ the shell and status on a cluster
+
+#[test]
+fn shell_connect_against_a_cluster() {
+    let cluster = TestCluster::start(3);
+    let script = r#"CREATE COLLECTION people;
+INSERT INTO people VALUES ('{"_id":"p1","name":"Ann","age":31}'), ('{"_id":"p2","name":"Bob","age":40}'), ('{"_id":"p3","name":"Cy","age":25,"tags":["x","y"]}');
+INSERT INTO people VALUES ('{"_id":"p4","name":"Dee","age":52,"address":{"city":"Oslo"}}'), ('{"_id":"p5","name":"Eve","age":19}');
+SELECT * FROM people ORDER BY age;
+SELECT name, age FROM people WHERE age > 30 ORDER BY age DESC LIMIT 2;
+UPDATE people SET age = age + 1 WHERE age < 35;
+SELECT _id, age FROM people ORDER BY _id;
+SELECT COUNT(*) AS n, SUM(age) AS s FROM people;
+CREATE INDEX by_age ON people (age);
+DELETE FROM people WHERE _id = 'p2';
+SELECT COUNT(*) AS n FROM people;
+\d
+\d people
+SELECT * FROM nowhere;
+SELECT name FROM people WHERE _id = 'p4';
+"#;
+    let run = |target: &[std::ffi::OsString]| {
+        let mut args: Vec<std::ffi::OsString> = vec!["shell".into()];
+        args.extend(target.iter().cloned());
+        args.extend(["--format".into(), "json".into()]);
+        let out = run_to_end(&args, script, TIMEOUT);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let embedded_dir = tempfile::tempdir().unwrap();
+    let embedded = run(&["--data".into(), embedded_dir.path().join("db").into()]);
+    let remote = run(&["--connect".into(), cluster.url(1).into()]);
+    // The script is meaningful: rows, and the failing statement's error.
+    assert!(
+        embedded.1.contains(r#""name":"Dee""#),
+        "embedded stdout: {}",
+        embedded.1
+    );
+    assert!(
+        embedded.2.contains("nowhere"),
+        "embedded stderr: {}",
+        embedded.2
+    );
+    assert_eq!(
+        remote.1, embedded.1,
+        "stdout of `shell --connect` against a cluster (left) and embedded (right)"
+    );
+    assert_eq!(
+        remote.2, embedded.2,
+        "stderr of `shell --connect` against a cluster (left) and embedded (right)"
+    );
+    assert_eq!(remote.0, embedded.0, "exit status");
+
+    // The data is in the cluster, through every node.
+    for i in 0..3 {
+        assert_eq!(count(&cluster.api(i), "people"), 4, "node {i}");
+    }
+
+    // `cluster status` names every node and the collection's shards.
+    let out = run_to_end(
+        &[
+            "cluster".into(),
+            "status".into(),
+            "--connect".into(),
+            cluster.url(2).into(),
+        ],
+        "",
+        TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cluster status exited with {}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in cluster.ids() {
+        assert!(
+            stdout.contains(&id),
+            "cluster status does not name {id}:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains(&format!("{} (self)", cluster.id(2))),
+        "cluster status does not mark the node it asked:\n{stdout}"
+    );
+    let map = cluster.cluster_map(2);
+    let people: Vec<_> = map
+        .shards
+        .iter()
+        .filter(|s| s.collection == "people")
+        .collect();
+    assert!(!people.is_empty(), "{map:?}");
+    let shard_rows = stdout
+        .lines()
+        .filter(|l| l.split(['│', '┆']).map(str::trim).nth(1) == Some("people"))
+        .count();
+    let replicas: usize = people.iter().map(|s| s.replicas.len()).sum();
+    assert_eq!(
+        shard_rows, replicas,
+        "cluster status must show one row per replica of each shard of people:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("(3 nodes, 1 collection)"),
+        "cluster status' summary:\n{stdout}"
+    );
+}
+
+// ------------------------------------------------ follower reads
+
+#[test]
+fn follower_reads_report_applied_indexes() {
+    let mut cluster = TestCluster::start(3);
+    let api = cluster.api(0);
+    create_collection(&api, "CREATE COLLECTION f WITH (shards = 4, replicas = 3)");
+    for k in 0..12 {
+        put_ok(&cluster.api(k % 3), "f", &format!("d{k}"), &json!({"k": k}));
+    }
+    cluster.wait_converged(CONVERGE);
+    for i in 0..3 {
+        let api = cluster.api(i);
+        // A scan reads every shard: one entry each.
+        let sql = "SELECT COUNT(*) AS n FROM f";
+        let reply = until_answered(TIMEOUT, sql, || api.sql_with(sql, "follower"));
+        assert_eq!(reply.status, 200, "node {i}: {reply}");
+        let body = reply.json();
+        assert_eq!(body["rows"], json!([{"n": 12}]), "node {i}: {reply}");
+        let applied = body["applied"]
+            .as_array()
+            .unwrap_or_else(|| panic!("node {i}: a follower read without \"applied\": {reply}"));
+        let mut shards = BTreeSet::new();
+        for entry in applied {
+            let fields: BTreeSet<&str> = entry
+                .as_object()
+                .unwrap_or_else(|| panic!("node {i}: {entry}"))
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(
+                fields,
+                BTreeSet::from(["collection", "shard", "index"]),
+                "node {i}: {entry}"
+            );
+            assert_eq!(entry["collection"], "f", "node {i}: {entry}");
+            let index = entry["index"].as_u64().unwrap_or(0);
+            assert!(index >= 1, "node {i}: applied index {entry}");
+            let shard = entry["shard"].as_u64().expect("a shard number");
+            assert!(
+                shards.insert(shard),
+                "node {i}: shard {shard} twice: {reply}"
+            );
+        }
+        assert_eq!(
+            shards,
+            (0..4).collect::<BTreeSet<u64>>(),
+            "node {i}: one entry per shard read: {reply}"
+        );
+
+        // A read of one document reads one shard.
+        let sql = "SELECT * FROM f WHERE _id = 'd5'";
+        let reply = until_answered(TIMEOUT, sql, || api.sql_with(sql, "follower"));
+        assert_eq!(reply.status, 200, "node {i}: {reply}");
+        let body = reply.json();
+        assert_eq!(body["rows"], json!([{"_id": "d5", "k": 5}]), "node {i}");
+        let applied = body["applied"].as_array().expect("applied");
+        assert_eq!(applied.len(), 1, "node {i}: one shard read: {reply}");
+        assert!(applied[0]["index"].as_u64().unwrap_or(0) >= 1, "{reply}");
+
+        // A linearizable read has no "applied".
+        let sql = "SELECT COUNT(*) AS n FROM f";
+        let reply = until_answered(TIMEOUT, sql, || api.sql(sql));
+        assert_eq!(reply.status, 200, "node {i}: {reply}");
+        assert!(reply.json().get("applied").is_none(), "node {i}: {reply}");
+
+        // GET with ?consistency=follower, every document, through every node.
+        for k in 0..12 {
+            assert_eq!(
+                get_ok(&api, "f", &format!("d{k}"), true),
+                json!({"_id": format!("d{k}"), "k": k}),
+                "node {i}"
+            );
+        }
+    }
 }

@@ -24,7 +24,7 @@ use serde_json::Value as Json;
 use stratosdb::api::ClusterMap;
 use stratosdb::client::Client;
 
-use super::http::{REQUEST_TIMEOUT, agent, error_code, request, sql_body};
+use super::http::{REQUEST_TIMEOUT, agent, error_code, request, sql_body, sql_detail_body};
 use super::process::{Announce, NodeProcess, TAIL_LINES, TIMEOUT, log_tail};
 
 /// Longest a cluster waits for its nodes to stop on SIGTERM.
@@ -125,6 +125,13 @@ impl Api {
     /// `POST /v1/sql` with `"consistency": consistency`.
     pub fn sql_with(&self, sql: &str, consistency: &str) -> Result<Reply, String> {
         let body = sql_body(sql, consistency);
+        self.call("POST", "/v1/sql", Some(body.as_bytes()))
+    }
+
+    /// `POST /v1/sql` with `"detail": true` (the reply also has `columns`
+    /// or `message`, as the shell asks).
+    pub fn sql_detail(&self, sql: &str, consistency: &str) -> Result<Reply, String> {
+        let body = sql_detail_body(sql, consistency);
         self.call("POST", "/v1/sql", Some(body.as_bytes()))
     }
 
@@ -361,6 +368,80 @@ impl TestCluster {
         m.id = id;
         m.url = url;
         Ok(())
+    }
+
+    /// Lays out and spawns a new node that joins the cluster through node
+    /// `via`'s API (`--join HOST:PORT --token T`, no `--peers`), with
+    /// `extra` flags; kept as a member (its command line is kept for
+    /// restarts). Waits for nothing: see [`TestCluster::join`].
+    pub fn spawn_joiner(&mut self, via: usize, token: &str, extra: &[&str]) -> usize {
+        let i = self.members.len();
+        let ports = free_ports(2);
+        let data = self.dir.path().join(format!("node{i}"));
+        let p2p = format!("127.0.0.1:{}", ports[0]);
+        let http = format!("127.0.0.1:{}", ports[1]);
+        let mut args: Vec<OsString> = vec!["node".into(), "--data".into(), data.clone().into()];
+        args.extend(["--p2p".into(), p2p.clone().into()]);
+        args.extend(["--http".into(), http.clone().into()]);
+        args.extend(["--join".into(), self.members[via].http.clone().into()]);
+        args.extend(["--token".into(), token.into()]);
+        args.extend(extra.iter().map(Into::into));
+        self.members.push(Member {
+            name: format!("node {i}"),
+            args,
+            data,
+            log: self.dir.path().join(format!("node{i}.log")),
+            p2p,
+            http,
+            id: String::new(),
+            url: String::new(),
+            process: None,
+        });
+        self.spawn_member(i);
+        i
+    }
+
+    /// A new node joins through node `via` with `token` ([`TestCluster::spawn_joiner`]);
+    /// waits until it has announced itself and answers `/v1/health` with 200.
+    pub fn join(&mut self, via: usize, token: &str, extra: &[&str]) -> usize {
+        let i = self.spawn_joiner(via, token, extra);
+        if let Err(e) = self.announce(i) {
+            panic!("the joining node {i}: {e}");
+        }
+        self.wait_healthy(i, TIMEOUT);
+        i
+    }
+
+    /// Everything node i has printed so far (all its runs): stdout lines
+    /// prefixed with `[stdout] `, stderr as is.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
+    }
+
+    /// The join token node i printed on stdout (`join token: T`, after its
+    /// first line), waited for at most `timeout`.
+    pub fn printed_token(&self, i: usize, timeout: Duration) -> String {
+        retry_until(
+            timeout,
+            &format!("node {i} to print `join token: T`"),
+            || {
+                self.log(i)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("[stdout] join token: "))
+                    .map(|t| t.trim().to_string())
+                    .ok_or_else(|| "no `join token:` line on stdout yet".to_string())
+            },
+        )
+    }
+
+    /// Waits at most `timeout` for node i to exit by itself; its exit status
+    /// (the process is reaped and no longer running), or `None` if it still
+    /// runs.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let process = self.members[i].process.as_mut()?;
+        let status = process.wait_exit(timeout)?;
+        self.members[i].process.take();
+        Some(status)
     }
 
     /// How many nodes the cluster has.

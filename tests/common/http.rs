@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
+use stratosdb::client::SqlReply;
+use stratosdb_query::StatementResult;
 
 /// Longest one request may take: a node must answer (possibly with a 503)
 /// well within it.
@@ -83,6 +85,44 @@ pub fn error_code(text: &str) -> Option<String> {
 /// The body of `POST /v1/sql`.
 pub fn sql_body(text: &str, consistency: &str) -> String {
     json!({"sql": text, "consistency": consistency}).to_string()
+}
+
+/// The body of `POST /v1/sql` with `"detail": true` (what the shell sends:
+/// the reply also has `columns` or `message`).
+pub fn sql_detail_body(text: &str, consistency: &str) -> String {
+    json!({"sql": text, "consistency": consistency, "detail": true}).to_string()
+}
+
+/// A `POST /v1/sql` reply with detail, as the query layer's result (what the
+/// embedded database gives); an error reply as its message, as the client
+/// reports it.
+pub fn statement_result(status: u16, text: &str) -> Result<StatementResult, String> {
+    if !(200..300).contains(&status) {
+        let body: Json = serde_json::from_str(text)
+            .map_err(|e| format!("HTTP {status}, not an error body ({e}): {text}"))?;
+        return match body["error"]["message"].as_str() {
+            Some(message) => Err(message.to_string()),
+            None => Err(format!("HTTP {status}, not an error body: {text}")),
+        };
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        rows: Vec<stratosdb_engine::Value>,
+        affected: u64,
+        #[serde(default)]
+        columns: Option<Vec<String>>,
+        #[serde(default)]
+        message: Option<String>,
+    }
+    let reply: Detail = serde_json::from_str(text)
+        .map_err(|e| format!("HTTP {status}: not a detailed SQL reply ({e}): {text}"))?;
+    let reply = SqlReply {
+        columns: reply.columns,
+        rows: reply.rows,
+        affected: reply.affected,
+        message: reply.message,
+    };
+    Ok(reply.into_statement_result())
 }
 
 /// `POST /v1/sql`, linearizable.

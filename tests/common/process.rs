@@ -278,3 +278,56 @@ fn drain_stderr(stderr: ChildStderr, log: Arc<Mutex<File>>) {
         let _ = log.lock().unwrap().write_all(&line);
     }
 }
+
+/// Runs `stratosdb ARGS` to its end with `stdin` as its input, at most
+/// `timeout` (then it is SIGKILLed and this panics): its exit status, stdout
+/// and stderr.
+pub fn run_to_end(args: &[OsString], stdin: &str, timeout: Duration) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the stratosdb binary runs");
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().expect("stdout")));
+    let err = read_all(Box::new(child.stderr.take().expect("stderr")));
+    let mut input = child.stdin.take().expect("stdin");
+    let text = stdin.to_string();
+    // On a thread, so that a stuck child is caught by the timeout; a child
+    // that stops reading early closes the pipe: not an error.
+    std::thread::spawn(move || {
+        let _ = input.write_all(text.as_bytes());
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let shown: Vec<String> = args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            panic!(
+                "`stratosdb {}` did not exit within {timeout:?} (killed)",
+                shown.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
