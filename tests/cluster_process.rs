@@ -1315,3 +1315,42 @@ fn follower_reads_report_applied_indexes() {
         }
     }
 }
+
+// ------------------------------------------------ DDL seen from another node
+
+/// A collection dropped through one node is gone, at once, through the
+/// others: a second DROP, a SELECT and an INSERT through another node are
+/// 404 `collection_not_found` (found by the fixture suite on the cluster,
+/// `01_collections.sql`'s second `DROP COLLECTION orders`).
+#[test]
+#[ignore = "bug: right after a DROP COLLECTION through node 0, a statement on that collection through another node sometimes answers 503 `group N is not in the map yet` instead of 404 collection_not_found: ClusterStore::map_with trusts the cached map while it still lists the collection, and ClusterNode::target/read_target fail when the reconcile thread adopts the newer map in between"]
+fn a_dropped_collection_is_gone_through_every_node() {
+    let cluster = TestCluster::start(3);
+    let mut wrong = Vec::new();
+    for round in 0..20 {
+        let name = format!("d{round}");
+        let first = cluster.api(round % 3);
+        first.sql_ok(&format!("CREATE COLLECTION {name}"));
+        first.sql_ok(&format!(r#"INSERT INTO {name} VALUES ('{{"_id":"a"}}')"#));
+        first.sql_ok(&format!("DROP COLLECTION {name}"));
+        for other in [(round + 1) % 3, (round + 2) % 3] {
+            let api = cluster.api(other);
+            for sql in [
+                format!("DROP COLLECTION {name}"),
+                format!("SELECT * FROM {name}"),
+                format!(r#"INSERT INTO {name} VALUES ('{{"_id":"b"}}')"#),
+            ] {
+                let reply = api.sql(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                if reply.status != 404 || reply.code().as_deref() != Some("collection_not_found") {
+                    wrong.push(format!("round {round}, node {other}: {sql}: {reply}"));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} statements on a dropped collection were not 404 collection_not_found:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
