@@ -1041,11 +1041,11 @@ fn a_node_joins_with_the_token() {
     );
 }
 
-/// A fifth process asks to join with a wrong token. `exits`: it must exit
-/// non-zero (bounded wait); otherwise, it must at least say on stderr that it
-/// was not admitted and never become healthy. Either way the members list
-/// only the admitted nodes and keep serving.
-fn wrong_token() {
+/// A fifth process asks to join with a wrong token: it exits non-zero
+/// (bounded wait), saying on stderr that it was not admitted (`bad_token`),
+/// and the members list only the admitted nodes and keep serving.
+#[test]
+fn a_wrong_token_is_refused() {
     let mut cluster = TestCluster::start(3);
     let token = token_of(&cluster, 0);
     let new = cluster.join(1, &token, &[]);
@@ -1081,11 +1081,6 @@ fn wrong_token() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let says_refused = |text: &str| {
-        text.contains("bad_token")
-            || text.to_lowercase().contains("not admit")
-            || text.contains("join token is wrong")
-    };
     let bound = Duration::from_secs(30);
     let Some(status) = refused.wait_exit(bound) else {
         panic!(
@@ -1099,21 +1094,19 @@ fn wrong_token() {
         "a refused node exited with {status}\n{}",
         refused.log_tail(40)
     );
-    let said = retry_until(bound, "the refused node to say it was not admitted", || {
-        let text = stderr();
-        if says_refused(&text) {
-            Ok(text)
-        } else {
-            Err(format!("its stderr: {text}"))
-        }
-    });
-    if refused.try_wait().is_none() {
-        assert_ne!(
-            refused_api.health(),
-            Ok(200),
-            "a node refused for its token reports itself healthy: {said}"
-        );
-    }
+    // Its last lines may still be on their way into the log.
+    retry_until(
+        Duration::from_secs(5),
+        "the refused node's stderr to say it was not admitted (bad_token)",
+        || {
+            let said = stderr();
+            if said.contains("bad_token") && said.to_lowercase().contains("not admit") {
+                Ok(())
+            } else {
+                Err(format!("its stderr: {said}"))
+            }
+        },
+    );
     let all = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         !all.contains("[stdout] join token:"),
@@ -1133,11 +1126,6 @@ fn wrong_token() {
     );
     refused.kill();
     cluster.wait_converged(CONVERGE);
-}
-
-#[test]
-fn a_wrong_token_is_refused() {
-    wrong_token();
 }
 
 // ------------------------------------------------ the shell and status on a cluster
@@ -1326,4 +1314,43 @@ fn follower_reads_report_applied_indexes() {
             );
         }
     }
+}
+
+// ------------------------------------------------ DDL seen from another node
+
+/// A collection dropped through one node is gone, at once, through the
+/// others: a second DROP, a SELECT and an INSERT through another node are
+/// 404 `collection_not_found` (found by the fixture suite on the cluster,
+/// `01_collections.sql`'s second `DROP COLLECTION orders`).
+#[test]
+#[ignore = "bug: right after a DROP COLLECTION through node 0, a statement on that collection through another node sometimes answers 503 `group N is not in the map yet` instead of 404 collection_not_found: ClusterStore::map_with trusts the cached map while it still lists the collection, and ClusterNode::target/read_target fail when the reconcile thread adopts the newer map in between"]
+fn a_dropped_collection_is_gone_through_every_node() {
+    let cluster = TestCluster::start(3);
+    let mut wrong = Vec::new();
+    for round in 0..20 {
+        let name = format!("d{round}");
+        let first = cluster.api(round % 3);
+        first.sql_ok(&format!("CREATE COLLECTION {name}"));
+        first.sql_ok(&format!(r#"INSERT INTO {name} VALUES ('{{"_id":"a"}}')"#));
+        first.sql_ok(&format!("DROP COLLECTION {name}"));
+        for other in [(round + 1) % 3, (round + 2) % 3] {
+            let api = cluster.api(other);
+            for sql in [
+                format!("DROP COLLECTION {name}"),
+                format!("SELECT * FROM {name}"),
+                format!(r#"INSERT INTO {name} VALUES ('{{"_id":"b"}}')"#),
+            ] {
+                let reply = api.sql(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                if reply.status != 404 || reply.code().as_deref() != Some("collection_not_found") {
+                    wrong.push(format!("round {round}, node {other}: {sql}: {reply}"));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} statements on a dropped collection were not 404 collection_not_found:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
