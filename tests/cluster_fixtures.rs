@@ -12,9 +12,7 @@
 //! file leaves is dropped before the next one.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use stratosdb_query::StatementResult;
 use stratosdb_query::fixture::{FixtureTarget, fixture_files, run_fixture_file};
@@ -24,48 +22,22 @@ use common::cluster::{Api, TestCluster, until_answered};
 use common::http::statement_result;
 use common::process::TIMEOUT;
 
-/// How long a statement answered with a retryable 503 is sent again.
-const RETRY_503: Duration = Duration::from_secs(10);
-
 /// The cluster, through every node in turn.
 struct RoundRobin {
     apis: Vec<Api>,
     next: AtomicUsize,
-    /// The 503s that were retried (reported, not failures: see `send`).
-    retried: Mutex<Vec<String>>,
 }
 
 impl RoundRobin {
-    /// One statement through the next node, linearizable.
-    ///
-    /// A 503 says "retry" (README): one that does not say the statement may
-    /// have applied is sent again to the same node, for at most
-    /// [`RETRY_503`], and recorded. In a healthy cluster there should be
-    /// none; today a statement on a collection just dropped through another
-    /// node can get one (`a_dropped_collection_is_gone_through_every_node`
-    /// in cluster_process.rs pins that bug), and the fixtures check the
-    /// answers, not that race.
+    /// One statement through the next node, linearizable. A healthy
+    /// cluster answers every statement as the embedded database does: a 503
+    /// is a failure here.
     fn send(&self, sql: &str) -> Result<StatementResult, String> {
         let i = self.next.fetch_add(1, Ordering::SeqCst) % self.apis.len();
-        let api = &self.apis[i];
-        let deadline = Instant::now() + RETRY_503;
-        loop {
-            let reply = api
-                .sql_detail(sql, "linearizable")
-                .map_err(|e| format!("node {i} did not answer: {e}"))?;
-            if reply.status != 503 {
-                return statement_result(reply.status, &reply.text);
-            }
-            let text = reply.text.trim();
-            if text.contains("may or may not have applied") || Instant::now() >= deadline {
-                return Err(format!("node {i} answered 503: {text}"));
-            }
-            self.retried
-                .lock()
-                .unwrap()
-                .push(format!("node {i}: {}: {text}", sql.trim()));
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let reply = self.apis[i]
+            .sql_detail(sql, "linearizable")
+            .map_err(|e| format!("node {i} did not answer: {e}"))?;
+        statement_result(reply.status, &reply.text)
     }
 }
 
@@ -112,7 +84,6 @@ fn fixtures_on_a_three_node_cluster_give_the_embedded_answers() {
     let target = RoundRobin {
         apis: (0..cluster.len()).map(|i| cluster.api(i)).collect(),
         next: AtomicUsize::new(0),
-        retried: Mutex::new(Vec::new()),
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("query/tests/fixtures");
     let mut files = fixture_files(&root).expect("the fixtures folder");
@@ -135,14 +106,6 @@ fn fixtures_on_a_three_node_cluster_give_the_embedded_answers() {
             Ok(n) => cases += n,
             Err(e) => failures.push(e),
         }
-    }
-    let retried = target.retried.lock().unwrap().clone();
-    if !retried.is_empty() {
-        eprintln!(
-            "{} statements answered 503 and were sent again:\n  {}",
-            retried.len(),
-            retried.join("\n  ")
-        );
     }
     assert!(
         failures.is_empty(),

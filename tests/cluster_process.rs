@@ -1323,7 +1323,6 @@ fn follower_reads_report_applied_indexes() {
 /// 404 `collection_not_found` (found by the fixture suite on the cluster,
 /// `01_collections.sql`'s second `DROP COLLECTION orders`).
 #[test]
-#[ignore = "bug: right after a DROP COLLECTION through node 0, a statement on that collection through another node sometimes answers 503 `group N is not in the map yet` instead of 404 collection_not_found: ClusterStore::map_with trusts the cached map while it still lists the collection, and ClusterNode::target/read_target fail when the reconcile thread adopts the newer map in between"]
 fn a_dropped_collection_is_gone_through_every_node() {
     let cluster = TestCluster::start(3);
     let mut wrong = Vec::new();

@@ -36,6 +36,8 @@ use super::rpc::{self, ReplicaStatus, RpcReply, RpcRequest};
 pub const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// One RPC's bound.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// The code of an error about a group no longer in the map.
+pub const GROUP_GONE: &str = "group_gone";
 /// How often the node reconciles itself with the map.
 const RECONCILE_EVERY: Duration = Duration::from_millis(100);
 /// How long `--join` keeps asking a member that is not ready.
@@ -411,8 +413,13 @@ impl ClusterNode {
         Ok(())
     }
 
-    /// Takes a map read from group 0: members become reachable.
+    /// Takes a map read from group 0: members become reachable. A map older
+    /// than the one held (a read that lost a race with a newer one) is
+    /// ignored: the map never goes back.
     fn adopt(&self, map: ClusterMap) {
+        if map.version < self.map().version {
+            return;
+        }
         for node in map.nodes.values() {
             if node.id == self.id {
                 continue;
@@ -770,14 +777,8 @@ impl ClusterNode {
         if let Some(h) = hint {
             return Ok(h);
         }
-        let map = self.map();
-        let info = map.shards.get(&group).ok_or_else(|| {
-            NodeError::new(
-                "unavailable",
-                format!("group {group} is not in the map yet"),
-                true,
-            )
-        })?;
+        let map = self.map_with_group(group)?;
+        let info = map.shards.get(&group).ok_or_else(|| group_gone(group))?;
         if self.hosted.lock().contains(&group)
             && let Ok(status) = self.raft.status(group)
             && let Some(leader) = status.leader
@@ -794,20 +795,24 @@ impl ClusterNode {
         Ok(pick)
     }
 
+    /// The map, read again at a read index if it does not have `group`
+    /// (the caller's map may be newer than the one this node last adopted).
+    fn map_with_group(&self, group: GroupId) -> Result<Arc<ClusterMap>, NodeError> {
+        let map = self.map();
+        if map.shards.contains_key(&group) {
+            return Ok(map);
+        }
+        self.refresh_map()
+    }
+
     /// A read replica for `group`: this node's if it holds one, else the
     /// leader hint, else the replicas in turn.
     pub fn read_target(&self, group: GroupId, turn: usize) -> Result<NodeId, NodeError> {
         if turn == 0 && self.hosted.lock().contains(&group) {
             return Ok(self.id);
         }
-        let map = self.map();
-        let info = map.shards.get(&group).ok_or_else(|| {
-            NodeError::new(
-                "unavailable",
-                format!("group {group} is not in the map yet"),
-                true,
-            )
-        })?;
+        let map = self.map_with_group(group)?;
+        let info = map.shards.get(&group).ok_or_else(|| group_gone(group))?;
         Ok(match (turn, info.leader) {
             (0 | 1, Some(l)) => l,
             _ => info.replicas[turn % info.replicas.len()],
@@ -975,6 +980,15 @@ impl ClusterNode {
         });
         out
     }
+}
+
+/// The group is in no map: its collection was dropped.
+fn group_gone(group: GroupId) -> NodeError {
+    NodeError::new(
+        GROUP_GONE,
+        format!("group {group} is not in the cluster map (its collection was dropped)"),
+        false,
+    )
 }
 
 pub fn reply_error(e: NodeError) -> RpcReply {

@@ -12,7 +12,7 @@ use stratosdb_query::plan::ShardPlan;
 use stratosdb_query::{QueryError, ReadConsistency, ShardedStore};
 use stratosdb_replication::{ClusterMap, GroupId, MapCommand, NodeId, shard_of};
 
-use super::node::{ClusterNode, LEADER_WAIT, NodeError};
+use super::node::{ClusterNode, GROUP_GONE, LEADER_WAIT, NodeError};
 use super::rpc::{RpcReply, RpcRequest};
 
 /// Documents indexed per build step of a CREATE INDEX (one raft entry each).
@@ -20,6 +20,15 @@ const INDEX_BUILD_CHUNK: u32 = 1_000;
 
 pub struct ClusterStore {
     pub node: Arc<ClusterNode>,
+}
+
+/// A node error about `collection`: a group the map no longer has means
+/// the collection was dropped meanwhile.
+fn error_in(collection: &str, e: NodeError) -> QueryError {
+    if e.code == GROUP_GONE {
+        return EngineError::CollectionNotFound(collection.to_string()).into();
+    }
+    query_error(e)
 }
 
 fn query_error(e: NodeError) -> QueryError {
@@ -62,12 +71,18 @@ impl ClusterStore {
     /// error codes that mean "already so" (the reconciler may have done it).
     fn on_every_shard(&self, collection: &str, op: Op, ignore: &[&str]) -> Result<(), QueryError> {
         for group in self.groups(collection)? {
-            self.propose_ddl(group, &op, ignore)?;
+            self.propose_ddl(collection, group, &op, ignore)?;
         }
         Ok(())
     }
 
-    fn propose_ddl(&self, group: GroupId, op: &Op, ignore: &[&str]) -> Result<(), QueryError> {
+    fn propose_ddl(
+        &self,
+        collection: &str,
+        group: GroupId,
+        op: &Op,
+        ignore: &[&str],
+    ) -> Result<(), QueryError> {
         let command = Command {
             ops: vec![op.clone()],
         };
@@ -84,7 +99,7 @@ impl ClusterStore {
                 {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => return Err(query_error(e)),
+                Err(e) => return Err(error_in(collection, e)),
             }
         }
     }
@@ -102,7 +117,7 @@ impl ClusterStore {
                 index: name.into(),
                 max_docs: INDEX_BUILD_CHUNK,
             };
-            self.propose_ddl(group, &chunk, &[])?;
+            self.propose_ddl(collection, group, &chunk, &[])?;
         }
     }
 
@@ -117,7 +132,10 @@ impl ClusterStore {
         let deadline = Instant::now() + LEADER_WAIT;
         let mut turn = usize::from(fresh);
         loop {
-            let target = self.node.read_target(group, turn).map_err(query_error)?;
+            let target = self
+                .node
+                .read_target(group, turn)
+                .map_err(|e| error_in(collection, e))?;
             turn += 1;
             let attempt = if target == self.node.id {
                 local_shard(&self.node, group)
@@ -152,7 +170,7 @@ impl ClusterStore {
                 Err(e) if retry_read(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                other => return other.map_err(query_error),
+                other => return other.map_err(|e| error_in(collection, e)),
             }
         }
     }
@@ -233,7 +251,10 @@ impl ShardedStore for ClusterStore {
         let mut encoded = None;
         let mut turn = 0;
         loop {
-            let target: NodeId = self.node.read_target(group, turn).map_err(query_error)?;
+            let target: NodeId = self
+                .node
+                .read_target(group, turn)
+                .map_err(|e| error_in(&plan.collection, e))?;
             turn += 1;
             let attempt = if target == self.node.id {
                 local_partial(&self.node, group, plan, linearizable)
@@ -283,7 +304,7 @@ impl ShardedStore for ClusterStore {
                         true,
                     )));
                 }
-                other => return other.map_err(query_error),
+                other => return other.map_err(|e| error_in(&plan.collection, e)),
             }
         }
     }
@@ -297,7 +318,7 @@ impl ShardedStore for ClusterStore {
         let group = self.group(collection, shard)?;
         self.node
             .propose(group, &Command { ops })
-            .map_err(query_error)
+            .map_err(|e| error_in(collection, e))
     }
 
     fn collections(&self) -> Result<Vec<String>, QueryError> {
@@ -362,7 +383,7 @@ impl ShardedStore for ClusterStore {
                 collection: collection.into(),
                 spec: spec.clone(),
             };
-            self.propose_ddl(group, &create, &[])?;
+            self.propose_ddl(collection, group, &create, &[])?;
         }
         for &group in &groups {
             if let Err(e) = self.build_index(collection, group, &spec.name) {
