@@ -96,9 +96,7 @@ impl RaftLog {
             .engine
             .raft_groups()
             .into_iter()
-            .map(|g| {
-                GroupId::try_from(g).map_err(|_| corrupt("raft log group id", g.to_string()))
-            })
+            .map(|g| GroupId::try_from(g).map_err(|_| corrupt("raft log group id", g.to_string())))
             .collect::<Result<Vec<_>>>()?;
         groups.sort_unstable();
         Ok(groups)
@@ -368,8 +366,16 @@ impl LogStore {
             b.add_command(g, Command::Clean);
             b.put_message(g, KEY_HARD.to_vec(), &hard)?;
             b.put_message(g, KEY_CONF.to_vec(), &conf)?;
-            b.put(g, KEY_CONF_INDEX.to_vec(), meta.index.to_be_bytes().to_vec())?;
-            b.put(g, KEY_TRUNCATED.to_vec(), truncated_bytes(meta.index, meta.term))
+            b.put(
+                g,
+                KEY_CONF_INDEX.to_vec(),
+                meta.index.to_be_bytes().to_vec(),
+            )?;
+            b.put(
+                g,
+                KEY_TRUNCATED.to_vec(),
+                truncated_bytes(meta.index, meta.term),
+            )
         })?;
         self.log.write(true)?;
         self.hard = hard;

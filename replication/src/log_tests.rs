@@ -180,11 +180,20 @@ fn compaction_keeps_the_term_of_the_truncated_index() {
     // Compacting everything leaves an empty log that appends go on from.
     log.compact(10).unwrap();
     w(log);
-    assert_eq!((log.first_index().unwrap(), log.last_index().unwrap()), (11, 10));
+    assert_eq!(
+        (log.first_index().unwrap(), log.last_index().unwrap()),
+        (11, 10)
+    );
     log.persist(&entries(11..=12, 5), None).unwrap();
     w(log);
-    assert_eq!(log.entries(11, 13, None, ctx()).unwrap(), entries(11..=12, 5));
-    assert!(log.persist(&entries(10..=10, 5), None).is_err(), "compacted");
+    assert_eq!(
+        log.entries(11, 13, None, ctx()).unwrap(),
+        entries(11..=12, 5)
+    );
+    assert!(
+        log.persist(&entries(10..=10, 5), None).is_err(),
+        "compacted"
+    );
 }
 
 #[test]
@@ -260,7 +269,10 @@ fn an_applied_snapshot_replaces_the_log() {
     // Appends go on after the snapshot.
     log.persist(&entries(21..=22, 5), None).unwrap();
     w(log);
-    assert_eq!(log.entries(21, 23, None, ctx()).unwrap(), entries(21..=22, 5));
+    assert_eq!(
+        log.entries(21, 23, None, ctx()).unwrap(),
+        entries(21..=22, 5)
+    );
 }
 
 #[test]
