@@ -1,11 +1,15 @@
-//! The raft log's write path, two ways, in the same run: what one loop
+//! The raft log's write path, three ways, in the same run: what one loop
 //! iteration of a node writes for 8 shard groups under load (8 entries of
 //! 1 KiB per group and each group's hard state) made durable with ONE sync.
 //!
-//! - `sled_log`: the replication crate's `LogStore` (a sled tree per group,
-//!   one `flush` for all), what `stratosdb node` uses;
+//! - `sled_log`: the former log, a sled tree per group (`raft/<group>`,
+//!   entry keys `e` + index, the hard state under `h`) in the database that
+//!   also holds the shards, one `flush` for all;
 //! - `raft_engine`: TiKV's raft-engine 0.4.2 with its default settings (one
-//!   `LogBatch` for all groups, written with `sync = true`).
+//!   `LogBatch` for all groups, written with `sync = true`);
+//! - `node_log`: the replication crate's log as `stratosdb node` runs it
+//!   (`LogStore::persist` per group into the node's one batch, then
+//!   `RaftLog::write(sync = true)`): raft-engine plus the crate's checks.
 //!
 //!   cargo bench --bench raft_log
 //!   python3 benches/ratios.py
@@ -16,8 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use raft::eraftpb::{Entry, HardState};
-use stratosdb_engine::{Engine, EngineConfig, SledStore};
-use stratosdb_replication::log::LogStore;
+use stratosdb_engine::storage::WriteBatch;
+use stratosdb_engine::{Engine, EngineConfig, KvStore as _, KvTree as _, SledStore};
+use stratosdb_replication::log::{LOG_DIR, LogStore, RaftLog};
 
 const GROUPS: u64 = 8;
 const ENTRIES_PER_GROUP: u64 = 8;
@@ -45,6 +50,16 @@ fn hard_state(commit: u64) -> HardState {
     }
 }
 
+/// About the entry's protobuf encoding (index, term, data): what the sled log
+/// stored, without a protobuf dependency in the bench.
+fn encoded(e: &Entry) -> Vec<u8> {
+    let mut v = Vec::with_capacity(e.data.len() + 16);
+    v.extend(e.index.to_be_bytes());
+    v.extend(e.term.to_be_bytes());
+    v.extend_from_slice(&e.data);
+    v
+}
+
 /// raft-engine wants to know how to read an entry's index.
 #[derive(Clone)]
 struct EntryExt;
@@ -64,16 +79,45 @@ fn log_write_path(c: &mut Criterion) {
     {
         let dir = tempfile::tempdir().expect("dir");
         let store = SledStore::open(dir.path(), 64 << 20).expect("sled");
+        let trees: Vec<_> = (0..GROUPS)
+            .map(|g| store.open_tree(&format!("raft/{g}")).expect("tree"))
+            .collect();
+        let next = AtomicU64::new(2);
+        group.bench_function("sled_log", |b| {
+            b.iter(|| {
+                let first = next.fetch_add(ENTRIES_PER_GROUP, Ordering::Relaxed);
+                for (g, tree) in trees.iter().enumerate() {
+                    let mut batch = WriteBatch::default();
+                    for e in entries(g as u64, first) {
+                        let mut key = vec![b'e'];
+                        key.extend(e.index.to_be_bytes());
+                        batch.put(key, encoded(&e));
+                    }
+                    let hs = hard_state(first + ENTRIES_PER_GROUP - 1);
+                    batch.put(
+                        b"h".to_vec(),
+                        [hs.term, hs.vote, hs.commit].map(u64::to_be_bytes).concat(),
+                    );
+                    tree.apply(batch).expect("apply");
+                }
+                store.flush().expect("flush");
+            })
+        });
+    }
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SledStore::open(dir.path(), 64 << 20).expect("sled");
         let engine = Engine::with_store(store.clone(), EngineConfig::default()).expect("engine");
+        let raft_log = RaftLog::open(&dir.path().join(LOG_DIR)).expect("raft log");
         let mut logs: Vec<LogStore> = (0..GROUPS as u32)
             .map(|g| {
                 let shard = engine.shard(g).expect("shard");
-                LogStore::open(&store, g, shard, &[1, 2, 3], 1 << 20).expect("log")
+                LogStore::open(&raft_log, g, shard, &[1, 2, 3], 1 << 20).expect("log")
             })
             .collect();
         // Founding logs start after index 1.
         let next = AtomicU64::new(2);
-        group.bench_function("sled_log", |b| {
+        group.bench_function("node_log", |b| {
             b.iter(|| {
                 let first = next.fetch_add(ENTRIES_PER_GROUP, Ordering::Relaxed);
                 for (g, log) in logs.iter_mut().enumerate() {
@@ -81,7 +125,7 @@ fn log_write_path(c: &mut Criterion) {
                     let hs = hard_state(first + ENTRIES_PER_GROUP - 1);
                     log.persist(&batch, Some(&hs)).expect("persist");
                 }
-                stratosdb_engine::KvStore::flush(&store).expect("flush");
+                raft_log.write(true).expect("write");
             })
         });
     }

@@ -2,9 +2,10 @@
 //! Per iteration: take what arrived (messages, proposals, reads, membership
 //! changes), tick when due, send batched read index requests, then handle
 //! the Ready of every group: messages that may go at once; entries and hard
-//! states of all groups written, then ONE flush; then messages that needed
-//! the flush, the applies, `advance` and the light ready. Nothing steps or
-//! proposes between `ready()` and `advance`.
+//! states of all groups staged, then ONE raft-engine write with one sync;
+//! then messages that needed the sync, the applies (to sled, not flushed
+//! here), `advance` and the light ready. Nothing steps or proposes between
+//! `ready()` and `advance`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,6 +19,7 @@ use crate::codec::GroupMessage;
 use crate::config::NodeConfig;
 use crate::counters::Counters;
 use crate::group::{Group, GroupStatus};
+use crate::log::RaftLog;
 use crate::read::{ReadWaiter, Reply};
 use crate::transport::Transport;
 use crate::{GroupId, NodeId, ReplicationError, Result};
@@ -87,8 +89,11 @@ const MAX_REQUESTS_PER_ITERATION: usize = 4096;
 
 pub(crate) struct Driver {
     pub config: NodeConfig,
+    /// The engine's database (the shards): flushed before a compaction.
     pub store: SledStore,
     pub engine: Engine,
+    /// Every group's raft log.
+    pub log: Arc<RaftLog>,
     pub transport: Arc<dyn Transport>,
     pub groups: BTreeMap<GroupId, Group>,
     pub rx: mpsc::Receiver<Request>,
@@ -198,7 +203,7 @@ impl Driver {
         let shard = self.engine.shard(group)?;
         let g = Group::open(
             &self.config,
-            &self.store,
+            &self.log,
             group,
             shard,
             voters,
@@ -216,8 +221,8 @@ impl Driver {
     }
 
     /// Compacts the logs that have enough applied entries. The shards'
-    /// applies must be durable first: one flush covers them all (the same
-    /// sled database holds the shards and the logs).
+    /// applies must be durable first (they are not flushed per iteration):
+    /// one sled flush covers them all, then one log write drops the entries.
     fn compact(&mut self) -> Result<()> {
         let due: Vec<(GroupId, u64)> = self
             .groups
@@ -234,7 +239,8 @@ impl Driver {
                 g.compact(applied, &self.config)?;
             }
         }
-        Ok(())
+        self.log.write(true)?;
+        self.log.purge()
     }
 
     fn issue_reads(&mut self) {
@@ -256,10 +262,10 @@ impl Driver {
         if readies.is_empty() {
             return Ok(());
         }
-        // One flush for every group (group commit).
-        if readies.iter().any(|(_, rd)| rd.must_sync()) {
-            self.store.flush()?;
-        }
+        // One write, one sync for every group (group commit). Without
+        // anything to sync it still writes what is staged (a commit index).
+        let sync = readies.iter().any(|(_, rd)| rd.must_sync());
+        self.log.write(sync)?;
         for (id, rd) in readies {
             if let Some(g) = self.groups.get_mut(&id) {
                 g.finish_ready(rd, &mut out)?;

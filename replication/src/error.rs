@@ -47,6 +47,15 @@ pub enum ReplicationError {
     Malformed(String),
     #[error("raft log is corrupt: {0}")]
     Corruption(String),
+    /// The raft log engine (raft-engine) failed: I/O, or a record it cannot read.
+    #[error("raft log engine: {0}")]
+    LogEngine(#[from] raft_engine::Error),
+    /// The data folder keeps its raft logs in sled, from before the logs
+    /// moved to raft-engine; there is no migration.
+    #[error(
+        "data folder {dir} holds raft logs in the old format (sled trees of groups {groups:?}); this version keeps them in raft-engine and does not migrate: start the node on a new folder"
+    )]
+    LegacyLog { dir: String, groups: Vec<GroupId> },
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("raft: {0}")]
@@ -107,6 +116,8 @@ impl ReplicationError {
             MessageTooLarge { .. } => "message_too_large",
             Malformed(_) => "malformed_message",
             Corruption(_) => "corruption",
+            LogEngine(_) => "raft_log_engine",
+            LegacyLog { .. } => "legacy_raft_log",
             Engine(e) => e.code(),
             Raft(_) => "raft",
             Identity { .. } => "identity",

@@ -11,12 +11,12 @@ use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
 };
 use raft::{RawNode, ReadOnlyOption, Ready, StateRole};
-use stratosdb_engine::{ApplyOutcome, Command, KvStore as _, Shard, SledStore};
+use stratosdb_engine::{ApplyOutcome, Command, Shard};
 
 use crate::config::NodeConfig;
 use crate::counters::Counters;
 use crate::driver::Outbox;
-use crate::log::LogStore;
+use crate::log::{LogStore, RaftLog};
 use crate::read::{ReadQueue, ReadWaiter, Reply};
 use crate::{GroupId, NodeId, ReplicationError, Result, snapshot};
 
@@ -66,22 +66,23 @@ impl Group {
     /// raft resumes after what the shard has applied.
     pub fn open(
         config: &NodeConfig,
-        store: &SledStore,
+        raft_log: &Arc<RaftLog>,
         id: GroupId,
         shard: Shard,
         voters: &[NodeId],
         counters: Arc<Counters>,
     ) -> Result<Group> {
         let mut log = LogStore::open(
-            store,
+            raft_log,
             id,
             shard.clone(),
             voters,
             config.snapshot_chunk_bytes,
         )?;
         let applied = shard.applied_index()?;
+        // The shard may be behind what it applied before a crash (sled
+        // flushes in the background): raft applies again from `applied + 1`.
         log.recover(applied)?;
-        store.flush()?;
         // A bootstrapped log starts at 1 with nothing to apply.
         let applied = applied.max(log.truncated_index());
         let raft_config = raft::Config {
@@ -223,8 +224,8 @@ impl Group {
         }
     }
 
-    /// Ready, part one (before the node's flush): sends what may go at once,
-    /// installs a snapshot, writes entries and hard state to the log.
+    /// Ready, part one (before the node's synced log write): sends what may
+    /// go at once, installs a snapshot, stages entries and hard state.
     pub fn begin_ready(&mut self, out: &mut Outbox) -> Result<Option<Ready>> {
         if !self.raw.has_ready() {
             return Ok(None);
@@ -251,8 +252,8 @@ impl Group {
         Ok(Some(rd))
     }
 
-    /// Ready, part two (after the flush): messages that needed the log on
-    /// disk, the committed entries, `advance` and the light ready.
+    /// Ready, part two (after the synced log write): messages that needed the
+    /// log on disk, the committed entries, `advance` and the light ready.
     pub fn finish_ready(&mut self, mut rd: Ready, out: &mut Outbox) -> Result<()> {
         out.add(self.id, rd.take_persisted_messages());
         self.apply(rd.take_committed_entries())?;
@@ -270,6 +271,8 @@ impl Group {
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
         let meta = snap.get_metadata().clone();
         let store = self.raw.mut_store();
+        // Pending (synced), imported (the engine's import flushes sled), then
+        // the log restarts after it (synced).
         store.begin_snapshot(&meta)?;
         snapshot::install(&self.shard, &snap.data, meta.index)?;
         store.apply_snapshot(&meta)?;
@@ -319,8 +322,15 @@ impl Group {
     }
 
     /// Applies a committed conf change to raft and records the new
-    /// configuration. An invalid one fails the same way on every replica.
+    /// configuration (durably, before the shard batch that carries its
+    /// index). An invalid one fails the same way on every replica. One the
+    /// recorded configuration already includes (applied again after a
+    /// restart, the shard having lost its unflushed applies) is not applied
+    /// twice: raft started from that configuration.
     fn apply_conf_change(&mut self, e: &Entry) -> Result<ConfState> {
+        if e.index <= self.raw.store().conf_index() {
+            return Ok(self.raw.store().conf_state().clone());
+        }
         let cc = if e.get_entry_type() == EntryType::EntryConfChange {
             let v1 = ConfChange::parse_from_bytes(&e.data)
                 .map_err(|err| ReplicationError::Malformed(err.to_string()))?;
@@ -331,7 +341,7 @@ impl Group {
         };
         match self.raw.apply_conf_change(&cc) {
             Ok(cs) => {
-                self.raw.mut_store().set_conf_state(cs.clone())?;
+                self.raw.mut_store().set_conf_state(cs.clone(), e.index)?;
                 tracing::info!(group = self.id, index = e.index, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
                 Ok(cs)
             }
@@ -393,9 +403,9 @@ impl Group {
         target >= self.raw.store().truncated_index() + config.compact_after
     }
 
-    /// Drops log entries up to `durable_applied` less `keep` recent ones
-    /// (for followers slightly behind). The caller made the shard durable
-    /// at `durable_applied`.
+    /// Stages dropping log entries up to `durable_applied` less `keep` recent
+    /// ones (for followers slightly behind). The caller made the shard
+    /// durable at `durable_applied`, and writes the staged batch.
     pub fn compact(&mut self, durable_applied: u64, config: &NodeConfig) -> Result<()> {
         let target = durable_applied.saturating_sub(config.compact_keep);
         self.raw.mut_store().compact(target)

@@ -2,11 +2,11 @@
 //!
 //! Multi-Raft for stratosdb: every shard is a raft group (raft-rs) whose
 //! replicas live on different nodes. One [`RaftNode`] per process hosts many
-//! groups and drives them from one loop thread, with one flush per iteration
+//! groups and drives them from one loop thread, with one synced log write per iteration
 //! for all of them; committed entries apply to the group's engine shard in
 //! one batch.
 //!
-//! - [`log`]: the raft log of a group on a sled tree (`raft::Storage`).
+//! - [`log`]: the raft logs of all groups on raft-engine (`raft::Storage`).
 //! - [`Transport`]: how batches of raft messages travel; [`MemHub`] is the
 //!   in-memory, filterable one for tests; [`p2p::P2pTransport`] is libp2p.
 //! - [`RaftNode`]: proposals, linearizable reads, membership changes.

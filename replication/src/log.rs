@@ -1,57 +1,146 @@
-//! The raft log of one group on a sled tree (through the engine's `KvTree`),
-//! implementing `raft::Storage`.
+//! The raft logs of all groups of a node on one raft-engine (TiKV's log
+//! engine, [`RaftLog`]), and one group's log on it implementing
+//! `raft::Storage` ([`LogStore`]).
 //!
-//! Keys: `e` + index (big-endian) → entry; `h` → hard state; `c` → conf state;
-//! `t` → truncated index and term (after compaction or a snapshot); `p` → the
-//! metadata of a snapshot being installed (see [`LogStore::begin_snapshot`]).
-//! Writes are applied to the tree at once and made durable by the node's one
-//! flush per loop iteration (group commit over all groups).
+//! raft-engine keys everything by group (`raft_group_id`): the entries, and
+//! per group the keys `h` → hard state; `c` → conf state and `i` → the index
+//! it took effect at; `t` → truncated index and term (after compaction or a
+//! snapshot); `p` → the metadata of a snapshot being installed (see
+//! [`LogStore::begin_snapshot`]).
+//!
+//! Writes are staged, in program order, in the node's one `LogBatch` and
+//! written by the driver once per loop iteration with one sync (group commit
+//! over all groups). The rare writes that must be durable at once
+//! (bootstrap, a conf change, the snapshot steps) write the staged batch with
+//! a sync themselves. The shards stay in sled and are NOT flushed per
+//! iteration: the invariants that make that safe are in
+//! `docs/replication.md` ("The raft log on raft-engine").
 
-use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
-use stratosdb_engine::storage::{SledTree, WriteBatch};
-use stratosdb_engine::{KvStore, KvTree, Shard, SledStore};
+use raft_engine::{Command, LogBatch};
+use stratosdb_engine::Shard;
 
 use crate::{GroupId, ReplicationError, Result, snapshot};
 
+/// The raft-engine folder inside the node's data folder (beside sled's files).
+pub const LOG_DIR: &str = "raft-log";
+
 const KEY_HARD: &[u8] = b"h";
 const KEY_CONF: &[u8] = b"c";
+const KEY_CONF_INDEX: &[u8] = b"i";
 const KEY_TRUNCATED: &[u8] = b"t";
 const KEY_PENDING_SNAPSHOT: &[u8] = b"p";
-const ENTRY_PREFIX: u8 = b'e';
 
-/// Name of a group's log tree (outside the engine's `shard/` name space).
-pub fn tree_name(group: GroupId) -> String {
-    format!("raft/{group}")
-}
+/// Total size of raft-engine's files before it purges the obsolete ones
+/// (its default, 10 GiB, is sized for a TiKV store, not one node's shards).
+const PURGE_THRESHOLD_BYTES: u64 = 1 << 30;
 
-/// The group id a log tree name stands for.
-pub fn group_of_tree(name: &str) -> Option<GroupId> {
+/// The sled tree a group's log was in before the log moved to raft-engine;
+/// a data folder with one is refused (see [`crate::RaftNode::open`]).
+pub fn legacy_group_of_tree(name: &str) -> Option<GroupId> {
     name.strip_prefix("raft/")?.parse().ok()
-}
-
-fn entry_key(index: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9);
-    k.push(ENTRY_PREFIX);
-    k.extend(index.to_be_bytes());
-    k
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> ReplicationError {
     ReplicationError::Corruption(format!("{what}: {e}"))
 }
 
-/// One group's raft log. Reads come from the tree; the small state (hard
-/// state, conf state, bounds) is cached in memory.
+/// How raft-engine reads an entry's index.
+#[derive(Clone, Copy)]
+struct EntryExt;
+
+impl raft_engine::MessageExt for EntryExt {
+    type Entry = Entry;
+
+    fn index(e: &Entry) -> u64 {
+        e.index
+    }
+}
+
+/// The node's raft-engine and the batch of log writes staged since the last
+/// write. Shared by every group's [`LogStore`] and the driver.
+pub struct RaftLog {
+    engine: raft_engine::Engine,
+    staged: Mutex<LogBatch>,
+}
+
+impl RaftLog {
+    /// Opens (or creates) the raft-engine in `dir`.
+    pub fn open(dir: &Path) -> Result<Arc<RaftLog>> {
+        let path = dir.to_str().ok_or_else(|| {
+            ReplicationError::Corruption(format!(
+                "raft log folder {} is not valid UTF-8",
+                dir.display()
+            ))
+        })?;
+        let config = raft_engine::Config {
+            dir: path.to_owned(),
+            purge_threshold: raft_engine::ReadableSize(PURGE_THRESHOLD_BYTES),
+            ..Default::default()
+        };
+        Ok(Arc::new(RaftLog {
+            engine: raft_engine::Engine::open(config)?,
+            staged: Mutex::new(LogBatch::default()),
+        }))
+    }
+
+    /// The groups with a log here, ascending.
+    pub fn groups(&self) -> Result<Vec<GroupId>> {
+        let mut groups = self
+            .engine
+            .raft_groups()
+            .into_iter()
+            .map(|g| GroupId::try_from(g).map_err(|_| corrupt("raft log group id", g.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        groups.sort_unstable();
+        Ok(groups)
+    }
+
+    /// Writes everything staged, in one batch; with `sync`, durable on
+    /// return (one `fdatasync` for all groups).
+    pub fn write(&self, sync: bool) -> Result<()> {
+        let mut batch = std::mem::take(&mut *self.staged.lock());
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.engine.write(&mut batch, sync)?;
+        Ok(())
+    }
+
+    /// Deletes raft-engine files that only hold compacted entries.
+    pub fn purge(&self) -> Result<()> {
+        let behind = self.engine.purge_expired_files()?;
+        if !behind.is_empty() {
+            // Their old entries keep files alive; they compact when applied.
+            tracing::debug!(groups = ?behind, "raft log files held by groups not compacted yet");
+        }
+        Ok(())
+    }
+
+    fn stage(&self, f: impl FnOnce(&mut LogBatch) -> raft_engine::Result<()>) -> Result<()> {
+        Ok(f(&mut self.staged.lock())?)
+    }
+}
+
+/// One group's raft log. Reads come from raft-engine; the small state (hard
+/// state, conf state, bounds) is cached in memory and always includes the
+/// staged writes (raft reads nothing between a stage and its write that the
+/// cache does not answer).
 pub struct LogStore {
-    tree: SledTree,
+    log: Arc<RaftLog>,
+    group: u64,
     shard: Shard,
     hard: HardState,
     conf: ConfState,
+    /// The index of the entry that produced `conf` (1 when bootstrapped, the
+    /// snapshot's index after one): conf changes at or below it are in it.
+    conf_index: u64,
     truncated_index: u64,
     truncated_term: u64,
     last_index: u64,
@@ -64,28 +153,33 @@ impl LogStore {
     /// Opens the group's log. A new log with `voters` is bootstrapped: it
     /// starts truncated at index 1, term 1, with that configuration, so a
     /// replica added later (with an empty log) is brought up by a snapshot
-    /// that carries the configuration, never by replaying from nothing.
+    /// that carries the configuration, never by replaying from nothing. Both
+    /// kinds of new log are written durably at once, so the group is found
+    /// again on restart.
     pub fn open(
-        store: &SledStore,
+        log: &Arc<RaftLog>,
         group: GroupId,
         shard: Shard,
         voters: &[u64],
         snapshot_chunk_bytes: usize,
     ) -> Result<LogStore> {
-        let tree = store.open_tree(&tree_name(group))?;
-        let mut log = LogStore {
-            tree,
+        let mut store = LogStore {
+            log: log.clone(),
+            group: u64::from(group),
             shard,
             hard: HardState::default(),
             conf: ConfState::default(),
+            conf_index: 0,
             truncated_index: 0,
             truncated_term: 0,
             last_index: 0,
             snapshot_chunk_bytes,
             snapshot_cache: Mutex::new(None),
         };
-        log.load()?;
-        let fresh = log.last_index == 0 && log.conf == ConfState::default();
+        let exists = store.log.engine.get(store.group, KEY_TRUNCATED).is_some();
+        store.load()?;
+        let fresh = store.last_index == 0 && store.conf == ConfState::default();
+        let g = store.group;
         if fresh && !voters.is_empty() {
             let conf = ConfState {
                 voters: voters.to_vec(),
@@ -96,42 +190,53 @@ impl LogStore {
                 commit: 1,
                 ..Default::default()
             };
-            let mut batch = WriteBatch::default();
-            batch.put(KEY_CONF.to_vec(), encode(&conf));
-            batch.put(KEY_HARD.to_vec(), encode(&hard));
-            batch.put(KEY_TRUNCATED.to_vec(), truncated_bytes(1, 1));
-            log.tree.apply(batch)?;
-            log.load()?;
+            store.log.stage(|b| {
+                b.put_message(g, KEY_CONF.to_vec(), &conf)?;
+                b.put(g, KEY_CONF_INDEX.to_vec(), 1u64.to_be_bytes().to_vec())?;
+                b.put_message(g, KEY_HARD.to_vec(), &hard)?;
+                b.put(g, KEY_TRUNCATED.to_vec(), truncated_bytes(1, 1))
+            })?;
+            store.log.write(true)?;
+            store.load()?;
+        } else if !exists {
+            // A replica waiting for its first snapshot: an empty log on record.
+            store
+                .log
+                .stage(|b| b.put(g, KEY_TRUNCATED.to_vec(), truncated_bytes(0, 0)))?;
+            store.log.write(true)?;
         }
-        Ok(log)
+        Ok(store)
     }
 
     fn load(&mut self) -> Result<()> {
-        if let Some(v) = self.tree.get(KEY_HARD)? {
-            self.hard = HardState::parse_from_bytes(&v).map_err(|e| corrupt("hard state", e))?;
+        let engine = &self.log.engine;
+        let g = self.group;
+        if let Some(hard) = engine.get_message::<HardState>(g, KEY_HARD)? {
+            self.hard = hard;
         }
-        if let Some(v) = self.tree.get(KEY_CONF)? {
-            self.conf = ConfState::parse_from_bytes(&v).map_err(|e| corrupt("conf state", e))?;
+        if let Some(conf) = engine.get_message::<ConfState>(g, KEY_CONF)? {
+            self.conf = conf;
         }
-        if let Some(v) = self.tree.get(KEY_TRUNCATED)? {
-            let b = <[u8; 16]>::try_from(v.as_ref()).map_err(|e| corrupt("truncated", e))?;
-            let (i, t) = b.split_at(8);
-            self.truncated_index = u64::from_be_bytes(i.try_into().unwrap_or_default());
-            self.truncated_term = u64::from_be_bytes(t.try_into().unwrap_or_default());
+        if let Some(v) = engine.get(g, KEY_CONF_INDEX) {
+            self.conf_index = u64_of(&v, "conf index")?;
         }
-        let last = self
-            .tree
-            .range(
-                Bound::Included(vec![ENTRY_PREFIX]),
-                Bound::Excluded(vec![ENTRY_PREFIX + 1]),
-                true,
-            )
-            .next()
-            .transpose()?;
-        self.last_index = match last {
-            Some((k, _)) => index_of_key(k.as_ref())?,
-            None => self.truncated_index,
-        };
+        if let Some(v) = engine.get(g, KEY_TRUNCATED) {
+            let (i, t) = v.split_at(v.len().min(8));
+            self.truncated_index = u64_of(i, "truncated index")?;
+            self.truncated_term = u64_of(t, "truncated term")?;
+        }
+        match (engine.first_index(g), engine.last_index(g)) {
+            (Some(first), Some(last)) => {
+                if first != self.truncated_index + 1 || last < first {
+                    return Err(ReplicationError::Corruption(format!(
+                        "group {g}: entries {first}..={last} do not start after the truncated index {}",
+                        self.truncated_index
+                    )));
+                }
+                self.last_index = last;
+            }
+            _ => self.last_index = self.truncated_index,
+        }
         Ok(())
     }
 
@@ -143,15 +248,21 @@ impl LogStore {
         &self.conf
     }
 
+    /// The index of the entry the current configuration comes from.
+    pub fn conf_index(&self) -> u64 {
+        self.conf_index
+    }
+
     pub fn truncated_index(&self) -> u64 {
         self.truncated_index
     }
 
-    /// Persists new entries (dropping any conflicting tail of the log) and the
-    /// hard state, as one atomic batch. Durable at the node's next flush.
+    /// Stages new entries (raft-engine drops any conflicting tail of the log
+    /// as it appends them) and the hard state. Durable at the driver's next
+    /// synced write.
     pub fn persist(&mut self, entries: &[Entry], hard: Option<&HardState>) -> Result<()> {
-        let mut batch = WriteBatch::default();
         if let Some(first) = entries.first() {
+            // raft-engine panics on both; refuse them first.
             if first.index <= self.truncated_index {
                 return Err(ReplicationError::Corruption(format!(
                     "append at {} at or below the truncated index {}",
@@ -164,19 +275,15 @@ impl LogStore {
                     first.index, self.last_index
                 )));
             }
-            // Everything from the first new index on is replaced.
-            let new_last = first.index + entries.len() as u64 - 1;
-            for index in new_last + 1..=self.last_index {
-                batch.delete(entry_key(index));
-            }
-            for e in entries {
-                batch.put(entry_key(e.index), encode(e));
-            }
         }
-        if let Some(hard) = hard {
-            batch.put(KEY_HARD.to_vec(), encode(hard));
-        }
-        self.tree.apply(batch)?;
+        let g = self.group;
+        self.log.stage(|b| {
+            b.add_entries::<EntryExt>(g, entries)?;
+            match hard {
+                Some(hard) => b.put_message(g, KEY_HARD.to_vec(), hard),
+                None => Ok(()),
+            }
+        })?;
         if let Some(last) = entries.last() {
             self.last_index = last.index;
         }
@@ -186,24 +293,32 @@ impl LogStore {
         Ok(())
     }
 
-    /// Records the commit index a `LightReady` reported.
+    /// Records the commit index a `LightReady` reported. Need not be durable:
+    /// [`LogStore::recover`] raises a stale commit to what the shard applied.
     pub fn set_commit(&mut self, commit: u64) -> Result<()> {
         let mut hard = self.hard.clone();
         hard.commit = commit;
         self.persist(&[], Some(&hard))
     }
 
-    /// Records the configuration an applied conf change produced.
-    pub fn set_conf_state(&mut self, conf: ConfState) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        batch.put(KEY_CONF.to_vec(), encode(&conf));
-        self.tree.apply(batch)?;
+    /// Records the configuration the conf change at `index` produced, durably
+    /// before returning: the shard batch that moves the applied index past
+    /// `index` is written after this, and sled may flush it any time.
+    pub fn set_conf_state(&mut self, conf: ConfState, index: u64) -> Result<()> {
+        let g = self.group;
+        self.log.stage(|b| {
+            b.put_message(g, KEY_CONF.to_vec(), &conf)?;
+            b.put(g, KEY_CONF_INDEX.to_vec(), index.to_be_bytes().to_vec())
+        })?;
+        self.log.write(true)?;
         self.conf = conf;
+        self.conf_index = index;
         Ok(())
     }
 
-    /// Drops entries up to and including `index` (which must be applied and
-    /// durable in the state machine); its term is kept for matching.
+    /// Stages dropping entries up to and including `index`, which must be
+    /// applied and durable in the shard; its term is kept for matching. The
+    /// caller writes the staged batch.
     pub fn compact(&mut self, index: u64) -> Result<()> {
         if index <= self.truncated_index {
             return Ok(());
@@ -215,51 +330,57 @@ impl LogStore {
             )));
         }
         let term = self.term(index)?;
-        let mut batch = WriteBatch::default();
-        for i in self.truncated_index + 1..=index {
-            batch.delete(entry_key(i));
-        }
-        batch.put(KEY_TRUNCATED.to_vec(), truncated_bytes(index, term));
-        self.tree.apply(batch)?;
+        let g = self.group;
+        // One batch: the entries go with the record of where the log starts.
+        self.log.stage(|b| {
+            b.add_command(g, Command::Compact { index: index + 1 });
+            b.put(g, KEY_TRUNCATED.to_vec(), truncated_bytes(index, term))
+        })?;
         self.truncated_index = index;
         self.truncated_term = term;
         Ok(())
     }
 
-    /// Step one of installing a snapshot: remember its metadata, so a crash
-    /// between the engine's import and [`LogStore::apply_snapshot`] is
-    /// finished on restart ([`LogStore::recover`]).
+    /// Step one of installing a snapshot: remember its metadata, durably
+    /// before the engine imports it, so a crash between the import and
+    /// [`LogStore::apply_snapshot`] is finished on restart
+    /// ([`LogStore::recover`]).
     pub fn begin_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        batch.put(KEY_PENDING_SNAPSHOT.to_vec(), encode(meta));
-        Ok(self.tree.apply(batch)?)
+        let g = self.group;
+        self.log
+            .stage(|b| b.put_message(g, KEY_PENDING_SNAPSHOT.to_vec(), meta))?;
+        self.log.write(true)
     }
 
-    /// Step two: the log now starts after the snapshot.
+    /// Step two (the shard is durable at the snapshot's index: the engine's
+    /// import flushes): the log now starts after the snapshot.
     pub fn apply_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        for item in self.tree.range(
-            Bound::Included(vec![ENTRY_PREFIX]),
-            Bound::Excluded(vec![ENTRY_PREFIX + 1]),
-            false,
-        ) {
-            let (k, _) = item?;
-            batch.delete(k.to_vec());
-        }
         let mut hard = self.hard.clone();
         hard.term = hard.term.max(meta.term);
         hard.commit = hard.commit.max(meta.index);
         let conf = meta.conf_state.clone().unwrap_or_default();
-        batch.put(KEY_HARD.to_vec(), encode(&hard));
-        batch.put(KEY_CONF.to_vec(), encode(&conf));
-        batch.put(
-            KEY_TRUNCATED.to_vec(),
-            truncated_bytes(meta.index, meta.term),
-        );
-        batch.delete(KEY_PENDING_SNAPSHOT.to_vec());
-        self.tree.apply(batch)?;
+        let g = self.group;
+        self.log.stage(|b| {
+            // `Clean` drops the group's entries (a tail past the snapshot
+            // too) and keys; the same batch writes the new state back.
+            b.add_command(g, Command::Clean);
+            b.put_message(g, KEY_HARD.to_vec(), &hard)?;
+            b.put_message(g, KEY_CONF.to_vec(), &conf)?;
+            b.put(
+                g,
+                KEY_CONF_INDEX.to_vec(),
+                meta.index.to_be_bytes().to_vec(),
+            )?;
+            b.put(
+                g,
+                KEY_TRUNCATED.to_vec(),
+                truncated_bytes(meta.index, meta.term),
+            )
+        })?;
+        self.log.write(true)?;
         self.hard = hard;
         self.conf = conf;
+        self.conf_index = meta.index;
         self.truncated_index = meta.index;
         self.truncated_term = meta.term;
         self.last_index = meta.index;
@@ -267,18 +388,25 @@ impl LogStore {
     }
 
     /// On open: finishes a snapshot install the engine completed before a
-    /// crash, or forgets one it did not; and makes sure the commit index is
-    /// not behind what the engine applied (it may have been flushed later).
+    /// crash, or forgets one it did not; checks the shard is within the log
+    /// (its unflushed applies may be lost, so it may be behind: raft applies
+    /// again from there; the log never drops what the shard has not made
+    /// durable); and makes sure the commit index is not behind what the
+    /// shard applied (the commit is not synced when it moves).
     pub fn recover(&mut self, engine_applied: u64) -> Result<()> {
-        if let Some(v) = self.tree.get(KEY_PENDING_SNAPSHOT)? {
-            let meta = SnapshotMetadata::parse_from_bytes(&v)
-                .map_err(|e| corrupt("pending snapshot", e))?;
+        let g = self.group;
+        let pending = self
+            .log
+            .engine
+            .get_message::<SnapshotMetadata>(g, KEY_PENDING_SNAPSHOT)?;
+        if let Some(meta) = pending {
             if engine_applied >= meta.index {
                 self.apply_snapshot(&meta)?;
             } else {
-                let mut batch = WriteBatch::default();
-                batch.delete(KEY_PENDING_SNAPSHOT.to_vec());
-                self.tree.apply(batch)?;
+                self.log.stage(|b| {
+                    b.delete(g, KEY_PENDING_SNAPSHOT.to_vec());
+                    Ok(())
+                })?;
             }
         }
         if engine_applied > self.last_index {
@@ -287,18 +415,25 @@ impl LogStore {
                 self.last_index
             )));
         }
+        // A bootstrapped log starts at 1 with nothing applied; otherwise the
+        // log starts at most right after what the shard holds durably.
+        if engine_applied < self.truncated_index && self.truncated_index > 1 {
+            return Err(ReplicationError::Corruption(format!(
+                "the engine applied {engine_applied}, before the log's start {}: entries it needs are gone",
+                self.truncated_index + 1
+            )));
+        }
         if engine_applied > self.hard.commit {
             self.set_commit(engine_applied)?;
         }
-        Ok(())
+        self.log.write(true)
     }
 
     fn entry(&self, index: u64) -> Result<Entry> {
-        let bytes = self
-            .tree
-            .get(&entry_key(index))?
-            .ok_or_else(|| ReplicationError::Corruption(format!("entry {index} missing")))?;
-        Entry::parse_from_bytes(&bytes).map_err(|e| corrupt("entry", e))
+        self.log
+            .engine
+            .get_entry::<EntryExt>(self.group, index)?
+            .ok_or_else(|| ReplicationError::Corruption(format!("entry {index} missing")))
     }
 
     /// A snapshot of the state machine at its applied index, at least
@@ -328,22 +463,16 @@ impl LogStore {
     }
 }
 
-fn encode(m: &impl protobuf::Message) -> Vec<u8> {
-    // Encoding a well-formed message into a Vec cannot fail.
-    m.write_to_bytes().unwrap_or_default()
-}
-
 fn truncated_bytes(index: u64, term: u64) -> Vec<u8> {
     let mut v = index.to_be_bytes().to_vec();
     v.extend(term.to_be_bytes());
     v
 }
 
-fn index_of_key(key: &[u8]) -> Result<u64> {
-    key.get(1..)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+fn u64_of(bytes: &[u8], what: &str) -> Result<u64> {
+    <[u8; 8]>::try_from(bytes)
         .map(u64::from_be_bytes)
-        .ok_or_else(|| ReplicationError::Corruption("entry key".into()))
+        .map_err(|_| corrupt(what, format!("{} bytes, not 8", bytes.len())))
 }
 
 fn store_err(e: ReplicationError) -> raft::Error {
@@ -370,22 +499,26 @@ impl Storage for LogStore {
         }
         let max_size = max_size.into();
         let mut out = Vec::new();
+        // raft-engine counts entry sizes as encoded, as below: its limit
+        // fetches the same entries; the loop keeps the rule exact anyway.
+        let limit = max_size.map(|m| usize::try_from(m).unwrap_or(usize::MAX));
+        self.log
+            .engine
+            .fetch_entries_to::<EntryExt>(self.group, low, high, limit, &mut out)
+            .map_err(|e| store_err(corrupt(&format!("entries {low}..{high}"), e)))?;
         let mut size = 0u64;
-        for item in self.tree.range(
-            Bound::Included(entry_key(low)),
-            Bound::Excluded(entry_key(high)),
-            false,
-        ) {
-            let (_, v) = item.map_err(|e| store_err(e.into()))?;
-            let e = Entry::parse_from_bytes(&v).map_err(|e| store_err(corrupt("entry", e)))?;
+        let mut keep = 0;
+        for e in &out {
             size += u64::from(e.compute_size());
             // At least one entry, then only as many as fit.
-            if !out.is_empty() && max_size.is_some_and(|m| size > m) {
+            if keep > 0 && max_size.is_some_and(|m| size > m) {
                 break;
             }
-            out.push(e);
+            keep += 1;
         }
-        if out.len() as u64 != high - low && max_size.is_none() {
+        out.truncate(keep);
+        let complete = out.len() as u64 == high - low;
+        if (!complete && max_size.is_none()) || (out.is_empty() && high > low) {
             return Err(store_err(ReplicationError::Corruption(format!(
                 "entries {low}..{high}: only {} present",
                 out.len()

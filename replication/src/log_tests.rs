@@ -1,5 +1,5 @@
 use super::*;
-use stratosdb_engine::{Engine, EngineConfig};
+use stratosdb_engine::{Engine, EngineConfig, KvStore as _, SledStore};
 
 fn entry(index: u64, term: u64) -> Entry {
     Entry {
@@ -25,13 +25,34 @@ impl Fixture {
         }
     }
 
-    /// Opens the store, an engine on it, and group 1's log.
-    fn open(&self, voters: &[u64]) -> (SledStore, LogStore) {
+    /// Opens the store, an engine on it, the raft log and group 1's log.
+    fn open(&self, voters: &[u64]) -> Opened {
         let store = open_retrying(self.dir.path());
         let engine = Engine::with_store(store.clone(), EngineConfig::default()).unwrap();
         let shard = engine.shard(1).unwrap();
-        let log = LogStore::open(&store, 1, shard, voters, 1 << 16).unwrap();
-        (store, log)
+        let raft_log = RaftLog::open(&self.dir.path().join(LOG_DIR)).unwrap();
+        let log = LogStore::open(&raft_log, 1, shard.clone(), voters, 1 << 16).unwrap();
+        Opened {
+            store,
+            raft_log,
+            shard,
+            log,
+        }
+    }
+}
+
+/// One open: the log's fields drop before the engines they use.
+struct Opened {
+    log: LogStore,
+    shard: Shard,
+    raft_log: Arc<RaftLog>,
+    store: SledStore,
+}
+
+impl Opened {
+    /// What the driver does at the end of an iteration.
+    fn write(&self) {
+        self.raft_log.write(true).unwrap();
     }
 }
 
@@ -54,10 +75,16 @@ fn ctx() -> GetEntriesContext {
     GetEntriesContext::empty(false)
 }
 
+/// Writes what the log staged, as the driver does once per iteration.
+fn w(log: &LogStore) {
+    log.log.write(true).unwrap();
+}
+
 #[test]
 fn a_bootstrapped_log_starts_truncated_at_one_with_its_voters() {
     let f = Fixture::new();
-    let (_, log) = f.open(&[1, 2, 3]);
+    let o = f.open(&[1, 2, 3]);
+    let log = &o.log;
     let state = log.initial_state().unwrap();
     assert_eq!(state.conf_state.voters, vec![1, 2, 3]);
     assert_eq!(state.hard_state.commit, 1);
@@ -73,7 +100,8 @@ fn a_bootstrapped_log_starts_truncated_at_one_with_its_voters() {
 #[test]
 fn an_empty_log_without_voters_waits_for_a_snapshot() {
     let f = Fixture::new();
-    let (_, log) = f.open(&[]);
+    let o = f.open(&[]);
+    let log = &o.log;
     assert!(!log.initial_state().unwrap().initialized());
     assert_eq!(log.first_index().unwrap(), 1);
     assert_eq!(log.last_index().unwrap(), 0);
@@ -83,8 +111,10 @@ fn an_empty_log_without_voters_waits_for_a_snapshot() {
 #[test]
 fn entries_term_first_and_last_follow_raft_expectations() {
     let f = Fixture::new();
-    let (_, mut log) = f.open(&[1]);
+    let mut o = f.open(&[1]);
+    let log = &mut o.log;
     log.persist(&entries(2..=6, 2), None).unwrap();
+    w(log);
     assert_eq!(log.last_index().unwrap(), 6);
     assert_eq!(log.term(4).unwrap(), 2);
     assert_eq!(
@@ -110,9 +140,11 @@ fn entries_term_first_and_last_follow_raft_expectations() {
 #[test]
 fn a_conflicting_append_drops_the_old_tail() {
     let f = Fixture::new();
-    let (_, mut log) = f.open(&[1]);
+    let mut o = f.open(&[1]);
+    let log = &mut o.log;
     log.persist(&entries(2..=8, 2), None).unwrap();
     log.persist(&entries(5..=6, 3), None).unwrap();
+    w(log);
     assert_eq!(log.last_index().unwrap(), 6);
     assert_eq!(log.term(4).unwrap(), 2);
     assert_eq!(log.term(5).unwrap(), 3);
@@ -126,9 +158,12 @@ fn a_conflicting_append_drops_the_old_tail() {
 #[test]
 fn compaction_keeps_the_term_of_the_truncated_index() {
     let f = Fixture::new();
-    let (_, mut log) = f.open(&[1]);
+    let mut o = f.open(&[1]);
+    let log = &mut o.log;
     log.persist(&entries(2..=10, 4), None).unwrap();
+    w(log);
     log.compact(7).unwrap();
+    w(log);
     assert_eq!(log.first_index().unwrap(), 8);
     assert_eq!(log.term(7).unwrap(), 4);
     assert_eq!(
@@ -142,13 +177,31 @@ fn compaction_keeps_the_term_of_the_truncated_index() {
     assert_eq!(log.entries(8, 11, None, ctx()).unwrap(), entries(8..=10, 4));
     log.compact(5).unwrap(); // already compacted: nothing happens
     assert!(log.compact(11).is_err());
+    // Compacting everything leaves an empty log that appends go on from.
+    log.compact(10).unwrap();
+    w(log);
+    assert_eq!(
+        (log.first_index().unwrap(), log.last_index().unwrap()),
+        (11, 10)
+    );
+    log.persist(&entries(11..=12, 5), None).unwrap();
+    w(log);
+    assert_eq!(
+        log.entries(11, 13, None, ctx()).unwrap(),
+        entries(11..=12, 5)
+    );
+    assert!(
+        log.persist(&entries(10..=10, 5), None).is_err(),
+        "compacted"
+    );
 }
 
 #[test]
-fn a_reopened_log_keeps_everything_flushed() {
+fn a_reopened_log_keeps_everything_written() {
     let f = Fixture::new();
     {
-        let (store, mut log) = f.open(&[1, 2]);
+        let mut o = f.open(&[1, 2]);
+        let log = &mut o.log;
         log.persist(&entries(2..=9, 3), None).unwrap();
         let hard = HardState {
             term: 3,
@@ -157,16 +210,17 @@ fn a_reopened_log_keeps_everything_flushed() {
             ..Default::default()
         };
         log.persist(&entries(8..=9, 4), Some(&hard)).unwrap();
+        w(log);
         log.compact(4).unwrap();
         let conf = ConfState {
             voters: vec![1, 2],
             learners: vec![5],
             ..Default::default()
         };
-        log.set_conf_state(conf).unwrap();
-        store.flush().unwrap();
+        log.set_conf_state(conf, 9).unwrap();
     }
-    let (_, log) = f.open(&[7, 8, 9]); // voters are ignored: not fresh
+    let o = f.open(&[7, 8, 9]); // voters are ignored: not fresh
+    let log = &o.log;
     let state = log.initial_state().unwrap();
     assert_eq!(
         (
@@ -182,13 +236,16 @@ fn a_reopened_log_keeps_everything_flushed() {
     assert_eq!(log.last_index().unwrap(), 9);
     assert_eq!(log.term(4).unwrap(), 3);
     assert_eq!(log.term(9).unwrap(), 4);
+    assert_eq!(log.conf_index(), 9);
 }
 
 #[test]
 fn an_applied_snapshot_replaces_the_log() {
     let f = Fixture::new();
-    let (_, mut log) = f.open(&[]);
+    let mut o = f.open(&[]);
+    let log = &mut o.log;
     log.persist(&entries(1..=3, 1), None).unwrap();
+    w(log);
     let mut meta = SnapshotMetadata {
         index: 20,
         term: 5,
@@ -205,14 +262,24 @@ fn an_applied_snapshot_replaces_the_log() {
     assert_eq!(log.term(20).unwrap(), 5);
     assert_eq!(log.hard_state().commit, 20);
     assert_eq!(log.conf_state().voters, vec![1, 2, 3]);
-    assert!(log.tree.get(&entry_key(2)).unwrap().is_none());
-    assert!(log.tree.get(KEY_PENDING_SNAPSHOT).unwrap().is_none());
+    assert_eq!(log.conf_index(), 20);
+    let engine = &log.log.engine;
+    assert!(engine.get_entry::<EntryExt>(1, 2).unwrap().is_none());
+    assert!(engine.get(1, KEY_PENDING_SNAPSHOT).is_none());
+    // Appends go on after the snapshot.
+    log.persist(&entries(21..=22, 5), None).unwrap();
+    w(log);
+    assert_eq!(
+        log.entries(21, 23, None, ctx()).unwrap(),
+        entries(21..=22, 5)
+    );
 }
 
 #[test]
 fn recovery_finishes_a_snapshot_the_engine_installed_and_forgets_one_it_did_not() {
     let f = Fixture::new();
-    let (_, mut log) = f.open(&[1]);
+    let mut o = f.open(&[1]);
+    let log = &mut o.log;
     let meta = SnapshotMetadata {
         index: 30,
         term: 2,
@@ -226,6 +293,7 @@ fn recovery_finishes_a_snapshot_the_engine_installed_and_forgets_one_it_did_not(
     assert_eq!(log.first_index().unwrap(), 31, "finished");
     // The engine applied past the recorded commit: the commit catches up.
     log.persist(&entries(31..=35, 2), None).unwrap();
+    w(log);
     log.recover(33).unwrap();
     assert_eq!(log.hard_state().commit, 33);
     assert!(
@@ -237,8 +305,10 @@ fn recovery_finishes_a_snapshot_the_engine_installed_and_forgets_one_it_did_not(
 #[test]
 fn a_snapshot_is_built_from_the_shard_at_its_applied_index() {
     let f = Fixture::new();
-    let (_, mut log) = f.open(&[1]);
+    let mut o = f.open(&[1]);
+    let log = &mut o.log;
     log.persist(&entries(2..=4, 2), None).unwrap();
+    w(log);
     let cmd = stratosdb_engine::Command {
         ops: vec![stratosdb_engine::Op::CreateCollection { name: "c".into() }],
     }
@@ -256,4 +326,160 @@ fn a_snapshot_is_built_from_the_shard_at_its_applied_index() {
             StorageError::SnapshotTemporarilyUnavailable
         ))
     );
+}
+
+/// An entry whose command creates the collection `c<index>`.
+fn create_entry(index: u64) -> Entry {
+    let cmd = stratosdb_engine::Command {
+        ops: vec![stratosdb_engine::Op::CreateCollection {
+            name: format!("c{index}"),
+        }],
+    };
+    Entry {
+        index,
+        term: 2,
+        data: cmd.encode().into(),
+        ..Default::default()
+    }
+}
+
+fn apply(shard: &Shard, entries: &[Entry]) {
+    let batch: Vec<(u64, &[u8])> = entries.iter().map(|e| (e.index, &e.data[..])).collect();
+    shard.apply_batch(&batch).unwrap();
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for item in std::fs::read_dir(from).unwrap() {
+        let item = item.unwrap();
+        let target = to.join(item.file_name());
+        if item.file_type().unwrap().is_dir() {
+            copy_dir(&item.path(), &target);
+        } else {
+            std::fs::copy(item.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_shard_that_lost_its_unflushed_applies_applies_them_again_from_the_log() {
+    let f = Fixture::new();
+    let shard_copy = tempfile::tempdir().unwrap();
+    let log_dir = f.dir.path().join(LOG_DIR);
+    let committed: Vec<Entry> = (2..=6).map(create_entry).collect();
+    {
+        let mut o = f.open(&[1]);
+        let hard = HardState {
+            term: 2,
+            commit: 6,
+            ..Default::default()
+        };
+        o.log.persist(&committed, Some(&hard)).unwrap();
+        o.write();
+        // The shard made 2..=3 durable; 4..=6 it applies after the copy,
+        // which stands for the sled state a crash leaves behind.
+        apply(&o.shard, &committed[..2]);
+        o.store.flush().unwrap();
+    }
+    // The copy holds the sled folder only (the log stays where it is).
+    copy_dir(f.dir.path(), shard_copy.path());
+    std::fs::remove_dir_all(shard_copy.path().join(LOG_DIR)).unwrap();
+    {
+        let o = f.open(&[1]);
+        apply(&o.shard, &committed[2..]);
+        assert_eq!(o.shard.applied_index().unwrap(), 6);
+    }
+    // Restart on the shard that lost 4..=6, with the log that has them.
+    let store = open_retrying(shard_copy.path());
+    let engine = Engine::with_store(store.clone(), EngineConfig::default()).unwrap();
+    let shard = engine.shard(1).unwrap();
+    let applied = shard.applied_index().unwrap();
+    assert_eq!(applied, 3);
+    let raft_log = RaftLog::open(&log_dir).unwrap();
+    let mut log = LogStore::open(&raft_log, 1, shard.clone(), &[1], 1 << 16).unwrap();
+    log.recover(applied).unwrap();
+    assert_eq!(log.hard_state().commit, 6);
+    let again = log.entries(applied + 1, 7, None, ctx()).unwrap();
+    assert_eq!(again, committed[2..]);
+    apply(&shard, &again);
+    assert_eq!(shard.applied_index().unwrap(), 6);
+    assert_eq!(shard.collections(), ["c2", "c3", "c4", "c5", "c6"]);
+}
+
+#[test]
+fn a_conf_change_is_durable_before_its_apply_without_another_write() {
+    let f = Fixture::new();
+    {
+        let mut o = f.open(&[1]);
+        let log = &mut o.log;
+        log.persist(&entries(2..=7, 2), None).unwrap();
+        w(log);
+        log.set_commit(7).unwrap(); // staged only: not durable by itself
+        let conf = ConfState {
+            voters: vec![1, 2],
+            ..Default::default()
+        };
+        log.set_conf_state(conf, 7).unwrap();
+        // Dropped without the driver's write: a crash right after the apply.
+    }
+    let o = f.open(&[]);
+    assert_eq!(o.log.conf_state().voters, vec![1, 2]);
+    assert_eq!(o.log.conf_index(), 7);
+    // The staged commit went out with the conf change's synced write.
+    assert_eq!(o.log.hard_state().commit, 7);
+}
+
+#[test]
+fn an_interrupted_snapshot_install_is_forgotten_or_finished_on_reopen() {
+    let f = Fixture::new();
+    let mut meta = SnapshotMetadata {
+        index: 30,
+        term: 2,
+        ..Default::default()
+    };
+    meta.set_conf_state(ConfState {
+        voters: vec![1, 2, 3],
+        ..Default::default()
+    });
+    {
+        let mut o = f.open(&[1]);
+        o.log.begin_snapshot(&meta).unwrap();
+        // A crash before the engine imported: the shard is still at 0.
+    }
+    {
+        let mut o = f.open(&[1]);
+        let pending = o.log.log.engine.get(1, KEY_PENDING_SNAPSHOT);
+        assert!(pending.is_some(), "begin_snapshot is durable");
+        o.log.recover(0).unwrap();
+        assert_eq!(o.log.first_index().unwrap(), 2, "forgotten");
+        assert!(o.log.log.engine.get(1, KEY_PENDING_SNAPSHOT).is_none());
+        o.log.begin_snapshot(&meta).unwrap();
+        // A crash after the import, before apply_snapshot.
+    }
+    {
+        let mut o = f.open(&[1]);
+        o.log.recover(30).unwrap();
+        assert_eq!(o.log.first_index().unwrap(), 31, "finished");
+    }
+    let o = f.open(&[1]);
+    assert_eq!(o.log.first_index().unwrap(), 31, "and durable");
+    assert_eq!(o.log.last_index().unwrap(), 30);
+    assert_eq!(o.log.term(30).unwrap(), 2);
+    assert_eq!(o.log.hard_state().commit, 30);
+    assert_eq!(o.log.conf_state().voters, vec![1, 2, 3]);
+    assert_eq!(o.log.conf_index(), 30);
+    assert!(o.log.log.engine.get(1, KEY_PENDING_SNAPSHOT).is_none());
+}
+
+#[test]
+fn a_replica_waiting_for_a_snapshot_is_found_again_and_groups_are_listed() {
+    let f = Fixture::new();
+    {
+        let o = f.open(&[]);
+        let shard = o.shard.clone();
+        LogStore::open(&o.raft_log, 9, shard, &[1, 2], 1 << 16).unwrap();
+    }
+    let o = f.open(&[]);
+    assert_eq!(o.raft_log.groups().unwrap(), vec![1, 9]);
+    assert!(!o.log.initial_state().unwrap().initialized());
 }

@@ -93,21 +93,38 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
-    /// Opens (or creates) the node's data in `dir`: one sled database holds
-    /// the engine's shards and the raft logs, so one flush covers both.
+    /// Opens (or creates) the node's data in `dir`: a sled database there
+    /// holds the engine's shards, and raft-engine in `dir/raft-log` (see
+    /// [`log::LOG_DIR`]) every group's raft log. Groups whose logs it holds
+    /// are reopened. A folder with a raft log in sled (before the move to
+    /// raft-engine) is refused: there is no migration.
     pub fn open(
         dir: impl AsRef<Path>,
         config: NodeConfig,
         transport: Arc<dyn Transport>,
     ) -> Result<RaftNode> {
-        let store = SledStore::open(dir.as_ref(), config.engine.cache_bytes)?;
-        RaftNode::start(config, store, transport)
+        let dir = dir.as_ref();
+        // sled first: it makes (or checks) the data folder the log goes in.
+        let store = SledStore::open(dir, config.engine.cache_bytes)?;
+        let legacy: Vec<GroupId> = store
+            .tree_names()?
+            .iter()
+            .filter_map(|name| log::legacy_group_of_tree(name))
+            .collect();
+        if !legacy.is_empty() {
+            return Err(ReplicationError::LegacyLog {
+                dir: dir.display().to_string(),
+                groups: legacy,
+            });
+        }
+        let raft_log = log::RaftLog::open(&dir.join(log::LOG_DIR))?;
+        RaftNode::start(config, store, raft_log, transport)
     }
 
-    /// Starts the node on a store; groups whose logs it holds are reopened.
-    pub fn start(
+    fn start(
         config: NodeConfig,
         store: SledStore,
+        raft_log: Arc<log::RaftLog>,
         transport: Arc<dyn Transport>,
     ) -> Result<RaftNode> {
         let engine = Engine::with_store(store.clone(), config.engine.clone())?;
@@ -115,18 +132,17 @@ impl RaftNode {
         let (tx, rx) = mpsc::channel();
         let mut driver = Driver {
             config: config.clone(),
-            store: store.clone(),
+            store,
             engine: engine.clone(),
+            log: raft_log.clone(),
             transport,
             groups: BTreeMap::new(),
             rx,
             read_seq: 0,
             counters: counters.clone(),
         };
-        for name in store.tree_names()? {
-            if let Some(group) = log::group_of_tree(&name) {
-                driver.create_group(group, &[])?;
-            }
+        for group in raft_log.groups()? {
+            driver.create_group(group, &[])?;
         }
         let thread = std::thread::Builder::new()
             .name(format!("raft-node-{}", config.id))
