@@ -29,6 +29,7 @@ export PEERS_OUT=${PEERS_OUT:-${TMPDIR:-/tmp}/peers-results/stratosdb-$(date +%Y
 . "$PEERS_DIR/lib/common.sh"
 SDB=$HERE/stratosdb.sh
 CONNS=${CONNS:-16 64}
+export ETCD_CONNS=${ETCD_CONNS:-$CONNS}
 SECTIONS=${SECTIONS:-etcd s3 s1}
 export KEYSPACE=${KEYSPACE:-100000}
 SDB_PREFIX=${SDB_PREFIX:-bench}    # no '/': the key goes into the path
@@ -141,7 +142,7 @@ leader_url() {
 keep_logs() { # LABEL
     mkdir -p "$PEERS_OUT/$1"
     local u
-    u=$("$SDB" urls | head -1)
+    u=$("$SDB" urls | sed -n 1p)
     curl -s --max-time 10 "$u/v1/cluster" >"$PEERS_OUT/$1/cluster.json" || true
     for u in $("$SDB" urls); do curl -s --max-time 10 "$u/metrics" >"$PEERS_OUT/$1/metrics-${u##*:}.txt" || true; done
     cp "$STRATOSDB_BASE"/n*.log "$STRATOSDB_BASE"/n*.out "$PEERS_OUT/$1/" 2>/dev/null || true
@@ -167,7 +168,7 @@ for s in $SECTIONS; do
     s3)
         started_sdb=1
         NODES=3 "$SDB" start
-        u1=$("$SDB" urls | head -1)
+        u1=$("$SDB" urls | sed -n 1p)
         sql "$u1" "CREATE COLLECTION kv WITH (shards = 8, replicas = 3)"
         sql "$u1" "CREATE COLLECTION kv1 WITH (shards = 1, replicas = 3)"
         sql "$u1" "CREATE COLLECTION kvr1 WITH (shards = 8, replicas = 1)"
@@ -189,7 +190,7 @@ for s in $SECTIONS; do
     s1)
         started_sdb=1
         NODES=1 "$SDB" start
-        U=$("$SDB" urls | head -1)
+        U=$("$SDB" urls | sed -n 1p)
         sql "$U" "CREATE COLLECTION kv WITH (shards = 8, replicas = 1)"
         fill "$U" kv
         put_env kv; bench stratosdb-1node put-1KiB "$U"
