@@ -1,10 +1,18 @@
-//! What a node counts for its metrics: totals since the process started,
-//! over all its groups.
+//! What a node's loop publishes for other threads without a round trip
+//! through it: totals since the process started (for the metrics), and each
+//! group's last known leader (for routing).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use parking_lot::RwLock;
+
+use crate::{GroupId, NodeId};
 
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Each group's leader as its replica here last saw it (0: none known).
+    pub leaders: RwLock<HashMap<GroupId, NodeId>>,
     /// Commands proposed by this node as leader.
     pub proposals: AtomicU64,
     /// Times a group on this node saw its leader change.

@@ -236,6 +236,7 @@ impl Group {
         {
             self.last_leader = ss.leader_id;
             self.counters.leader_changes.fetch_add(1, Relaxed);
+            self.counters.leaders.write().insert(self.id, ss.leader_id);
         }
         out.add(self.id, rd.take_messages());
         if !rd.snapshot().is_empty() {

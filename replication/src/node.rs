@@ -259,6 +259,18 @@ impl RaftNode {
         self.counters.values()
     }
 
+    /// The group's leader as this node's replica last saw it, without a
+    /// round trip through the loop: `None` if the group is not here or knows
+    /// no leader.
+    pub fn leader(&self, group: GroupId) -> Option<NodeId> {
+        self.counters
+            .leaders
+            .read()
+            .get(&group)
+            .copied()
+            .filter(|&l| l != 0)
+    }
+
     /// The group as this node sees it.
     pub fn status(&self, group: GroupId) -> Result<GroupStatus> {
         self.request(group, |reply| Request::Status { group, reply })

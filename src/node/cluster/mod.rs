@@ -9,7 +9,8 @@ mod store;
 
 use std::sync::Arc;
 
-use stratosdb_engine::{Op, Value};
+use stratosdb_engine::{CollectionInfo, Op, Value};
+use stratosdb_query::ast::{CmpOp, Expr, Query};
 use stratosdb_query::{FindOptions, ReadConsistency, ShardedDatabase, ShardedStore as _};
 
 pub use node::{ClusterConfig, ClusterNode, LEADER_WAIT, NodeError, TOKEN_FILE, show_id};
@@ -89,11 +90,25 @@ impl Backend for ClusterBackend {
     }
 
     fn get(&self, collection: &str, id: &str, c: Consistency) -> Result<Value, BackendError> {
-        let filter = serde_json::json!({ "_id": id });
-        let (rows, _) =
-            self.db
-                .find(collection, &filter, &FindOptions::default(), consistency(c))?;
-        rows.into_iter()
+        // Straight to the one shard: a plan for `_id = id` needs no catalog
+        // (no index can beat the `_id` lookup), so none is fetched.
+        let store = self.db.store();
+        let shard = store.shard_of(collection, id)?;
+        let mut query = Query::all(collection);
+        query.filter = Some(Expr::cmp(CmpOp::Eq, Expr::path("_id"), Expr::lit(id)));
+        let info = CollectionInfo {
+            name: collection.to_string(),
+            number: 0,
+            count: 0,
+            next_index_number: 0,
+            indexes: Vec::new(),
+            building: Vec::new(),
+        };
+        let plan = stratosdb_query::plan::plan(&query, &info);
+        let (partial, _) = store.execute_partial(shard, &plan.shard, consistency(c))?;
+        let rows = stratosdb_query::exec::merge(&plan, vec![partial])?;
+        rows.rows
+            .into_iter()
             .next()
             .ok_or_else(|| BackendError::document_not_found(collection, id))
     }

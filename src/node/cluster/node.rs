@@ -779,10 +779,9 @@ impl ClusterNode {
         }
         let map = self.map_with_group(group)?;
         let info = map.shards.get(&group).ok_or_else(|| group_gone(group))?;
-        if self.hosted.lock().contains(&group)
-            && let Ok(status) = self.raft.status(group)
-            && let Some(leader) = status.leader
-        {
+        // The local replica's view of the leader, read without a round trip
+        // through the raft loop.
+        if let Some(leader) = self.raft.leader(group) {
             *turn += 1;
             return Ok(leader);
         }
@@ -808,7 +807,7 @@ impl ClusterNode {
     /// A read replica for `group`: this node's if it holds one, else the
     /// leader hint, else the replicas in turn.
     pub fn read_target(&self, group: GroupId, turn: usize) -> Result<NodeId, NodeError> {
-        if turn == 0 && self.hosted.lock().contains(&group) {
+        if turn == 0 && self.hosts(group) {
             return Ok(self.id);
         }
         let map = self.map_with_group(group)?;
@@ -934,6 +933,11 @@ impl ClusterNode {
             });
         }
         out
+    }
+
+    /// Whether a replica of `group` is on this node.
+    pub fn hosts(&self, group: GroupId) -> bool {
+        group == METADATA_GROUP || self.hosted.lock().contains(&group)
     }
 
     /// The groups this node hosts: the metadata group and its data groups.

@@ -10,7 +10,7 @@ use stratosdb_engine::{CollectionInfo, Command, EngineError, IndexSpec, Op, OpOu
 use stratosdb_query::exec::{Partial, execute_on_shard};
 use stratosdb_query::plan::ShardPlan;
 use stratosdb_query::{QueryError, ReadConsistency, ShardedStore};
-use stratosdb_replication::{ClusterMap, GroupId, MapCommand, NodeId, shard_of};
+use stratosdb_replication::{ClusterMap, GroupId, MapCommand, NodeId, ReplicationError, shard_of};
 
 use super::node::{ClusterNode, GROUP_GONE, LEADER_WAIT, NodeError};
 use super::rpc::{RpcReply, RpcRequest};
@@ -183,7 +183,11 @@ fn retry_read(e: &NodeError) -> bool {
 
 /// The engine shard of a group hosted here (never creates one).
 fn local_shard(node: &ClusterNode, group: GroupId) -> Result<stratosdb_engine::Shard, NodeError> {
-    node.raft.status(group)?;
+    // Checked against the node's own list, not the raft loop (a round trip
+    // through its one thread per read would serialize every read).
+    if !node.hosts(group) {
+        return Err(ReplicationError::GroupNotFound(group).into());
+    }
     Ok(node.raft.shard(group)?)
 }
 
