@@ -620,16 +620,10 @@ impl ClusterNode {
                 };
                 match self.call(leader, &request) {
                     Ok(RpcReply::MapChanged) => Ok(()),
-                    Ok(RpcReply::Error {
-                        code,
-                        message,
-                        retry,
-                    }) => Err(NodeError {
-                        code,
-                        message,
-                        retry,
-                    }),
-                    Ok(_) => Err(NodeError::unavailable("the metadata leader moved")),
+                    Ok(RpcReply::NotLeader { .. }) => {
+                        Err(NodeError::unavailable("the metadata leader moved"))
+                    }
+                    Ok(other) => Err(failed_reply(other)),
                     Err(e) => Err(e),
                 }
             } else {
@@ -727,20 +721,7 @@ impl ClusterNode {
                         hint = leader.filter(|&l| l != target);
                         Err(NodeError::unavailable("not the leader"))
                     }
-                    Ok(RpcReply::Error {
-                        code,
-                        message,
-                        retry,
-                    }) => Err(NodeError {
-                        code,
-                        message,
-                        retry,
-                    }),
-                    Ok(other) => Err(NodeError::new(
-                        "internal",
-                        format!("unexpected reply {other:?}"),
-                        false,
-                    )),
+                    Ok(other) => Err(failed_reply(other)),
                     // The request may have reached the leader: unknown.
                     Err(e) if e.code == "unreachable" => Err(e),
                     Err(e) => {
@@ -993,6 +974,23 @@ fn group_gone(group: GroupId) -> NodeError {
         format!("group {group} is not in the cluster map (its collection was dropped)"),
         false,
     )
+}
+
+/// A reply that is not the answer asked for: the remote error it carries,
+/// or an internal error naming what came instead.
+pub fn failed_reply(reply: RpcReply) -> NodeError {
+    match reply {
+        RpcReply::Error {
+            code,
+            message,
+            retry,
+        } => NodeError {
+            code,
+            message,
+            retry,
+        },
+        other => NodeError::new("internal", format!("unexpected reply {other:?}"), false),
+    }
 }
 
 pub fn reply_error(e: NodeError) -> RpcReply {

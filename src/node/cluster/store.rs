@@ -12,7 +12,7 @@ use stratosdb_query::plan::ShardPlan;
 use stratosdb_query::{QueryError, ReadConsistency, ShardedStore};
 use stratosdb_replication::{ClusterMap, GroupId, MapCommand, NodeId, ReplicationError, shard_of};
 
-use super::node::{ClusterNode, GROUP_GONE, LEADER_WAIT, NodeError};
+use super::node::{ClusterNode, GROUP_GONE, LEADER_WAIT, NodeError, failed_reply};
 use super::rpc::{RpcReply, RpcRequest};
 
 /// Documents indexed per build step of a CREATE INDEX (one raft entry each).
@@ -149,20 +149,7 @@ impl ClusterStore {
                     },
                 ) {
                     Ok(RpcReply::Catalog(info)) => Ok(Arc::new(info)),
-                    Ok(RpcReply::Error {
-                        code,
-                        message,
-                        retry,
-                    }) => Err(NodeError {
-                        code,
-                        message,
-                        retry,
-                    }),
-                    Ok(other) => Err(NodeError::new(
-                        "internal",
-                        format!("unexpected reply {other:?}"),
-                        false,
-                    )),
+                    Ok(other) => Err(failed_reply(other)),
                     Err(e) => Err(e),
                 }
             };
@@ -277,20 +264,7 @@ impl ShardedStore for ClusterStore {
                             .map(|p| (p, applied))
                             .map_err(|e| NodeError::new("internal", e.to_string(), false))
                     }
-                    Ok(RpcReply::Error {
-                        code,
-                        message,
-                        retry,
-                    }) => Err(NodeError {
-                        code,
-                        message,
-                        retry,
-                    }),
-                    Ok(other) => Err(NodeError::new(
-                        "internal",
-                        format!("unexpected reply {other:?}"),
-                        false,
-                    )),
+                    Ok(other) => Err(failed_reply(other)),
                     Err(e) => Err(e),
                 }
             };
