@@ -896,21 +896,20 @@ impl ClusterNode {
     pub fn local_status(&self, groups: &[GroupId]) -> Vec<ReplicaStatus> {
         let mut out = Vec::new();
         for &group in groups {
-            let Ok(status) = self.raft.status(group) else {
+            if !self.hosts(group) {
                 continue;
-            };
+            }
             let Ok(shard) = self.raft.shard(group) else {
                 continue;
             };
             let Ok((applied, root)) = shard.root_at_applied() else {
                 continue;
             };
-            let _ = status.applied;
             out.push(ReplicaStatus {
                 group,
                 applied,
                 root,
-                leader: status.leader,
+                leader: self.raft.leader(group),
             });
         }
         out
