@@ -15,6 +15,9 @@
 //!   limits bound what strangers can cost before the handshake tells us who
 //!   they are. Streams from a non-member are always dropped and logged.
 //!
+//! - Fault injection (tests only): [`P2pTransport::set_dropped`] cuts the
+//!   transport off from chosen members, both ways (see `faults.rs`).
+//!
 //! ```no_run
 //! use stratosdb_replication::p2p::{P2pConfig, P2pTransport};
 //! let dir = tempfile::tempdir().unwrap();
@@ -23,6 +26,7 @@
 //! ```
 
 mod behaviour;
+mod faults;
 mod gate;
 mod identity;
 mod inbound;
@@ -31,7 +35,7 @@ mod rpc;
 mod swarm;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +48,7 @@ use parking_lot::{Mutex, RwLock};
 use raft::eraftpb::MessageType;
 use tokio::sync::{mpsc, oneshot};
 
+pub use faults::FaultSwitch;
 pub use identity::{KEY_FILE, load_or_create_key, node_id_of};
 pub use libp2p::PeerId;
 pub use rpc::RpcHandler;
@@ -133,6 +138,8 @@ pub(crate) struct Shared {
     inbox: RwLock<Option<Inbox>>,
     pub large_handler: RwLock<Option<LargeHandler>>,
     pub rpc_handler: RwLock<Option<RpcHandler>>,
+    /// Members cut off by fault injection (tests only; empty otherwise).
+    pub faults: FaultSwitch,
 }
 
 /// A member's outbound queues and the tasks that drain them.
@@ -144,6 +151,11 @@ pub type LargeHandler = Arc<dyn Fn(NodeId, Vec<u8>) + Send + Sync>;
 impl Shared {
     pub fn is_member(&self, peer: &PeerId) -> bool {
         self.gate.is_member(peer)
+    }
+
+    /// Whether fault injection drops traffic to and from `peer` now.
+    pub fn drops_peer(&self, peer: &PeerId) -> bool {
+        self.faults.drops(node_id_of(peer))
     }
 
     pub fn deliver_raft(&self, peer: &PeerId, bytes: &[u8]) {
@@ -234,6 +246,7 @@ impl P2pTransport {
             inbox: RwLock::default(),
             large_handler: RwLock::default(),
             rpc_handler: RwLock::default(),
+            faults: FaultSwitch::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (listening_tx, listening) = oneshot::channel();
@@ -308,7 +321,11 @@ impl P2pTransport {
             }
         }
         if peer != self.shared.local {
-            let link = Arc::new(PeerLink::new(peer, &self.shared.config));
+            let link = Arc::new(PeerLink::new(
+                peer,
+                &self.shared.config,
+                self.shared.faults.clone(),
+            ));
             let config = self.shared.config.clone();
             let tasks = vec![
                 self.handle
@@ -374,6 +391,11 @@ impl P2pTransport {
 
     fn queue_large(&self, to: NodeId, kind: LargeKind, payload: Vec<u8>) -> Result<()> {
         let link = self.link(to).ok_or(ReplicationError::UnknownNode(to))?;
+        if self.shared.faults.drops(to) {
+            // Lost on the way, as a cut network would lose it.
+            tracing::debug!(to, "large payload dropped by fault injection");
+            return Ok(());
+        }
         link.large
             .try_push((kind, payload))
             .map_err(|_| ReplicationError::QueueFull(to))
@@ -389,6 +411,25 @@ impl P2pTransport {
             l.raft.dropped.load(std::sync::atomic::Ordering::Relaxed)
                 + l.large.dropped.load(std::sync::atomic::Ordering::Relaxed)
         })
+    }
+
+    /// Test-only fault injection: drops all traffic to and from the members
+    /// in `nodes` (raft batches, large payloads, rpc calls both ways),
+    /// replacing the previous set; an empty set heals. Set it on both sides
+    /// for a two-sided partition.
+    pub fn set_dropped(&self, nodes: HashSet<NodeId>) {
+        self.shared.faults.set_dropped(nodes);
+    }
+
+    /// The members whose traffic fault injection drops now.
+    pub fn dropped_peers(&self) -> HashSet<NodeId> {
+        self.shared.faults.dropped()
+    }
+
+    /// The shared drop set itself (what [`P2pTransport::set_dropped`] sets),
+    /// for code that controls faults without holding the transport.
+    pub fn fault_switch(&self) -> FaultSwitch {
+        self.shared.faults.clone()
     }
 
     /// Sends `request` to member `to` and waits for its answer (blocking;
@@ -449,6 +490,12 @@ impl P2pTransport {
             .read()
             .get(&to)
             .ok_or(ReplicationError::UnknownNode(to))?;
+        if self.shared.faults.drops(to) {
+            return Err(ReplicationError::Unreachable {
+                node: to,
+                reason: "traffic to this node is dropped (fault injection)".into(),
+            });
+        }
         let limit = rpc::frame_limit(self.shared.config.max_rpc_bytes);
         if request.len() > limit {
             return Err(ReplicationError::MessageTooLarge {
@@ -590,6 +637,9 @@ impl Transport for P2pTransport {
             tracing::debug!(to, "batch for a node that is not a member dropped");
             return;
         };
+        if self.shared.faults.drops(to) {
+            return;
+        }
         let (large, small): (Vec<_>, Vec<_>) = batch
             .into_iter()
             .partition(|m| m.msg.get_msg_type() == MessageType::MsgSnapshot);

@@ -12,8 +12,9 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::faults::FaultSwitch;
 use super::wire::{self, LargeKind};
-use super::{LARGE_PROTOCOL, P2pConfig, RAFT_PROTOCOL};
+use super::{LARGE_PROTOCOL, P2pConfig, RAFT_PROTOCOL, node_id_of};
 
 /// A bounded queue of encoded messages with a wake-up for its task.
 pub(crate) struct Queue<T> {
@@ -65,6 +66,11 @@ impl<T> Queue<T> {
         self.items.lock().pop_front()
     }
 
+    /// Empties the queue (what fault injection cut off).
+    fn clear(&self) {
+        self.items.lock().clear();
+    }
+
     /// Waits until something is queued. `Notify` keeps one permit, so a
     /// push between the check and the wait is not lost.
     async fn ready(&self) {
@@ -81,15 +87,23 @@ pub(crate) struct PeerLink {
     pub raft: Queue<Vec<u8>>,
     /// Large payloads, each on its own stream.
     pub large: Queue<(LargeKind, Vec<u8>)>,
+    faults: FaultSwitch,
 }
 
 impl PeerLink {
-    pub fn new(peer: PeerId, config: &P2pConfig) -> Self {
+    pub fn new(peer: PeerId, config: &P2pConfig, faults: FaultSwitch) -> Self {
         PeerLink {
             peer,
             raft: Queue::new(config.raft_queue_batches),
             large: Queue::new(config.large_queue_payloads),
+            faults,
         }
+    }
+
+    /// Whether fault injection cuts this peer off now: what was queued
+    /// before the cut is dropped too, as a cut network would drop it.
+    fn cut_off(&self) -> bool {
+        self.faults.drops(node_id_of(&self.peer))
     }
 }
 
@@ -150,6 +164,10 @@ pub(crate) async fn raft_writer(
     let mut backoff = Backoff::new(&config);
     loop {
         link.raft.ready().await;
+        if link.cut_off() {
+            link.raft.clear();
+            continue;
+        }
         let s = match stream.as_mut() {
             Some(s) => s,
             None => match open(&mut control, link.peer, RAFT_PROTOCOL, &config).await {
@@ -193,6 +211,10 @@ pub(crate) async fn large_writer(
     let mut backoff = Backoff::new(&config);
     loop {
         link.large.ready().await;
+        if link.cut_off() {
+            link.large.clear();
+            continue;
+        }
         let Some(mut stream) = open(&mut control, link.peer, LARGE_PROTOCOL, &config).await else {
             backoff.wait().await;
             continue;

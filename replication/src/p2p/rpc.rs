@@ -50,6 +50,12 @@ pub(crate) async fn call(
         read_answer(&mut stream, to, limit).await
     };
     match tokio::time::timeout_at(deadline, exchange).await {
+        // Cut off by fault injection while the call ran: the answer is lost
+        // (the request may have been handled).
+        Ok(Ok(_)) if shared.faults.drops(to) => Err(ReplicationError::NoAnswer {
+            node: to,
+            reason: "the answer was dropped (fault injection)".into(),
+        }),
         Ok(answer) => answer,
         Err(_) => Err(ReplicationError::CallTimeout { node: to, timeout }),
     }
@@ -154,6 +160,9 @@ async fn answer(shared: Arc<Shared>, peer: PeerId, mut stream: Stream) {
         tracing::warn!(%peer, "dropped a request from a peer no longer a member");
         return;
     }
+    if shared.drops_peer(&peer) {
+        return;
+    }
     let Some(handler) = shared.rpc_handler.read().clone() else {
         tracing::debug!(%peer, "rpc request before a handler was set");
         let _ = stream.close().await;
@@ -169,6 +178,9 @@ async fn answer(shared: Arc<Shared>, peer: PeerId, mut stream: Stream) {
             return;
         }
     };
+    if shared.drops_peer(&peer) {
+        return;
+    }
     let sent = async {
         wire::write_frame(&mut stream, &answer).await?;
         stream.flush().await?;

@@ -193,13 +193,18 @@ fn log_event(
     }
 }
 
-/// Whether `peer` may talk to us; logs a refusal.
+/// Whether `peer` may talk to us; logs a refusal. Fault injection's cut
+/// peers are refused too (quietly: the test asked for it).
 pub(crate) fn admit(shared: &Shared, peer: &PeerId, what: &str) -> bool {
-    let ok = shared.is_member(peer);
-    if !ok {
+    if !shared.is_member(peer) {
         tracing::warn!(%peer, what, "dropped a stream from a peer that is not a cluster member");
+        return false;
     }
-    ok
+    if shared.drops_peer(peer) {
+        tracing::debug!(%peer, what, "dropped a stream by fault injection");
+        return false;
+    }
+    true
 }
 
 /// Accepts raft streams: one reader task per stream, frames delivered in order.
@@ -219,6 +224,11 @@ async fn read_raft(shared: Arc<Shared>, peer: PeerId, mut stream: Stream) {
                 if !shared.is_member(&peer) {
                     tracing::warn!(%peer, "dropped a batch from a peer no longer a member");
                     return;
+                }
+                // Cut off by fault injection: the frame is lost, the stream
+                // stays (it carries what comes after the heal).
+                if shared.drops_peer(&peer) {
+                    continue;
                 }
                 shared.deliver_raft(&peer, &frame);
             }
@@ -242,7 +252,11 @@ pub(crate) async fn accept_large(
         }
         let shared = shared.clone();
         tokio::spawn(async move {
-            match wire::read_large(&mut stream, shared.config.max_large_bytes).await {
+            let read = wire::read_large(&mut stream, shared.config.max_large_bytes).await;
+            if shared.drops_peer(&peer) {
+                return;
+            }
+            match read {
                 Ok((LargeKind::Raft, bytes)) => shared.deliver_raft(&peer, &bytes),
                 Ok((LargeKind::Payload, bytes)) => {
                     let handler = shared.large_handler.read().clone();
