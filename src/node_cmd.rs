@@ -45,6 +45,11 @@ pub struct NodeArgs {
     /// Megabytes of sled's page cache.
     #[arg(long, default_value_t = 256)]
     cache_mb: u64,
+    /// FOR TESTS ONLY, never in production: enables `POST /v1/admin/faults`,
+    /// with which anyone who reaches the API can cut this node off from
+    /// chosen peers (to partition processes on one machine).
+    #[arg(long)]
+    fault_injection: bool,
 }
 
 /// Runs a node until Ctrl-C or SIGTERM.
@@ -98,8 +103,15 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             node.transport.peer_id(),
             args.data.display()
         );
+        if args.fault_injection {
+            tracing::warn!(
+                "--fault-injection is on: POST /v1/admin/faults can cut this node off from \
+                 its peers; this is for tests only, never run it in production"
+            );
+        }
         let api = ApiConfig {
             body_limit: args.body_limit,
+            faults: args.fault_injection.then(|| node.transport.fault_switch()),
         };
         let watched = node.clone();
         let failed = async move {

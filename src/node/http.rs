@@ -2,6 +2,7 @@
 //! body limit and request metrics. Database calls block, so each runs on
 //! tokio's blocking pool ([`tokio::task::spawn_blocking`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 use stratosdb_engine::Value;
 use stratosdb_query::{FindOptions, Order, ShardRead, StatementResult};
+use stratosdb_replication::p2p::FaultSwitch;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use super::backend::{Backend, BackendError, ErrorClass, PutOutcome};
@@ -31,12 +33,17 @@ pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
 pub struct ApiConfig {
     /// Largest request body accepted, in bytes; larger ones get 413.
     pub body_limit: usize,
+    /// Test-only fault injection (`--fault-injection`): when set, the API
+    /// has `GET`/`POST /v1/admin/faults`; when not, those routes do not
+    /// exist (404 `no_route`, like any other unknown path).
+    pub faults: Option<FaultSwitch>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             body_limit: DEFAULT_BODY_LIMIT,
+            faults: None,
         }
     }
 }
@@ -46,6 +53,7 @@ struct AppState {
     backend: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
     body_limit: usize,
+    faults: Option<FaultSwitch>,
 }
 
 /// The API's routes over a backend.
@@ -54,8 +62,13 @@ pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
         backend,
         metrics: Arc::new(Metrics::default()),
         body_limit: config.body_limit,
+        faults: config.faults.clone(),
     };
-    Router::new()
+    let mut routes = Router::new();
+    if config.faults.is_some() {
+        routes = routes.route("/v1/admin/faults", get(get_faults).post(set_faults));
+    }
+    routes
         .route("/v1/health", get(health))
         .route("/v1/sql", post(sql))
         .route(
@@ -217,6 +230,58 @@ async fn method_not_allowed() -> Response {
     let mut response = e.into_response();
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
+}
+
+/// `POST /v1/admin/faults`'s body and both routes' reply: the node ids
+/// (as `/v1/cluster` shows them) whose traffic the transport drops.
+#[derive(Deserialize)]
+struct FaultsRequest {
+    drop: Vec<String>,
+}
+
+fn faults_reply(switch: &FaultSwitch) -> Response {
+    let mut ids: Vec<String> = switch
+        .dropped()
+        .into_iter()
+        .map(super::cluster::show_id)
+        .collect();
+    ids.sort();
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "drop": ids }).to_string(),
+    )
+}
+
+/// The switch; only routed when it exists, so this is a guard, not a path.
+fn fault_switch(state: &AppState) -> Result<&FaultSwitch, BackendError> {
+    state
+        .faults
+        .as_ref()
+        .ok_or_else(|| BackendError::not_found("no_route", "fault injection is off"))
+}
+
+async fn get_faults(State(state): State<AppState>) -> Reply {
+    Ok(faults_reply(fault_switch(&state)?))
+}
+
+async fn set_faults(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Reply {
+    let switch = fault_switch(&state)?;
+    let request: FaultsRequest = parse(&body(&state, raw)?)?;
+    let ids = request
+        .drop
+        .iter()
+        .map(|id| {
+            u64::from_str_radix(id, 16).map_err(|_| {
+                BackendError::bad_request(
+                    "invalid_node_id",
+                    format!("{} is not a node id (16 hex digits)", json_string(id)),
+                )
+            })
+        })
+        .collect::<Result<HashSet<u64>, BackendError>>()?;
+    tracing::warn!(drop = ?request.drop, "fault injection: dropping traffic to and from these nodes");
+    switch.set_dropped(ids);
+    Ok(faults_reply(switch))
 }
 
 async fn health(State(state): State<AppState>) -> Reply {

@@ -51,6 +51,8 @@ struct Member {
     id: String,
     url: String,
     process: Option<NodeProcess>,
+    /// SIGSTOPped by [`TestCluster::pause`] and not yet resumed.
+    paused: bool,
 }
 
 /// A reply: status and body text.
@@ -176,6 +178,16 @@ impl Api {
             )
         })
     }
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to one process we started; whether it
+/// was delivered. Never panics (it runs in `Drop`).
+fn signal(pid: u32, sig: &str) -> bool {
+    std::process::Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn doc_path(collection: &str, id: &str) -> String {
@@ -317,6 +329,7 @@ impl TestCluster {
                     id: String::new(),
                     url: String::new(),
                     process: None,
+                    paused: false,
                 }
             })
             .collect();
@@ -396,6 +409,7 @@ impl TestCluster {
             id: String::new(),
             url: String::new(),
             process: None,
+            paused: false,
         });
         self.spawn_member(i);
         i
@@ -529,6 +543,9 @@ impl TestCluster {
 
     /// SIGKILL node i and reap it.
     pub fn kill(&mut self, i: usize) {
+        if self.members[i].paused {
+            self.resume(i);
+        }
         let mut process = self.members[i]
             .process
             .take()
@@ -735,6 +752,58 @@ impl TestCluster {
         problems
     }
 
+    /// SIGSTOP node i: it stays alive (its sockets accept connections) but
+    /// does nothing until [`TestCluster::resume`]. The cluster resumes it
+    /// before killing it, also when dropped.
+    pub fn pause(&mut self, i: usize) {
+        let pid = self.members[i]
+            .process
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {i} is not running"))
+            .pid();
+        assert!(signal(pid, "-STOP"), "kill -STOP {pid} (node {i}) failed");
+        self.members[i].paused = true;
+    }
+
+    /// SIGCONT node i after [`TestCluster::pause`].
+    pub fn resume(&mut self, i: usize) {
+        // A process that has exited cannot be resumed, nor needs to be.
+        if let Some(p) = self.members[i].process.as_ref() {
+            signal(p.pid(), "-CONT");
+        }
+        self.members[i].paused = false;
+    }
+
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.members[i].paused
+    }
+
+    /// Sets node i's fault-injection drop set (`POST /v1/admin/faults`; the
+    /// node must run with `--fault-injection`): its transport drops all
+    /// traffic to and from the nodes with these ids; `[]` heals.
+    pub fn set_faults(&self, i: usize, drop: &[String]) -> Result<(), String> {
+        let body = serde_json::json!({ "drop": drop }).to_string();
+        let reply = Api::with_timeout(self.url(i), Duration::from_secs(5)).call(
+            "POST",
+            "/v1/admin/faults",
+            Some(body.as_bytes()),
+        )?;
+        if reply.status != 200 {
+            return Err(format!("node {i}: POST /v1/admin/faults: {reply}"));
+        }
+        Ok(())
+    }
+
+    /// Node i's fault-injection drop set (`GET /v1/admin/faults`).
+    pub fn faults(&self, i: usize) -> Result<Vec<String>, String> {
+        let reply = self.api(i).call("GET", "/v1/admin/faults", None)?;
+        if reply.status != 200 {
+            return Err(format!("node {i}: GET /v1/admin/faults: {reply}"));
+        }
+        serde_json::from_value(reply.json()["drop"].clone())
+            .map_err(|e| format!("node {i}: GET /v1/admin/faults ({e}): {reply}"))
+    }
+
     /// Prints the tail of every node's log.
     pub fn dump_logs(&self) {
         for m in &self.members {
@@ -745,6 +814,13 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        // A stopped process is resumed first, so the kill below is not
+        // left pending on it.
+        for i in 0..self.members.len() {
+            if self.members[i].paused {
+                self.resume(i);
+            }
+        }
         // A running process prints its own log tail when dropped during a
         // panic; the others' logs are printed here.
         for m in &mut self.members {

@@ -4,5 +4,7 @@
 #![allow(dead_code)] // each test file uses some of them
 
 pub mod cluster;
+pub mod faults;
 pub mod http;
+pub mod linearizability;
 pub mod process;
