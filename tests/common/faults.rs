@@ -368,7 +368,13 @@ fn run_client(
                                 .and_then(|j| j["affected"].as_u64());
                             match affected {
                                 Some(1) => Some(Outcome::Ok),
-                                Some(0) => Some(Outcome::CasFailed),
+                                Some(0) => {
+                                    // Answered, but the register held another value.
+                                    *run.counts
+                                        .entry(("cas (not applied)".to_string(), class))
+                                        .or_default() += 1;
+                                    Some(Outcome::CasFailed)
+                                }
                                 _ => {
                                     run.surprises.push(format!("cas {key}: reply {body}"));
                                     Some(Outcome::Unknown)

@@ -359,10 +359,17 @@ fn explain(
         .map(|i| format!("    {}", sorted[i]))
         .collect();
     let shown_state = state.map_or("absent".to_string(), |v| names[v as usize].clone());
-    let linearized: Vec<String> = order
-        .iter()
-        .map(|&i| format!("    {}", sorted[i]))
-        .collect();
+    // The end of the order is what matters; a campaign's can be hundreds long.
+    const SHOWN: usize = 12;
+    let mut linearized: Vec<String> = Vec::new();
+    if order.len() > SHOWN {
+        linearized.push(format!("    ... {} earlier", order.len() - SHOWN));
+    }
+    linearized.extend(
+        order[order.len().saturating_sub(SHOWN)..]
+            .iter()
+            .map(|&i| format!("    {}", sorted[i])),
+    );
     format!(
         "key {key:?} is not linearizable ({} operations).\n  longest order found ({} operations):\n{}\n  \
          the register then holds {shown_state}, and none of these can go next:\n{}",
