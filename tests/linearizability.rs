@@ -258,11 +258,13 @@ fn a_search_past_its_budget_says_too_complex() {
 /// within its budget on histories the size of a campaign's.
 #[test]
 fn random_histories_of_a_real_register_pass() {
-    for seed in 0..20u64 {
+    // Twenty of a campaign key's size, and one as long as a soak's.
+    let runs = (0..20u64).map(|seed| (seed, 300)).chain([(99, 5000)]);
+    for (seed, length) in runs {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut state: Option<String> = None;
         let mut history = Vec::new();
-        for step in 0..300u64 {
+        for step in 0..length {
             let at = 100 * step;
             let invoked = at - rng.random_range(0..=100.min(at));
             let completed = at + rng.random_range(0..300);

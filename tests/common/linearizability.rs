@@ -190,6 +190,14 @@ impl Bits {
     fn flip(&mut self, i: usize) {
         self.0[i / 64] ^= 1 << (i % 64);
     }
+    /// The first index below `n` not in the set (`n` if all are).
+    fn first_clear(&self, n: usize) -> usize {
+        self.0
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != u64::MAX)
+            .map_or(n, |(k, w)| (k * 64 + w.trailing_ones() as usize).min(n))
+    }
 }
 
 /// Checks one key's operations (all of `ops` must be on `key`).
@@ -281,13 +289,22 @@ fn search(key: &str, ops: &[Operation], budget: usize) -> Verdict {
         }
         // Candidates: pending operations invoked no later than the earliest
         // completion among pending ones (nothing pending finished before them).
-        let earliest = (0..n)
-            .filter(|&i| !done.has(i))
-            .map(|i| entries[i].completed)
-            .min()
-            .unwrap_or(u64::MAX);
+        // Operations are in invocation order and none completes before it is
+        // invoked, so the scan can stop at the first pending one invoked
+        // after the smallest completion seen so far; it starts at the first
+        // pending one (what is done is mostly a prefix).
+        let first = done.first_clear(n);
+        let mut earliest = u64::MAX;
+        for (i, entry) in entries.iter().enumerate().skip(first) {
+            if entry.invoked > earliest {
+                break;
+            }
+            if !done.has(i) {
+                earliest = earliest.min(entry.completed);
+            }
+        }
         let mut advanced = false;
-        let mut i = next_try;
+        let mut i = next_try.max(first);
         while i < n && entries[i].invoked <= earliest {
             if !done.has(i)
                 && let Some(after) = step(state, &entries[i])
