@@ -18,6 +18,17 @@ const WAIT: Duration = Duration::from_secs(30);
 mod common;
 use common::fast_config;
 
+/// Logs to the test's output (`RUST_LOG=info` shows the transfers).
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 /// Small chunks (dozens per snapshot), frequent compaction, quick give-ups.
 fn config(id: NodeId) -> NodeConfig {
     let mut c = fast_config(id);
@@ -50,6 +61,7 @@ struct Cluster {
 impl Cluster {
     /// `n` founding voters of group G, and the collection `c` created.
     fn new(n: u64) -> Cluster {
+        logs();
         let mut c = Cluster {
             nodes: BTreeMap::new(),
             hub: MemHub::new(),
@@ -165,8 +177,11 @@ impl Cluster {
         }
     }
 
+    /// The shard's applied index. (Read under the shard's trie lock, which
+    /// a snapshot install holds while it swaps the shard's tree: a bare
+    /// `applied_index` can read the tree the install just dropped.)
     fn applied(&self, node: NodeId) -> u64 {
-        self.nodes[&node].shard(G).unwrap().applied_index().unwrap()
+        self.nodes[&node].shard(G).unwrap().root_at_applied().unwrap().0
     }
 
     /// Node 3 cut off while `n` documents are written and the log is
@@ -208,6 +223,15 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The node installed exactly one snapshot. (The counter moves just after
+/// the shard switches, which is what `converge` sees: wait for it.)
+fn installed_one(c: &Cluster, node: NodeId) {
+    wait_for("the install to be counted", || {
+        c.nodes[&node].counters().snapshots_installed >= 1
+    });
+    assert_eq!(c.nodes[&node].counters().snapshots_installed, 1);
+}
+
 #[test]
 fn a_far_behind_replica_catches_up_by_a_multi_chunk_snapshot() {
     let c = Cluster::new(3);
@@ -219,8 +243,8 @@ fn a_far_behind_replica_catches_up_by_a_multi_chunk_snapshot() {
     let (_, served) = c.served_by(leader);
     assert!(served.len() >= 24, "{} chunks", served.len());
     assert!(served.values().all(|&n| n == 1), "a chunk served twice");
+    installed_one(&c, 3);
     let (lc, fc) = (c.nodes[&leader].counters(), c.nodes[&3].counters());
-    assert_eq!(fc.snapshots_installed, 1);
     assert!(lc.snapshot_bytes_sent > 40_000, "{lc:?}");
     assert_eq!(lc.snapshot_bytes_sent, fc.snapshot_bytes_received);
     // The transfer is over on both sides.
@@ -243,13 +267,16 @@ fn a_cut_transfer_resumes_without_fetching_a_chunk_twice() {
     wait_for("ten chunks and refused fetches", || {
         c.hub.chunks_served().len() == 10 && c.hub.fetches_refused() > 0
     });
-    // Progress is visible on the receiver while it is cut.
-    let incoming = c.nodes[&3].snapshot_transfers();
-    if let Some(t) = incoming.first() {
-        assert_eq!(t.direction, TransferDirection::In);
-        assert_eq!((t.to, t.chunks_done), (3, 10));
-        assert!(t.chunks_total > 20 && t.bytes_done < t.bytes_total, "{t:?}");
-    }
+    // Progress is visible on the receiver while it is cut (it retries, gives
+    // up, and starts again at chunk 10 when raft resends the snapshot).
+    wait_for("the receiver's progress at chunk 10", || {
+        c.nodes[&3].snapshot_transfers().iter().any(|t| {
+            t.direction == TransferDirection::In
+                && (t.from, t.to, t.chunks_done) == (c.leader(), 3, 10)
+                && t.chunks_total >= 24
+                && t.bytes_done < t.bytes_total
+        })
+    });
     // Long enough for the fetch to give up and the leader to tell raft;
     // raft sends the snapshot again, which resumes from disk.
     std::thread::sleep(Duration::from_millis(1500));
@@ -266,7 +293,7 @@ fn a_cut_transfer_resumes_without_fetching_a_chunk_twice() {
         served.values().all(|&n| n == 1),
         "every chunk served exactly once: {served:?}"
     );
-    assert_eq!(c.nodes[&3].counters().snapshots_installed, 1);
+    installed_one(&c, 3);
 }
 
 #[test]
@@ -299,7 +326,7 @@ fn a_new_learner_gets_a_snapshot_and_is_promoted() {
     c.change(MembershipChange::AddLearner(4));
     let applied = c.converge(&[1, 2, 3, 4], c.applied(c.leader()));
     assert!(applied > 200);
-    assert_eq!(c.nodes[&4].counters().snapshots_installed, 1);
+    installed_one(&c, 4);
     c.change(MembershipChange::AddVoter(4));
     let status = c.nodes[&c.leader()].status(G).unwrap();
     assert_eq!(
@@ -454,5 +481,7 @@ fn membership_changes_under_load_lose_no_acknowledged_write() {
         "{count} docs"
     );
     assert!(applied > acks.applied.len() as u64);
-    assert_eq!(c.nodes[&4].counters().snapshots_installed, 1);
+    // Caught up by snapshot (under load with a short log, maybe twice: the
+    // log can be compacted past it again before it catches up).
+    assert!(c.nodes[&4].counters().snapshots_installed >= 1);
 }

@@ -41,6 +41,8 @@ struct Entry {
     key: SnapshotKey,
     transfer: SnapshotTransfer,
     started: Instant,
+    /// Bytes a resume kept: not moved by this transfer.
+    bytes_at_start: u64,
     last_activity: Instant,
     /// Tenths of the bytes already reported in the log.
     logged_tenths: u64,
@@ -110,6 +112,7 @@ impl Transfers {
                 key,
                 transfer,
                 started: now,
+                bytes_at_start: bytes_done,
                 last_activity: now,
                 logged_tenths,
             },
@@ -146,7 +149,7 @@ impl Transfers {
                 percent = tenths * 10,
                 bytes = t.bytes_done,
                 of = t.bytes_total,
-                mib_per_s = rate_mib_s(t.bytes_done, e.started),
+                mib_per_s = rate_mib_s(t.bytes_done.saturating_sub(e.bytes_at_start), e.started),
                 "snapshot transfer progress"
             );
         }
@@ -166,7 +169,7 @@ impl Transfers {
                 bytes = t.bytes_done,
                 of = t.bytes_total,
                 secs = e.started.elapsed().as_secs_f64(),
-                mib_per_s = rate_mib_s(t.bytes_done, e.started),
+                mib_per_s = rate_mib_s(t.bytes_done.saturating_sub(e.bytes_at_start), e.started),
                 "snapshot transfer ended"
             );
         }
