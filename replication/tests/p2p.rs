@@ -939,4 +939,5 @@ fn three_raft_nodes_over_libp2p_elect_apply_and_catch_up() {
         c.members[&follower].node.status(G).unwrap().first_index > 2,
         "the follower was restored from a snapshot (fetched on the snapshot protocol)"
     );
+    assert!(c.members[&follower].node.counters().snapshots_installed >= 1);
 }
