@@ -216,16 +216,18 @@ impl Driver {
             return;
         }
         let meta = msg.get_snapshot().get_metadata();
-        if meta.index <= g.committed() {
-            // Nothing to install: raft answers with what this replica has.
-            g.step(msg);
-            return;
-        }
         let key = SnapshotKey {
             group,
             index: meta.index,
             term: meta.term,
         };
+        if meta.index <= g.committed() {
+            // Nothing to install: raft answers with what this replica has,
+            // and chunks fetched for it are not needed any more.
+            self.files.remove_incoming(&key);
+            g.step(msg);
+            return;
+        }
         let descriptor = match SnapshotDescriptor::decode(
             &msg.get_snapshot().data,
             self.files.max_bytes(),

@@ -181,7 +181,12 @@ impl Cluster {
     /// a snapshot install holds while it swaps the shard's tree: a bare
     /// `applied_index` can read the tree the install just dropped.)
     fn applied(&self, node: NodeId) -> u64 {
-        self.nodes[&node].shard(G).unwrap().root_at_applied().unwrap().0
+        self.nodes[&node]
+            .shard(G)
+            .unwrap()
+            .root_at_applied()
+            .unwrap()
+            .0
     }
 
     /// Node 3 cut off while `n` documents are written and the log is

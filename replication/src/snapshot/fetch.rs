@@ -218,3 +218,112 @@ fn fetch(context: &FetchContext, job: &Job) -> Result<()> {
     }
     incoming.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemHub;
+    use raft::eraftpb::Message;
+    use stratosdb_engine::{Engine, Value};
+
+    const SENDER: NodeId = 1;
+    const RECEIVER: NodeId = 2;
+
+    /// A sender with an export of 100 documents served on `hub`, and a
+    /// receiver's fetcher whose requeued messages arrive on the channel.
+    struct Setup {
+        fetcher: Fetcher,
+        requeued: mpsc::Receiver<GroupMessage>,
+        descriptor: SnapshotDescriptor,
+        receiver_files: Arc<SnapshotFiles>,
+        _engine: Engine,
+        _dirs: (tempfile::TempDir, tempfile::TempDir),
+    }
+
+    fn setup() -> Setup {
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let engine = Engine::open_temporary().unwrap();
+        let shard = engine.shard(4).unwrap();
+        shard.create_collection("c").unwrap();
+        for i in 0..100 {
+            let doc = format!(r#"{{"_id":"d{i:03}","pad":"{}"}}"#, "x".repeat(200));
+            shard
+                .insert("c", Value::from_json_str(&doc).unwrap())
+                .unwrap();
+        }
+        let expiry = Duration::from_secs(600);
+        let sender_files = SnapshotFiles::open(dirs.0.path(), expiry, 1 << 30).unwrap();
+        let descriptor = sender_files
+            .export(&shard, 1024, SENDER, |_| Ok(3))
+            .unwrap();
+        let hub = MemHub::new();
+        hub.transport(SENDER)
+            .serve_snapshots(Arc::new(move |_, key, n| {
+                Ok(sender_files.read_outgoing_chunk(key, n)?.0)
+            }));
+        let receiver_files = SnapshotFiles::open(dirs.1.path(), expiry, 1 << 30).unwrap();
+        let (tx, requeued) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let fetcher = Fetcher::start(
+            1,
+            FetchContext {
+                node: RECEIVER,
+                files: receiver_files.clone(),
+                transport: hub.transport(RECEIVER),
+                counters: Arc::default(),
+                stall_timeout: Duration::from_secs(5),
+                requeue: Box::new(move |m| {
+                    tx.lock().send(m).map_err(|_| ReplicationError::Stopped)
+                }),
+            },
+        )
+        .unwrap();
+        Setup {
+            fetcher,
+            requeued,
+            descriptor,
+            receiver_files,
+            _engine: engine,
+            _dirs: dirs,
+        }
+    }
+
+    fn message(index: u64) -> GroupMessage {
+        GroupMessage {
+            group: 4,
+            msg: Message {
+                index,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_fetched_snapshot_is_complete_on_disk_before_its_message_is_requeued() {
+        let s = setup();
+        s.fetcher.submit(s.descriptor.clone(), message(7));
+        let back = s.requeued.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(back.msg.index, 7);
+        assert!(s.receiver_files.is_complete(&s.descriptor.key));
+    }
+
+    #[test]
+    fn a_snapshot_the_sender_no_longer_has_fails_at_once_and_leaves_nothing() {
+        let s = setup();
+        let gone = SnapshotDescriptor {
+            key: SnapshotKey {
+                index: s.descriptor.key.index + 10,
+                ..s.descriptor.key
+            },
+            ..s.descriptor.clone()
+        };
+        let started = Instant::now();
+        s.fetcher.submit(gone.clone(), message(8));
+        // Not requeued; and it gave up well before the stall timeout.
+        assert!(s.requeued.recv_timeout(Duration::from_secs(2)).is_err());
+        drop(s.fetcher);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!s.receiver_files.is_complete(&gone.key));
+        assert_eq!(s.receiver_files.incoming_bytes(), 0);
+    }
+}

@@ -84,7 +84,15 @@ impl SnapshotFiles {
         for d in [&self.out_dir, &self.in_dir] {
             let Ok(paths) = list(d) else { continue };
             for path in paths {
-                let age = fs::metadata(&path)
+                // An export's chunks live as long as its descriptor, which
+                // serving keeps fresh.
+                let desc = path.with_extension("desc");
+                let stamp = if path.extension().is_some_and(|x| x == "chunks") && desc.exists() {
+                    &desc
+                } else {
+                    &path
+                };
+                let age = fs::metadata(stamp)
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|m| now.duration_since(m).ok());
