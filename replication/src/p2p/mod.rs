@@ -80,8 +80,8 @@ pub struct P2pConfig {
     pub raft_queue_batches: usize,
     /// Large payloads queued per peer; when full a new one is refused.
     pub large_queue_payloads: usize,
-    /// A raft batch larger than this, or one that carries a snapshot, goes on
-    /// the large-payload protocol; it is also the receiver's frame limit.
+    /// A raft batch larger than this goes on the large-payload protocol; it
+    /// is also the receiver's frame limit.
     pub raft_frame_limit: usize,
     /// Largest payload accepted on the large-payload protocol.
     pub max_large_bytes: usize,
