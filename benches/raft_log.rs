@@ -17,12 +17,14 @@
 //! The figure and the choice are in `docs/replication.md`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use raft::eraftpb::{Entry, HardState};
 use stratosdb_engine::storage::WriteBatch;
 use stratosdb_engine::{Engine, EngineConfig, KvStore as _, KvTree as _, SledStore};
-use stratosdb_replication::log::{LOG_DIR, LogStore, RaftLog};
+use stratosdb_replication::log::{LOG_DIR, LogStore, RaftLog, SnapshotExport};
+use stratosdb_replication::snapshot::SnapshotFiles;
 
 const GROUPS: u64 = 8;
 const ENTRIES_PER_GROUP: u64 = 8;
@@ -109,10 +111,16 @@ fn log_write_path(c: &mut Criterion) {
         let store = SledStore::open(dir.path(), 64 << 20).expect("sled");
         let engine = Engine::with_store(store.clone(), EngineConfig::default()).expect("engine");
         let raft_log = RaftLog::open(&dir.path().join(LOG_DIR)).expect("raft log");
+        let export = SnapshotExport {
+            files: SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30)
+                .expect("snapshot files"),
+            node: 1,
+            chunk_bytes: 1 << 20,
+        };
         let mut logs: Vec<LogStore> = (0..GROUPS as u32)
             .map(|g| {
                 let shard = engine.shard(g).expect("shard");
-                LogStore::open(&raft_log, g, shard, &[1, 2, 3], 1 << 20).expect("log")
+                LogStore::open(&raft_log, g, shard, &[1, 2, 3], export.clone()).expect("log")
             })
             .collect();
         // Founding logs start after index 1.

@@ -1,7 +1,7 @@
-//! Bytes on the wire: batches of raft messages tagged with their group, and
-//! snapshot chunks packed into one raft snapshot. Every length is checked
-//! against the input before anything is allocated, and a batch over the
-//! receiver's limit is refused whole.
+//! Bytes on the wire: batches of raft messages tagged with their group (a
+//! snapshot message carries only its descriptor, see `snapshot.rs`). Every
+//! length is checked against the input before anything is allocated, and a
+//! batch over the receiver's limit is refused whole.
 
 use protobuf::Message as _;
 use raft::eraftpb::Message;
@@ -53,26 +53,6 @@ pub fn decode_batch(bytes: &[u8], limit: usize) -> Result<Vec<GroupMessage>> {
             "{} trailing bytes",
             r.0.len()
         )));
-    }
-    Ok(out)
-}
-
-/// Packs snapshot chunks into one byte string: `len: u32, bytes` each.
-pub fn pack_chunks(chunks: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(chunks.iter().map(|c| c.len() + 4).sum());
-    for c in chunks {
-        out.extend((c.len() as u32).to_be_bytes());
-        out.extend(c);
-    }
-    out
-}
-
-/// Splits what [`pack_chunks`] made back into chunks.
-pub fn unpack_chunks(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
-    let mut r = Reader(bytes);
-    let mut out = Vec::new();
-    while !r.0.is_empty() {
-        out.push(r.frame()?.to_vec());
     }
     Ok(out)
 }
@@ -156,12 +136,5 @@ mod tests {
         let mut lying = bytes;
         lying[..4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode_batch(&lying, 1 << 20).is_err());
-    }
-
-    #[test]
-    fn chunks_round_trip() {
-        let chunks = vec![vec![1, 2, 3], vec![], vec![9; 1000]];
-        assert_eq!(unpack_chunks(&pack_chunks(&chunks)).unwrap(), chunks);
-        assert!(unpack_chunks(&[0, 0, 0, 9, 1]).is_err());
     }
 }

@@ -23,8 +23,20 @@ pub struct NodeConfig {
     pub compact_after: u64,
     /// Applied entries kept after a compaction, for followers slightly behind.
     pub compact_keep: u64,
-    /// Size of the engine's snapshot chunks.
+    /// Size of the engine's snapshot chunks: the unit a snapshot transfer
+    /// fetches, verifies and resumes from.
     pub snapshot_chunk_bytes: usize,
+    /// Largest snapshot this node exports, and the most bytes of incoming
+    /// snapshots it keeps on disk at once; a larger one is refused.
+    pub snapshot_max_disk_bytes: u64,
+    /// Snapshot transfers that run at once on this node (fetch threads).
+    pub snapshot_fetchers: usize,
+    /// A fetch gives up (keeping its chunks for a resume) after this long
+    /// without a chunk; a leader reports a transfer failed to raft after
+    /// twice this without a chunk served.
+    pub snapshot_stall_timeout: Duration,
+    /// Snapshot files not used for this long are removed.
+    pub snapshot_expiry: Duration,
     /// Entry bytes per append message (raft's `max_size_per_msg`).
     pub max_entries_bytes_per_message: u64,
     /// Largest encoded batch the node accepts from a transport.
@@ -44,9 +56,14 @@ impl NodeConfig {
             compact_after: 10_000,
             compact_keep: 1_000,
             snapshot_chunk_bytes: 1 << 20,
+            snapshot_max_disk_bytes: 64 << 30,
+            snapshot_fetchers: 2,
+            snapshot_stall_timeout: Duration::from_secs(10),
+            snapshot_expiry: Duration::from_secs(600),
             max_entries_bytes_per_message: 1 << 20,
-            // Snapshots still travel inside one raft message in this step.
-            max_message_bytes: 256 << 20,
+            // Snapshots travel as chunks outside raft messages: a batch holds
+            // entries and at most a snapshot descriptor (about 2.4 MiB at most).
+            max_message_bytes: 64 << 20,
             engine: EngineConfig::default(),
         }
     }

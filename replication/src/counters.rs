@@ -1,15 +1,17 @@
 //! What a node's loop publishes for other threads without a round trip
 //! through it: totals since the process started (for the metrics), and each
-//! group's last known leader (for routing).
+//! group's last known leader (for routing), and the snapshot transfers in
+//! progress.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use parking_lot::RwLock;
 
+use crate::snapshot::Transfers;
 use crate::{GroupId, NodeId};
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Counters {
     /// Each group's leader as its replica here last saw it (0: none known).
     pub leaders: RwLock<HashMap<GroupId, NodeId>>,
@@ -17,10 +19,14 @@ pub struct Counters {
     pub proposals: AtomicU64,
     /// Times a group on this node saw its leader change.
     pub leader_changes: AtomicU64,
-    /// Bytes of snapshots this node sent to lagging replicas.
+    /// Bytes of snapshot chunks this node served to lagging replicas.
     pub snapshot_bytes_sent: AtomicU64,
-    /// Bytes of snapshots this node installed.
+    /// Bytes of snapshot chunks this node fetched (and verified).
     pub snapshot_bytes_received: AtomicU64,
+    /// Snapshots this node installed.
+    pub snapshots_installed: AtomicU64,
+    /// Snapshot transfers in progress, both ways.
+    pub transfers: Transfers,
 }
 
 /// A copy of the counters at one moment.
@@ -30,6 +36,7 @@ pub struct CounterValues {
     pub leader_changes: u64,
     pub snapshot_bytes_sent: u64,
     pub snapshot_bytes_received: u64,
+    pub snapshots_installed: u64,
 }
 
 impl Counters {
@@ -39,6 +46,7 @@ impl Counters {
             leader_changes: self.leader_changes.load(Relaxed),
             snapshot_bytes_sent: self.snapshot_bytes_sent.load(Relaxed),
             snapshot_bytes_received: self.snapshot_bytes_received.load(Relaxed),
+            snapshots_installed: self.snapshots_installed.load(Relaxed),
         }
     }
 }

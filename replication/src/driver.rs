@@ -8,9 +8,8 @@
 //! `ready()` and `advance`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use raft::eraftpb::{ConfChangeV2, ConfState, Message, MessageType};
 use stratosdb_engine::{ApplyOutcome, Engine, KvStore as _, SledStore};
@@ -21,6 +20,7 @@ use crate::counters::Counters;
 use crate::group::{Group, GroupStatus};
 use crate::log::RaftLog;
 use crate::read::{ReadWaiter, Reply};
+use crate::snapshot::{Fetcher, SnapshotDescriptor, SnapshotFiles, SnapshotKey};
 use crate::transport::Transport;
 use crate::{GroupId, NodeId, ReplicationError, Result};
 
@@ -50,6 +50,11 @@ pub(crate) enum Request {
         group: GroupId,
         reply: Reply<GroupStatus>,
     },
+    TransferLeader {
+        group: GroupId,
+        to: NodeId,
+        reply: Reply<()>,
+    },
     Stop,
 }
 
@@ -57,16 +62,11 @@ pub(crate) enum Request {
 #[derive(Default)]
 pub(crate) struct Outbox {
     by_node: HashMap<NodeId, Vec<GroupMessage>>,
-    /// Bytes of snapshots queued (for the metrics).
-    pub snapshot_bytes: u64,
 }
 
 impl Outbox {
     pub fn add(&mut self, group: GroupId, msgs: Vec<Message>) {
         for msg in msgs {
-            if msg.get_msg_type() == MessageType::MsgSnapshot {
-                self.snapshot_bytes += msg.get_snapshot().data.len() as u64;
-            }
             self.by_node
                 .entry(msg.to)
                 .or_default()
@@ -74,10 +74,7 @@ impl Outbox {
         }
     }
 
-    fn send(&mut self, transport: &dyn Transport, counters: &Counters) {
-        counters
-            .snapshot_bytes_sent
-            .fetch_add(std::mem::take(&mut self.snapshot_bytes), Relaxed);
+    fn send(&mut self, transport: &dyn Transport) {
         for (to, batch) in self.by_node.drain() {
             transport.send(to, batch);
         }
@@ -100,6 +97,11 @@ pub(crate) struct Driver {
     /// Makes read index contexts unique on this node.
     pub read_seq: u64,
     pub counters: Arc<Counters>,
+    /// The node's snapshot files (exports served, snapshots received).
+    pub files: Arc<SnapshotFiles>,
+    /// Fetches the chunks of snapshots sent to this node.
+    pub fetcher: Fetcher,
+    pub last_sweep: Instant,
 }
 
 impl Driver {
@@ -131,6 +133,7 @@ impl Driver {
                     tracing::error!(node = self.config.id, error = %e, "log compaction failed");
                     return;
                 }
+                self.sweep_snapshots();
                 next_tick += self.config.tick;
                 // After a stall, tick again from now rather than catching up.
                 next_tick = next_tick.max(Instant::now());
@@ -155,10 +158,7 @@ impl Driver {
         match request {
             Request::Raft(batch) => {
                 for GroupMessage { group, msg } in batch {
-                    match self.groups.get_mut(&group) {
-                        Some(g) => g.step(msg),
-                        None => tracing::debug!(group, "message for a group not on this node"),
-                    }
+                    self.deliver(group, msg);
                 }
             }
             Request::CreateGroup {
@@ -192,7 +192,69 @@ impl Driver {
                     .ok_or(ReplicationError::GroupNotFound(group));
                 let _ = reply.send(status);
             }
+            Request::TransferLeader { group, to, reply } => {
+                let result = match self.groups.get_mut(&group) {
+                    Some(g) => g.transfer_leader(to),
+                    None => Err(ReplicationError::GroupNotFound(group)),
+                };
+                let _ = reply.send(result);
+            }
             Request::Stop => {}
+        }
+    }
+
+    /// Steps a message that arrived, except a snapshot whose chunks are not
+    /// here yet: that goes to the fetcher, which queues it again once they
+    /// are (raft installs only from complete, verified chunks).
+    fn deliver(&mut self, group: GroupId, msg: Message) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            tracing::debug!(group, "message for a group not on this node");
+            return;
+        };
+        if msg.get_msg_type() != MessageType::MsgSnapshot {
+            g.step(msg);
+            return;
+        }
+        let meta = msg.get_snapshot().get_metadata();
+        let key = SnapshotKey {
+            group,
+            index: meta.index,
+            term: meta.term,
+        };
+        if meta.index <= g.committed() {
+            // Nothing to install: raft answers with what this replica has,
+            // and chunks fetched for it are not needed any more.
+            self.files.remove_incoming(&key);
+            g.step(msg);
+            return;
+        }
+        let descriptor = match SnapshotDescriptor::decode(
+            &msg.get_snapshot().data,
+            self.files.max_bytes(),
+        ) {
+            Ok(d) if d.key == key => d,
+            Ok(d) => {
+                tracing::warn!(group, ?key, described = ?d.key, "snapshot descriptor does not match its message");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(group, from = msg.from, error = %e, "snapshot descriptor refused");
+                return;
+            }
+        };
+        if self.files.is_complete(&key) {
+            g.step(msg);
+        } else {
+            self.fetcher.submit(descriptor, GroupMessage { group, msg });
+        }
+    }
+
+    /// Removes expired snapshot files, about ten times per expiry period.
+    fn sweep_snapshots(&mut self) {
+        let every = (self.config.snapshot_expiry / 10).max(Duration::from_secs(1));
+        if self.last_sweep.elapsed() >= every {
+            self.last_sweep = Instant::now();
+            self.files.sweep();
         }
     }
 
@@ -208,6 +270,7 @@ impl Driver {
             shard,
             voters,
             self.counters.clone(),
+            self.files.clone(),
         )?;
         self.groups.insert(group, g);
         Ok(())
@@ -258,7 +321,7 @@ impl Driver {
                 readies.push((id, rd));
             }
         }
-        out.send(&*self.transport, &self.counters);
+        out.send(&*self.transport);
         if readies.is_empty() {
             return Ok(());
         }
@@ -271,7 +334,7 @@ impl Driver {
                 g.finish_ready(rd, &mut out)?;
             }
         }
-        out.send(&*self.transport, &self.counters);
+        out.send(&*self.transport);
         Ok(())
     }
 }

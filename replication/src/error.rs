@@ -94,6 +94,32 @@ pub enum ReplicationError {
     /// have been handled.
     #[error("node {node} gave no answer: {reason}")]
     NoAnswer { node: NodeId, reason: String },
+    /// The snapshot's sender no longer has it (replaced by a newer one, or
+    /// expired); raft sends a new snapshot.
+    #[error("snapshot of group {group} at index {index} (term {term}) is not held by its sender")]
+    SnapshotNotFound {
+        group: GroupId,
+        index: u64,
+        term: u64,
+    },
+    /// A snapshot (or the incoming ones together) would pass the disk limit.
+    #[error("snapshot of {bytes} bytes is over the limit of {limit}")]
+    SnapshotTooLarge { bytes: u64, limit: u64 },
+    /// Snapshot bytes do not match their descriptor.
+    #[error("snapshot is corrupt: {0}")]
+    SnapshotCorrupt(String),
+    /// No chunk arrived for too long; what was fetched is kept for a resume.
+    #[error("snapshot fetch of group {group} stalled at chunk {chunk}: {reason}")]
+    SnapshotStalled {
+        group: GroupId,
+        chunk: u32,
+        reason: String,
+    },
+    /// Reading or writing snapshot files failed.
+    #[error("snapshot files: {0}")]
+    SnapshotIo(String),
+    #[error(transparent)]
+    Descriptor(#[from] crate::snapshot::DescriptorError),
     /// No peer proved its identity at the address before the deadline.
     #[error("no peer found at {addr} in time: {last_error}")]
     DiscoveryTimeout { addr: String, last_error: String },
@@ -130,6 +156,12 @@ impl ReplicationError {
             CallTimeout { .. } => "call_timeout",
             NoAnswer { .. } => "no_answer",
             DiscoveryTimeout { .. } => "discovery_timeout",
+            SnapshotNotFound { .. } => "snapshot_not_found",
+            SnapshotTooLarge { .. } => "snapshot_too_large",
+            SnapshotCorrupt(_) => "snapshot_corrupt",
+            SnapshotStalled { .. } => "snapshot_stalled",
+            SnapshotIo(_) => "snapshot_io",
+            Descriptor(_) => "snapshot_descriptor",
         }
     }
 
@@ -148,6 +180,8 @@ impl ReplicationError {
                 | CallTimeout { .. }
                 | NoAnswer { .. }
                 | DiscoveryTimeout { .. }
+                | SnapshotNotFound { .. }
+                | SnapshotStalled { .. }
         )
     }
 }

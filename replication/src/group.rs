@@ -2,23 +2,26 @@
 //! machine, the proposals waiting to apply and the reads waiting for an index.
 //! The node's loop (`driver.rs`) calls these in the order raft-rs requires.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use protobuf::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeSingle, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
+    ConfChange, ConfChangeSingle, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType,
+    Snapshot,
 };
-use raft::{RawNode, ReadOnlyOption, Ready, StateRole};
+use raft::{ProgressState, RawNode, ReadOnlyOption, Ready, SnapshotStatus, StateRole};
 use stratosdb_engine::{ApplyOutcome, Command, Shard};
 
 use crate::config::NodeConfig;
 use crate::counters::Counters;
 use crate::driver::Outbox;
-use crate::log::{LogStore, RaftLog};
+use crate::log::{LogStore, RaftLog, SnapshotExport};
 use crate::read::{ReadQueue, ReadWaiter, Reply};
-use crate::{GroupId, NodeId, ReplicationError, Result, snapshot};
+use crate::snapshot::{SnapshotDescriptor, SnapshotFiles, TransferDirection};
+use crate::{GroupId, NodeId, ReplicationError, Result};
 
 enum Waiter {
     Write(Reply<ApplyOutcome>),
@@ -55,6 +58,10 @@ pub(crate) struct Group {
     applied: u64,
     last_leader: NodeId,
     counters: Arc<Counters>,
+    files: Arc<SnapshotFiles>,
+    /// Followers this node (as leader) sent a snapshot descriptor to, until
+    /// raft's progress for them leaves the snapshot state.
+    sending_snapshots: BTreeSet<NodeId>,
 }
 
 fn logger(group: GroupId) -> slog::Logger {
@@ -71,14 +78,14 @@ impl Group {
         shard: Shard,
         voters: &[NodeId],
         counters: Arc<Counters>,
+        files: Arc<SnapshotFiles>,
     ) -> Result<Group> {
-        let mut log = LogStore::open(
-            raft_log,
-            id,
-            shard.clone(),
-            voters,
-            config.snapshot_chunk_bytes,
-        )?;
+        let export = SnapshotExport {
+            files: files.clone(),
+            node: config.id,
+            chunk_bytes: config.snapshot_chunk_bytes,
+        };
+        let mut log = LogStore::open(raft_log, id, shard.clone(), voters, export)?;
         let applied = shard.applied_index()?;
         // The shard may be behind what it applied before a crash (sled
         // flushes in the background): raft applies again from `applied + 1`.
@@ -107,11 +114,34 @@ impl Group {
             applied,
             last_leader: 0,
             counters,
+            files,
+            sending_snapshots: BTreeSet::new(),
         })
     }
 
     pub fn applied(&self) -> u64 {
         self.applied
+    }
+
+    /// The highest index raft knows committed here.
+    pub fn committed(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// Asks raft to hand leadership to `to` (a voter that is caught up).
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<()> {
+        if let Some(e) = self.not_leader() {
+            return Err(e);
+        }
+        let conf = self.raw.store().conf_state();
+        if !conf.voters.contains(&to) {
+            return Err(ReplicationError::InvalidConfChange {
+                group: self.id,
+                reason: format!("node {to} is not a voter; leadership goes only to a voter"),
+            });
+        }
+        self.raw.transfer_leader(to);
+        Ok(())
     }
 
     fn leader_hint(&self) -> Option<NodeId> {
@@ -208,6 +238,7 @@ impl Group {
 
     pub fn tick(&mut self, config: &NodeConfig, new_ctx: impl FnOnce() -> Vec<u8>) {
         self.raw.tick();
+        self.check_snapshot_transfers(config.snapshot_stall_timeout * 2);
         if let Some(ctx) = self
             .reads
             .on_tick(self.id, config.read_retry_ticks, new_ctx)
@@ -238,12 +269,8 @@ impl Group {
             self.counters.leader_changes.fetch_add(1, Relaxed);
             self.counters.leaders.write().insert(self.id, ss.leader_id);
         }
-        out.add(self.id, rd.take_messages());
+        self.add_messages(out, rd.take_messages());
         if !rd.snapshot().is_empty() {
-            let bytes = rd.snapshot().data.len() as u64;
-            self.counters
-                .snapshot_bytes_received
-                .fetch_add(bytes, Relaxed);
             self.install_snapshot(rd.snapshot())?;
         }
         self.raw.mut_store().persist(rd.entries(), rd.hs())?;
@@ -256,28 +283,111 @@ impl Group {
     /// Ready, part two (after the synced log write): messages that needed the
     /// log on disk, the committed entries, `advance` and the light ready.
     pub fn finish_ready(&mut self, mut rd: Ready, out: &mut Outbox) -> Result<()> {
-        out.add(self.id, rd.take_persisted_messages());
+        self.add_messages(out, rd.take_persisted_messages());
         self.apply(rd.take_committed_entries())?;
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit)?;
         }
-        out.add(self.id, light.take_messages());
+        self.add_messages(out, light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
         self.reads.on_applied(self.applied);
         Ok(())
     }
 
+    /// Queues raft's messages; a snapshot descriptor going out starts a
+    /// transfer this node serves.
+    fn add_messages(&mut self, out: &mut Outbox, msgs: Vec<Message>) {
+        for m in &msgs {
+            if m.get_msg_type() != MessageType::MsgSnapshot {
+                continue;
+            }
+            match SnapshotDescriptor::decode(&m.get_snapshot().data, u64::MAX) {
+                Ok(d) => {
+                    self.sending_snapshots.insert(m.to);
+                    self.counters.transfers.begin(
+                        d.key,
+                        d.sender,
+                        m.to,
+                        TransferDirection::Out,
+                        d.chunks.len() as u32,
+                        d.total_bytes(),
+                        0,
+                        0,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(group = self.id, error = %e, "own snapshot descriptor unreadable")
+                }
+            }
+        }
+        out.add(self.id, msgs);
+    }
+
+    /// Ends the transfers whose follower left raft's snapshot state (it
+    /// installed the snapshot, or raft gave up), and tells raft about the
+    /// ones no chunk was fetched of for `stall`: raft then probes the
+    /// follower again and sends a new snapshot if it still needs one.
+    fn check_snapshot_transfers(&mut self, stall: Duration) {
+        if self.sending_snapshots.is_empty() {
+            return;
+        }
+        let leader = self.not_leader().is_none();
+        let transfers = &self.counters.transfers;
+        let mut ended = Vec::new();
+        for &to in &self.sending_snapshots {
+            let progress = self.raw.raft.prs().get(to);
+            let waiting = progress.is_some_and(|pr| pr.state == ProgressState::Snapshot);
+            if !leader || !waiting {
+                let installed = progress.is_some_and(|pr| pr.matched >= pr.pending_snapshot);
+                let outcome = if !leader {
+                    "leadership lost"
+                } else if installed {
+                    "installed"
+                } else {
+                    "aborted"
+                };
+                transfers.end(self.id, to, TransferDirection::Out, outcome);
+                ended.push((to, false));
+            } else if transfers
+                .outgoing(self.id, to)
+                .is_none_or(|(_, idle)| idle >= stall)
+            {
+                transfers.end(self.id, to, TransferDirection::Out, "stalled");
+                ended.push((to, true));
+            }
+        }
+        for (to, failed) in ended {
+            self.sending_snapshots.remove(&to);
+            if failed {
+                tracing::info!(
+                    group = self.id,
+                    to,
+                    "snapshot transfer stalled; reported to raft"
+                );
+                self.raw.report_snapshot(to, SnapshotStatus::Failure);
+            }
+        }
+    }
+
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
         let meta = snap.get_metadata().clone();
+        let descriptor = SnapshotDescriptor::decode(&snap.data, self.files.max_bytes())?;
+        if descriptor.key.index != meta.index || descriptor.key.term != meta.term {
+            return Err(ReplicationError::SnapshotCorrupt(format!(
+                "descriptor of index {} term {}, raft metadata of index {} term {}",
+                descriptor.key.index, descriptor.key.term, meta.index, meta.term
+            )));
+        }
         let store = self.raw.mut_store();
         // Pending (synced), imported (the engine's import flushes sled), then
         // the log restarts after it (synced).
         store.begin_snapshot(&meta)?;
-        snapshot::install(&self.shard, &snap.data, meta.index)?;
+        self.files.install_incoming(&descriptor, &self.shard)?;
         store.apply_snapshot(&meta)?;
         self.applied = meta.index;
+        self.counters.snapshots_installed.fetch_add(1, Relaxed);
         // Entries under the snapshot were never seen here: their fate is unknown.
         let rest = self.proposals.split_off(&(meta.index + 1));
         for (index, p) in std::mem::replace(&mut self.proposals, rest) {

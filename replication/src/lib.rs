@@ -11,6 +11,8 @@
 //!   in-memory, filterable one for tests; [`p2p::P2pTransport`] is libp2p.
 //! - [`RaftNode`]: proposals, linearizable reads, membership changes.
 //! - [`codec`]: the bytes on the wire.
+//! - [`snapshot`]: snapshots as a small descriptor in raft and chunks
+//!   fetched, verified and resumable, with their progress.
 //! - [`ClusterMap`]: nodes, collections, shards and their replicas, changed
 //!   by [`MapCommand`]s; [`placement`] decides where new shards go.
 
@@ -28,7 +30,7 @@ mod node;
 pub mod p2p;
 pub mod placement;
 mod read;
-mod snapshot;
+pub mod snapshot;
 mod transport;
 
 pub use cluster_map::{
@@ -43,8 +45,10 @@ pub use group::GroupStatus;
 pub use mem_transport::{Filters, MemHub};
 pub use node::{MembershipChange, Pending, RaftNode};
 pub use raft::eraftpb::ConfState;
-pub use snapshot::{export_chunks, install};
-pub use transport::{Inbox, Transport};
+pub use snapshot::{
+    SnapshotDescriptor, SnapshotKey, SnapshotTransfer, TransferDirection, export_chunks,
+};
+pub use transport::{ChunkServer, Inbox, Transport};
 
 /// A node of the cluster; the same id in every group it is a replica of.
 pub type NodeId = u64;

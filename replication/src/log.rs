@@ -26,7 +26,8 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use raft_engine::{Command, LogBatch};
 use stratosdb_engine::Shard;
 
-use crate::{GroupId, ReplicationError, Result, snapshot};
+use crate::snapshot::SnapshotFiles;
+use crate::{GroupId, NodeId, ReplicationError, Result};
 
 /// The raft-engine folder inside the node's data folder (beside sled's files).
 pub const LOG_DIR: &str = "raft-log";
@@ -128,6 +129,15 @@ impl RaftLog {
     }
 }
 
+/// Where a group's snapshots go when raft asks for one: exported in chunks
+/// of about `chunk_bytes` into the node's snapshot files, served as `node`.
+#[derive(Clone)]
+pub struct SnapshotExport {
+    pub files: Arc<SnapshotFiles>,
+    pub node: NodeId,
+    pub chunk_bytes: usize,
+}
+
 /// One group's raft log. Reads come from raft-engine; the small state (hard
 /// state, conf state, bounds) is cached in memory and always includes the
 /// staged writes (raft reads nothing between a stage and its write that the
@@ -144,8 +154,9 @@ pub struct LogStore {
     truncated_index: u64,
     truncated_term: u64,
     last_index: u64,
-    snapshot_chunk_bytes: usize,
-    /// The last snapshot built for a follower, reused while still recent enough.
+    snapshots: SnapshotExport,
+    /// The last snapshot built for a follower (its descriptor), reused while
+    /// still recent enough and on disk.
     snapshot_cache: Mutex<Option<Snapshot>>,
 }
 
@@ -161,7 +172,7 @@ impl LogStore {
         group: GroupId,
         shard: Shard,
         voters: &[u64],
-        snapshot_chunk_bytes: usize,
+        snapshots: SnapshotExport,
     ) -> Result<LogStore> {
         let mut store = LogStore {
             log: log.clone(),
@@ -173,7 +184,7 @@ impl LogStore {
             truncated_index: 0,
             truncated_term: 0,
             last_index: 0,
-            snapshot_chunk_bytes,
+            snapshots,
             snapshot_cache: Mutex::new(None),
         };
         let exists = store.log.engine.get(store.group, KEY_TRUNCATED).is_some();
@@ -437,26 +448,40 @@ impl LogStore {
     }
 
     /// A snapshot of the state machine at its applied index, at least
-    /// `request_index`. Reused while it still reaches the log.
+    /// `request_index`: exported to the snapshot files, its descriptor as
+    /// the raft snapshot's data. Reused while it still reaches the log and
+    /// its files are there.
     fn build_snapshot(&self, request_index: u64) -> Result<Option<Snapshot>> {
         let mut cache = self.snapshot_cache.lock();
         let floor = self.truncated_index.max(request_index);
-        if let Some(snap) = cache.as_ref()
-            && snap.get_metadata().index >= floor
-        {
-            return Ok(Some(snap.clone()));
+        if let Some(snap) = cache.as_ref() {
+            let meta = snap.get_metadata();
+            let key = crate::snapshot::SnapshotKey {
+                group: self.group as GroupId,
+                index: meta.index,
+                term: meta.term,
+            };
+            if meta.index >= floor && self.snapshots.files.has_outgoing(&key) {
+                return Ok(Some(snap.clone()));
+            }
         }
-        let (index, data) = snapshot::export(&self.shard, self.snapshot_chunk_bytes)?;
+        let descriptor = self.snapshots.files.export(
+            &self.shard,
+            self.snapshots.chunk_bytes,
+            self.snapshots.node,
+            |index| self.term(index).map_err(ReplicationError::Raft),
+        )?;
+        let index = descriptor.key.index;
         if index < floor {
             return Ok(None);
         }
         let mut snap = Snapshot {
-            data: data.into(),
+            data: descriptor.encode().into(),
             ..Default::default()
         };
         let meta = snap.mut_metadata();
         meta.index = index;
-        meta.term = self.term(index)?;
+        meta.term = descriptor.key.term;
         meta.set_conf_state(self.conf.clone());
         *cache = Some(snap.clone());
         Ok(Some(snap))

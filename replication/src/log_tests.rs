@@ -14,6 +14,15 @@ fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
     range.map(|i| entry(i, term)).collect()
 }
 
+/// Snapshots of the log under test go to `dir/snapshots`, as node 1's.
+fn export(dir: &std::path::Path) -> SnapshotExport {
+    SnapshotExport {
+        files: SnapshotFiles::open(dir, std::time::Duration::from_secs(600), 1 << 30).unwrap(),
+        node: 1,
+        chunk_bytes: 1 << 16,
+    }
+}
+
 struct Fixture {
     dir: tempfile::TempDir,
 }
@@ -31,7 +40,8 @@ impl Fixture {
         let engine = Engine::with_store(store.clone(), EngineConfig::default()).unwrap();
         let shard = engine.shard(1).unwrap();
         let raft_log = RaftLog::open(&self.dir.path().join(LOG_DIR)).unwrap();
-        let log = LogStore::open(&raft_log, 1, shard.clone(), voters, 1 << 16).unwrap();
+        let log =
+            LogStore::open(&raft_log, 1, shard.clone(), voters, export(self.dir.path())).unwrap();
         Opened {
             store,
             raft_log,
@@ -396,7 +406,8 @@ fn a_shard_that_lost_its_unflushed_applies_applies_them_again_from_the_log() {
     let applied = shard.applied_index().unwrap();
     assert_eq!(applied, 3);
     let raft_log = RaftLog::open(&log_dir).unwrap();
-    let mut log = LogStore::open(&raft_log, 1, shard.clone(), &[1], 1 << 16).unwrap();
+    let mut log =
+        LogStore::open(&raft_log, 1, shard.clone(), &[1], export(shard_copy.path())).unwrap();
     log.recover(applied).unwrap();
     assert_eq!(log.hard_state().commit, 6);
     let again = log.entries(applied + 1, 7, None, ctx()).unwrap();
@@ -477,7 +488,7 @@ fn a_replica_waiting_for_a_snapshot_is_found_again_and_groups_are_listed() {
     {
         let o = f.open(&[]);
         let shard = o.shard.clone();
-        LogStore::open(&o.raft_log, 9, shard, &[1, 2], 1 << 16).unwrap();
+        LogStore::open(&o.raft_log, 9, shard, &[1, 2], export(f.dir.path())).unwrap();
     }
     let o = f.open(&[]);
     assert_eq!(o.raft_log.groups().unwrap(), vec![1, 9]);

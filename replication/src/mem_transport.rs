@@ -1,6 +1,9 @@
 //! An in-memory transport for tests, with TiKV-style filters: drop, delay,
 //! duplicate and reorder messages, and partition chosen nodes. Every message
-//! goes through the wire codec, as it will over the network.
+//! goes through the wire codec, as it will over the network. Snapshot chunk
+//! fetches honour the same partitions and drop rate, can be cut after a
+//! number of chunks ([`Filters::fetch_budget`]), and are counted per chunk
+//! ([`MemHub::chunks_served`]) so tests can see a transfer resume.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -11,9 +14,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rand::Rng;
 
-use crate::NodeId;
 use crate::codec::{GroupMessage, encode_batch};
-use crate::transport::{Inbox, Transport};
+use crate::snapshot::SnapshotKey;
+use crate::transport::{ChunkServer, Inbox, Transport};
+use crate::{NodeId, ReplicationError, Result};
 
 /// What the hub does to messages in flight.
 #[derive(Clone, Debug, Default)]
@@ -26,7 +30,13 @@ pub struct Filters {
     pub duplicate_rate: f64,
     /// Each message is held for a random time up to this, which reorders them.
     pub max_delay: Option<Duration>,
+    /// Snapshot chunk fetches still served; once 0, every fetch fails as if
+    /// the sender were unreachable (None: no limit).
+    pub fetch_budget: Option<u64>,
 }
+
+/// Chunk fetches served, by (serving node, snapshot, chunk).
+pub type ChunksServed = HashMap<(NodeId, SnapshotKey, u32), u32>;
 
 type Inboxes = Arc<Mutex<HashMap<NodeId, Inbox>>>;
 
@@ -48,6 +58,9 @@ struct HubInner {
     filters: Mutex<Filters>,
     delayed: Mutex<Option<mpsc::Sender<Delayed>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
+    servers: Mutex<HashMap<NodeId, ChunkServer>>,
+    served: Mutex<ChunksServed>,
+    refused_fetches: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for HubInner {
@@ -83,6 +96,9 @@ impl MemHub {
                 filters: Mutex::default(),
                 delayed: Mutex::new(Some(tx)),
                 worker: Mutex::new(worker),
+                servers: Mutex::default(),
+                served: Mutex::default(),
+                refused_fetches: Default::default(),
             }),
         }
     }
@@ -92,9 +108,11 @@ impl MemHub {
         self.inner.inboxes.lock().insert(node, inbox);
     }
 
-    /// Messages to `node` are lost from now on (it is down).
+    /// Messages to `node` are lost from now on, and it serves no snapshot
+    /// chunks (it is down).
     pub fn unregister(&self, node: NodeId) {
         self.inner.inboxes.lock().remove(&node);
+        self.inner.servers.lock().remove(&node);
     }
 
     /// The transport node `from` sends with.
@@ -125,6 +143,61 @@ impl MemHub {
                 }
             }
         });
+    }
+
+    /// Snapshot chunk fetches served so far, per chunk.
+    pub fn chunks_served(&self) -> ChunksServed {
+        self.inner.served.lock().clone()
+    }
+
+    /// Snapshot chunk fetches refused so far by the filters.
+    pub fn fetches_refused(&self) -> u64 {
+        self.inner
+            .refused_fetches
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn fetch(&self, by: NodeId, from: NodeId, key: &SnapshotKey, chunk: u32) -> Result<Vec<u8>> {
+        let refuse = |reason: &str| {
+            self.inner
+                .refused_fetches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(ReplicationError::Unreachable {
+                node: from,
+                reason: reason.into(),
+            })
+        };
+        {
+            let mut filters = self.inner.filters.lock();
+            if filters.blocked.contains(&(by, from)) || filters.blocked.contains(&(from, by)) {
+                return refuse("partitioned");
+            }
+            if filters.drop_rate > 0.0 && rand::rng().random_bool(filters.drop_rate.min(1.0)) {
+                return refuse("dropped");
+            }
+            match &mut filters.fetch_budget {
+                Some(0) => return refuse("fetch budget spent"),
+                Some(n) => *n -= 1,
+                None => {}
+            }
+        }
+        let server = self.inner.servers.lock().get(&from).cloned();
+        let Some(server) = server else {
+            return refuse("not registered");
+        };
+        let chunk_bytes = server(by, key, chunk)?;
+        *self
+            .inner
+            .served
+            .lock()
+            .entry((from, *key, chunk))
+            .or_default() += 1;
+        Ok(chunk_bytes)
+    }
+
+    /// Reconnects every link, keeping the other filters.
+    pub fn heal_links(&self) {
+        self.update_filters(|f| f.blocked.clear());
     }
 
     /// Removes every filter.
@@ -225,6 +298,14 @@ struct MemTransport {
 impl Transport for MemTransport {
     fn send(&self, to: NodeId, batch: Vec<GroupMessage>) {
         self.hub.route(self.from, to, batch);
+    }
+
+    fn fetch_chunk(&self, from: NodeId, key: &SnapshotKey, chunk: u32) -> Result<Vec<u8>> {
+        self.hub.fetch(self.from, from, key, chunk)
+    }
+
+    fn serve_snapshots(&self, server: ChunkServer) {
+        self.hub.inner.servers.lock().insert(self.from, server);
     }
 }
 

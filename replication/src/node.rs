@@ -13,12 +13,14 @@ use raft::eraftpb::{
 };
 use stratosdb_engine::{ApplyOutcome, Command, Engine, KvStore as _, Shard, SledStore};
 
+use crate::codec::GroupMessage;
 use crate::config::NodeConfig;
 use crate::counters::{CounterValues, Counters};
 use crate::driver::{Driver, Request};
 use crate::group::GroupStatus;
 use crate::read::ReadWaiter;
-use crate::transport::{Inbox, Transport};
+use crate::snapshot::{FetchContext, Fetcher, SnapshotFiles, SnapshotTransfer, TransferDirection};
+use crate::transport::{ChunkServer, Inbox, Transport};
 use crate::{GroupId, NodeId, ReplicationError, Result, log};
 
 /// An answer that comes later (when an entry applies, a read index is
@@ -118,18 +120,38 @@ impl RaftNode {
             });
         }
         let raft_log = log::RaftLog::open(&dir.join(log::LOG_DIR))?;
-        RaftNode::start(config, store, raft_log, transport)
+        let files =
+            SnapshotFiles::open(dir, config.snapshot_expiry, config.snapshot_max_disk_bytes)?;
+        RaftNode::start(config, store, raft_log, files, transport)
     }
 
     fn start(
         config: NodeConfig,
         store: SledStore,
         raft_log: Arc<log::RaftLog>,
+        files: Arc<SnapshotFiles>,
         transport: Arc<dyn Transport>,
     ) -> Result<RaftNode> {
         let engine = Engine::with_store(store.clone(), config.engine.clone())?;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel();
+        transport.serve_snapshots(chunk_server(files.clone(), counters.clone()));
+        let requeue = tx.clone();
+        let fetcher = Fetcher::start(
+            config.snapshot_fetchers,
+            FetchContext {
+                node: config.id,
+                files: files.clone(),
+                transport: transport.clone(),
+                counters: counters.clone(),
+                stall_timeout: config.snapshot_stall_timeout,
+                requeue: Box::new(move |m: GroupMessage| {
+                    requeue
+                        .send(Request::Raft(vec![m]))
+                        .map_err(|_| ReplicationError::Stopped)
+                }),
+            },
+        )?;
         let mut driver = Driver {
             config: config.clone(),
             store,
@@ -140,6 +162,9 @@ impl RaftNode {
             rx,
             read_seq: 0,
             counters: counters.clone(),
+            files,
+            fetcher,
+            last_sweep: Instant::now(),
         };
         for group in raft_log.groups()? {
             driver.create_group(group, &[])?;
@@ -254,6 +279,20 @@ impl RaftNode {
         self.request(group, |reply| Request::ConfChange { group, cc, reply })
     }
 
+    /// Asks the group's leader (this node) to hand leadership to voter `to`.
+    /// Returns once raft took the request; the transfer itself completes
+    /// when `to` has caught up and won its election (watch [`RaftNode::leader`]).
+    pub fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<()> {
+        self.request(group, |reply| Request::TransferLeader { group, to, reply })
+            .wait(Duration::from_secs(30))
+    }
+
+    /// The snapshot transfers in progress on this node, both ways, read
+    /// without a round trip through the loop.
+    pub fn snapshot_transfers(&self) -> Vec<SnapshotTransfer> {
+        self.counters.transfers.list()
+    }
+
     /// Totals since the node started (proposals, leader changes, snapshot bytes).
     pub fn counters(&self) -> CounterValues {
         self.counters.values()
@@ -276,6 +315,20 @@ impl RaftNode {
         self.request(group, |reply| Request::Status { group, reply })
             .wait(Duration::from_secs(30))
     }
+}
+
+/// Serves this node's exported snapshot chunks, counting and reporting them.
+fn chunk_server(files: Arc<SnapshotFiles>, counters: Arc<Counters>) -> ChunkServer {
+    Arc::new(move |by, key, n| {
+        let (chunk, bytes_through) = files.read_outgoing_chunk(key, n)?;
+        counters
+            .snapshot_bytes_sent
+            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .transfers
+            .chunk_done(key, by, TransferDirection::Out, n, bytes_through);
+        Ok(chunk)
+    })
 }
 
 impl Drop for RaftNode {

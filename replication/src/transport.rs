@@ -6,12 +6,26 @@
 use std::sync::Arc;
 
 use crate::codec::{GroupMessage, decode_batch};
+use crate::snapshot::SnapshotKey;
 use crate::{NodeId, Result};
+
+/// Serves chunks of the snapshots this node exported: the requesting node,
+/// the snapshot and the chunk number in, the chunk's bytes out
+/// (`SnapshotNotFound` when the snapshot is gone).
+pub type ChunkServer = Arc<dyn Fn(NodeId, &SnapshotKey, u32) -> Result<Vec<u8>> + Send + Sync>;
 
 /// Sends raft messages to other nodes. Best effort: raft retries what is lost.
 pub trait Transport: Send + Sync + 'static {
     /// Sends one batch (messages of any groups) to node `to`.
     fn send(&self, to: NodeId, batch: Vec<GroupMessage>);
+
+    /// Fetches chunk `chunk` of snapshot `key` from node `from`, which
+    /// exported it (blocking, bounded in time). Errors say whether to retry:
+    /// network ones are retryable, `SnapshotNotFound` is final.
+    fn fetch_chunk(&self, from: NodeId, key: &SnapshotKey, chunk: u32) -> Result<Vec<u8>>;
+
+    /// Serves this node's snapshot chunks to the nodes that fetch them.
+    fn serve_snapshots(&self, server: ChunkServer);
 }
 
 /// The receiving end of a node: decodes a batch and queues it for the node's loop.

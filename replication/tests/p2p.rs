@@ -12,7 +12,8 @@ use raft::eraftpb::Message;
 use stratosdb_engine::{ApplyOutcome, Command, Op};
 use stratosdb_replication::p2p::{P2pConfig, P2pTransport, node_id_of};
 use stratosdb_replication::{
-    GroupId, GroupMessage, Inbox, NodeConfig, NodeId, RaftNode, ReplicationError, Transport,
+    ChunkServer, GroupId, GroupMessage, Inbox, NodeConfig, NodeId, RaftNode, ReplicationError,
+    SnapshotKey, Transport,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -712,11 +713,26 @@ fn discovering_a_silent_address_times_out_by_name() {
 const G: GroupId = 1;
 
 /// Lets a test replace a node's transport while its raft loop runs.
-struct Swap(RwLock<Arc<P2pTransport>>);
+struct Swap(RwLock<Arc<P2pTransport>>, RwLock<Option<ChunkServer>>);
 
 impl Transport for Swap {
     fn send(&self, to: NodeId, batch: Vec<GroupMessage>) {
         self.0.read().send(to, batch);
+    }
+
+    fn fetch_chunk(
+        &self,
+        from: NodeId,
+        key: &SnapshotKey,
+        chunk: u32,
+    ) -> Result<Vec<u8>, ReplicationError> {
+        let t = self.0.read().clone();
+        t.fetch_chunk(from, key, chunk)
+    }
+
+    fn serve_snapshots(&self, server: ChunkServer) {
+        *self.1.write() = Some(server.clone());
+        self.0.read().serve_snapshots(server);
     }
 }
 
@@ -737,7 +753,7 @@ use common::{fast_config, insert};
 fn node_config(id: NodeId) -> NodeConfig {
     let mut c = fast_config(id);
     // Compact early, so a replica cut off for 20 writes needs a snapshot
-    // (which travels on the large-payload protocol).
+    // (whose chunks travel on the snapshot protocol).
     c.compact_after = 10;
     c.compact_keep = 2;
     c
@@ -763,7 +779,7 @@ impl Cluster {
         for (t, dir) in transports.into_iter().zip(dirs) {
             let id = t.node_id();
             let t = Arc::new(t);
-            let swap = Arc::new(Swap(RwLock::new(t.clone())));
+            let swap = Arc::new(Swap(RwLock::new(t.clone()), RwLock::default()));
             let node =
                 RaftNode::open(dir.path().join("data"), node_config(id), swap.clone()).unwrap();
             t.set_inbox(node.inbox());
@@ -876,6 +892,9 @@ impl Cluster {
             }
         }
         fresh.set_inbox(member.node.inbox());
+        if let Some(server) = member.transport.1.read().clone() {
+            fresh.serve_snapshots(server);
+        }
         *member.transport.0.write() = fresh;
     }
 }
@@ -918,6 +937,7 @@ fn three_raft_nodes_over_libp2p_elect_apply_and_catch_up() {
     assert!(applied >= 41);
     assert!(
         c.members[&follower].node.status(G).unwrap().first_index > 2,
-        "the follower was restored from a snapshot (sent on the large-payload protocol)"
+        "the follower was restored from a snapshot (fetched on the snapshot protocol)"
     );
+    assert!(c.members[&follower].node.counters().snapshots_installed >= 1);
 }

@@ -4,8 +4,11 @@
 //!   and [`node_id_of`] maps it to the crate's [`NodeId`].
 //! - `/stratosdb/raft/1`: one long-lived stream per destination, frames of
 //!   `len: u32, encoded batch`, so batches to one peer arrive in order.
-//! - `/stratosdb/large/1`: one stream per large payload (snapshots, or what
-//!   [`P2pTransport::send_large`] sends), so they never stall heartbeats.
+//! - `/stratosdb/large/1`: one stream per large payload (a raft batch over
+//!   the frame limit, or what [`P2pTransport::send_large`] sends), so they
+//!   never stall heartbeats.
+//! - `/stratosdb/snapshot/1`: one stream per snapshot chunk fetched
+//!   ([`Transport::fetch_chunk`]), served by the node's chunk server.
 //! - `/stratosdb/rpc/1`: one stream per call ([`P2pTransport::call`]), a
 //!   `len: u32, bytes` frame each way, answered by the handler set with
 //!   [`P2pTransport::set_rpc_handler`].
@@ -32,6 +35,7 @@ mod identity;
 mod inbound;
 mod peer;
 mod rpc;
+mod snapshot;
 mod swarm;
 mod wire;
 
@@ -45,7 +49,6 @@ use std::time::{Duration, Instant};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, StreamProtocol, connection_limits, noise, tcp, yamux};
 use parking_lot::{Mutex, RwLock};
-use raft::eraftpb::MessageType;
 use tokio::sync::{mpsc, oneshot};
 
 pub use faults::FaultSwitch;
@@ -54,7 +57,8 @@ pub use libp2p::PeerId;
 pub use rpc::RpcHandler;
 
 use crate::codec::{GroupMessage, encode_batch};
-use crate::transport::{Inbox, Transport};
+use crate::snapshot::SnapshotKey;
+use crate::transport::{ChunkServer, Inbox, Transport};
 use crate::{NodeId, ReplicationError, Result};
 use behaviour::{AddressBook, Addresses, Behaviour};
 use gate::{Gate, GateState};
@@ -65,6 +69,8 @@ use wire::LargeKind;
 pub const RAFT_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/raft/1");
 /// Large payloads: one stream each.
 pub const LARGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/large/1");
+/// Snapshot chunks: one stream per chunk fetched.
+pub const SNAPSHOT_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/snapshot/1");
 /// Request/response between members: one stream per call.
 pub const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/rpc/1");
 
@@ -79,14 +85,18 @@ pub struct P2pConfig {
     pub raft_queue_batches: usize,
     /// Large payloads queued per peer; when full a new one is refused.
     pub large_queue_payloads: usize,
-    /// A raft batch larger than this, or one that carries a snapshot, goes on
-    /// the large-payload protocol; it is also the receiver's frame limit.
+    /// A raft batch larger than this goes on the large-payload protocol; it
+    /// is also the receiver's frame limit.
     pub raft_frame_limit: usize,
     /// Largest payload accepted on the large-payload protocol.
     pub max_large_bytes: usize,
     /// Largest request and largest answer on the rpc protocol (both sides
     /// check before allocating; at most `u32::MAX`, the frame's length field).
     pub max_rpc_bytes: usize,
+    /// Largest snapshot chunk served or accepted on the snapshot protocol.
+    pub max_snapshot_chunk_bytes: usize,
+    /// Bound on fetching one snapshot chunk (opening the stream included).
+    pub snapshot_fetch_timeout: Duration,
     /// How long a connection with no open stream is kept.
     pub idle_timeout: Duration,
     /// Bound on opening a stream (dialing included).
@@ -112,6 +122,8 @@ impl P2pConfig {
             raft_frame_limit: 4 << 20,
             max_large_bytes: 512 << 20,
             max_rpc_bytes: 64 << 20,
+            max_snapshot_chunk_bytes: 64 << 20,
+            snapshot_fetch_timeout: Duration::from_secs(30),
             // Raft's own stream keeps a member's connection open; this covers
             // the gaps (a writer backing off, a learner with nothing to say)
             // so a connection is not torn down and re-handshaken every 10 s
@@ -140,6 +152,7 @@ pub(crate) struct Shared {
     pub rpc_handler: RwLock<Option<RpcHandler>>,
     /// Members cut off by fault injection (tests only; empty otherwise).
     pub faults: FaultSwitch,
+    pub snapshot_server: RwLock<Option<ChunkServer>>,
 }
 
 /// A member's outbound queues and the tasks that drain them.
@@ -237,6 +250,9 @@ impl P2pTransport {
         let large_in = control
             .accept(LARGE_PROTOCOL)
             .map_err(|e| net("large protocol", e))?;
+        let snapshot_in = control
+            .accept(SNAPSHOT_PROTOCOL)
+            .map_err(|e| net("snapshot protocol", e))?;
         let shared = Arc::new(Shared {
             config,
             local,
@@ -247,6 +263,7 @@ impl P2pTransport {
             large_handler: RwLock::default(),
             rpc_handler: RwLock::default(),
             faults: FaultSwitch::default(),
+            snapshot_server: RwLock::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (listening_tx, listening) = oneshot::channel();
@@ -254,6 +271,7 @@ impl P2pTransport {
         handle.spawn(swarm::accept_raft(shared.clone(), raft_in));
         handle.spawn(swarm::accept_large(shared.clone(), large_in));
         handle.spawn(rpc::accept(shared.clone(), rpc_in));
+        handle.spawn(snapshot::accept(shared.clone(), snapshot_in));
         drop(_guard);
         let local_addr = runtime
             .block_on(async { tokio::time::timeout(Duration::from_secs(10), listening).await })
@@ -630,8 +648,9 @@ impl Drop for P2pTransport {
 }
 
 impl Transport for P2pTransport {
-    /// Never blocks: encodes and queues. A batch carrying a snapshot or over
-    /// `raft_frame_limit` goes on the large-payload protocol.
+    /// Never blocks: encodes and queues. A batch over `raft_frame_limit`
+    /// goes on the large-payload protocol. (A snapshot message carries only
+    /// its descriptor; the chunks are fetched on the snapshot protocol.)
     fn send(&self, to: NodeId, batch: Vec<GroupMessage>) {
         let Some(link) = self.link(to) else {
             tracing::debug!(to, "batch for a node that is not a member dropped");
@@ -640,25 +659,61 @@ impl Transport for P2pTransport {
         if self.shared.faults.drops(to) {
             return;
         }
-        let (large, small): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .partition(|m| m.msg.get_msg_type() == MessageType::MsgSnapshot);
-        if !small.is_empty() {
-            let bytes = encode_batch(&small);
-            if bytes.len() <= self.shared.config.raft_frame_limit {
-                link.raft.push_drop_oldest(bytes);
-            } else if link.large.try_push((LargeKind::Raft, bytes)).is_err() {
-                tracing::debug!(to, "large batch dropped: queue full");
-            }
+        if batch.is_empty() {
+            return;
         }
-        if !large.is_empty()
-            && link
-                .large
-                .try_push((LargeKind::Raft, encode_batch(&large)))
-                .is_err()
-        {
-            tracing::debug!(to, "snapshot dropped: queue full");
+        let bytes = encode_batch(&batch);
+        if bytes.len() <= self.shared.config.raft_frame_limit {
+            link.raft.push_drop_oldest(bytes);
+        } else if link.large.try_push((LargeKind::Raft, bytes)).is_err() {
+            tracing::debug!(to, "large batch dropped: queue full");
         }
+    }
+
+    /// Blocking, bounded by `snapshot_fetch_timeout`; only from a member.
+    fn fetch_chunk(&self, from: NodeId, key: &SnapshotKey, chunk: u32) -> Result<Vec<u8>> {
+        if self.commands.lock().is_none() {
+            return Err(ReplicationError::Stopped);
+        }
+        let peer = *self
+            .shared
+            .gate
+            .members
+            .read()
+            .get(&from)
+            .ok_or(ReplicationError::UnknownNode(from))?;
+        if self.shared.faults.drops(from) {
+            return Err(ReplicationError::Unreachable {
+                node: from,
+                reason: "traffic to this node is dropped (fault injection)".into(),
+            });
+        }
+        let timeout = self.shared.config.snapshot_fetch_timeout;
+        let fetch = snapshot::fetch(
+            self.shared.clone(),
+            self.control.clone(),
+            from,
+            peer,
+            *key,
+            chunk,
+            timeout,
+        );
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(fetch.await);
+        });
+        match rx.recv_timeout(timeout.saturating_add(Duration::from_secs(1))) {
+            Ok(answer) => answer,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(ReplicationError::CallTimeout {
+                node: from,
+                timeout,
+            }),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(ReplicationError::Stopped),
+        }
+    }
+
+    fn serve_snapshots(&self, server: ChunkServer) {
+        *self.shared.snapshot_server.write() = Some(server);
     }
 }
 

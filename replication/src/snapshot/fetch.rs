@@ -1,0 +1,329 @@
+//! The fetcher: background threads that pull a snapshot's chunks from the
+//! node that has them, so the raft loop never waits on the network. The
+//! loop hands over a descriptor-only `MsgSnapshot`; a worker fetches the
+//! chunks in order into `snapshots/in` (each verified and synced), and once
+//! all are in queues the message back to the loop, which then steps it and
+//! installs from disk.
+//!
+//! A broken transfer retries (backing off) until no chunk arrived for
+//! `stall_timeout`; it then gives up and keeps what it has: the next
+//! `MsgSnapshot` for the same snapshot resumes at the first chunk not yet
+//! verified. If the sender no longer has the snapshot, the fetch ends at once
+//! and the files go; the leader's raft sends a newer one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::{SnapshotDescriptor, SnapshotFiles, SnapshotKey, TransferDirection};
+use crate::codec::GroupMessage;
+use crate::counters::Counters;
+use crate::transport::Transport;
+use crate::{GroupId, NodeId, ReplicationError, Result};
+
+/// What the workers share.
+pub(crate) struct FetchContext {
+    pub node: NodeId,
+    pub files: Arc<SnapshotFiles>,
+    pub transport: Arc<dyn Transport>,
+    pub counters: Arc<Counters>,
+    /// Gives up after this long without a chunk.
+    pub stall_timeout: Duration,
+    /// Queues a raft message for the node's loop.
+    pub requeue: Box<dyn Fn(GroupMessage) -> Result<()> + Send + Sync>,
+}
+
+struct Job {
+    descriptor: SnapshotDescriptor,
+    msg: GroupMessage,
+    cancel: Arc<AtomicBool>,
+}
+
+/// Each group's current job: its snapshot and its cancel flag.
+type Jobs = Arc<Mutex<HashMap<GroupId, (SnapshotKey, Arc<AtomicBool>)>>>;
+
+/// The node's fetch workers and the job of each group.
+pub(crate) struct Fetcher {
+    tx: Option<mpsc::Sender<Job>>,
+    jobs: Jobs,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Fetcher {
+    /// Starts `workers` threads: at most that many transfers run at once.
+    pub fn start(workers: usize, context: FetchContext) -> Result<Fetcher> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let context = Arc::new(context);
+        let jobs: Jobs = Arc::default();
+        let mut handles = Vec::new();
+        for i in 0..workers.max(1) {
+            let (rx, context, jobs) = (rx.clone(), context.clone(), jobs.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("snapshot-fetch-{}-{i}", context.node))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = rx.lock().recv();
+                        let Ok(job) = job else { return };
+                        let group = job.descriptor.key.group;
+                        let key = job.descriptor.key;
+                        run(&context, job);
+                        let mut jobs = jobs.lock();
+                        if jobs.get(&group).is_some_and(|(k, _)| *k == key) {
+                            jobs.remove(&group);
+                        }
+                    }
+                })
+                .map_err(|e| ReplicationError::Corruption(format!("cannot start a thread: {e}")))?;
+            handles.push(handle);
+        }
+        Ok(Fetcher {
+            tx: Some(tx),
+            jobs,
+            workers: handles,
+        })
+    }
+
+    /// Fetches the snapshot `descriptor` describes, then queues `msg` back
+    /// to the loop. A snapshot already being fetched is not fetched twice;
+    /// a different one for the same group replaces it.
+    pub fn submit(&self, descriptor: SnapshotDescriptor, msg: GroupMessage) {
+        let key = descriptor.key;
+        let cancel = Arc::new(AtomicBool::new(false));
+        {
+            let mut jobs = self.jobs.lock();
+            if let Some((current, flag)) = jobs.get(&key.group) {
+                if *current == key {
+                    return;
+                }
+                flag.store(true, Relaxed);
+            }
+            jobs.insert(key.group, (key, cancel.clone()));
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Job {
+                descriptor,
+                msg,
+                cancel,
+            });
+        }
+    }
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        for (_, flag) in self.jobs.lock().values() {
+            flag.store(true, Relaxed);
+        }
+        self.tx.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn run(context: &FetchContext, job: Job) {
+    let key = job.descriptor.key;
+    let from = job.descriptor.sender;
+    match fetch(context, &job) {
+        Ok(()) => {
+            context
+                .counters
+                .transfers
+                .end(key.group, from, TransferDirection::In, "fetched");
+            if (context.requeue)(job.msg).is_err() {
+                tracing::debug!(group = key.group, "fetched snapshot for a stopped node");
+            }
+        }
+        Err(e) => {
+            context
+                .counters
+                .transfers
+                .end(key.group, from, TransferDirection::In, "failed");
+            tracing::warn!(group = key.group, from, index = key.index, error = %e, "snapshot fetch failed");
+            if matches!(
+                e,
+                ReplicationError::SnapshotNotFound { .. } | ReplicationError::SnapshotCorrupt(_)
+            ) {
+                context.files.remove_incoming(&key);
+            }
+        }
+    }
+}
+
+fn fetch(context: &FetchContext, job: &Job) -> Result<()> {
+    let d = &job.descriptor;
+    let key = d.key;
+    if context.files.is_complete(&key) {
+        return Ok(());
+    }
+    let mut incoming = context.files.begin_incoming(d)?;
+    let transfers = &context.counters.transfers;
+    transfers.begin(
+        key,
+        d.sender,
+        context.node,
+        TransferDirection::In,
+        d.chunks.len() as u32,
+        d.total_bytes(),
+        incoming.next_chunk(),
+        incoming.bytes_done(),
+    );
+    let mut last_progress = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    while !incoming.is_full() {
+        if job.cancel.load(Relaxed) {
+            return Err(ReplicationError::Stopped);
+        }
+        let n = incoming.next_chunk();
+        let fetched = context
+            .transport
+            .fetch_chunk(d.sender, &key, n)
+            .and_then(|bytes| incoming.append(&bytes).map(|()| bytes.len()));
+        match fetched {
+            Ok(len) => {
+                context
+                    .counters
+                    .snapshot_bytes_received
+                    .fetch_add(len as u64, Relaxed);
+                transfers.chunk_done(
+                    &key,
+                    d.sender,
+                    TransferDirection::In,
+                    n,
+                    incoming.bytes_done(),
+                );
+                last_progress = Instant::now();
+                pause = Duration::from_millis(20);
+            }
+            Err(e @ ReplicationError::SnapshotNotFound { .. }) => return Err(e),
+            Err(e) if last_progress.elapsed() >= context.stall_timeout => {
+                return Err(ReplicationError::SnapshotStalled {
+                    group: key.group,
+                    chunk: n,
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => {
+                tracing::debug!(group = key.group, chunk = n, error = %e, "snapshot chunk fetch failed; retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    incoming.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemHub;
+    use raft::eraftpb::Message;
+    use stratosdb_engine::{Engine, Value};
+
+    const SENDER: NodeId = 1;
+    const RECEIVER: NodeId = 2;
+
+    /// A sender with an export of 100 documents served on `hub`, and a
+    /// receiver's fetcher whose requeued messages arrive on the channel.
+    struct Setup {
+        fetcher: Fetcher,
+        requeued: mpsc::Receiver<GroupMessage>,
+        descriptor: SnapshotDescriptor,
+        receiver_files: Arc<SnapshotFiles>,
+        _engine: Engine,
+        _dirs: (tempfile::TempDir, tempfile::TempDir),
+    }
+
+    fn setup() -> Setup {
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let engine = Engine::open_temporary().unwrap();
+        let shard = engine.shard(4).unwrap();
+        shard.create_collection("c").unwrap();
+        for i in 0..100 {
+            let doc = format!(r#"{{"_id":"d{i:03}","pad":"{}"}}"#, "x".repeat(200));
+            shard
+                .insert("c", Value::from_json_str(&doc).unwrap())
+                .unwrap();
+        }
+        let expiry = Duration::from_secs(600);
+        let sender_files = SnapshotFiles::open(dirs.0.path(), expiry, 1 << 30).unwrap();
+        let descriptor = sender_files
+            .export(&shard, 1024, SENDER, |_| Ok(3))
+            .unwrap();
+        let hub = MemHub::new();
+        hub.transport(SENDER)
+            .serve_snapshots(Arc::new(move |_, key, n| {
+                Ok(sender_files.read_outgoing_chunk(key, n)?.0)
+            }));
+        let receiver_files = SnapshotFiles::open(dirs.1.path(), expiry, 1 << 30).unwrap();
+        let (tx, requeued) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let fetcher = Fetcher::start(
+            1,
+            FetchContext {
+                node: RECEIVER,
+                files: receiver_files.clone(),
+                transport: hub.transport(RECEIVER),
+                counters: Arc::default(),
+                stall_timeout: Duration::from_secs(5),
+                requeue: Box::new(move |m| {
+                    tx.lock().send(m).map_err(|_| ReplicationError::Stopped)
+                }),
+            },
+        )
+        .unwrap();
+        Setup {
+            fetcher,
+            requeued,
+            descriptor,
+            receiver_files,
+            _engine: engine,
+            _dirs: dirs,
+        }
+    }
+
+    fn message(index: u64) -> GroupMessage {
+        GroupMessage {
+            group: 4,
+            msg: Message {
+                index,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_fetched_snapshot_is_complete_on_disk_before_its_message_is_requeued() {
+        let s = setup();
+        s.fetcher.submit(s.descriptor.clone(), message(7));
+        let back = s.requeued.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(back.msg.index, 7);
+        assert!(s.receiver_files.is_complete(&s.descriptor.key));
+    }
+
+    #[test]
+    fn a_snapshot_the_sender_no_longer_has_fails_at_once_and_leaves_nothing() {
+        let s = setup();
+        let gone = SnapshotDescriptor {
+            key: SnapshotKey {
+                index: s.descriptor.key.index + 10,
+                ..s.descriptor.key
+            },
+            ..s.descriptor.clone()
+        };
+        let started = Instant::now();
+        s.fetcher.submit(gone.clone(), message(8));
+        // Not requeued; and it gave up well before the stall timeout.
+        assert!(s.requeued.recv_timeout(Duration::from_secs(2)).is_err());
+        drop(s.fetcher);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!s.receiver_files.is_complete(&gone.key));
+        assert_eq!(s.receiver_files.incoming_bytes(), 0);
+    }
+}

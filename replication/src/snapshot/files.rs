@@ -1,0 +1,605 @@
+//! Snapshot chunks on disk, in the node's data folder:
+//!
+//! - `snapshots/out/G-I-T.chunks` + `.desc`: a snapshot this node exported
+//!   (the chunks back to back, then its descriptor, written last: a `.desc`
+//!   means the chunks are complete and synced). Served until a newer export
+//!   of the group replaces it or it expires (`expiry` after it was last
+//!   served).
+//! - `snapshots/in/G-I-T.part` + `.desc`: a snapshot being fetched, the
+//!   verified chunks back to back; renamed `.chunks` once every chunk is in.
+//!   A restarted node resumes from the first chunk that does not verify.
+//!
+//! Files older than `expiry` are removed at open and by [`SnapshotFiles::sweep`].
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use stratosdb_engine::Shard;
+
+use super::{ChunkInfo, SnapshotDescriptor, SnapshotKey};
+use crate::{NodeId, ReplicationError, Result};
+
+/// The snapshot folder inside the node's data folder.
+pub const SNAPSHOT_DIR: &str = "snapshots";
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> ReplicationError {
+    ReplicationError::SnapshotIo(format!("{what} {}: {e}", path.display()))
+}
+
+pub struct SnapshotFiles {
+    out_dir: PathBuf,
+    in_dir: PathBuf,
+    expiry: Duration,
+    max_bytes: u64,
+    /// Descriptors of the exports being served, read once from disk.
+    served: Mutex<HashMap<SnapshotKey, Arc<SnapshotDescriptor>>>,
+}
+
+impl SnapshotFiles {
+    /// Opens (or creates) `dir/snapshots`, removing what expired and what a
+    /// crash left half-written.
+    pub fn open(dir: &Path, expiry: Duration, max_bytes: u64) -> Result<Arc<SnapshotFiles>> {
+        let root = dir.join(SNAPSHOT_DIR);
+        let files = SnapshotFiles {
+            out_dir: root.join("out"),
+            in_dir: root.join("in"),
+            expiry,
+            max_bytes,
+            served: Mutex::default(),
+        };
+        for d in [&files.out_dir, &files.in_dir] {
+            fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
+            for path in list(d)? {
+                let is_tmp = path.extension().is_some_and(|x| x == "tmp");
+                if is_tmp {
+                    remove(&path);
+                }
+            }
+        }
+        // An export without its descriptor never finished.
+        for path in list(&files.out_dir)? {
+            if path.extension().is_some_and(|x| x == "chunks")
+                && !path.with_extension("desc").exists()
+            {
+                remove(&path);
+            }
+        }
+        files.sweep();
+        Ok(Arc::new(files))
+    }
+
+    /// Largest snapshot this node stores, and total bytes of incoming ones.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Removes snapshot files not used for `expiry`.
+    pub fn sweep(&self) {
+        let now = SystemTime::now();
+        for d in [&self.out_dir, &self.in_dir] {
+            let Ok(paths) = list(d) else { continue };
+            for path in paths {
+                // An export's chunks live as long as its descriptor, which
+                // serving keeps fresh.
+                let desc = path.with_extension("desc");
+                let stamp = if path.extension().is_some_and(|x| x == "chunks") && desc.exists() {
+                    &desc
+                } else {
+                    &path
+                };
+                let age = fs::metadata(stamp)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok());
+                if age.is_some_and(|a| a > self.expiry) {
+                    tracing::info!(path = %path.display(), "expired snapshot file removed");
+                    remove(&path);
+                }
+            }
+        }
+        let out_dir = &self.out_dir;
+        self.served
+            .lock()
+            .retain(|k, _| out_dir.join(format!("{}.desc", k.file_stem())).exists());
+    }
+
+    // ---- outgoing ---------------------------------------------------------
+
+    fn out_path(&self, key: &SnapshotKey, ext: &str) -> PathBuf {
+        self.out_dir.join(format!("{}.{ext}", key.file_stem()))
+    }
+
+    /// Exports the shard to disk in chunks of about `chunk_bytes`, with
+    /// `term_of` giving the term of the index the export stands at. Replaces
+    /// the group's older exports.
+    pub fn export(
+        &self,
+        shard: &Shard,
+        chunk_bytes: usize,
+        sender: NodeId,
+        term_of: impl FnOnce(u64) -> Result<u64>,
+    ) -> Result<SnapshotDescriptor> {
+        let tmp = self.out_dir.join(format!("{}-export.tmp", shard.id()));
+        let written = self.write_export(&tmp, shard, chunk_bytes);
+        let (summary, chunks) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                remove(&tmp);
+                return Err(e);
+            }
+        };
+        let term = match term_of(summary.applied_index) {
+            Ok(t) => t,
+            Err(e) => {
+                remove(&tmp);
+                return Err(e);
+            }
+        };
+        let descriptor = SnapshotDescriptor {
+            key: SnapshotKey {
+                group: shard.id(),
+                index: summary.applied_index,
+                term,
+            },
+            sender,
+            root: summary.root,
+            chunks,
+        };
+        let total = descriptor.total_bytes();
+        if total > self.max_bytes {
+            remove(&tmp);
+            return Err(ReplicationError::SnapshotTooLarge {
+                bytes: total,
+                limit: self.max_bytes,
+            });
+        }
+        let key = descriptor.key;
+        let chunks_path = self.out_path(&key, "chunks");
+        fs::rename(&tmp, &chunks_path).map_err(|e| io_err("cannot rename", &tmp, e))?;
+        write_synced(&self.out_path(&key, "desc"), &descriptor.encode())?;
+        sync_dir(&self.out_dir)?;
+        // Older exports of the group: a fetch of one fails cleanly and raft
+        // sends the newer one.
+        let prefix = format!("{}-", key.group);
+        for path in list(&self.out_dir)? {
+            let name = path.file_stem().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with(&prefix) && name != key.file_stem() {
+                remove(&path);
+            }
+        }
+        self.served
+            .lock()
+            .retain(|k, _| k.group != key.group || *k == key);
+        Ok(descriptor)
+    }
+
+    fn write_export(
+        &self,
+        tmp: &Path,
+        shard: &Shard,
+        chunk_bytes: usize,
+    ) -> Result<(stratosdb_engine::SnapshotSummary, Vec<ChunkInfo>)> {
+        let file = File::create(tmp).map_err(|e| io_err("cannot create", tmp, e))?;
+        let mut out = BufWriter::new(file);
+        let mut chunks = Vec::new();
+        let mut failure = None;
+        let summary = shard.export_snapshot(chunk_bytes, |chunk| {
+            if failure.is_none() {
+                match ChunkInfo::of(&chunk) {
+                    Ok(info) => chunks.push(info),
+                    Err(e) => failure = Some(e),
+                }
+                if let Err(e) = out.write_all(&chunk) {
+                    failure = Some(io_err("cannot write", tmp, e));
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if chunks.len() > super::MAX_SNAPSHOT_CHUNKS {
+            return Err(ReplicationError::SnapshotTooLarge {
+                bytes: chunks.len() as u64,
+                limit: super::MAX_SNAPSHOT_CHUNKS as u64,
+            });
+        }
+        let file = out
+            .into_inner()
+            .map_err(|e| io_err("cannot write", tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| io_err("cannot sync", tmp, e))?;
+        Ok((summary, chunks))
+    }
+
+    /// Whether this node still has the export `key`.
+    pub fn has_outgoing(&self, key: &SnapshotKey) -> bool {
+        self.out_path(key, "desc").exists()
+    }
+
+    fn outgoing_descriptor(&self, key: &SnapshotKey) -> Result<Arc<SnapshotDescriptor>> {
+        if let Some(d) = self.served.lock().get(key) {
+            return Ok(d.clone());
+        }
+        let path = self.out_path(key, "desc");
+        let bytes = fs::read(&path).map_err(|_| ReplicationError::SnapshotNotFound {
+            group: key.group,
+            index: key.index,
+            term: key.term,
+        })?;
+        let d = Arc::new(SnapshotDescriptor::decode(&bytes, u64::MAX)?);
+        self.served.lock().insert(*key, d.clone());
+        Ok(d)
+    }
+
+    /// Chunk `n` of the export `key`, read from disk, and the bytes of the
+    /// snapshot up to its end; `SnapshotNotFound` if the export is gone
+    /// (replaced or expired). Keeps the export from expiring while it is
+    /// being fetched.
+    pub fn read_outgoing_chunk(&self, key: &SnapshotKey, n: u32) -> Result<(Vec<u8>, u64)> {
+        let descriptor = self.outgoing_descriptor(key)?;
+        let info = descriptor.chunks.get(n as usize).ok_or_else(|| {
+            ReplicationError::Malformed(format!(
+                "chunk {n} asked of a snapshot of {} chunks",
+                descriptor.chunks.len()
+            ))
+        })?;
+        let path = self.out_path(key, "chunks");
+        let not_found = |_| ReplicationError::SnapshotNotFound {
+            group: key.group,
+            index: key.index,
+            term: key.term,
+        };
+        let mut file = File::open(&path).map_err(not_found)?;
+        file.seek(SeekFrom::Start(descriptor.offset_of(n)))
+            .map_err(|e| io_err("cannot seek", &path, e))?;
+        let mut chunk = vec![0u8; info.len as usize];
+        file.read_exact(&mut chunk)
+            .map_err(|e| io_err("cannot read", &path, e))?;
+        if let Ok(desc) = OpenOptions::new()
+            .write(true)
+            .open(self.out_path(key, "desc"))
+        {
+            let _ = desc.set_modified(SystemTime::now());
+        }
+        Ok((chunk, descriptor.offset_of(n) + u64::from(info.len)))
+    }
+
+    // ---- incoming ---------------------------------------------------------
+
+    fn in_path(&self, key: &SnapshotKey, ext: &str) -> PathBuf {
+        self.in_dir.join(format!("{}.{ext}", key.file_stem()))
+    }
+
+    /// Whether every chunk of `key` is here, verified.
+    pub fn is_complete(&self, key: &SnapshotKey) -> bool {
+        self.in_path(key, "chunks").exists()
+    }
+
+    /// Starts (or resumes) receiving a snapshot: drops the group's other
+    /// incoming snapshots, refuses one that would put the incoming total over
+    /// the limit, and keeps the chunks already received that verify.
+    pub fn begin_incoming(&self, descriptor: &SnapshotDescriptor) -> Result<IncomingFile> {
+        let key = descriptor.key;
+        let prefix = format!("{}-", key.group);
+        let mut others = 0u64;
+        for path in list(&self.in_dir)? {
+            let name = path.file_stem().and_then(|n| n.to_str()).unwrap_or("");
+            if name == key.file_stem() {
+                continue;
+            }
+            if name.starts_with(&prefix) {
+                remove(&path);
+            } else {
+                others += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        let total = descriptor.total_bytes();
+        if others.saturating_add(total) > self.max_bytes {
+            return Err(ReplicationError::SnapshotTooLarge {
+                bytes: others.saturating_add(total),
+                limit: self.max_bytes,
+            });
+        }
+        let desc_path = self.in_path(&key, "desc");
+        if !desc_path.exists() {
+            write_synced(&desc_path, &descriptor.encode())?;
+        }
+        let part = self.in_path(&key, "part");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part)
+            .map_err(|e| io_err("cannot open", &part, e))?;
+        // Resume after the chunks that verify; cut what does not.
+        let mut next = 0u32;
+        let mut offset = 0u64;
+        {
+            let mut reader = BufReader::new(&mut file);
+            let mut buf = Vec::new();
+            for info in &descriptor.chunks {
+                buf.resize(info.len as usize, 0);
+                if reader.read_exact(&mut buf).is_err() || !info.matches(&buf) {
+                    break;
+                }
+                next += 1;
+                offset += u64::from(info.len);
+            }
+        }
+        file.set_len(offset)
+            .map_err(|e| io_err("cannot truncate", &part, e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| io_err("cannot seek", &part, e))?;
+        Ok(IncomingFile {
+            file,
+            descriptor: descriptor.clone(),
+            next,
+            bytes: offset,
+            part,
+            done: self.in_path(&key, "chunks"),
+            dir: self.in_dir.clone(),
+        })
+    }
+
+    /// Installs the complete incoming snapshot into the shard (each chunk
+    /// verified again as it is read), then removes its files.
+    pub fn install_incoming(&self, descriptor: &SnapshotDescriptor, shard: &Shard) -> Result<()> {
+        let key = descriptor.key;
+        let path = self.in_path(&key, "chunks");
+        let file = File::open(&path).map_err(|e| io_err("cannot open", &path, e))?;
+        let mut reader = BufReader::new(file);
+        let failure: std::cell::RefCell<Option<ReplicationError>> = Default::default();
+        let chunks = descriptor.chunks.iter().enumerate().map_while(|(n, info)| {
+            let mut chunk = vec![0u8; info.len as usize];
+            let read = reader.read_exact(&mut chunk);
+            if let Err(e) = read {
+                *failure.borrow_mut() = Some(io_err("cannot read", &path, e));
+                return None;
+            }
+            if !info.matches(&chunk) {
+                *failure.borrow_mut() = Some(ReplicationError::SnapshotCorrupt(format!(
+                    "chunk {n} of {} changed on disk",
+                    path.display()
+                )));
+                return None;
+            }
+            Some(chunk)
+        });
+        let installed = super::install(shard, chunks, key.index, &descriptor.root);
+        // A chunk that could not be read explains the engine's refusal.
+        if let Some(e) = failure.into_inner() {
+            return Err(e);
+        }
+        installed?;
+        self.remove_incoming(&key);
+        Ok(())
+    }
+
+    /// Forgets an incoming snapshot (installed, or not wanted any more).
+    pub fn remove_incoming(&self, key: &SnapshotKey) {
+        for ext in ["part", "chunks", "desc"] {
+            let path = self.in_path(key, ext);
+            if path.exists() {
+                remove(&path);
+            }
+        }
+    }
+
+    /// Bytes of incoming snapshot files on disk.
+    pub fn incoming_bytes(&self) -> u64 {
+        list(&self.in_dir)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+}
+
+/// A snapshot being received: chunks are appended in order, each synced.
+pub struct IncomingFile {
+    file: File,
+    descriptor: SnapshotDescriptor,
+    next: u32,
+    bytes: u64,
+    part: PathBuf,
+    done: PathBuf,
+    dir: PathBuf,
+}
+
+impl IncomingFile {
+    /// The first chunk not yet received and verified.
+    pub fn next_chunk(&self) -> u32 {
+        self.next
+    }
+
+    /// Bytes received and verified.
+    pub fn bytes_done(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.next as usize == self.descriptor.chunks.len()
+    }
+
+    /// Appends the next chunk, if it is the one the descriptor announces,
+    /// durably.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        let n = self.next;
+        let info = self.descriptor.chunks.get(n as usize).ok_or_else(|| {
+            ReplicationError::SnapshotCorrupt(format!("chunk {n} is past the snapshot's end"))
+        })?;
+        if !info.matches(bytes) {
+            return Err(ReplicationError::SnapshotCorrupt(format!(
+                "chunk {n} of {} bytes does not match its descriptor",
+                bytes.len()
+            )));
+        }
+        self.file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| io_err("cannot write", &self.part, e))?;
+        self.next += 1;
+        self.bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Marks the snapshot complete (every chunk in): `.part` becomes `.chunks`.
+    pub fn finish(self) -> Result<()> {
+        fs::rename(&self.part, &self.done).map_err(|e| io_err("cannot rename", &self.part, e))?;
+        sync_dir(&self.dir)
+    }
+}
+
+fn list(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = fs::read_dir(dir).map_err(|e| io_err("cannot list", dir, e))?;
+    Ok(entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+}
+
+fn remove(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a snapshot file");
+    }
+}
+
+/// Writes a small file durably: a temporary, synced, renamed into place.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(|e| io_err("cannot create", &tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_err("cannot write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io_err("cannot rename", &tmp, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("cannot sync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratosdb_engine::{Engine, Value};
+
+    fn shard_with(docs: usize) -> (Engine, Shard) {
+        let engine = Engine::open_temporary().unwrap();
+        let shard = engine.shard(3).unwrap();
+        shard.create_collection("c").unwrap();
+        for i in 0..docs {
+            let doc = format!(r#"{{"_id":"d{i:04}","pad":"{}"}}"#, "x".repeat(200));
+            shard
+                .insert("c", Value::from_json_str(&doc).unwrap())
+                .unwrap();
+        }
+        (engine, shard)
+    }
+
+    #[test]
+    fn an_incoming_snapshot_resumes_after_the_chunks_that_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30).unwrap();
+        let (_engine, shard) = shard_with(100);
+        let d = files.export(&shard, 1024, 1, |_| Ok(4)).unwrap();
+        assert!(d.chunks.len() > 10, "{} chunks", d.chunks.len());
+        let chunk = |n: u32| files.read_outgoing_chunk(&d.key, n).unwrap().0;
+
+        let mut incoming = files.begin_incoming(&d).unwrap();
+        assert_eq!(incoming.next_chunk(), 0);
+        for n in 0..5 {
+            incoming.append(&chunk(n)).unwrap();
+        }
+        // A chunk out of order (or corrupt) is refused and changes nothing.
+        assert!(incoming.append(&chunk(7)).is_err());
+        drop(incoming);
+
+        // Reopened (as after a restart): it resumes at chunk 5.
+        let files = SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30).unwrap();
+        let incoming = files.begin_incoming(&d).unwrap();
+        assert_eq!(incoming.next_chunk(), 5);
+        assert_eq!(incoming.bytes_done(), d.offset_of(5));
+        drop(incoming);
+
+        // A torn last chunk (half written before a crash) is cut off.
+        let part = files.in_path(&d.key, "part");
+        let half = &chunk(5)[..d.chunks[5].len as usize / 2];
+        OpenOptions::new()
+            .append(true)
+            .open(&part)
+            .unwrap()
+            .write_all(half)
+            .unwrap();
+        let mut incoming = files.begin_incoming(&d).unwrap();
+        assert_eq!(incoming.next_chunk(), 5);
+        while !incoming.is_full() {
+            let n = incoming.next_chunk();
+            incoming.append(&chunk(n)).unwrap();
+        }
+        incoming.finish().unwrap();
+        assert!(files.is_complete(&d.key));
+
+        let target_engine = Engine::open_temporary().unwrap();
+        let target = target_engine.shard(3).unwrap();
+        files.install_incoming(&d, &target).unwrap();
+        assert_eq!(target.root().unwrap(), shard.root().unwrap());
+        assert!(!files.is_complete(&d.key), "installed files are removed");
+    }
+
+    #[test]
+    fn a_newer_export_replaces_the_older_and_the_older_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30).unwrap();
+        let (_engine, shard) = shard_with(10);
+        let old = files.export(&shard, 1024, 1, |_| Ok(1)).unwrap();
+        let new = files.export(&shard, 1024, 1, |_| Ok(2)).unwrap();
+        assert!(files.has_outgoing(&new.key));
+        assert!(!files.has_outgoing(&old.key));
+        assert!(matches!(
+            files.read_outgoing_chunk(&old.key, 0),
+            Err(ReplicationError::SnapshotNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn limits_refuse_snapshots_over_the_disk_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::open(dir.path(), Duration::from_secs(600), 2000).unwrap();
+        let (_engine, shard) = shard_with(100);
+        assert!(matches!(
+            files.export(&shard, 1024, 1, |_| Ok(1)),
+            Err(ReplicationError::SnapshotTooLarge { .. })
+        ));
+        let big = SnapshotDescriptor {
+            key: SnapshotKey {
+                group: 1,
+                index: 5,
+                term: 1,
+            },
+            sender: 2,
+            root: [0; 32],
+            chunks: vec![ChunkInfo::of(&[1; 3000]).unwrap()],
+        };
+        assert!(matches!(
+            files.begin_incoming(&big),
+            Err(ReplicationError::SnapshotTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn expired_files_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30).unwrap();
+        let (_engine, shard) = shard_with(10);
+        let d = files.export(&shard, 1024, 1, |_| Ok(1)).unwrap();
+        drop(files);
+        std::thread::sleep(Duration::from_millis(50));
+        let files = SnapshotFiles::open(dir.path(), Duration::from_millis(10), 1 << 30).unwrap();
+        assert!(!files.has_outgoing(&d.key));
+    }
+}
