@@ -50,6 +50,11 @@ pub(crate) enum Request {
         group: GroupId,
         reply: Reply<GroupStatus>,
     },
+    TransferLeader {
+        group: GroupId,
+        to: NodeId,
+        reply: Reply<()>,
+    },
     Stop,
 }
 
@@ -191,6 +196,13 @@ impl Driver {
                     .map(Group::status)
                     .ok_or(ReplicationError::GroupNotFound(group));
                 let _ = reply.send(status);
+            }
+            Request::TransferLeader { group, to, reply } => {
+                let result = match self.groups.get_mut(&group) {
+                    Some(g) => g.transfer_leader(to),
+                    None => Err(ReplicationError::GroupNotFound(group)),
+                };
+                let _ = reply.send(result);
             }
             Request::Stop => {}
         }

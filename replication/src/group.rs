@@ -43,6 +43,9 @@ pub struct GroupStatus {
     pub last_index: u64,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
+    /// On the leader: each replica's matched index (how far its log is
+    /// known to agree with the leader's); empty elsewhere.
+    pub matched: Vec<(NodeId, u64)>,
 }
 
 pub(crate) struct Group {
@@ -139,6 +142,16 @@ impl Group {
             last_index: self.raw.raft.raft_log.last_index(),
             voters: conf.voters.clone(),
             learners: conf.learners.clone(),
+            matched: if self.raw.raft.state == StateRole::Leader {
+                self.raw
+                    .raft
+                    .prs()
+                    .iter()
+                    .map(|(&id, pr)| (id, pr.matched))
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -193,6 +206,16 @@ impl Group {
             }
             Err(e) => fail(waiter, e.into()),
         }
+    }
+
+    /// Asks the leader to hand leadership to `to` (a voter); raft does it
+    /// once `to` has caught up, or gives up after an election timeout.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<()> {
+        if let Some(e) = self.not_leader() {
+            return Err(e);
+        }
+        self.raw.transfer_leader(to);
+        Ok(())
     }
 
     pub fn read(&mut self, waiter: ReadWaiter) {

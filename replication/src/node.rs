@@ -254,6 +254,14 @@ impl RaftNode {
         self.request(group, |reply| Request::ConfChange { group, cc, reply })
     }
 
+    /// Asks this node, the group's leader, to hand leadership to `to`.
+    /// Returns once asked; the transfer itself happens (or not) within an
+    /// election timeout: watch [`RaftNode::leader`].
+    pub fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<()> {
+        self.request(group, |reply| Request::TransferLeader { group, to, reply })
+            .wait(Duration::from_secs(30))
+    }
+
     /// Totals since the node started (proposals, leader changes, snapshot bytes).
     pub fn counters(&self) -> CounterValues {
         self.counters.values()

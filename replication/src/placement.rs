@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cluster_map::{NodeInfo, ShardInfo};
+use crate::cluster_map::{ClusterMap, NodeInfo, ShardInfo};
 use crate::{GroupId, NodeId};
 
 /// Shards of a collection created without `shards = N`.
@@ -134,6 +134,7 @@ pub fn place(
             group,
             replicas: chosen,
             leader: None,
+            moves: Vec::new(),
         });
     }
     Ok(placed)
@@ -152,6 +153,174 @@ fn add_load<'a>(
     if let Some(Some(zone)) = zone_of.get(node) {
         *zone_load.entry(zone).or_default() += 1;
     }
+}
+
+/// Bounds on the replica moves [`plan_moves`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveLimits {
+    /// Moves in flight that involve one node (as source or target).
+    pub per_node: usize,
+    /// Moves in flight in the whole cluster.
+    pub total: usize,
+}
+
+impl Default for MoveLimits {
+    fn default() -> Self {
+        MoveLimits {
+            per_node: 2,
+            total: 8,
+        }
+    }
+}
+
+/// A move [`plan_moves`] asks for: a replica of `group` to `to`, from
+/// `from` (none: a missing replica is added).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedMove {
+    pub group: GroupId,
+    pub from: Option<NodeId>,
+    pub to: NodeId,
+}
+
+/// The replica moves to start now, given the map (with the moves already
+/// in flight): first repairs (a replica on a node that is down, draining or
+/// gone, or a shard with fewer replicas than its collection asks for), then,
+/// only once nothing needs repair and nothing moves, rebalancing (from the
+/// most to the least loaded live node, until every live node is within one
+/// replica of the others). One move per shard at a time, never two replicas
+/// on a node, within `limits`. The targets follow [`place`]'s rules: fewest
+/// replicas first, then a zone the shard does not use yet.
+pub fn plan_moves(map: &ClusterMap, limits: MoveLimits) -> Vec<PlannedMove> {
+    let live: Vec<&NodeInfo> = map.nodes.values().filter(|n| map.is_live(n.id)).collect();
+    let mut load: BTreeMap<NodeId, usize> = live.iter().map(|n| (n.id, 0)).collect();
+    let mut busy: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut in_flight = 0;
+    for shard in map.shards.values() {
+        for &r in shard
+            .replicas
+            .iter()
+            .chain(shard.moves.iter().map(|m| &m.to))
+        {
+            if let Some(l) = load.get_mut(&r) {
+                *l += 1;
+            }
+        }
+        for m in &shard.moves {
+            in_flight += 1;
+            for n in m.from.into_iter().chain([m.to]) {
+                *busy.entry(n).or_default() += 1;
+            }
+        }
+    }
+    let zone_of = |id: NodeId| map.nodes.get(&id).and_then(|n| n.zone.clone());
+    let mut planned: Vec<PlannedMove> = Vec::new();
+    let free = |n: NodeId, busy: &BTreeMap<NodeId, usize>| {
+        busy.get(&n).copied().unwrap_or(0) < limits.per_node
+    };
+    let take = |m: PlannedMove,
+                planned: &mut Vec<PlannedMove>,
+                load: &mut BTreeMap<NodeId, usize>,
+                busy: &mut BTreeMap<NodeId, usize>| {
+        if let Some(l) = load.get_mut(&m.to) {
+            *l += 1;
+        }
+        if let Some(f) = m.from
+            && let Some(l) = load.get_mut(&f)
+        {
+            *l = l.saturating_sub(1);
+        }
+        for n in m.from.into_iter().chain([m.to]) {
+            *busy.entry(n).or_default() += 1;
+        }
+        planned.push(m);
+    };
+
+    // Repairs.
+    let mut needs_repair = false;
+    for shard in map.shards.values() {
+        if !shard.moves.is_empty() {
+            continue;
+        }
+        let wanted = map
+            .collections
+            .get(&shard.collection)
+            .map_or(shard.replicas.len(), |c| c.replicas as usize);
+        let from = match shard.replicas.iter().find(|&&r| !map.is_live(r)) {
+            Some(&dead) => Some(dead),
+            None if shard.replicas.len() < wanted => None,
+            None => continue,
+        };
+        needs_repair = true;
+        if in_flight + planned.len() >= limits.total || from.is_some_and(|f| !free(f, &busy)) {
+            continue;
+        }
+        let used_zones: BTreeSet<String> = shard
+            .replicas
+            .iter()
+            .filter(|&&r| Some(r) != from)
+            .filter_map(|&r| zone_of(r))
+            .collect();
+        let target = live
+            .iter()
+            .filter(|n| !shard.placed_on(n.id) && free(n.id, &busy))
+            .min_by_key(|n| {
+                let zone_used = n.zone.as_ref().is_some_and(|z| used_zones.contains(z));
+                (load.get(&n.id).copied(), zone_used, n.id)
+            });
+        if let Some(t) = target {
+            let m = PlannedMove {
+                group: shard.group,
+                from,
+                to: t.id,
+            };
+            take(m, &mut planned, &mut load, &mut busy);
+        }
+    }
+    if needs_repair || in_flight > 0 || live.len() < 2 {
+        return planned;
+    }
+
+    // Rebalancing: the most loaded node gives one replica to the least
+    // loaded one that does not hold that shard, while they differ by more
+    // than one.
+    let mut moved: BTreeSet<GroupId> = BTreeSet::new();
+    while planned.len() < limits.total {
+        let by_load = |a: &(&NodeId, &usize)| (*a.1, *a.0);
+        let Some((&most, &high)) = load.iter().max_by_key(by_load) else {
+            break;
+        };
+        let mut step = None;
+        let mut targets: Vec<(NodeId, usize)> = load.iter().map(|(&n, &l)| (n, l)).collect();
+        targets.sort_by_key(|&(n, l)| (l, n));
+        'search: for (least, low) in targets {
+            if high <= low + 1 {
+                break;
+            }
+            if !free(most, &busy) || !free(least, &busy) {
+                continue;
+            }
+            for shard in map.shards.values() {
+                if shard.replicas.contains(&most)
+                    && !shard.placed_on(least)
+                    && shard.moves.is_empty()
+                    && !moved.contains(&shard.group)
+                {
+                    step = Some(PlannedMove {
+                        group: shard.group,
+                        from: Some(most),
+                        to: least,
+                    });
+                    break 'search;
+                }
+            }
+        }
+        let Some(m) = step else {
+            break;
+        };
+        moved.insert(m.group);
+        take(m, &mut planned, &mut load, &mut busy);
+    }
+    planned
 }
 
 #[cfg(test)]
