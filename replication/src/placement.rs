@@ -299,7 +299,11 @@ pub fn plan_moves(map: &ClusterMap, limits: MoveLimits) -> Vec<PlannedMove> {
             if !free(most, &busy) || !free(least, &busy) {
                 continue;
             }
-            for shard in map.shards.values() {
+            // Shards `most` leads first: their leadership moves with them,
+            // so a new node gets leaders too.
+            let mut candidates: Vec<&ShardInfo> = map.shards.values().collect();
+            candidates.sort_by_key(|s| (s.leader != Some(most), s.group));
+            for shard in candidates {
                 if shard.replicas.contains(&most)
                     && !shard.placed_on(least)
                     && shard.moves.is_empty()
@@ -370,5 +374,183 @@ mod tests {
         assert_eq!(placed[1].group, 8);
         // The loaded nodes wait; 2 and 4 come first.
         assert_eq!(&placed[1].replicas[..2], &[2, 4]);
+    }
+
+    fn cluster(nodes: &[(NodeId, Option<&str>)], shards: u32, replicas: u32) -> ClusterMap {
+        use crate::MapCommand;
+        let mut map = ClusterMap::new();
+        for &(id, zone) in nodes {
+            map.apply(&MapCommand::AddNode(node(id, zone))).unwrap();
+        }
+        map.apply(&MapCommand::CreateCollection {
+            name: "c".into(),
+            shards: Some(shards),
+            replicas: Some(replicas),
+        })
+        .unwrap();
+        map
+    }
+
+    /// Starts and finishes every planned move until none is left; the
+    /// moves, in order.
+    fn settle(map: &mut ClusterMap) -> Vec<PlannedMove> {
+        use crate::MapCommand;
+        let mut all = Vec::new();
+        for _ in 0..100 {
+            let planned = plan_moves(map, MoveLimits::default());
+            if planned.is_empty() {
+                return all;
+            }
+            for m in &planned {
+                map.apply(&MapCommand::StartMove {
+                    group: m.group,
+                    from: m.from,
+                    to: m.to,
+                })
+                .unwrap();
+                assert_no_doubles(map);
+            }
+            for m in &planned {
+                map.apply(&MapCommand::FinishMove {
+                    group: m.group,
+                    to: m.to,
+                })
+                .unwrap();
+            }
+            all.extend(planned);
+        }
+        panic!("the moves never settle");
+    }
+
+    fn assert_no_doubles(map: &ClusterMap) {
+        for s in map.shards.values() {
+            let mut placed: Vec<NodeId> = s.replicas.clone();
+            placed.extend(s.moves.iter().map(|m| m.to));
+            let distinct: BTreeSet<NodeId> = placed.iter().copied().collect();
+            assert_eq!(
+                distinct.len(),
+                placed.len(),
+                "two replicas on one node: {s:?}"
+            );
+        }
+    }
+
+    fn loads(map: &ClusterMap) -> BTreeMap<NodeId, usize> {
+        let mut out: BTreeMap<NodeId, usize> = map
+            .nodes
+            .keys()
+            .filter(|&&n| map.is_live(n))
+            .map(|&n| (n, 0))
+            .collect();
+        for s in map.shards.values() {
+            for r in &s.replicas {
+                *out.entry(*r).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_down_nodes_replicas_move_to_live_nodes_that_lack_the_shard() {
+        use crate::MapCommand;
+        let mut map = cluster(&[(1, None), (2, None), (3, None), (4, None)], 8, 3);
+        assert!(plan_moves(&map, MoveLimits::default()).is_empty());
+        map.apply(&MapCommand::MarkNode { id: 4, up: false })
+            .unwrap();
+        let on_4 = map
+            .shards
+            .values()
+            .filter(|s| s.replicas.contains(&4))
+            .count();
+        let moves = settle(&mut map);
+        assert_eq!(moves.len(), on_4);
+        assert!(moves.iter().all(|m| m.from == Some(4) && m.to != 4));
+        for s in map.shards.values() {
+            assert_eq!(s.replicas.len(), 3);
+            assert!(!s.replicas.contains(&4));
+        }
+        // 24 replicas on 3 live nodes: 8 each.
+        assert!(loads(&map).values().all(|&l| l == 8), "{:?}", loads(&map));
+    }
+
+    #[test]
+    fn moves_respect_the_limits_and_one_move_per_shard() {
+        use crate::MapCommand;
+        let mut map = cluster(&[(1, None), (2, None), (3, None), (4, None)], 16, 3);
+        map.apply(&MapCommand::MarkNode { id: 1, up: false })
+            .unwrap();
+        let limits = MoveLimits {
+            per_node: 1,
+            total: 2,
+        };
+        let planned = plan_moves(&map, limits);
+        // Node 1 is the source of every repair: one at a time.
+        assert_eq!(planned.len(), 1);
+        let groups: BTreeSet<GroupId> = planned.iter().map(|m| m.group).collect();
+        assert_eq!(groups.len(), planned.len());
+    }
+
+    #[test]
+    fn repairs_prefer_a_zone_the_shard_lacks() {
+        use crate::MapCommand;
+        let mut map = cluster(
+            &[
+                (1, Some("a")),
+                (2, Some("b")),
+                (3, Some("c")),
+                (4, Some("a")),
+                (5, Some("c")),
+            ],
+            1,
+            3,
+        );
+        let shard = map.shards.values().next().unwrap().clone();
+        assert_eq!(shard.replicas, vec![1, 2, 3]);
+        map.apply(&MapCommand::MarkNode { id: 2, up: false })
+            .unwrap();
+        let planned = plan_moves(&map, MoveLimits::default());
+        // 4 (zone a) and 5 (zone c) are equally loaded: neither brings zone
+        // b back, so the lower id wins; with a zone-b node it would win.
+        assert_eq!(planned.len(), 1);
+        map.apply(&MapCommand::AddNode(node(6, Some("b")))).unwrap();
+        let planned = plan_moves(&map, MoveLimits::default());
+        assert_eq!(planned[0].to, 6);
+        assert_eq!(planned[0].from, Some(2));
+    }
+
+    #[test]
+    fn a_new_node_is_filled_to_within_one_of_the_others() {
+        use crate::MapCommand;
+        let mut map = cluster(&[(1, None), (2, None), (3, None)], 8, 3);
+        for g in map.shards.keys().copied().collect::<Vec<_>>() {
+            let first = map.shards[&g].replicas[0];
+            map.apply(&MapCommand::SetLeader {
+                group: g,
+                leader: Some(first),
+            })
+            .unwrap();
+        }
+        map.apply(&MapCommand::AddNode(node(4, None))).unwrap();
+        let moves = settle(&mut map);
+        assert!(!moves.is_empty());
+        assert!(moves.iter().all(|m| m.to == 4));
+        let l = loads(&map);
+        let (lo, hi) = (l.values().min().unwrap(), l.values().max().unwrap());
+        assert!(hi - lo <= 1, "{l:?}");
+        // Rebalancing moves replicas; it never adds one.
+        assert!(moves.iter().all(|m| m.from.is_some()));
+        assert_no_doubles(&map);
+        // Draining a node empties it, and then it may be removed.
+        map.apply(&MapCommand::DrainNode { id: 2 }).unwrap();
+        assert_eq!(
+            map.apply(&MapCommand::RemoveNode { id: 2 })
+                .unwrap_err()
+                .code(),
+            "node_in_use"
+        );
+        settle(&mut map);
+        assert!(map.shards.values().all(|s| !s.replicas.contains(&2)));
+        assert_eq!(map.apply(&MapCommand::RemoveNode { id: 2 }), Ok(true));
+        assert!(map.removed.contains(&2) && !map.nodes.contains_key(&2));
     }
 }

@@ -4,5 +4,6 @@
 #![allow(dead_code)] // each test file uses some of them
 
 pub mod cluster;
+pub mod heal;
 pub mod http;
 pub mod process;

@@ -504,6 +504,10 @@ impl ClusterNode {
                 let _ = self.propose_local(METADATA_GROUP, &metadata::write_token(&token));
             }
         }
+        if map.removed.contains(&self.id) {
+            // Removed (`cluster remove-node`): it stays out.
+            return Ok(());
+        }
         // This node's own entry: added once, updated when its addresses change.
         let me = self.self_info();
         match map.nodes.get(&self.id) {
@@ -520,9 +524,6 @@ impl ClusterNode {
             Some(_) => {}
         }
         self.show_token(&meta)?;
-        if map.removed.contains(&self.id) {
-            return Ok(());
-        }
         if !self.ready.load(Ordering::Acquire) {
             // Serve only once the map is as fresh as the metadata leader's:
             // a node back from a long absence must not act on the map it
