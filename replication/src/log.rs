@@ -441,8 +441,11 @@ impl LogStore {
     fn build_snapshot(&self, request_index: u64) -> Result<Option<Snapshot>> {
         let mut cache = self.snapshot_cache.lock();
         let floor = self.truncated_index.max(request_index);
+        // A snapshot built before a membership change would be refused by
+        // a replica that change added: its configuration must be current.
         if let Some(snap) = cache.as_ref()
             && snap.get_metadata().index >= floor
+            && snap.get_metadata().get_conf_state() == &self.conf
         {
             return Ok(Some(snap.clone()));
         }
