@@ -14,7 +14,9 @@ use serde_json::json;
 
 mod common;
 use common::cluster::{Api, TestCluster, retry_until, until_answered};
-use common::heal::{Writer, heal_problems, leaders_per_node, replicas_per_node, wait_healed};
+use common::heal::{
+    Writer, heal_problems, leaders_per_node, replicas_per_node, split_brains, wait_healed,
+};
 use common::process::{TIMEOUT, run_to_end};
 
 /// Longest a test waits for the cluster to heal.
@@ -138,6 +140,12 @@ fn killed_nodes_are_replaced_and_nothing_is_lost_then_a_returning_node_drops_its
     for s in &map.shards {
         assert_eq!(s.replicas.len(), 3, "{s:?}");
         assert!(s.leader.is_some(), "{s:?}");
+    }
+    // No split brain: never two leaders of a group in one term.
+    for _ in 0..5 {
+        let twins = split_brains(&mut cluster);
+        assert!(twins.is_empty(), "{twins:?}");
+        std::thread::sleep(Duration::from_millis(300));
     }
     // The returning node agrees on every shard's replicas and leader.
     let seen_by_4 = retry_until(TIMEOUT, "the returning node's map", || {

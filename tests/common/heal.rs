@@ -135,10 +135,10 @@ impl Writer {
                 }
                 let id = format!("w{n}");
                 let api = &apis[n % apis.len()];
-                if let Ok(reply) = api.put(&collection, &id, &json!({"n": n})) {
-                    if reply.ok() {
-                        a.lock().unwrap().push(id);
-                    }
+                if let Ok(reply) = api.put(&collection, &id, &json!({"n": n}))
+                    && reply.ok()
+                {
+                    a.lock().unwrap().push(id);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -172,4 +172,42 @@ impl Drop for Writer {
             let _ = t.join();
         }
     }
+}
+
+/// Every (group, term) that more than one running node claims to lead, as
+/// their `/metrics` say (empty: no split brain).
+pub fn split_brains(cluster: &mut TestCluster) -> Vec<String> {
+    // (group, term) -> nodes that lead it
+    let mut leaders: BTreeMap<(String, u64), Vec<usize>> = BTreeMap::new();
+    for i in cluster.running() {
+        let Ok(reply) = cluster.api(i).call("GET", "/metrics", None) else {
+            continue;
+        };
+        let mut terms: BTreeMap<String, u64> = BTreeMap::new();
+        let mut leads: Vec<String> = Vec::new();
+        for line in reply.text.lines() {
+            let Some(group) = line
+                .split("group=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+            else {
+                continue;
+            };
+            let value = line.rsplit(' ').next().unwrap_or("");
+            if line.starts_with("stratosdb_raft_term{") {
+                terms.insert(group.to_string(), value.parse().unwrap_or(0));
+            } else if line.starts_with("stratosdb_raft_is_leader{") && value == "1" {
+                leads.push(group.to_string());
+            }
+        }
+        for group in leads {
+            let term = terms.get(&group).copied().unwrap_or(0);
+            leaders.entry((group, term)).or_default().push(i);
+        }
+    }
+    leaders
+        .into_iter()
+        .filter(|(_, nodes)| nodes.len() > 1)
+        .map(|((group, term), nodes)| format!("group {group} term {term}: leaders {nodes:?}"))
+        .collect()
 }

@@ -399,3 +399,34 @@ fn caught_up(status: &GroupStatus, node: NodeId) -> bool {
         .iter()
         .any(|&(n, matched)| n == node && matched >= status.commit && matched > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metadata_group_gets_three_voters_then_five() {
+        let voters: Vec<usize> = (0..=7).map(metadata_voters).collect();
+        assert_eq!(voters, [0, 1, 2, 3, 3, 5, 5, 5]);
+    }
+
+    #[test]
+    fn caught_up_means_matched_at_the_commit_index() {
+        let status = GroupStatus {
+            group: 1,
+            is_leader: true,
+            leader: Some(1),
+            term: 2,
+            commit: 10,
+            applied: 10,
+            first_index: 1,
+            last_index: 10,
+            voters: vec![1, 2],
+            learners: vec![3, 4],
+            matched: vec![(1, 10), (2, 10), (3, 10), (4, 7)],
+        };
+        assert!(caught_up(&status, 3));
+        assert!(!caught_up(&status, 4));
+        assert!(!caught_up(&status, 5));
+    }
+}
