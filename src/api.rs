@@ -38,6 +38,44 @@ pub struct ClusterMap {
     pub nodes: Vec<NodeInfo>,
     pub collections: Vec<CollectionPlacement>,
     pub shards: Vec<ShardInfo>,
+    /// Replica moves in progress (self-healing, rebalancing, draining).
+    #[serde(default)]
+    pub moves: Vec<MoveInfo>,
+}
+
+/// One replica move: a new replica on `to` is built (`learner`), made a
+/// voter (`promoting`), then the one on `from` removed (`removing`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveInfo {
+    pub collection: String,
+    pub shard: u32,
+    /// The node giving up its replica (`null`: a replica is added).
+    pub from: Option<String>,
+    pub to: String,
+    /// `learner`, `promoting` or `removing`.
+    pub phase: String,
+    /// The new replica's applied index.
+    pub applied: u64,
+    /// The leader's applied index.
+    pub target: u64,
+}
+
+/// `POST /v1/cluster/remove-node`'s body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveNodeRequest {
+    /// The node's id (16 hex digits, as `GET /v1/cluster` shows it).
+    pub node: String,
+}
+
+/// `POST /v1/cluster/remove-node`'s reply: where the removal stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveNodeReply {
+    pub node: String,
+    /// `draining` (replicas still on it) or `removed` (gone from the map).
+    pub state: String,
+    /// Replicas still placed on the node.
+    pub replicas: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +88,9 @@ pub struct NodeInfo {
     /// The node's zone (`null` when none was given).
     pub zone: Option<String>,
     pub up: bool,
+    /// `active`, `down` or `draining`.
+    #[serde(default)]
+    pub state: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +117,9 @@ pub struct ReplicaInfo {
     pub applied: u64,
     /// The replica's Merkle root at `applied`, 64 hex digits.
     pub root: String,
+    /// `voter` or `learner` (a replica being built by a move).
+    #[serde(default)]
+    pub role: String,
 }
 
 /// `POST /v1/cluster/join`'s body: a new node asks a member to admit it.

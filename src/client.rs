@@ -15,7 +15,10 @@ use std::time::Duration;
 use stratosdb_engine::Value;
 use stratosdb_query::StatementResult;
 
-use crate::api::{ClusterMap, Consistency, ErrorBody, JoinReply, JoinRequest, SqlRequest};
+use crate::api::{
+    ClusterMap, Consistency, ErrorBody, JoinReply, JoinRequest, RemoveNodeReply, RemoveNodeRequest,
+    SqlRequest,
+};
 
 /// Largest reply body read (rows of a big SELECT).
 const MAX_REPLY: u64 = 1 << 30;
@@ -219,6 +222,17 @@ impl Client {
     pub fn join(&self, request: &JoinRequest) -> Result<JoinReply, ClientError> {
         let body = serde_json::to_string(request).map_err(|e| self.protocol(e))?;
         let text = self.call("POST", "/v1/cluster/join", Some(body))?;
+        serde_json::from_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// Starts removing a member, or asks how far its removal got
+    /// (`POST /v1/cluster/remove-node`).
+    pub fn remove_node(&self, node: &str) -> Result<RemoveNodeReply, ClientError> {
+        let request = RemoveNodeRequest {
+            node: node.to_string(),
+        };
+        let body = serde_json::to_string(&request).map_err(|e| self.protocol(e))?;
+        let text = self.call("POST", "/v1/cluster/remove-node", Some(body))?;
         serde_json::from_str(&text).map_err(|e| self.protocol(e))
     }
 

@@ -1,5 +1,6 @@
-//! `stratosdb node` and `stratosdb cluster status`: the command-line edge of
-//! the node (flags, the data folder, signals) and of the cluster map.
+//! `stratosdb node` and `stratosdb cluster status|remove-node`: the
+//! command-line edge of the node (flags, the data folder, signals) and of
+//! the cluster map.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,33 @@ pub struct NodeArgs {
     /// chosen peers (to partition processes on one machine).
     #[arg(long)]
     fault_injection: bool,
+    /// How long a member may not answer before it is marked down and its
+    /// replicas are rebuilt elsewhere: 500ms, 5s, 2m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    down_after: std::time::Duration,
+}
+
+/// `500ms`, `5s`, `2m`: a whole number and a unit.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (ms, s or m)"))?;
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let millis = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+    }
+    .ok_or_else(|| format!("{text:?} is too long"))?;
+    if millis == 0 {
+        return Err("the duration must be above zero".into());
+    }
+    Ok(std::time::Duration::from_millis(millis))
 }
 
 /// Runs a node until Ctrl-C or SIGTERM.
@@ -86,6 +114,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             join,
             zone: args.zone.clone(),
             engine,
+            down_after: args.down_after,
         };
         let backend = tokio::task::spawn_blocking(move || ClusterBackend::start(config))
             .await
@@ -182,16 +211,75 @@ pub enum ClusterCommand {
         #[arg(long)]
         connect: String,
     },
+    /// Drains a node (its replicas move to the others) and removes it from
+    /// the cluster; waits until it is gone, printing progress.
+    RemoveNode {
+        /// The node's id, as `cluster status` shows it.
+        id: String,
+        /// A node's API, http://HOST:PORT (not the node being removed).
+        #[arg(long)]
+        connect: String,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
 }
 
 pub fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
-    let ClusterCommand::Status { connect } = command;
-    let client = Client::new(&connect)?;
+    match command {
+        ClusterCommand::Status { connect } => status(&connect),
+        ClusterCommand::RemoveNode {
+            id,
+            connect,
+            timeout,
+        } => remove_node(&id, &connect, std::time::Duration::from_secs(timeout)),
+    }
+}
+
+fn remove_node(id: &str, connect: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let client = Client::new(connect)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let reply = client
+            .remove_node(id)
+            .with_context(|| format!("asking {connect} to remove node {id}"))?;
+        if reply.state == "removed" {
+            println!("node {} removed from the cluster", reply.node);
+            return Ok(());
+        }
+        let moving = client.cluster().map(|m| m.moves).unwrap_or_default();
+        let mut line = format!(
+            "node {} {}: {} replica(s) left",
+            reply.node, reply.state, reply.replicas
+        );
+        for m in moving
+            .iter()
+            .filter(|m| m.from.as_deref() == Some(&reply.node))
+        {
+            line.push_str(&format!(
+                "; {}/{} -> {} {} {}/{}",
+                m.collection, m.shard, m.to, m.phase, m.applied, m.target
+            ));
+        }
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("node {id} was not removed within {timeout:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+fn status(connect: &str) -> anyhow::Result<()> {
+    let client = Client::new(connect)?;
     let map = client
         .cluster()
         .with_context(|| format!("asking {connect} for the cluster map"))?;
     let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".to_string());
-    let mut nodes = table(&["node", "http", "p2p", "zone", "up"]);
+    let mut nodes = table(&["node", "http", "p2p", "zone", "up", "state"]);
     for n in &map.nodes {
         let mut id = n.id.clone();
         if n.id == map.self_id {
@@ -203,6 +291,7 @@ pub fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             dash(&n.p2p),
             dash(&n.zone),
             if n.up { "yes" } else { "no" }.to_string(),
+            n.state.clone(),
         ]);
     }
     println!("{nodes}");
@@ -211,6 +300,7 @@ pub fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
         "shard",
         "leader",
         "replica",
+        "role",
         "applied",
         "root",
     ]);
@@ -221,18 +311,35 @@ pub fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 s.shard.to_string(),
                 dash(&s.leader),
                 r.node.clone(),
+                r.role.clone(),
                 r.applied.to_string(),
                 r.root.clone(),
             ]);
         }
     }
     println!("{shards}");
+    if !map.moves.is_empty() {
+        let mut moves = table(&["collection", "shard", "from", "to", "phase", "progress"]);
+        for m in &map.moves {
+            moves.add_row(vec![
+                m.collection.clone(),
+                m.shard.to_string(),
+                dash(&m.from),
+                m.to.clone(),
+                m.phase.clone(),
+                format!("{}/{}", m.applied, m.target),
+            ]);
+        }
+        println!("{moves}");
+    }
     let n = map.collections.len();
     println!(
-        "({} node{}, {n} collection{})",
+        "({} node{}, {n} collection{}, {} move{} in progress)",
         map.nodes.len(),
         if map.nodes.len() == 1 { "" } else { "s" },
-        if n == 1 { "" } else { "s" }
+        if n == 1 { "" } else { "s" },
+        map.moves.len(),
+        if map.moves.len() == 1 { "" } else { "s" }
     );
     Ok(())
 }
@@ -243,4 +350,29 @@ fn table(header: &[&str]) -> Table {
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(header.to_vec());
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn down_after_takes_ms_s_and_m() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5h",
+            "0s",
+            "-1s",
+            "1.5s",
+            "99999999999999999999m",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

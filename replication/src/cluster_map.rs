@@ -65,6 +65,24 @@ pub struct ShardInfo {
     pub replicas: Vec<NodeId>,
     /// The last leader the metadata group was told of.
     pub leader: Option<NodeId>,
+    /// Replicas being moved: the shard's group leader adds `to` as a
+    /// learner, promotes it once caught up, then removes `from`.
+    pub moves: Vec<Move>,
+}
+
+impl ShardInfo {
+    /// Whether `node` holds (or is getting) a replica of this shard.
+    pub fn placed_on(&self, node: NodeId) -> bool {
+        self.replicas.contains(&node) || self.moves.iter().any(|m| m.to == node)
+    }
+}
+
+/// One replica move: a new replica on `to`, then the one on `from` (if
+/// any) removed. Voters never drop below a quorum: add before remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    pub from: Option<NodeId>,
+    pub to: NodeId,
 }
 
 /// One change to the map: the payload of a metadata group entry.
@@ -95,6 +113,25 @@ pub enum MapCommand {
     SetReplicas {
         group: GroupId,
         replicas: Vec<NodeId>,
+    },
+    /// Starts moving a replica of `group` to `to` (from `from`, if any).
+    StartMove {
+        group: GroupId,
+        from: Option<NodeId>,
+        to: NodeId,
+    },
+    /// The move to `to` is done: `to` replaces `from` among the replicas.
+    FinishMove {
+        group: GroupId,
+        to: NodeId,
+    },
+    /// Marks a node draining: its replicas move elsewhere.
+    DrainNode {
+        id: NodeId,
+    },
+    /// Removes a drained node (one that holds no replica) from the map.
+    RemoveNode {
+        id: NodeId,
     },
 }
 
@@ -139,6 +176,10 @@ pub enum MapError {
     Placement(#[from] PlacementError),
     #[error("malformed map command: {0}")]
     Malformed(String),
+    #[error("invalid move in group {group}: {reason}")]
+    InvalidMove { group: GroupId, reason: String },
+    #[error("node {0} still holds replicas")]
+    NodeInUse(NodeId),
 }
 
 impl MapError {
@@ -153,6 +194,8 @@ impl MapError {
             MapError::InvalidReplicas { .. } => "invalid_replicas",
             MapError::Placement(e) => e.code(),
             MapError::Malformed(_) => "malformed_map_command",
+            MapError::InvalidMove { .. } => "invalid_move",
+            MapError::NodeInUse(_) => "node_in_use",
         }
     }
 }
@@ -171,6 +214,10 @@ pub struct ClusterMap {
     pub shards: BTreeMap<GroupId, ShardInfo>,
     /// The next group id to hand out; ids are never reused.
     pub next_group: GroupId,
+    /// Nodes being drained for removal (`cluster remove-node`).
+    pub draining: BTreeSet<NodeId>,
+    /// Nodes removed from the cluster: they refuse further work.
+    pub removed: BTreeSet<NodeId>,
 }
 
 impl Default for ClusterMap {
@@ -188,7 +235,15 @@ impl ClusterMap {
             collections: BTreeMap::new(),
             shards: BTreeMap::new(),
             next_group: METADATA_GROUP + 1,
+            draining: BTreeSet::new(),
+            removed: BTreeSet::new(),
         }
+    }
+
+    /// Whether `node` is a member that is up and not draining: only those
+    /// get new replicas.
+    pub fn is_live(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(|n| n.up) && !self.draining.contains(&node)
     }
 
     /// The shards of `collection`, in shard order.
@@ -284,6 +339,26 @@ impl ClusterMap {
             }
             MapCommand::SetLeader { group, leader } => self.set_leader(*group, *leader)?,
             MapCommand::SetReplicas { group, replicas } => self.set_replicas(*group, replicas)?,
+            MapCommand::StartMove { group, from, to } => self.start_move(*group, *from, *to)?,
+            MapCommand::FinishMove { group, to } => self.finish_move(*group, *to)?,
+            MapCommand::DrainNode { id } => {
+                if !self.nodes.contains_key(id) {
+                    return Err(MapError::UnknownNode(*id));
+                }
+                self.draining.insert(*id)
+            }
+            MapCommand::RemoveNode { id } => {
+                if !self.nodes.contains_key(id) {
+                    return Err(MapError::UnknownNode(*id));
+                }
+                if self.shards.values().any(|s| s.placed_on(*id)) {
+                    return Err(MapError::NodeInUse(*id));
+                }
+                self.nodes.remove(id);
+                self.draining.remove(id);
+                self.removed.insert(*id);
+                true
+            }
         };
         if changed {
             self.version += 1;
@@ -330,7 +405,7 @@ impl ClusterMap {
             .get_mut(&group)
             .ok_or(MapError::UnknownGroup(group))?;
         if let Some(l) = leader
-            && !shard.replicas.contains(&l)
+            && !shard.placed_on(l)
         {
             return Err(MapError::InvalidReplicas {
                 group,
@@ -340,6 +415,63 @@ impl ClusterMap {
         let changed = shard.leader != leader;
         shard.leader = leader;
         Ok(changed)
+    }
+
+    fn start_move(
+        &mut self,
+        group: GroupId,
+        from: Option<NodeId>,
+        to: NodeId,
+    ) -> Result<bool, MapError> {
+        let invalid = |reason: &str| MapError::InvalidMove {
+            group,
+            reason: reason.to_owned(),
+        };
+        if !self.is_live(to) {
+            return Err(invalid("the target node is not live"));
+        }
+        let shard = self
+            .shards
+            .get_mut(&group)
+            .ok_or(MapError::UnknownGroup(group))?;
+        if shard.placed_on(to) {
+            return Err(invalid("the target already holds a replica"));
+        }
+        if let Some(f) = from {
+            if !shard.replicas.contains(&f) {
+                return Err(invalid("the source holds no replica"));
+            }
+            if shard.moves.iter().any(|m| m.from == Some(f)) {
+                return Err(invalid("the source is already moving"));
+            }
+        }
+        shard.moves.push(Move { from, to });
+        Ok(true)
+    }
+
+    fn finish_move(&mut self, group: GroupId, to: NodeId) -> Result<bool, MapError> {
+        let shard = self
+            .shards
+            .get_mut(&group)
+            .ok_or(MapError::UnknownGroup(group))?;
+        let Some(at) = shard.moves.iter().position(|m| m.to == to) else {
+            return Err(MapError::InvalidMove {
+                group,
+                reason: format!("no move to {to}"),
+            });
+        };
+        let done = shard.moves.remove(at);
+        match done
+            .from
+            .and_then(|f| shard.replicas.iter().position(|&r| r == f))
+        {
+            Some(i) => shard.replicas[i] = to,
+            None => shard.replicas.push(to),
+        }
+        if shard.leader.is_some_and(|l| !shard.replicas.contains(&l)) {
+            shard.leader = None;
+        }
+        Ok(true)
     }
 
     fn set_replicas(&mut self, group: GroupId, replicas: &[NodeId]) -> Result<bool, MapError> {

@@ -46,6 +46,9 @@ pub struct GroupStatus {
     pub last_index: u64,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
+    /// On the leader: each replica's matched index (how far its log is
+    /// known to agree with the leader's); empty elsewhere.
+    pub matched: Vec<(NodeId, u64)>,
 }
 
 pub(crate) struct Group {
@@ -169,6 +172,16 @@ impl Group {
             last_index: self.raw.raft.raft_log.last_index(),
             voters: conf.voters.clone(),
             learners: conf.learners.clone(),
+            matched: if self.raw.raft.state == StateRole::Leader {
+                self.raw
+                    .raft
+                    .prs()
+                    .iter()
+                    .map(|(&id, pr)| (id, pr.matched))
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 

@@ -34,7 +34,7 @@ pub mod snapshot;
 mod transport;
 
 pub use cluster_map::{
-    ClusterMap, CollectionInfo, MAX_MAP_COMMAND_BYTES, METADATA_GROUP, MapCommand, MapError,
+    ClusterMap, CollectionInfo, MAX_MAP_COMMAND_BYTES, METADATA_GROUP, MapCommand, MapError, Move,
     NodeInfo, ShardInfo, shard_of,
 };
 pub use codec::GroupMessage;

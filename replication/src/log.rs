@@ -454,6 +454,8 @@ impl LogStore {
     fn build_snapshot(&self, request_index: u64) -> Result<Option<Snapshot>> {
         let mut cache = self.snapshot_cache.lock();
         let floor = self.truncated_index.max(request_index);
+        // A snapshot built before a membership change would be refused by
+        // a replica that change added: its configuration must be current.
         if let Some(snap) = cache.as_ref() {
             let meta = snap.get_metadata();
             let key = crate::snapshot::SnapshotKey {
@@ -461,7 +463,10 @@ impl LogStore {
                 index: meta.index,
                 term: meta.term,
             };
-            if meta.index >= floor && self.snapshots.files.has_outgoing(&key) {
+            if meta.index >= floor
+                && meta.get_conf_state() == &self.conf
+                && self.snapshots.files.has_outgoing(&key)
+            {
                 return Ok(Some(snap.clone()));
             }
         }

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cluster_map::{NodeInfo, ShardInfo};
+use crate::cluster_map::{ClusterMap, NodeInfo, ShardInfo};
 use crate::{GroupId, NodeId};
 
 /// Shards of a collection created without `shards = N`.
@@ -134,6 +134,7 @@ pub fn place(
             group,
             replicas: chosen,
             leader: None,
+            moves: Vec::new(),
         });
     }
     Ok(placed)
@@ -152,6 +153,178 @@ fn add_load<'a>(
     if let Some(Some(zone)) = zone_of.get(node) {
         *zone_load.entry(zone).or_default() += 1;
     }
+}
+
+/// Bounds on the replica moves [`plan_moves`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveLimits {
+    /// Moves in flight that involve one node (as source or target).
+    pub per_node: usize,
+    /// Moves in flight in the whole cluster.
+    pub total: usize,
+}
+
+impl Default for MoveLimits {
+    fn default() -> Self {
+        MoveLimits {
+            per_node: 2,
+            total: 8,
+        }
+    }
+}
+
+/// A move [`plan_moves`] asks for: a replica of `group` to `to`, from
+/// `from` (none: a missing replica is added).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedMove {
+    pub group: GroupId,
+    pub from: Option<NodeId>,
+    pub to: NodeId,
+}
+
+/// The replica moves to start now, given the map (with the moves already
+/// in flight): first repairs (a replica on a node that is down, draining or
+/// gone, or a shard with fewer replicas than its collection asks for), then,
+/// only once nothing needs repair and nothing moves, rebalancing (from the
+/// most to the least loaded live node, until every live node is within one
+/// replica of the others). One move per shard at a time, never two replicas
+/// on a node, within `limits`. The targets follow [`place`]'s rules: fewest
+/// replicas first, then a zone the shard does not use yet.
+pub fn plan_moves(map: &ClusterMap, limits: MoveLimits) -> Vec<PlannedMove> {
+    let live: Vec<&NodeInfo> = map.nodes.values().filter(|n| map.is_live(n.id)).collect();
+    let mut load: BTreeMap<NodeId, usize> = live.iter().map(|n| (n.id, 0)).collect();
+    let mut busy: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut in_flight = 0;
+    for shard in map.shards.values() {
+        for &r in shard
+            .replicas
+            .iter()
+            .chain(shard.moves.iter().map(|m| &m.to))
+        {
+            if let Some(l) = load.get_mut(&r) {
+                *l += 1;
+            }
+        }
+        for m in &shard.moves {
+            in_flight += 1;
+            for n in m.from.into_iter().chain([m.to]) {
+                *busy.entry(n).or_default() += 1;
+            }
+        }
+    }
+    let zone_of = |id: NodeId| map.nodes.get(&id).and_then(|n| n.zone.clone());
+    let mut planned: Vec<PlannedMove> = Vec::new();
+    let free = |n: NodeId, busy: &BTreeMap<NodeId, usize>| {
+        busy.get(&n).copied().unwrap_or(0) < limits.per_node
+    };
+    let take = |m: PlannedMove,
+                planned: &mut Vec<PlannedMove>,
+                load: &mut BTreeMap<NodeId, usize>,
+                busy: &mut BTreeMap<NodeId, usize>| {
+        if let Some(l) = load.get_mut(&m.to) {
+            *l += 1;
+        }
+        if let Some(f) = m.from
+            && let Some(l) = load.get_mut(&f)
+        {
+            *l = l.saturating_sub(1);
+        }
+        for n in m.from.into_iter().chain([m.to]) {
+            *busy.entry(n).or_default() += 1;
+        }
+        planned.push(m);
+    };
+
+    // Repairs.
+    let mut needs_repair = false;
+    for shard in map.shards.values() {
+        if !shard.moves.is_empty() {
+            continue;
+        }
+        let wanted = map
+            .collections
+            .get(&shard.collection)
+            .map_or(shard.replicas.len(), |c| c.replicas as usize);
+        let from = match shard.replicas.iter().find(|&&r| !map.is_live(r)) {
+            Some(&dead) => Some(dead),
+            None if shard.replicas.len() < wanted => None,
+            None => continue,
+        };
+        needs_repair = true;
+        if in_flight + planned.len() >= limits.total || from.is_some_and(|f| !free(f, &busy)) {
+            continue;
+        }
+        let used_zones: BTreeSet<String> = shard
+            .replicas
+            .iter()
+            .filter(|&&r| Some(r) != from)
+            .filter_map(|&r| zone_of(r))
+            .collect();
+        let target = live
+            .iter()
+            .filter(|n| !shard.placed_on(n.id) && free(n.id, &busy))
+            .min_by_key(|n| {
+                let zone_used = n.zone.as_ref().is_some_and(|z| used_zones.contains(z));
+                (load.get(&n.id).copied(), zone_used, n.id)
+            });
+        if let Some(t) = target {
+            let m = PlannedMove {
+                group: shard.group,
+                from,
+                to: t.id,
+            };
+            take(m, &mut planned, &mut load, &mut busy);
+        }
+    }
+    if needs_repair || in_flight > 0 || live.len() < 2 {
+        return planned;
+    }
+
+    // Rebalancing: the most loaded node gives one replica to the least
+    // loaded one that does not hold that shard, while they differ by more
+    // than one.
+    let mut moved: BTreeSet<GroupId> = BTreeSet::new();
+    while planned.len() < limits.total {
+        let by_load = |a: &(&NodeId, &usize)| (*a.1, *a.0);
+        let Some((&most, &high)) = load.iter().max_by_key(by_load) else {
+            break;
+        };
+        let mut step = None;
+        let mut targets: Vec<(NodeId, usize)> = load.iter().map(|(&n, &l)| (n, l)).collect();
+        targets.sort_by_key(|&(n, l)| (l, n));
+        'search: for (least, low) in targets {
+            if high <= low + 1 {
+                break;
+            }
+            if !free(most, &busy) || !free(least, &busy) {
+                continue;
+            }
+            // Shards `most` leads first: their leadership moves with them,
+            // so a new node gets leaders too.
+            let mut candidates: Vec<&ShardInfo> = map.shards.values().collect();
+            candidates.sort_by_key(|s| (s.leader != Some(most), s.group));
+            for shard in candidates {
+                if shard.replicas.contains(&most)
+                    && !shard.placed_on(least)
+                    && shard.moves.is_empty()
+                    && !moved.contains(&shard.group)
+                {
+                    step = Some(PlannedMove {
+                        group: shard.group,
+                        from: Some(most),
+                        to: least,
+                    });
+                    break 'search;
+                }
+            }
+        }
+        let Some(m) = step else {
+            break;
+        };
+        moved.insert(m.group);
+        take(m, &mut planned, &mut load, &mut busy);
+    }
+    planned
 }
 
 #[cfg(test)]
@@ -201,5 +374,183 @@ mod tests {
         assert_eq!(placed[1].group, 8);
         // The loaded nodes wait; 2 and 4 come first.
         assert_eq!(&placed[1].replicas[..2], &[2, 4]);
+    }
+
+    fn cluster(nodes: &[(NodeId, Option<&str>)], shards: u32, replicas: u32) -> ClusterMap {
+        use crate::MapCommand;
+        let mut map = ClusterMap::new();
+        for &(id, zone) in nodes {
+            map.apply(&MapCommand::AddNode(node(id, zone))).unwrap();
+        }
+        map.apply(&MapCommand::CreateCollection {
+            name: "c".into(),
+            shards: Some(shards),
+            replicas: Some(replicas),
+        })
+        .unwrap();
+        map
+    }
+
+    /// Starts and finishes every planned move until none is left; the
+    /// moves, in order.
+    fn settle(map: &mut ClusterMap) -> Vec<PlannedMove> {
+        use crate::MapCommand;
+        let mut all = Vec::new();
+        for _ in 0..100 {
+            let planned = plan_moves(map, MoveLimits::default());
+            if planned.is_empty() {
+                return all;
+            }
+            for m in &planned {
+                map.apply(&MapCommand::StartMove {
+                    group: m.group,
+                    from: m.from,
+                    to: m.to,
+                })
+                .unwrap();
+                assert_no_doubles(map);
+            }
+            for m in &planned {
+                map.apply(&MapCommand::FinishMove {
+                    group: m.group,
+                    to: m.to,
+                })
+                .unwrap();
+            }
+            all.extend(planned);
+        }
+        panic!("the moves never settle");
+    }
+
+    fn assert_no_doubles(map: &ClusterMap) {
+        for s in map.shards.values() {
+            let mut placed: Vec<NodeId> = s.replicas.clone();
+            placed.extend(s.moves.iter().map(|m| m.to));
+            let distinct: BTreeSet<NodeId> = placed.iter().copied().collect();
+            assert_eq!(
+                distinct.len(),
+                placed.len(),
+                "two replicas on one node: {s:?}"
+            );
+        }
+    }
+
+    fn loads(map: &ClusterMap) -> BTreeMap<NodeId, usize> {
+        let mut out: BTreeMap<NodeId, usize> = map
+            .nodes
+            .keys()
+            .filter(|&&n| map.is_live(n))
+            .map(|&n| (n, 0))
+            .collect();
+        for s in map.shards.values() {
+            for r in &s.replicas {
+                *out.entry(*r).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_down_nodes_replicas_move_to_live_nodes_that_lack_the_shard() {
+        use crate::MapCommand;
+        let mut map = cluster(&[(1, None), (2, None), (3, None), (4, None)], 8, 3);
+        assert!(plan_moves(&map, MoveLimits::default()).is_empty());
+        map.apply(&MapCommand::MarkNode { id: 4, up: false })
+            .unwrap();
+        let on_4 = map
+            .shards
+            .values()
+            .filter(|s| s.replicas.contains(&4))
+            .count();
+        let moves = settle(&mut map);
+        assert_eq!(moves.len(), on_4);
+        assert!(moves.iter().all(|m| m.from == Some(4) && m.to != 4));
+        for s in map.shards.values() {
+            assert_eq!(s.replicas.len(), 3);
+            assert!(!s.replicas.contains(&4));
+        }
+        // 24 replicas on 3 live nodes: 8 each.
+        assert!(loads(&map).values().all(|&l| l == 8), "{:?}", loads(&map));
+    }
+
+    #[test]
+    fn moves_respect_the_limits_and_one_move_per_shard() {
+        use crate::MapCommand;
+        let mut map = cluster(&[(1, None), (2, None), (3, None), (4, None)], 16, 3);
+        map.apply(&MapCommand::MarkNode { id: 1, up: false })
+            .unwrap();
+        let limits = MoveLimits {
+            per_node: 1,
+            total: 2,
+        };
+        let planned = plan_moves(&map, limits);
+        // Node 1 is the source of every repair: one at a time.
+        assert_eq!(planned.len(), 1);
+        let groups: BTreeSet<GroupId> = planned.iter().map(|m| m.group).collect();
+        assert_eq!(groups.len(), planned.len());
+    }
+
+    #[test]
+    fn repairs_prefer_a_zone_the_shard_lacks() {
+        use crate::MapCommand;
+        let mut map = cluster(
+            &[
+                (1, Some("a")),
+                (2, Some("b")),
+                (3, Some("c")),
+                (4, Some("a")),
+                (5, Some("c")),
+            ],
+            1,
+            3,
+        );
+        let shard = map.shards.values().next().unwrap().clone();
+        assert_eq!(shard.replicas, vec![1, 2, 3]);
+        map.apply(&MapCommand::MarkNode { id: 2, up: false })
+            .unwrap();
+        let planned = plan_moves(&map, MoveLimits::default());
+        // 4 (zone a) and 5 (zone c) are equally loaded: neither brings zone
+        // b back, so the lower id wins; with a zone-b node it would win.
+        assert_eq!(planned.len(), 1);
+        map.apply(&MapCommand::AddNode(node(6, Some("b")))).unwrap();
+        let planned = plan_moves(&map, MoveLimits::default());
+        assert_eq!(planned[0].to, 6);
+        assert_eq!(planned[0].from, Some(2));
+    }
+
+    #[test]
+    fn a_new_node_is_filled_to_within_one_of_the_others() {
+        use crate::MapCommand;
+        let mut map = cluster(&[(1, None), (2, None), (3, None)], 8, 3);
+        for g in map.shards.keys().copied().collect::<Vec<_>>() {
+            let first = map.shards[&g].replicas[0];
+            map.apply(&MapCommand::SetLeader {
+                group: g,
+                leader: Some(first),
+            })
+            .unwrap();
+        }
+        map.apply(&MapCommand::AddNode(node(4, None))).unwrap();
+        let moves = settle(&mut map);
+        assert!(!moves.is_empty());
+        assert!(moves.iter().all(|m| m.to == 4));
+        let l = loads(&map);
+        let (lo, hi) = (l.values().min().unwrap(), l.values().max().unwrap());
+        assert!(hi - lo <= 1, "{l:?}");
+        // Rebalancing moves replicas; it never adds one.
+        assert!(moves.iter().all(|m| m.from.is_some()));
+        assert_no_doubles(&map);
+        // Draining a node empties it, and then it may be removed.
+        map.apply(&MapCommand::DrainNode { id: 2 }).unwrap();
+        assert_eq!(
+            map.apply(&MapCommand::RemoveNode { id: 2 })
+                .unwrap_err()
+                .code(),
+            "node_in_use"
+        );
+        settle(&mut map);
+        assert!(map.shards.values().all(|s| !s.replicas.contains(&2)));
+        assert_eq!(map.apply(&MapCommand::RemoveNode { id: 2 }), Ok(true));
+        assert!(map.removed.contains(&2) && !map.nodes.contains_key(&2));
     }
 }

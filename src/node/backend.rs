@@ -6,7 +6,9 @@
 use stratosdb_engine::{EngineError, Value};
 use stratosdb_query::{FindOptions, QueryError, ShardRead, StatementResult};
 
-use crate::api::{ClusterMap, Consistency, JoinReply, JoinRequest};
+use crate::api::{
+    ClusterMap, Consistency, JoinReply, JoinRequest, RemoveNodeReply, RemoveNodeRequest,
+};
 
 /// What a node serves requests from.
 ///
@@ -50,6 +52,16 @@ pub trait Backend: Send + Sync + 'static {
         Err(BackendError::bad_request(
             "unsupported",
             "this node does not admit new members",
+        ))
+    }
+
+    /// Starts removing a member (`cluster remove-node`) or says how far its
+    /// removal got.
+    fn remove_node(&self, request: &RemoveNodeRequest) -> Result<RemoveNodeReply, BackendError> {
+        let _ = request;
+        Err(BackendError::bad_request(
+            "unsupported",
+            "this node has no cluster to remove members from",
         ))
     }
 

@@ -22,7 +22,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use super::backend::{Backend, BackendError, ErrorClass, PutOutcome};
 use super::metrics::Metrics;
-use crate::api::{Consistency, ErrorBody, ErrorDetail, JoinRequest, SqlRequest};
+use crate::api::{Consistency, ErrorBody, ErrorDetail, JoinRequest, RemoveNodeRequest, SqlRequest};
 use crate::rows::{json_row, json_rows, json_string};
 
 /// The default request body limit: 16 MiB.
@@ -78,6 +78,7 @@ pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
         .route("/v1/collections/{c}/find", post(find))
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/join", post(join))
+        .route("/v1/cluster/remove-node", post(remove_node))
         .route("/metrics", get(metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -512,6 +513,14 @@ async fn join(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>)
     let reply = blocking(&state, move |b| b.join(&request)).await?;
     let text = serde_json::to_string(&reply)
         .map_err(|e| BackendError::internal(format!("encoding the join reply: {e}")))?;
+    Ok(json(StatusCode::OK, text))
+}
+
+async fn remove_node(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Reply {
+    let request: RemoveNodeRequest = parse(&body(&state, raw)?)?;
+    let reply = blocking(&state, move |b| b.remove_node(&request)).await?;
+    let text = serde_json::to_string(&reply)
+        .map_err(|e| BackendError::internal(format!("encoding the reply: {e}")))?;
     Ok(json(StatusCode::OK, text))
 }
 

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod faults;
+pub mod heal;
 pub mod http;
 pub mod linearizability;
 pub mod process;

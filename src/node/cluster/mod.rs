@@ -3,6 +3,7 @@
 //! [`Backend`] trait. Every `stratosdb node` runs one; a node without
 //! `--peers` founds a cluster of one.
 
+mod heal;
 mod node;
 mod rpc;
 mod store;
@@ -13,13 +14,16 @@ use stratosdb_engine::{CollectionInfo, Op, Value};
 use stratosdb_query::ast::{CmpOp, Expr, Query};
 use stratosdb_query::{FindOptions, ReadConsistency, ShardedDatabase, ShardedStore as _};
 
-pub use node::{ClusterConfig, ClusterNode, LEADER_WAIT, NodeError, TOKEN_FILE, show_id};
+pub use node::{
+    ClusterConfig, ClusterNode, DEFAULT_DOWN_AFTER, LEADER_WAIT, NodeError, REMOVED, TOKEN_FILE,
+    show_id,
+};
 pub use store::ClusterStore;
 
 use super::backend::{Backend, BackendError, ErrorClass, PutOutcome, SqlOutcome};
 use crate::api::{
-    ClusterMap as ApiMap, CollectionPlacement, Consistency, JoinReply, JoinRequest, NodeInfo,
-    ReplicaInfo, ShardInfo,
+    ClusterMap as ApiMap, CollectionPlacement, Consistency, JoinReply, JoinRequest, MoveInfo,
+    NodeInfo, RemoveNodeReply, RemoveNodeRequest, ReplicaInfo, ShardInfo,
 };
 
 pub struct ClusterBackend {
@@ -154,6 +158,14 @@ impl Backend for ClusterBackend {
                 http: n.http.clone(),
                 zone: n.zone.clone(),
                 up: n.up,
+                state: if map.draining.contains(&n.id) {
+                    "draining"
+                } else if n.up {
+                    "active"
+                } else {
+                    "down"
+                }
+                .to_string(),
             })
             .collect();
         let collections = map
@@ -166,6 +178,7 @@ impl Backend for ClusterBackend {
             })
             .collect();
         let mut shards = Vec::new();
+        let mut moves = Vec::new();
         for name in map.collections.keys() {
             for s in map.shards_of(name) {
                 // The freshest leader anyone reports, else the map's hint.
@@ -174,18 +187,46 @@ impl Backend for ClusterBackend {
                     .iter()
                     .find_map(|&n| statuses.get(&(n, s.group)).and_then(|st| st.leader))
                     .or(s.leader);
-                let replicas = s
-                    .replicas
-                    .iter()
+                // Roles as the leader's configuration has them.
+                let leader_status = leader.and_then(|l| statuses.get(&(l, s.group)));
+                let is_learner = |n: u64| match leader_status {
+                    Some(st) => st.learners.contains(&n) || !st.voters.contains(&n),
+                    None => statuses
+                        .get(&(n, s.group))
+                        .is_some_and(|st| !st.voters.contains(&n)),
+                };
+                let placed = s.replicas.iter().chain(s.moves.iter().map(|m| &m.to));
+                let replicas = placed
                     .map(|&n| {
                         let st = statuses.get(&(n, s.group));
                         ReplicaInfo {
                             node: show_id(n),
                             applied: st.map_or(0, |st| st.applied),
                             root: st.map_or_else(String::new, |st| hex::encode(st.root)),
+                            role: if is_learner(n) { "learner" } else { "voter" }.to_string(),
                         }
                     })
                     .collect();
+                let target = leader_status.map_or(0, |st| st.applied);
+                for m in &s.moves {
+                    let applied = statuses.get(&(m.to, s.group)).map_or(0, |st| st.applied);
+                    let phase = if !is_learner(m.to) {
+                        "removing"
+                    } else if applied >= target && target > 0 {
+                        "promoting"
+                    } else {
+                        "learner"
+                    };
+                    moves.push(MoveInfo {
+                        collection: s.collection.clone(),
+                        shard: s.shard,
+                        from: m.from.map(show_id),
+                        to: show_id(m.to),
+                        phase: phase.to_string(),
+                        applied,
+                        target,
+                    });
+                }
                 shards.push(ShardInfo {
                     collection: s.collection.clone(),
                     shard: s.shard,
@@ -199,6 +240,18 @@ impl Backend for ClusterBackend {
             nodes,
             collections,
             shards,
+            moves,
+        })
+    }
+
+    fn remove_node(&self, request: &RemoveNodeRequest) -> Result<RemoveNodeReply, BackendError> {
+        self.node.remove_node(&request.node).map_err(|e| {
+            let class = match e.code.as_str() {
+                heal::NOT_ENOUGH_NODES => ErrorClass::Conflict,
+                "unknown_node" => ErrorClass::NotFound,
+                _ => super::backend::class_of_code(&e.code),
+            };
+            BackendError::new(class, &e.code, e.message)
         })
     }
 

@@ -22,8 +22,8 @@ use parking_lot::{Mutex, RwLock};
 use stratosdb_engine::{ApplyOutcome, Command, EngineConfig, EngineError, Op, OpOutcome, Shard};
 use stratosdb_replication::p2p::{P2pConfig, P2pTransport, PeerId, multiaddr_of, node_id_of};
 use stratosdb_replication::{
-    ClusterMap, GroupId, METADATA_GROUP, MapCommand, MembershipChange, NodeConfig, NodeId,
-    NodeInfo, RaftNode, ReplicationError, Transport, metadata,
+    ClusterMap, GroupId, METADATA_GROUP, MapCommand, NodeConfig, NodeId, NodeInfo, RaftNode,
+    ReplicationError, Transport, metadata,
 };
 
 use crate::api::{JoinRequest, Member};
@@ -59,7 +59,16 @@ pub struct ClusterConfig {
     pub join: Option<(String, String)>,
     pub zone: Option<String>,
     pub engine: EngineConfig,
+    /// How long a member may go without answering the metadata leader's
+    /// probes before it is marked down (and its replicas move elsewhere).
+    pub down_after: Duration,
 }
+
+/// `--down-after`'s default.
+pub const DEFAULT_DOWN_AFTER: Duration = Duration::from_secs(30);
+
+/// The code of the errors of a node removed from its cluster.
+pub const REMOVED: &str = "removed";
 
 /// Why a request could not be served: its stable code, its message, and
 /// whether nothing was done so it may be retried.
@@ -135,6 +144,8 @@ pub struct ClusterNode {
     announced: AtomicBool,
     /// Why bring-up failed, if it did (the API says so).
     failed: Mutex<Option<String>>,
+    /// The metadata leader's probe clocks (see `heal.rs`).
+    pub(super) liveness: Mutex<super::heal::Liveness>,
 }
 
 impl ClusterNode {
@@ -175,6 +186,7 @@ impl ClusterNode {
             token_shown: AtomicBool::new(false),
             announced: AtomicBool::new(false),
             failed: Mutex::new(None),
+            liveness: Mutex::new(super::heal::Liveness::default()),
         });
         let handler = Arc::downgrade(&node);
         node.transport
@@ -190,6 +202,11 @@ impl ClusterNode {
         std::thread::Builder::new()
             .name("cluster-reconcile".into())
             .spawn(move || runner.run())
+            .map_err(|e| internal("cannot start a thread", &e))?;
+        let healer = node.clone();
+        std::thread::Builder::new()
+            .name("cluster-heal".into())
+            .spawn(move || healer.heal_loop())
             .map_err(|e| internal("cannot start a thread", &e))?;
         Ok(node)
     }
@@ -222,6 +239,13 @@ impl ClusterNode {
         if let Some(why) = self.failed.lock().clone() {
             return Err(NodeError::new("not_ready", why, false));
         }
+        if self.map().removed.contains(&self.id) {
+            return Err(NodeError::new(
+                REMOVED,
+                "this node was removed from its cluster (cluster remove-node); it serves nothing",
+                false,
+            ));
+        }
         if self.ready.load(Ordering::Acquire) {
             Ok(())
         } else {
@@ -231,6 +255,14 @@ impl ClusterNode {
                 true,
             ))
         }
+    }
+
+    pub(super) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub(super) fn down_after(&self) -> Duration {
+        self.config.down_after
     }
 
     /// Stops reconciling and flushes; raft and the transport stop on drop.
@@ -458,19 +490,8 @@ impl ClusterNode {
             self.adopt(map.clone());
         }
         let meta_status = self.raft.status(METADATA_GROUP)?;
+        // Members become learners of the metadata group in `heal.rs`.
         if meta_status.is_leader {
-            // Every member holds the map: nodes that joined become learners
-            // of the metadata group (one change at a time).
-            let missing = map
-                .nodes
-                .keys()
-                .find(|n| !meta_status.voters.contains(n) && !meta_status.learners.contains(n));
-            if let Some(&n) = missing {
-                let _ = self
-                    .raft
-                    .change_membership(METADATA_GROUP, &[MembershipChange::AddLearner(n)])
-                    .wait(RPC_TIMEOUT);
-            }
             if !meta
                 .collections()
                 .iter()
@@ -482,6 +503,10 @@ impl ClusterNode {
                 let token = format!("{:032x}", rand::random::<u128>());
                 let _ = self.propose_local(METADATA_GROUP, &metadata::write_token(&token));
             }
+        }
+        if map.removed.contains(&self.id) {
+            // Removed (`cluster remove-node`): it stays out.
+            return Ok(());
         }
         // This node's own entry: added once, updated when its addresses change.
         let me = self.self_info();
@@ -499,6 +524,12 @@ impl ClusterNode {
             Some(_) => {}
         }
         self.show_token(&meta)?;
+        if !self.ready.load(Ordering::Acquire) {
+            // Serve only once the map is as fresh as the metadata leader's:
+            // a node back from a long absence must not act on the map it
+            // had (replicas it held may have moved).
+            self.refresh_map()?;
+        }
         self.ready.store(true, Ordering::Release);
         self.host_groups(&map)?;
         self.lead_groups(&map)
@@ -521,14 +552,27 @@ impl ClusterNode {
         Ok(())
     }
 
-    /// Creates the raft groups of the shards placed on this node.
+    /// Creates the raft groups of the shards placed on this node, and stops
+    /// counting as hosted the groups the map no longer places here.
     fn host_groups(&self, map: &ClusterMap) -> Result<(), NodeError> {
+        self.hosted.lock().retain(|group| {
+            let kept = map.shards.get(group).is_some_and(|s| s.placed_on(self.id));
+            if !kept {
+                tracing::info!(group, "the replica here was moved away: no longer served");
+            }
+            kept
+        });
         for shard in map.shards.values() {
-            if !shard.replicas.contains(&self.id) || self.hosted.lock().contains(&shard.group) {
+            if !shard.placed_on(self.id) || self.hosted.lock().contains(&shard.group) {
                 continue;
             }
-            // Every founding replica bootstraps with the same voters.
-            self.raft.create_group(shard.group, &shard.replicas)?;
+            if shard.replicas.contains(&self.id) && shard.moves.iter().all(|m| m.to != self.id) {
+                // Every founding replica bootstraps with the same voters.
+                self.raft.create_group(shard.group, &shard.replicas)?;
+            } else {
+                // The target of a move: empty, until the leader sends a snapshot.
+                self.raft.create_group(shard.group, &[])?;
+            }
             self.hosted.lock().insert(shard.group);
         }
         Ok(())
@@ -604,7 +648,7 @@ impl ClusterNode {
 
     /// One attempt (the reconcile loop tries again on its next round, and
     /// must not sit in a retry loop while it is the one that would unblock it).
-    fn try_change_map(&self, cmd: MapCommand) -> Result<(), NodeError> {
+    pub(super) fn try_change_map(&self, cmd: MapCommand) -> Result<(), NodeError> {
         self.change_map_within(&cmd, Duration::ZERO)
     }
 
@@ -905,11 +949,20 @@ impl ClusterNode {
             let Ok((applied, root)) = shard.root_at_applied() else {
                 continue;
             };
+            // The configuration as this replica knows it (the leader's is
+            // the one that counts for roles and moves).
+            let (voters, learners) = self
+                .raft
+                .status(group)
+                .map(|s| (s.voters, s.learners))
+                .unwrap_or_default();
             out.push(ReplicaStatus {
                 group,
                 applied,
                 root,
                 leader: self.raft.leader(group),
+                voters,
+                learners,
             });
         }
         out
@@ -918,6 +971,15 @@ impl ClusterNode {
     /// Whether a replica of `group` is on this node.
     pub fn hosts(&self, group: GroupId) -> bool {
         group == METADATA_GROUP || self.hosted.lock().contains(&group)
+    }
+
+    /// Whether this node's replica of `group` may answer a follower read:
+    /// the map lists it as a voter replica, not a move's target.
+    pub fn serves_follower_reads(&self, group: GroupId) -> bool {
+        group == METADATA_GROUP
+            || self.map().shards.get(&group).is_some_and(|s| {
+                s.replicas.contains(&self.id) && s.moves.iter().all(|m| m.to != self.id)
+            })
     }
 
     /// The groups this node hosts: the metadata group and its data groups.
@@ -932,8 +994,8 @@ impl ClusterNode {
         let map = self.map();
         let mut by_node: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
         for info in map.shards.values() {
-            for &n in &info.replicas {
-                by_node.entry(n).or_default().push(info.group);
+            for n in info.replicas.iter().chain(info.moves.iter().map(|m| &m.to)) {
+                by_node.entry(*n).or_default().push(info.group);
             }
         }
         let mut out = HashMap::new();

@@ -36,6 +36,9 @@ pub struct ReplicaStatus {
     pub applied: u64,
     pub root: [u8; 32],
     pub leader: Option<u64>,
+    /// The group's voters and learners as this replica knows them.
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
 }
 
 #[derive(Debug, Encode, Decode)]

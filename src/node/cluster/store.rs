@@ -188,6 +188,13 @@ pub fn local_partial(
     let shard = local_shard(node, group)?;
     if linearizable {
         node.raft.read_index(group, LEADER_WAIT).wait(LEADER_WAIT)?;
+    } else if !node.serves_follower_reads(group) {
+        // A replica still being built (or moved away) is not current.
+        return Err(NodeError::new(
+            "not_ready",
+            format!("the replica of group {group} here is not a current member"),
+            true,
+        ));
     }
     let applied = shard.applied_index()?;
     let partial = execute_on_shard(&shard, plan)
