@@ -333,13 +333,16 @@ fn status(connect: &str) -> anyhow::Result<()> {
         println!("{moves}");
     }
     let n = map.collections.len();
+    let moving = match map.moves.len() {
+        0 => String::new(),
+        1 => ", 1 move in progress".to_string(),
+        m => format!(", {m} moves in progress"),
+    };
     println!(
-        "({} node{}, {n} collection{}, {} move{} in progress)",
+        "({} node{}, {n} collection{}{moving})",
         map.nodes.len(),
         if map.nodes.len() == 1 { "" } else { "s" },
         if n == 1 { "" } else { "s" },
-        map.moves.len(),
-        if map.moves.len() == 1 { "" } else { "s" }
     );
     Ok(())
 }

@@ -957,8 +957,7 @@ fn a_node_joins_with_the_token() {
     // It prints the token too, once it has joined.
     assert_eq!(cluster.printed_token(new, TIMEOUT), token);
 
-    // The collection from before the join (its shards stay where they were)
-    // is served through the new node; then it is dropped, so that the
+    // The collection from before the join is served through the new node; then it is dropped, so that the
     // placement below starts from no load (it balances over every
     // collection's replicas).
     let new_api = cluster.api(new);
@@ -968,11 +967,8 @@ fn a_node_joins_with_the_token() {
     );
     put_ok(&new_api, "before", "b2", &json!({"v": 2}));
     assert_eq!(count(&cluster.api(0), "before"), 2);
-    let map = cluster.cluster_map(new);
-    assert!(
-        !replicas_per_node(&map, "before").contains_key(cluster.id(new)),
-        "a shard of a collection created before the join moved to the new node: {map:?}"
-    );
+    // Replicas of "before" may move to the new node now (rebalancing on
+    // join: tests/cluster_heal.rs).
     new_api.sql_ok("DROP COLLECTION before");
 
     // A new collection places replicas on the new node: 8 shards × 3
