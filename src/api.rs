@@ -38,6 +38,9 @@ pub struct ClusterMap {
     pub nodes: Vec<NodeInfo>,
     pub collections: Vec<CollectionPlacement>,
     pub shards: Vec<ShardInfo>,
+    /// Replicas being moved (re-replication), with their progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<MoveInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +53,9 @@ pub struct NodeInfo {
     /// The node's zone (`null` when none was given).
     pub zone: Option<String>,
     pub up: bool,
+    /// `active`, `down` or `draining` (absent from nodes that do not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +82,27 @@ pub struct ReplicaInfo {
     pub applied: u64,
     /// The replica's Merkle root at `applied`, 64 hex digits.
     pub root: String,
+    /// `voter` or `learner` (absent from nodes that do not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// One replica being moved to a new node: the new one catches up (`applied`
+/// of `target`) before it becomes a voter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveInfo {
+    pub collection: String,
+    pub shard: u32,
+    /// The node the replica leaves (`null` when it only adds one).
+    #[serde(default)]
+    pub from: Option<String>,
+    pub to: String,
+    #[serde(default)]
+    pub phase: String,
+    #[serde(default)]
+    pub applied: u64,
+    #[serde(default)]
+    pub target: u64,
 }
 
 /// `POST /v1/cluster/join`'s body: a new node asks a member to admit it.

@@ -154,6 +154,7 @@ impl Backend for ClusterBackend {
                 http: n.http.clone(),
                 zone: n.zone.clone(),
                 up: n.up,
+                state: None,
             })
             .collect();
         let collections = map
@@ -183,6 +184,7 @@ impl Backend for ClusterBackend {
                             node: show_id(n),
                             applied: st.map_or(0, |st| st.applied),
                             root: st.map_or_else(String::new, |st| hex::encode(st.root)),
+                            role: None,
                         }
                     })
                     .collect();
@@ -199,6 +201,7 @@ impl Backend for ClusterBackend {
             nodes,
             collections,
             shards,
+            moves: Vec::new(),
         })
     }
 
