@@ -38,9 +38,26 @@ pub struct ClusterMap {
     pub nodes: Vec<NodeInfo>,
     pub collections: Vec<CollectionPlacement>,
     pub shards: Vec<ShardInfo>,
-    /// Replicas being moved (re-replication), with their progress.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Replica moves in progress (self-healing, rebalancing, draining).
+    #[serde(default)]
     pub moves: Vec<MoveInfo>,
+}
+
+/// One replica move: a new replica on `to` is built (`learner`), made a
+/// voter (`promoting`), then the one on `from` removed (`removing`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveInfo {
+    pub collection: String,
+    pub shard: u32,
+    /// The node giving up its replica (`null`: a replica is added).
+    pub from: Option<String>,
+    pub to: String,
+    /// `learner`, `promoting` or `removing`.
+    pub phase: String,
+    /// The new replica's applied index.
+    pub applied: u64,
+    /// The leader's applied index.
+    pub target: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,9 +70,9 @@ pub struct NodeInfo {
     /// The node's zone (`null` when none was given).
     pub zone: Option<String>,
     pub up: bool,
-    /// `active`, `down` or `draining` (absent from nodes that do not say).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    /// `active`, `down` or `draining`.
+    #[serde(default)]
+    pub state: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,27 +99,9 @@ pub struct ReplicaInfo {
     pub applied: u64,
     /// The replica's Merkle root at `applied`, 64 hex digits.
     pub root: String,
-    /// `voter` or `learner` (absent from nodes that do not say).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-}
-
-/// One replica being moved to a new node: the new one catches up (`applied`
-/// of `target`) before it becomes a voter.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MoveInfo {
-    pub collection: String,
-    pub shard: u32,
-    /// The node the replica leaves (`null` when it only adds one).
+    /// `voter` or `learner` (a replica being built by a move).
     #[serde(default)]
-    pub from: Option<String>,
-    pub to: String,
-    #[serde(default)]
-    pub phase: String,
-    #[serde(default)]
-    pub applied: u64,
-    #[serde(default)]
-    pub target: u64,
+    pub role: String,
 }
 
 /// `POST /v1/cluster/join`'s body: a new node asks a member to admit it.

@@ -73,7 +73,7 @@ pub fn heal_progress(map: &ClusterMap, collection: &str) -> HealProgress {
     let up: BTreeMap<&str, bool> = map
         .nodes
         .iter()
-        .map(|n| (n.id.as_str(), n.up && n.state.as_deref() != Some("down")))
+        .map(|n| (n.id.as_str(), n.up && n.state != "down"))
         .collect();
     let replicas = map
         .collections
@@ -92,8 +92,8 @@ pub fn heal_progress(map: &ClusterMap, collection: &str) -> HealProgress {
         .filter(|s| s.collection == collection)
         .map(|s| {
             let is_up = |node: &str| up.get(node).copied().unwrap_or(false);
-            // A node that does not tell roles has voters only.
-            let voter = |role: &Option<String>| role.as_deref().is_none_or(|r| r == "voter");
+            // A node that does not tell roles (an empty one) has voters only.
+            let voter = |role: &str| role.is_empty() || role == "voter";
             // Live: on a node that is up and that answered for its replica.
             let live_voters = s
                 .replicas
@@ -115,7 +115,8 @@ pub fn heal_progress(map: &ClusterMap, collection: &str) -> HealProgress {
                 on_down_nodes,
                 in_step,
                 moving,
-                healed: voters == replicas as usize
+                healed: s.replicas.len() == replicas as usize
+                    && voters == replicas as usize
                     && live_voters == voters
                     && on_down_nodes == 0
                     && !moving
@@ -231,7 +232,7 @@ mod tests {
             http: format!("{id}:1"),
             zone: None,
             up,
-            state: None,
+            state: if up { "active" } else { "down" }.into(),
         }
     }
 
@@ -240,7 +241,7 @@ mod tests {
             node: node.into(),
             applied,
             root: root.into(),
-            role: role.map(Into::into),
+            role: role.unwrap_or_default().into(),
         }
     }
 
@@ -306,7 +307,7 @@ mod tests {
             shard: 1,
             from: Some("d".into()),
             to: "c".into(),
-            phase: "catching_up".into(),
+            phase: "learner".into(),
             applied: 4,
             target: 9,
         };
@@ -325,7 +326,7 @@ mod tests {
         assert!(progress.shards[1].moving);
         assert_eq!(
             progress.summary(|id| format!("n-{id}")),
-            "voters 5/6 (shard:voters 0:3 1:2); shard 1 n-d→n-c catching_up 4/9"
+            "voters 5/6 (shard:voters 0:3 1:2); shard 1 n-d→n-c learner 4/9"
         );
     }
 

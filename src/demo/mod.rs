@@ -243,11 +243,12 @@ fn lose_a_node(
     step(&format!(
         "7. Re-replicating the shards back to {REPLICAS} replicas"
     ));
-    let healed_in = wait_for_heal(cluster, &survivor, &victim, heals, name_of)?;
+    let (healed_in, map) = wait_for_heal(cluster, &survivor, &victim, killed_at, heals, name_of)?;
     println!(
         "healed: every shard of {COLLECTION} has {REPLICAS} voters on live nodes, {:.1} s after the kill",
         healed_in.as_secs_f64()
     );
+    print_placement(&map, name_of);
     Ok(())
 }
 
@@ -615,15 +616,16 @@ fn retry_unavailable<T>(
 }
 
 /// Waits until the collection's shards are healed, showing the replica
-/// counts and the moves; how long after the kill.
+/// counts and the moves; how long after the kill, and the healed map.
 fn wait_for_heal(
     cluster: &LocalCluster,
     client: &Client,
     victim: &str,
+    killed_at: Instant,
     heals: bool,
     name_of: &dyn Fn(&str) -> String,
-) -> anyhow::Result<Duration> {
-    let since = Instant::now();
+) -> anyhow::Result<(Duration, ClusterMap)> {
+    let since = killed_at;
     let bar = progress_bar(
         (SHARDS * REPLICAS) as u64,
         "{spinner} {elapsed} {bar:24} {pos}/{len} voters  {wide_msg}",
@@ -631,7 +633,7 @@ fn wait_for_heal(
     if let Some(bar) = &bar {
         bar.enable_steady_tick(Duration::from_millis(120));
     }
-    let deadline = since + HEAL_TIMEOUT;
+    let deadline = Instant::now() + HEAL_TIMEOUT;
     let mut shown = String::new();
     let mut last: Option<HealProgress> = None;
     let outcome = loop {
@@ -652,7 +654,7 @@ fn wait_for_heal(
             let healed = progress.healed();
             last = Some(progress);
             if healed {
-                break Ok(since.elapsed());
+                break Ok((since.elapsed(), map));
             }
         }
         if let Some(crash) = cluster.crashed(Some(victim)) {

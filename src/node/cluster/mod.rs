@@ -154,7 +154,7 @@ impl Backend for ClusterBackend {
                 http: n.http.clone(),
                 zone: n.zone.clone(),
                 up: n.up,
-                state: None,
+                state: String::new(),
             })
             .collect();
         let collections = map
@@ -184,7 +184,7 @@ impl Backend for ClusterBackend {
                             node: show_id(n),
                             applied: st.map_or(0, |st| st.applied),
                             root: st.map_or_else(String::new, |st| hex::encode(st.root)),
-                            role: None,
+                            role: String::new(),
                         }
                     })
                     .collect();
