@@ -243,6 +243,12 @@ fn lose_a_node(
     step(&format!(
         "7. Re-replicating the shards back to {REPLICAS} replicas"
     ));
+    if heals {
+        println!(
+            "{} is declared down after {DOWN_AFTER} without answering; its replicas are then rebuilt on the other nodes",
+            name_of(&victim)
+        );
+    }
     let (healed_in, map) = wait_for_heal(cluster, &survivor, &victim, killed_at, heals, name_of)?;
     println!(
         "healed: every shard of {COLLECTION} has {REPLICAS} voters on live nodes, {:.1} s after the kill",
