@@ -418,11 +418,17 @@ fn cluster_map_reports_the_root_the_data_implies() {
         k.sort();
         k
     };
-    assert_eq!(keys(&map), ["collections", "nodes", "self", "shards"]);
+    assert_eq!(
+        keys(&map),
+        ["collections", "moves", "nodes", "self", "shards"]
+    );
     let me = map["self"].as_str().expect("self is a string").to_string();
     assert_eq!(map["nodes"].as_array().unwrap().len(), 1);
     let node_info = &map["nodes"][0];
-    assert_eq!(keys(node_info), ["http", "id", "p2p", "up", "zone"]);
+    assert_eq!(
+        keys(node_info),
+        ["http", "id", "p2p", "state", "up", "zone"]
+    );
     assert_eq!(node_info["id"], me.as_str());
     assert_eq!(
         format!("http://{}", node_info["http"].as_str().unwrap()),
@@ -451,7 +457,7 @@ fn cluster_map_reports_the_root_the_data_implies() {
         assert_eq!(s["leader"], me.as_str());
         let replicas = s["replicas"].as_array().unwrap();
         assert_eq!(replicas.len(), 1);
-        assert_eq!(keys(&replicas[0]), ["applied", "node", "root"]);
+        assert_eq!(keys(&replicas[0]), ["applied", "node", "role", "root"]);
         assert_eq!(replicas[0]["node"], me.as_str());
         // The shard's raft group applied its entries: at least the
         // collection's creation.
