@@ -1,7 +1,9 @@
 //! `stratosdb`: the command-line entry point: the SQL-like shell (embedded,
 //! or `--connect` to a node), a node serving the HTTP/JSON API, and the
-//! cluster map. `demo` and `audit` arrive with replication and chain anchoring.
+//! cluster map, and `demo`, a cluster on loopback shown end to end. `audit`
+//! arrives with chain anchoring.
 
+mod demo;
 mod node_cmd;
 mod shell;
 
@@ -23,6 +25,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A cluster of 4 nodes on loopback, end to end: load, query, lose a
+    /// node, heal, check the roots.
+    Demo(demo::DemoArgs),
     /// The SQL-like shell on an embedded database folder, or on a node (--connect).
     Shell(ShellArgs),
     /// One node: serves the HTTP/JSON API on its data folder.
@@ -55,6 +60,7 @@ pub struct ShellArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args).map(|()| true),
         Command::Shell(args) => shell::run(args),
         Command::Node(args) => node_cmd::run(args).map(|()| true),
         Command::Cluster(command) => node_cmd::cluster(command).map(|()| true),

@@ -16,6 +16,7 @@ use std::time::Instant;
 use anyhow::Context;
 use input::{Assembler, Item, Statement};
 pub use output::Format;
+pub use output::print as print_result;
 use rustyline::error::ReadlineError;
 use stratosdb_query::StatementResult;
 use stratosdb_query::parse::parse_statement_at;
