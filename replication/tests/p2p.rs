@@ -280,7 +280,7 @@ fn the_node_key_is_the_same_after_reopening_its_folder() {
     );
 }
 
-// ---- request/response: /stratosdb/rpc/1 ----
+// ---- request/response: /stratosdb/rpc/2 ----
 
 const CALL: Duration = Duration::from_secs(10);
 

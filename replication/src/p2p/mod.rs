@@ -6,9 +6,9 @@
 //!   `len: u32, encoded batch`, so batches to one peer arrive in order.
 //! - `/stratosdb/large/1`: one stream per large payload (snapshots, or what
 //!   [`P2pTransport::send_large`] sends), so they never stall heartbeats.
-//! - `/stratosdb/rpc/1`: one stream per call ([`P2pTransport::call`]), a
-//!   `len: u32, bytes` frame each way, answered by the handler set with
-//!   [`P2pTransport::set_rpc_handler`].
+//! - `/stratosdb/rpc/2`: calls ([`P2pTransport::call`]) on one reusable
+//!   stream per peer, frames tagged with a call id (`rpc.rs`), answered by
+//!   the handler set with [`P2pTransport::set_rpc_handler`].
 //! - Membership: only members get a connection (the gate), unless the
 //!   founding gate is open ([`P2pTransport::set_founding`]) or we dialed to
 //!   discover who listens somewhere ([`P2pTransport::discover`]); connection
@@ -60,8 +60,8 @@ use wire::LargeKind;
 pub const RAFT_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/raft/1");
 /// Large payloads: one stream each.
 pub const LARGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/large/1");
-/// Request/response between members: one stream per call.
-pub const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/rpc/1");
+/// Request/response between members: long-lived streams carrying many calls.
+pub const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/rpc/2");
 
 /// Settings of a [`P2pTransport`].
 #[derive(Clone, Debug)]
@@ -82,6 +82,9 @@ pub struct P2pConfig {
     /// Largest request and largest answer on the rpc protocol (both sides
     /// check before allocating; at most `u32::MAX`, the frame's length field).
     pub max_rpc_bytes: usize,
+    /// Requests up to this size share the peer's one call stream; larger
+    /// ones get a stream each (`rpc.rs`). 0: every call on its own stream.
+    pub rpc_shared_stream_max_bytes: usize,
     /// How long a connection with no open stream is kept.
     pub idle_timeout: Duration,
     /// Bound on opening a stream (dialing included).
@@ -107,6 +110,7 @@ impl P2pConfig {
             raft_frame_limit: 4 << 20,
             max_large_bytes: 512 << 20,
             max_rpc_bytes: 64 << 20,
+            rpc_shared_stream_max_bytes: 64 << 10,
             // Raft's own stream keeps a member's connection open; this covers
             // the gaps (a writer backing off, a learner with nothing to say)
             // so a connection is not torn down and re-handshaken every 10 s
@@ -133,6 +137,8 @@ pub(crate) struct Shared {
     inbox: RwLock<Option<Inbox>>,
     pub large_handler: RwLock<Option<LargeHandler>>,
     pub rpc_handler: RwLock<Option<RpcHandler>>,
+    /// One reusable call stream per peer (`rpc.rs`).
+    pub call_streams: rpc::CallStreams,
 }
 
 /// A member's outbound queues and the tasks that drain them.
@@ -234,6 +240,7 @@ impl P2pTransport {
             inbox: RwLock::default(),
             large_handler: RwLock::default(),
             rpc_handler: RwLock::default(),
+            call_streams: rpc::CallStreams::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (listening_tx, listening) = oneshot::channel();
