@@ -11,8 +11,9 @@
 # Environment: NODES (3), CASES ("kv:8:3 kv1:1:3" = collection:shards:replicas),
 # KEYSPACE (20000 keys, filled first so every PUT replaces a 1 KiB document),
 # CONNS (64), MEASURE_SECONDS (10, each measurement), ROUNDS (1), P2P_BASE/HTTP_BASE
-# (34100/34200, apart from run.sh's), STRATOSDB_BASE (/tmp/perf-cpu), PERF_RECORD
-# (set: `perf record -e cpu-clock -g` of every node during the run, in PEERS_OUT).
+# (34500/34600 for the first cluster, +10 for each next one; apart from run.sh's), STRATOSDB_BASE (/tmp/perf-cpu), PERF_RECORD
+# (set: `perf record -e cpu-clock` of every node during the run, into PEERS_OUT;
+# PERF_CALL_GRAPH=dwarf for call stacks through Rust code without frame pointers).
 # wrk sends to the node leading most shards of the collection, as run.sh.
 # Prints one line per measurement: µs of CPU per write (all nodes, and per
 # node), context switches per write, writes/s.
@@ -29,7 +30,10 @@ export KEYSPACE=${KEYSPACE:-20000}
 CONNS=${CONNS:-64}
 SECONDS_EACH=${MEASURE_SECONDS:-10}
 ROUNDS=${ROUNDS:-1}
-export P2P_BASE=${P2P_BASE:-34100} HTTP_BASE=${HTTP_BASE:-34200}
+P2P_FIRST=${P2P_BASE:-34500} HTTP_FIRST=${HTTP_BASE:-34600}
+export P2P_BASE HTTP_BASE
+# Each cluster gets new ports: a stopped node's API port may sit in TIME_WAIT.
+starts=0
 export STRATOSDB_BASE=${STRATOSDB_BASE:-/tmp/perf-cpu}
 BINS=${STRATOSDB_BIN:-$ROOT/target/release/stratosdb}
 export KEY_PREFIX=bench
@@ -76,7 +80,7 @@ measure() {
     local recorders=()
     if [ -n "${PERF_RECORD:-}" ]; then
         for p in $(pids); do
-            perf record -q -e cpu-clock -F 999 -g -p "$p" -o "$OUT/$label.$p.perf.data" -- sleep "$SECONDS_EACH" >/dev/null 2>&1 &
+            perf record -q -e cpu-clock -F 499 --call-graph "${PERF_CALL_GRAPH:-fp}" -p "$p" -o "$OUT/$label.$p.perf.data" -- sleep "$SECONDS_EACH" >/dev/null 2>&1 &
             recorders+=($!)
         done
     fi
@@ -112,8 +116,16 @@ IFS=: read -r -a bins <<<"$BINS"
 for ((round = 1; round <= ROUNDS; round++)); do
     for bin in "${bins[@]}"; do
         tag=$(basename "$bin")
-        STRATOSDB_BIN=$bin "$SDB" start >/dev/null 2>&1 || die "cluster did not start ($bin)"
-        started=1
+        # The ports are in the OS's ephemeral range: another program's
+        # connection may hold one, so a failed start is tried on new ports.
+        for attempt in 1 2 3; do
+            P2P_BASE=$((P2P_FIRST + 10 * (starts % 10))) HTTP_BASE=$((HTTP_FIRST + 10 * (starts % 10)))
+            starts=$((starts + 1))
+            started=1 # also when start fails halfway: stop what it started
+            if STRATOSDB_BIN=$bin "$SDB" start >/dev/null 2>&1; then break; fi
+            "$SDB" stop >/dev/null 2>&1 || true
+            [ "$attempt" = 3 ] && die "cluster did not start ($bin; logs in $STRATOSDB_BASE)"
+        done
         u1=$("$SDB" urls | sed -n 1p)
         for c in $CASES; do
             IFS=: read -r coll shards replicas <<<"$c"
