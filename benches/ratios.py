@@ -7,10 +7,11 @@ Each line is `candidate / baseline` as a throughput ratio (baseline time divided
 by candidate time), both measured in the same run; > 1 means the candidate is faster.
 """
 import json
+import os
 import pathlib
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent / "target" / "criterion"
+ROOT = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or pathlib.Path(__file__).resolve().parent.parent / "target") / "criterion"
 
 # (label, candidate, baseline): criterion ids as "group/function".
 PAIRS = [
@@ -32,6 +33,7 @@ PAIRS = [
     ("Merkle update: 1M vs 10k", "merkle_update/1000000", "merkle_update/10000"),
     ("raft log: raft-engine vs the sled log, 8 groups x 8 entries, one sync", "raft_log_write_64_entries_synced/raft_engine", "raft_log_write_64_entries_synced/sled_log"),
     ("durable inserts: 4 writers vs 1 (group commit)", "sync_insert_small/4_writers", "sync_insert_small/1_writers"),
+    ("rpc: 64 calls of 1 KiB on one shared call stream vs a stream per call", "rpc_64_calls_1k/shared_stream", "rpc_64_calls_1k/stream_per_call"),
 ]
 
 

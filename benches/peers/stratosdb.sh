@@ -27,8 +27,8 @@ STRATOSDB_BIN=${STRATOSDB_BIN:-$ROOT/target/release/stratosdb}
 NODES=${NODES:-3}
 STOP_SECONDS=${STOP_SECONDS:-30}
 PIDFILE=$STRATOSDB_BASE/pids
-P2P_BASE=33100
-HTTP_BASE=33200
+P2P_BASE=${P2P_BASE:-33100}
+HTTP_BASE=${HTTP_BASE:-33200}
 
 node_ids() { seq 1 "$(cat "$STRATOSDB_BASE/nodes" 2>/dev/null || echo "$NODES")"; }
 http_url() { echo "http://127.0.0.1:$((HTTP_BASE + $1))"; }

@@ -83,6 +83,10 @@ impl RaftLog {
         let config = raft_engine::Config {
             dir: path.to_owned(),
             purge_threshold: raft_engine::ReadableSize(PURGE_THRESHOLD_BYTES),
+            // No LZ4 on the write path: a loop iteration's batch (a few KiB
+            // to a few hundred) was compressed on every node, for ~12% of
+            // the cluster's CPU per write (BENCHMARKS.md, "CPU per write").
+            batch_compression_threshold: raft_engine::ReadableSize(0),
             ..Default::default()
         };
         Ok(Arc::new(RaftLog {

@@ -281,7 +281,7 @@ fn the_node_key_is_the_same_after_reopening_its_folder() {
     );
 }
 
-// ---- request/response: /stratosdb/rpc/1 ----
+// ---- request/response: /stratosdb/rpc/2 ----
 
 const CALL: Duration = Duration::from_secs(10);
 
@@ -393,6 +393,48 @@ fn sixty_four_concurrent_calls_to_one_peer_are_all_answered_side_by_side() {
             (i as u32).to_be_bytes().to_vec()
         );
     }
+    a.shutdown();
+    b.shutdown();
+}
+
+#[test]
+fn calls_on_streams_of_their_own_are_answered_like_shared_ones() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Every request over 0 bytes gets a stream of its own (as large ones do).
+    let own = |c: &mut P2pConfig| c.rpc_shared_stream_max_bytes = 0;
+    let a = Arc::new(start_with(da.path(), "127.0.0.1:0", own));
+    let b = start(db.path());
+    pair(&a, &b);
+    let calls = echo(&b);
+    let to = b.node_id();
+    let threads: Vec<_> = (0..16u32)
+        .map(|i| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                (0..8u32)
+                    .map(|j| {
+                        a.call(to, (i * 8 + j).to_be_bytes().to_vec(), CALL)
+                            .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        for (j, answer) in t.join().unwrap().into_iter().enumerate() {
+            assert_eq!(
+                answer,
+                echoed(a.node_id(), &((i * 8 + j) as u32).to_be_bytes())
+            );
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 128);
+    // The answerer's own calls (shared stream) go the other way meanwhile.
+    echo(&a);
+    assert_eq!(
+        b.call(a.node_id(), b"back".to_vec(), CALL).unwrap(),
+        echoed(b.node_id(), b"back")
+    );
     a.shutdown();
     b.shutdown();
 }

@@ -331,8 +331,8 @@ impl<'a, T: KvTree> Writer<'a, T> {
     fn put_doc(&mut self, collection: &str, doc: &Value, mode: PutMode) -> Result<OpOutcome> {
         let info = self.existing(collection)?;
         let (id, encoded) = document::validate(doc, self.limits)?;
-        let old = self.read_doc(&info, &id)?;
-        match (&old, mode) {
+        let stored = self.txn.get(&keys::doc_key(info.number, &id))?;
+        match (&stored, mode) {
             (Some(_), PutMode::Insert) => {
                 return Err(EngineError::DuplicateId {
                     collection: collection.to_string(),
@@ -347,20 +347,30 @@ impl<'a, T: KvTree> Writer<'a, T> {
             }
             _ => {}
         }
-        self.store_doc(info, &id, doc, &encoded, old)
+        // The old document is decoded only when index entries depend on it.
+        let old = match &stored {
+            Some(record) if info.maintained_indexes().next().is_some() => {
+                Some(decode_stored(record)?)
+            }
+            _ => None,
+        };
+        self.store_doc(info, &id, doc, &encoded, stored.is_some(), old)
     }
 
-    /// Writes a validated document over `old`: index entries that changed, the
-    /// Merkle leaf, the record, and the collection's count if it changed.
+    /// Writes a validated document over the one stored (`existed`; `old`, its
+    /// decoded form, is needed only if the collection has indexes): index
+    /// entries that changed, the Merkle leaf, the record, and the
+    /// collection's count if it changed.
     fn store_doc(
         &mut self,
         mut info: CollectionInfo,
         id: &str,
         doc: &Value,
         encoded: &[u8],
+        existed: bool,
         old: Option<Value>,
     ) -> Result<OpOutcome> {
-        let mut changed = old.is_none();
+        let mut changed = !existed;
         let mut indexes = std::mem::take(&mut info.indexes);
         let mut building = std::mem::take(&mut info.building);
         let maintained = indexes
@@ -397,7 +407,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             keys::doc_key(info.number, id),
             keys::doc_record(&hash, encoded),
         );
-        let created = old.is_none();
+        let created = !existed;
         if created {
             info.count += 1;
         }
@@ -421,7 +431,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             })?;
         let new = document::apply_patch(&old, changes)?;
         let (_, encoded) = document::validate(&new, self.limits)?;
-        self.store_doc(info, id, &new, &encoded, Some(old))
+        self.store_doc(info, id, &new, &encoded, true, Some(old))
     }
 
     fn delete(&mut self, collection: &str, id: &str) -> Result<OpOutcome> {

@@ -1,4 +1,4 @@
-//! Inbound `/stratosdb/rpc/1` streams, through a queue that holds many.
+//! Inbound `/stratosdb/rpc/2` call streams, through a queue that holds many.
 //!
 //! libp2p-stream hands inbound streams over through a channel with room for
 //! one: a second stream negotiated before the accepting task has run is

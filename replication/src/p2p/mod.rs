@@ -9,9 +9,9 @@
 //!   never stall heartbeats.
 //! - `/stratosdb/snapshot/1`: one stream per snapshot chunk fetched
 //!   ([`Transport::fetch_chunk`]), served by the node's chunk server.
-//! - `/stratosdb/rpc/1`: one stream per call ([`P2pTransport::call`]), a
-//!   `len: u32, bytes` frame each way, answered by the handler set with
-//!   [`P2pTransport::set_rpc_handler`].
+//! - `/stratosdb/rpc/2`: calls ([`P2pTransport::call`]) on one reusable
+//!   stream per peer, frames tagged with a call id (`rpc.rs`), answered by
+//!   the handler set with [`P2pTransport::set_rpc_handler`].
 //! - Membership: only members get a connection (the gate), unless the
 //!   founding gate is open ([`P2pTransport::set_founding`]) or we dialed to
 //!   discover who listens somewhere ([`P2pTransport::discover`]); connection
@@ -71,8 +71,8 @@ pub const RAFT_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/raft/1
 pub const LARGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/large/1");
 /// Snapshot chunks: one stream per chunk fetched.
 pub const SNAPSHOT_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/snapshot/1");
-/// Request/response between members: one stream per call.
-pub const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/rpc/1");
+/// Request/response between members: long-lived streams carrying many calls.
+pub const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/stratosdb/rpc/2");
 
 /// Settings of a [`P2pTransport`].
 #[derive(Clone, Debug)]
@@ -97,6 +97,9 @@ pub struct P2pConfig {
     pub max_snapshot_chunk_bytes: usize,
     /// Bound on fetching one snapshot chunk (opening the stream included).
     pub snapshot_fetch_timeout: Duration,
+    /// Requests up to this size share the peer's one call stream; larger
+    /// ones get a stream each (`rpc.rs`). 0: every call on its own stream.
+    pub rpc_shared_stream_max_bytes: usize,
     /// How long a connection with no open stream is kept.
     pub idle_timeout: Duration,
     /// Bound on opening a stream (dialing included).
@@ -124,6 +127,7 @@ impl P2pConfig {
             max_rpc_bytes: 64 << 20,
             max_snapshot_chunk_bytes: 64 << 20,
             snapshot_fetch_timeout: Duration::from_secs(30),
+            rpc_shared_stream_max_bytes: 64 << 10,
             // Raft's own stream keeps a member's connection open; this covers
             // the gaps (a writer backing off, a learner with nothing to say)
             // so a connection is not torn down and re-handshaken every 10 s
@@ -153,6 +157,8 @@ pub(crate) struct Shared {
     /// Members cut off by fault injection (tests only; empty otherwise).
     pub faults: FaultSwitch,
     pub snapshot_server: RwLock<Option<ChunkServer>>,
+    /// One reusable call stream per peer (`rpc.rs`).
+    pub call_streams: rpc::CallStreams,
 }
 
 /// A member's outbound queues and the tasks that drain them.
@@ -264,6 +270,7 @@ impl P2pTransport {
             rpc_handler: RwLock::default(),
             faults: FaultSwitch::default(),
             snapshot_server: RwLock::default(),
+            call_streams: rpc::CallStreams::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (listening_tx, listening) = oneshot::channel();

@@ -1,4 +1,4 @@
-//! What nodes ask each other over libp2p's `/stratosdb/rpc/1` (members
+//! What nodes ask each other over libp2p's `/stratosdb/rpc/2` (members
 //! only): the forwarding of a request to the replica that can serve it.
 //! bincode 2 on both ways; a request or reply that does not decode is
 //! answered (or treated) as a `malformed` error.
