@@ -592,6 +592,17 @@ fn metrics_are_prometheus_text() {
         find("stratosdb_raft_leader_changes_total", &[]).is_some(),
         "{text}"
     );
+    // A node alone installs no snapshot and has no transfer in progress,
+    // but the families are declared.
+    assert_eq!(
+        find("stratosdb_raft_snapshots_installed_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE stratosdb_snapshot_transfer_bytes gauge"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use stratosdb_engine::{CollectionInfo, Op, Value};
 use stratosdb_query::ast::{CmpOp, Expr, Query};
 use stratosdb_query::{FindOptions, ReadConsistency, ShardedDatabase, ShardedStore as _};
+use stratosdb_replication::TransferDirection;
 
 pub use node::{
     ClusterConfig, ClusterNode, DEFAULT_DOWN_AFTER, LEADER_WAIT, NodeError, REMOVED, TOKEN_FILE,
@@ -287,6 +288,38 @@ impl Backend for ClusterBackend {
             );
             let _ = writeln!(term, "stratosdb_raft_term{{{labels}}} {}", status.term);
         }
+        // Snapshot transfers in progress, both ways: a replica being built
+        // shows here, chunk by chunk, until it is installed.
+        let mut transfer_done = String::new();
+        let mut transfer_total = String::new();
+        for t in self.node.raft.snapshot_transfers() {
+            let (collection, shard) = map
+                .shards
+                .get(&t.group)
+                .map_or((String::new(), String::new()), |s| {
+                    (s.collection.clone(), s.shard.to_string())
+                });
+            let (direction, peer) = match t.direction {
+                TransferDirection::In => ("in", t.from),
+                TransferDirection::Out => ("out", t.to),
+            };
+            let labels = format!(
+                "group=\"{}\",collection=\"{}\",shard=\"{shard}\",direction=\"{direction}\",peer=\"{}\"",
+                t.group,
+                super::metrics::escape(&collection),
+                show_id(peer)
+            );
+            let _ = writeln!(
+                transfer_done,
+                "stratosdb_snapshot_transfer_bytes{{{labels}}} {}",
+                t.bytes_done
+            );
+            let _ = writeln!(
+                transfer_total,
+                "stratosdb_snapshot_transfer_total_bytes{{{labels}}} {}",
+                t.bytes_total
+            );
+        }
         let c = self.node.raft.counters();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, body: &str| {
@@ -310,6 +343,18 @@ impl Backend for ClusterBackend {
             "The group's raft term as this node sees it.",
             &term,
         );
+        family(
+            "stratosdb_snapshot_transfer_bytes",
+            "gauge",
+            "Bytes of a snapshot transfer in progress moved so far (direction in: fetched here; out: served from here).",
+            &transfer_done,
+        );
+        family(
+            "stratosdb_snapshot_transfer_total_bytes",
+            "gauge",
+            "Size of a snapshot transfer in progress.",
+            &transfer_total,
+        );
         for (name, help, value) in [
             (
                 "stratosdb_raft_proposals_total",
@@ -328,8 +373,13 @@ impl Backend for ClusterBackend {
             ),
             (
                 "stratosdb_raft_snapshot_received_bytes_total",
-                "Bytes of snapshots installed here.",
+                "Bytes of snapshot chunks fetched by this node.",
                 c.snapshot_bytes_received,
+            ),
+            (
+                "stratosdb_raft_snapshots_installed_total",
+                "Snapshots installed on this node's replicas.",
+                c.snapshots_installed,
             ),
         ] {
             family(name, "counter", help, &format!("{name} {value}\n"));
