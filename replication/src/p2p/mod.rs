@@ -498,13 +498,9 @@ impl P2pTransport {
         task.await.map_err(|_| ReplicationError::Stopped)?
     }
 
-    /// Checks what can be checked at once and builds the call's future.
-    fn prepare_call(
-        &self,
-        to: NodeId,
-        request: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<impl Future<Output = Result<Vec<u8>>> + Send + 'static> {
+    /// The PeerId of member `node`, if the transport runs and fault
+    /// injection does not cut it off: what a call or a fetch checks first.
+    fn reachable_member(&self, node: NodeId) -> Result<PeerId> {
         if self.commands.lock().is_none() {
             return Err(ReplicationError::Stopped);
         }
@@ -513,14 +509,25 @@ impl P2pTransport {
             .gate
             .members
             .read()
-            .get(&to)
-            .ok_or(ReplicationError::UnknownNode(to))?;
-        if self.shared.faults.drops(to) {
+            .get(&node)
+            .ok_or(ReplicationError::UnknownNode(node))?;
+        if self.shared.faults.drops(node) {
             return Err(ReplicationError::Unreachable {
-                node: to,
+                node,
                 reason: "traffic to this node is dropped (fault injection)".into(),
             });
         }
+        Ok(peer)
+    }
+
+    /// Checks what can be checked at once and builds the call's future.
+    fn prepare_call(
+        &self,
+        to: NodeId,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<impl Future<Output = Result<Vec<u8>>> + Send + 'static> {
+        let peer = self.reachable_member(to)?;
         let limit = rpc::frame_limit(self.shared.config.max_rpc_bytes);
         if request.len() > limit {
             return Err(ReplicationError::MessageTooLarge {
@@ -679,22 +686,7 @@ impl Transport for P2pTransport {
 
     /// Blocking, bounded by `snapshot_fetch_timeout`; only from a member.
     fn fetch_chunk(&self, from: NodeId, key: &SnapshotKey, chunk: u32) -> Result<Vec<u8>> {
-        if self.commands.lock().is_none() {
-            return Err(ReplicationError::Stopped);
-        }
-        let peer = *self
-            .shared
-            .gate
-            .members
-            .read()
-            .get(&from)
-            .ok_or(ReplicationError::UnknownNode(from))?;
-        if self.shared.faults.drops(from) {
-            return Err(ReplicationError::Unreachable {
-                node: from,
-                reason: "traffic to this node is dropped (fault injection)".into(),
-            });
-        }
+        let peer = self.reachable_member(from)?;
         let timeout = self.shared.config.snapshot_fetch_timeout;
         let fetch = snapshot::fetch(
             self.shared.clone(),
