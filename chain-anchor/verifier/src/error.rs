@@ -1,0 +1,16 @@
+use thiserror::Error;
+
+/// Why something did not verify, or could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum VerifyError {
+    /// Bytes that are not an anchor payload: named part, what was wrong.
+    #[error("malformed anchor payload: {0}")]
+    MalformedPayload(String),
+    #[error("malformed leaf proof: {0}")]
+    MalformedLeafProof(String),
+    /// The leaf and proof lead to another cluster root than the anchored one.
+    #[error("shard leaf {leaf} is not under cluster root {root}")]
+    LeafNotUnderRoot { leaf: String, root: String },
+    #[error(transparent)]
+    Proof(#[from] stratosdb_proof::ProofError),
+}

@@ -1,0 +1,26 @@
+//! # stratosdb-verifier
+//!
+//! What a client that trusts nothing but the chain needs to check stratosdb:
+//!
+//! - [`AnchorPayload`]: the bytes an anchor carries on the chain (magic,
+//!   version, cluster id, epoch, cluster root, previous anchor reference);
+//! - [`ShardLeaf`] and [`cluster_root`]: how the shard roots of one epoch fold
+//!   into the one cluster root an anchor carries, and [`LeafProof`], the proof
+//!   that one shard leaf is under it;
+//! - the proofs of single documents come from `stratosdb-proof` (re-exported
+//!   as [`proof`]).
+//!
+//! It depends on no storage engine, network stack or async runtime, so a light
+//! client, a browser (wasm32) or an auditor can use it alone. The formats are
+//! in `docs/chain.md` and `docs/merkle.md`, byte for byte.
+
+mod error;
+pub mod hex_serde;
+pub mod leaves;
+pub mod payload;
+
+pub use error::VerifyError;
+pub use leaves::{LeafProof, ShardLeaf, cluster_root};
+pub use payload::{AnchorPayload, PAYLOAD_LEN, PAYLOAD_MAGIC, PAYLOAD_VERSION};
+pub use stratosdb_proof as proof;
+pub use stratosdb_proof::Hash;
