@@ -58,6 +58,12 @@ pub struct MoveInfo {
     pub applied: u64,
     /// The leader's applied index.
     pub target: u64,
+    /// Bytes of the snapshot that builds the new replica moved so far, and
+    /// its size (both 0 when no transfer is in flight).
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub total_bytes: u64,
 }
 
 /// `POST /v1/cluster/remove-node`'s body.

@@ -327,7 +327,7 @@ fn status(connect: &str) -> anyhow::Result<()> {
                 dash(&m.from),
                 m.to.clone(),
                 m.phase.clone(),
-                format!("{}/{}", m.applied, m.target),
+                move_progress(m),
             ]);
         }
         println!("{moves}");
@@ -347,6 +347,21 @@ fn status(connect: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A move's progress: the new replica's applied index over the leader's,
+/// and the bytes of its snapshot while one is in flight.
+fn move_progress(m: &stratosdb::api::MoveInfo) -> String {
+    let indexes = format!("{}/{}", m.applied, m.target);
+    if m.total_bytes == 0 {
+        return indexes;
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    format!(
+        "{indexes}, snapshot {:.1}/{:.1} MiB",
+        mib(m.bytes),
+        mib(m.total_bytes)
+    )
+}
+
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED)
@@ -357,7 +372,7 @@ fn table(header: &[&str]) -> Table {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{move_progress, parse_duration};
     use std::time::Duration;
 
     #[test]
@@ -377,5 +392,24 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_move_shows_its_snapshot_bytes_while_one_is_in_flight() {
+        let mut m = stratosdb::api::MoveInfo {
+            collection: "c".into(),
+            shard: 1,
+            from: None,
+            to: "n".into(),
+            phase: "learner".into(),
+            applied: 0,
+            target: 12,
+            bytes: 0,
+            total_bytes: 0,
+        };
+        assert_eq!(move_progress(&m), "0/12");
+        m.bytes = 3 << 20;
+        m.total_bytes = 10 << 20;
+        assert_eq!(move_progress(&m), "0/12, snapshot 3.0/10.0 MiB");
     }
 }

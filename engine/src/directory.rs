@@ -82,6 +82,19 @@ impl<T: KvTree> Directory<T> {
         self.tree.apply(batch)
     }
 
+    /// The name of the shard's current tree, if the shard exists.
+    pub fn existing_tree(&self, id: ShardId) -> Result<Option<String>> {
+        Ok(self.generation(id)?.map(|g| tree_name(id, g)))
+    }
+
+    /// Forgets the shard: its tree is then abandoned (see
+    /// [`Directory::remove_abandoned_trees`]).
+    pub fn remove(&self, id: ShardId) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete(id.to_be_bytes().to_vec());
+        self.tree.apply(batch)
+    }
+
     /// Ids of the shards that exist.
     pub fn shard_ids(&self) -> Result<Vec<ShardId>> {
         let mut ids = Vec::new();

@@ -59,6 +59,10 @@ pub enum EngineError {
     Corruption(String),
     #[error("storage error: {0}")]
     Storage(String),
+    /// The shard is being deleted ([`crate::Engine::remove_shard`]); ask
+    /// again once that is done.
+    #[error("shard {0} is being removed")]
+    ShardBeingRemoved(u32),
     /// The data folder is held by another process, or is not a data folder.
     #[error(transparent)]
     DataDir(#[from] crate::data_dir::DataDirError),
@@ -91,6 +95,7 @@ impl EngineError {
             UnsupportedLayout { .. } => "unsupported_layout",
             Corruption(_) => "corruption",
             Storage(_) => "storage",
+            ShardBeingRemoved(_) => "shard_being_removed",
             DataDir(e) => e.code(),
         }
     }

@@ -12,7 +12,7 @@ use stratosdb_proof::Value;
 use stratosdb_proof::hash::Hash;
 
 use crate::keys::APPLIED_INDEX_KEY;
-use crate::shard::Shard;
+use crate::shard::{Generation, Shard};
 use crate::storage::{KvStore, KvTree, WriteBatch};
 use crate::{EngineError, IndexSpec, Op, Result};
 
@@ -166,10 +166,11 @@ impl<S: KvStore> Shard<S> {
         shared.store.flush()?;
         shared.directory.point(self.id(), generation)?;
         shared.store.flush()?;
-        *self.inner.tree.write() = staging_tree;
+        let old = std::mem::replace(&mut *self.inner.tree.write(), staging.tree());
         *self.inner.catalog.write() = staging.inner.catalog.read().clone();
         *merkle = std::mem::take(&mut *staging.inner.merkle.lock());
-        shared.store.drop_tree(&current)?;
+        // Readers still on the old tree finish there; the last one drops it.
+        Generation::retire(old, shared.clone(), current)?;
         Ok(summary)
     }
 

@@ -73,6 +73,22 @@ fn replica() -> (tempfile::TempDir, Engine, Shard) {
     (dir, engine, shard)
 }
 
+/// A replica that applied `cmds`, and its snapshot in chunks of 4 KiB.
+fn exported(cmds: &[Vec<u8>]) -> (tempfile::TempDir, Engine, Shard, Vec<Vec<u8>>) {
+    let (dir, engine, source) = replica();
+    for (i, cmd) in cmds.iter().enumerate() {
+        source.apply(i as u64 + 1, cmd).unwrap();
+    }
+    let mut chunks = Vec::new();
+    source
+        .export_snapshot(4096, |c| {
+            chunks.push(c);
+            Ok(())
+        })
+        .unwrap();
+    (dir, engine, source, chunks)
+}
+
 fn docs(shard: &Shard) -> Vec<String> {
     shard
         .scan("users", Bound::Unbounded, Bound::Unbounded, false)
@@ -201,17 +217,7 @@ fn snapshot_moves_a_shard_and_checks_its_root() {
 #[test]
 fn tampered_or_truncated_snapshots_change_nothing() {
     let cmds = commands();
-    let (_d1, _e1, source) = replica();
-    for (i, cmd) in cmds.iter().enumerate() {
-        source.apply(i as u64 + 1, cmd).unwrap();
-    }
-    let mut chunks = Vec::new();
-    source
-        .export_snapshot(4096, |c| {
-            chunks.push(c);
-            Ok(())
-        })
-        .unwrap();
+    let (_d1, _e1, _source, chunks) = exported(&cmds);
     let (_d2, _e2, target) = replica();
     target.create_collection("old").unwrap();
     let before = target.root().unwrap();
@@ -243,4 +249,69 @@ fn tampered_or_truncated_snapshots_change_nothing() {
 
     assert_eq!(target.root().unwrap(), before);
     assert_eq!(target.collections(), vec!["old".to_string()]);
+}
+
+/// Reads that run while snapshots are imported over and over never meet
+/// the tree an import switched away from: the applied index, a point read
+/// and a scan begun before a switch all answer (the old tree is dropped
+/// once its last reader is done), and the shard ends on the last import.
+#[test]
+fn reads_during_snapshot_imports_never_fail() {
+    let cmds = commands();
+    let (_d1, _e1, source, chunks) = exported(&cmds);
+    let expected = docs(&source);
+    let (_d2, engine, target) = replica();
+    target.import_snapshot(chunks.clone()).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(target.applied_index().unwrap(), cmds.len() as u64);
+                assert!(target.get("users", "u199").unwrap().is_some());
+                let mut scan = target
+                    .scan("users", Bound::Unbounded, Bound::Unbounded, false)
+                    .unwrap();
+                let first = scan.next().unwrap().unwrap();
+                std::thread::yield_now();
+                let rest: Vec<_> = scan.map(Result::unwrap).collect();
+                assert_eq!(rest.len() + 1, expected.len(), "after {}", first.0);
+                reads += 1;
+            }
+            reads
+        });
+        for _ in 0..20 {
+            target.import_snapshot(chunks.clone()).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    });
+    assert_eq!(docs(&target), expected);
+    // Old generations are gone from the store once nothing reads them.
+    let fresh = engine.shard(3).unwrap();
+    assert_eq!(fresh.applied_index().unwrap(), cmds.len() as u64);
+}
+
+#[test]
+fn a_removed_shard_is_gone_and_comes_back_empty() {
+    let cmds = commands();
+    let (dir, engine, shard) = replica();
+    for (i, cmd) in cmds.iter().enumerate() {
+        shard.apply(i as u64 + 1, cmd).unwrap();
+    }
+    let other = engine.shard(4).unwrap();
+    other.create_collection("kept").unwrap();
+    drop(shard);
+    assert!(engine.remove_shard(3).unwrap());
+    assert!(!engine.remove_shard(3).unwrap(), "already gone");
+    assert_eq!(engine.shard_ids().unwrap(), [4]);
+    // Gone after a restart too, and the other shard untouched.
+    drop(other);
+    drop(engine);
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    assert_eq!(engine.shard_ids().unwrap(), [4]);
+    assert_eq!(engine.shard(4).unwrap().collections(), ["kept"]);
+    let again = engine.shard(3).unwrap();
+    assert!(again.collections().is_empty());
+    assert_eq!(again.applied_index().unwrap(), 0);
 }

@@ -31,6 +31,10 @@ pub struct NodeConfig {
     pub snapshot_max_disk_bytes: u64,
     /// Snapshot transfers that run at once on this node (fetch threads).
     pub snapshot_fetchers: usize,
+    /// Snapshot chunk reads this node serves at once; more wait for a turn
+    /// (up to `snapshot_stall_timeout / 4`), then are refused as busy and
+    /// retried by their fetcher.
+    pub snapshot_serve_concurrency: usize,
     /// A fetch gives up (keeping its chunks for a resume) after this long
     /// without a chunk; a leader reports a transfer failed to raft after
     /// twice this without a chunk served.
@@ -58,6 +62,7 @@ impl NodeConfig {
             snapshot_chunk_bytes: 1 << 20,
             snapshot_max_disk_bytes: 64 << 30,
             snapshot_fetchers: 2,
+            snapshot_serve_concurrency: 4,
             snapshot_stall_timeout: Duration::from_secs(10),
             snapshot_expiry: Duration::from_secs(600),
             max_entries_bytes_per_message: 1 << 20,

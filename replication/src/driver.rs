@@ -55,6 +55,13 @@ pub(crate) enum Request {
         to: NodeId,
         reply: Reply<()>,
     },
+    RemoveGroup {
+        group: GroupId,
+        reply: Reply<bool>,
+    },
+    Groups {
+        reply: Reply<Vec<GroupId>>,
+    },
     Stop,
 }
 
@@ -199,6 +206,12 @@ impl Driver {
                 };
                 let _ = reply.send(result);
             }
+            Request::RemoveGroup { group, reply } => {
+                let _ = reply.send(self.remove_group(group));
+            }
+            Request::Groups { reply } => {
+                let _ = reply.send(Ok(self.groups.keys().copied().collect()));
+            }
             Request::Stop => {}
         }
     }
@@ -274,6 +287,17 @@ impl Driver {
         )?;
         self.groups.insert(group, g);
         Ok(())
+    }
+
+    /// Closes the group here and drops its raft log (synced) and snapshot
+    /// files; the caller deletes the shard's data after. Proposals and reads
+    /// still waiting on it are answered `Stopped`. Returns whether it was open.
+    fn remove_group(&mut self, group: GroupId) -> Result<bool> {
+        let was_open = self.groups.remove(&group).is_some();
+        self.log.clean(group)?;
+        self.files.remove_group(group);
+        self.counters.leaders.write().remove(&group);
+        Ok(was_open)
     }
 
     fn tick(&mut self) {

@@ -115,6 +115,9 @@ pub enum ReplicationError {
         chunk: u32,
         reason: String,
     },
+    /// The node serves as many chunk reads as it allows at once; ask again.
+    #[error("snapshot chunk reads are at their limit here; retry")]
+    SnapshotBusy,
     /// Reading or writing snapshot files failed.
     #[error("snapshot files: {0}")]
     SnapshotIo(String),
@@ -160,6 +163,7 @@ impl ReplicationError {
             SnapshotTooLarge { .. } => "snapshot_too_large",
             SnapshotCorrupt(_) => "snapshot_corrupt",
             SnapshotStalled { .. } => "snapshot_stalled",
+            SnapshotBusy => "snapshot_busy",
             SnapshotIo(_) => "snapshot_io",
             Descriptor(_) => "snapshot_descriptor",
         }
@@ -182,6 +186,7 @@ impl ReplicationError {
                 | DiscoveryTimeout { .. }
                 | SnapshotNotFound { .. }
                 | SnapshotStalled { .. }
+                | SnapshotBusy
         )
     }
 }

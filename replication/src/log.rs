@@ -118,6 +118,17 @@ impl RaftLog {
         Ok(())
     }
 
+    /// Drops a group's whole log (entries and keys: `Command::Clean`),
+    /// durably on return; the group is then no longer in [`RaftLog::groups`].
+    /// Everything staged before goes in the same write.
+    pub fn clean(&self, group: GroupId) -> Result<()> {
+        self.stage(|b| {
+            b.add_command(u64::from(group), Command::Clean);
+            Ok(())
+        })?;
+        self.write(true)
+    }
+
     /// Deletes raft-engine files that only hold compacted entries.
     pub fn purge(&self) -> Result<()> {
         let behind = self.engine.purge_expired_files()?;

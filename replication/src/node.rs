@@ -19,7 +19,9 @@ use crate::counters::{CounterValues, Counters};
 use crate::driver::{Driver, Request};
 use crate::group::GroupStatus;
 use crate::read::ReadWaiter;
-use crate::snapshot::{FetchContext, Fetcher, SnapshotFiles, SnapshotTransfer, TransferDirection};
+use crate::snapshot::{
+    ChunkReadLimit, FetchContext, Fetcher, SnapshotFiles, SnapshotTransfer, TransferDirection,
+};
 use crate::transport::{ChunkServer, Inbox, Transport};
 use crate::{GroupId, NodeId, ReplicationError, Result, log};
 
@@ -135,7 +137,11 @@ impl RaftNode {
         let engine = Engine::with_store(store.clone(), config.engine.clone())?;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel();
-        transport.serve_snapshots(chunk_server(files.clone(), counters.clone()));
+        let limit = Arc::new(ChunkReadLimit::new(
+            config.snapshot_serve_concurrency,
+            config.snapshot_stall_timeout / 4,
+        ));
+        transport.serve_snapshots(chunk_server(files.clone(), counters.clone(), limit));
         let requeue = tx.clone();
         let fetcher = Fetcher::start(
             config.snapshot_fetchers,
@@ -166,8 +172,17 @@ impl RaftNode {
             fetcher,
             last_sweep: Instant::now(),
         };
-        for group in raft_log.groups()? {
+        let groups = raft_log.groups()?;
+        for &group in &groups {
             driver.create_group(group, &[])?;
+        }
+        // A shard without a log: a removal (`remove_group`) the node did not
+        // finish before it stopped, or a group whose log never got written.
+        for shard in engine.shard_ids()? {
+            if !groups.contains(&shard) {
+                tracing::info!(group = shard, "removing a shard left without its raft log");
+                engine.remove_shard(shard)?;
+            }
         }
         let thread = std::thread::Builder::new()
             .name(format!("raft-node-{}", config.id))
@@ -287,6 +302,28 @@ impl RaftNode {
             .wait(Duration::from_secs(30))
     }
 
+    /// Deletes this node's replica of `group`: the raft group stops here,
+    /// its raft log is dropped (durably), then its shard's data is deleted
+    /// (in batches, on the calling thread). Returns whether the group was
+    /// here. For a replica its group no longer has as a member: the caller
+    /// decides that (a stale replica on a node that came back after its
+    /// replicas were moved, or a dropped collection's). A crash between the
+    /// two steps is finished when the node opens again (a shard without a
+    /// log is removed).
+    pub fn remove_group(&self, group: GroupId) -> Result<bool> {
+        let was_open = self
+            .request(group, |reply| Request::RemoveGroup { group, reply })
+            .wait(Duration::from_secs(30))?;
+        self.engine.remove_shard(group)?;
+        Ok(was_open)
+    }
+
+    /// The groups open on this node, ascending.
+    pub fn groups(&self) -> Result<Vec<GroupId>> {
+        self.request(0, |reply| Request::Groups { reply })
+            .wait(Duration::from_secs(30))
+    }
+
     /// The snapshot transfers in progress on this node, both ways, read
     /// without a round trip through the loop.
     pub fn snapshot_transfers(&self) -> Vec<SnapshotTransfer> {
@@ -317,10 +354,17 @@ impl RaftNode {
     }
 }
 
-/// Serves this node's exported snapshot chunks, counting and reporting them.
-fn chunk_server(files: Arc<SnapshotFiles>, counters: Arc<Counters>) -> ChunkServer {
+/// Serves this node's exported snapshot chunks, counting and reporting
+/// them, at most `limit` reads at once.
+fn chunk_server(
+    files: Arc<SnapshotFiles>,
+    counters: Arc<Counters>,
+    limit: Arc<ChunkReadLimit>,
+) -> ChunkServer {
     Arc::new(move |by, key, n| {
+        let turn = limit.turn().ok_or(ReplicationError::SnapshotBusy)?;
         let (chunk, bytes_through) = files.read_outgoing_chunk(key, n)?;
+        drop(turn);
         counters
             .snapshot_bytes_sent
             .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);

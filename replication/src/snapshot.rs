@@ -11,6 +11,7 @@
 
 mod fetch;
 mod files;
+mod limit;
 mod transfers;
 
 use sha2::{Digest as _, Sha256};
@@ -20,6 +21,7 @@ use crate::{GroupId, NodeId, ReplicationError, Result};
 
 pub(crate) use fetch::{FetchContext, Fetcher};
 pub use files::{IncomingFile, SNAPSHOT_DIR, SnapshotFiles};
+pub use limit::{ChunkReadLimit, ChunkReadTurn};
 pub(crate) use transfers::Transfers;
 pub use transfers::{SnapshotTransfer, TransferDirection};
 

@@ -177,16 +177,10 @@ impl Cluster {
         }
     }
 
-    /// The shard's applied index. (Read under the shard's trie lock, which
-    /// a snapshot install holds while it swaps the shard's tree: a bare
-    /// `applied_index` can read the tree the install just dropped.)
+    /// The shard's applied index (readable while an install switches the
+    /// shard's tree: the old one stays until its readers are done).
     fn applied(&self, node: NodeId) -> u64 {
-        self.nodes[&node]
-            .shard(G)
-            .unwrap()
-            .root_at_applied()
-            .unwrap()
-            .0
+        self.nodes[&node].shard(G).unwrap().applied_index().unwrap()
     }
 
     /// Node 3 cut off while `n` documents are written and the log is

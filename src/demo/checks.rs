@@ -63,6 +63,13 @@ impl HealProgress {
                 m.applied,
                 m.target
             ));
+            if m.total_bytes > 0 {
+                line.push_str(&format!(
+                    " ({}/{} KiB)",
+                    m.bytes / 1024,
+                    m.total_bytes / 1024
+                ));
+            }
         }
         line
     }
@@ -310,6 +317,8 @@ mod tests {
             phase: "learner".into(),
             applied: 4,
             target: 9,
+            bytes: 0,
+            total_bytes: 0,
         };
         let m = map(
             "a",

@@ -695,7 +695,8 @@ fn wait_for_roots(cluster: &LocalCluster) -> anyhow::Result<Vec<checks::ShardRoo
             .iter()
             .map(|url| Client::new(url))
             .collect::<Result<Vec<_>, _>>()?;
-        // All at once: a node's answer waits for members that do not answer.
+        // All at once: a node's answer may wait (1 s at most) for a member
+        // that does not answer.
         let maps: Vec<ClusterMap> = std::thread::scope(|scope| {
             let asks: Vec<_> = clients
                 .iter()

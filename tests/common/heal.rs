@@ -211,3 +211,13 @@ pub fn split_brains(cluster: &mut TestCluster) -> Vec<String> {
         .map(|((group, term), nodes)| format!("group {group} term {term}: leaders {nodes:?}"))
         .collect()
 }
+
+/// A gauge without labels from node i's `/metrics` (`None`: no answer, or
+/// no such line).
+pub fn gauge(cluster: &TestCluster, i: usize, name: &str) -> Option<u64> {
+    let reply = cluster.api(i).call("GET", "/metrics", None).ok()?;
+    reply.text.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok())?
+    })
+}

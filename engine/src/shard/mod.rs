@@ -8,6 +8,7 @@
 //! - `writer.rs`: what each operation does inside a batch;
 //! - `maintenance.rs`: DDL that runs in chunks (index builds, garbage).
 
+mod generation;
 mod maintenance;
 mod read;
 mod write;
@@ -27,6 +28,7 @@ use crate::merkle::MerkleTree;
 use crate::shared::Shared;
 use crate::storage::{KvStore, KvTree, WriteBatch};
 use crate::{EngineError, Op, Result};
+pub(crate) use generation::Generation;
 
 pub use crate::commit::Durability;
 pub use write::{ApplyOutcome, OpOutcome, WriteResult};
@@ -115,8 +117,9 @@ impl<S: KvStore> Clone for Shard<S> {
 pub(crate) struct ShardInner<S: KvStore> {
     pub id: ShardId,
     pub shared: Arc<Shared<S>>,
-    /// Swapped whole when a snapshot is imported.
-    pub tree: RwLock<S::Tree>,
+    /// Swapped whole when a snapshot is imported; the old generation is
+    /// dropped once its last reader is done with it.
+    pub tree: RwLock<Arc<Generation<S>>>,
     /// Serializes writers (a write reads and changes the Merkle trie and the
     /// catalog, which must not interleave) and holds the trie they change.
     pub merkle: Mutex<MerkleTree>,
@@ -135,7 +138,7 @@ impl<S: KvStore> Shard<S> {
             inner: Arc::new(ShardInner {
                 id,
                 shared,
-                tree: RwLock::new(tree),
+                tree: RwLock::new(Generation::new(tree)),
                 merkle: Mutex::new(merkle),
                 catalog: RwLock::new(catalog),
             }),
@@ -146,7 +149,9 @@ impl<S: KvStore> Shard<S> {
         self.inner.id
     }
 
-    pub(crate) fn tree(&self) -> S::Tree {
+    /// The current generation of the shard's tree: reads through it stay
+    /// on it even if a snapshot import switches the shard meanwhile.
+    pub(crate) fn tree(&self) -> Arc<Generation<S>> {
         self.inner.tree.read().clone()
     }
 

@@ -61,7 +61,7 @@ impl<S: KvStore> Shard<S> {
             return Ok(Box::new(std::iter::empty()));
         }
         let skip = prefix.len();
-        Ok(Box::new(self.tree().range(lo, hi, reverse).map(
+        Ok(Box::new(self.tree().range_held(lo, hi, reverse).map(
             move |item| {
                 let (k, v) = item?;
                 let id = id_from_doc_key(k.as_ref(), skip)?.to_string();
@@ -103,16 +103,20 @@ impl<S: KvStore> Shard<S> {
         if keys::range_is_empty(&lo, &hi) {
             return Ok(Box::new(std::iter::empty()));
         }
-        Ok(Box::new(self.tree().range(lo, hi, reverse).map(|item| {
-            let (_, id) = item?;
-            String::from_utf8(id.as_ref().to_vec())
-                .map_err(|_| EngineError::Corruption("non-UTF-8 _id in index".into()))
-        })))
+        Ok(Box::new(self.tree().range_held(lo, hi, reverse).map(
+            |item| {
+                let (_, id) = item?;
+                String::from_utf8(id.as_ref().to_vec())
+                    .map_err(|_| EngineError::Corruption("non-UTF-8 _id in index".into()))
+            },
+        )))
     }
 
-    /// The raft index of the last entry applied (0 if none).
+    /// The raft index of the last entry applied (0 if none). Read from the
+    /// shard's current generation, which stays readable while a snapshot
+    /// import switches the shard to the next one.
     pub fn applied_index(&self) -> Result<u64> {
-        read_applied_index(&self.tree())
+        read_applied_index(&**self.tree())
     }
 
     /// The shard's Merkle root: a function of its documents alone.

@@ -206,7 +206,7 @@ impl<S: KvStore> Shard<S> {
     ) -> Result<Vec<CommandResult>> {
         let tree = self.tree();
         let mut writer = Writer::new(
-            &tree,
+            &**tree,
             merkle,
             &self.inner.shared.config.limits,
             &self.inner.catalog,

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use stratosdb_engine::Shard;
 
 use super::{ChunkInfo, SnapshotDescriptor, SnapshotKey};
-use crate::{NodeId, ReplicationError, Result};
+use crate::{GroupId, NodeId, ReplicationError, Result};
 
 /// The snapshot folder inside the node's data folder.
 pub const SNAPSHOT_DIR: &str = "snapshots";
@@ -389,6 +389,24 @@ impl SnapshotFiles {
                 remove(&path);
             }
         }
+    }
+
+    /// Removes every snapshot file of `group`, both ways (its replica here
+    /// is being deleted).
+    pub fn remove_group(&self, group: GroupId) {
+        let prefix = format!("{group}-");
+        for d in [&self.out_dir, &self.in_dir] {
+            for path in list(d).unwrap_or_default() {
+                let ours = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix));
+                if ours {
+                    remove(&path);
+                }
+            }
+        }
+        self.served.lock().retain(|k, _| k.group != group);
     }
 
     /// Bytes of incoming snapshot files on disk.

@@ -8,18 +8,21 @@ mod node;
 mod rpc;
 mod store;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use stratosdb_engine::{CollectionInfo, Op, Value};
 use stratosdb_query::ast::{CmpOp, Expr, Query};
 use stratosdb_query::{FindOptions, ReadConsistency, ShardedDatabase, ShardedStore as _};
-use stratosdb_replication::TransferDirection;
+use stratosdb_replication::{GroupId, NodeId, TransferDirection};
 
 pub use node::{
     ClusterConfig, ClusterNode, DEFAULT_DOWN_AFTER, LEADER_WAIT, NodeError, REMOVED, TOKEN_FILE,
     show_id,
 };
 pub use store::ClusterStore;
+
+use rpc::ReplicaStatus;
 
 use super::backend::{Backend, BackendError, ErrorClass, PutOutcome, SqlOutcome};
 use crate::api::{
@@ -218,6 +221,8 @@ impl Backend for ClusterBackend {
                     } else {
                         "learner"
                     };
+                    let (bytes, total_bytes) =
+                        move_transfer(&statuses, s.group, m.to, leader_status);
                     moves.push(MoveInfo {
                         collection: s.collection.clone(),
                         shard: s.shard,
@@ -226,6 +231,8 @@ impl Backend for ClusterBackend {
                         phase: phase.to_string(),
                         applied,
                         target,
+                        bytes,
+                        total_bytes,
                     });
                 }
                 shards.push(ShardInfo {
@@ -384,12 +391,49 @@ impl Backend for ClusterBackend {
         ] {
             family(name, "counter", help, &format!("{name} {value}\n"));
         }
+        // Every replica stored here, hosted or not: a stale one (moved away
+        // while this node was gone) counts until it is deleted.
+        let groups = self.node.raft.groups().map_or(0, |g| g.len());
+        let shards = self.node.raft.engine().shard_ids().map_or(0, |s| s.len());
+        for (name, help, value) in [
+            (
+                "stratosdb_raft_groups",
+                "Raft groups with a log on this node (group 0 included).",
+                groups,
+            ),
+            (
+                "stratosdb_engine_shards",
+                "Shards stored in this node's engine (group 0's included).",
+                shards,
+            ),
+        ] {
+            family(name, "gauge", help, &format!("{name} {value}\n"));
+        }
         out
     }
 
     fn shutdown(&self) -> Result<(), BackendError> {
         self.node.shutdown().map_err(backend_error)
     }
+}
+
+/// The bytes moved and the size of the snapshot building the replica of
+/// `group` on `to`: as the target reports its fetch, else as the leader
+/// reports serving it; (0, 0) when neither has a transfer in flight.
+fn move_transfer(
+    statuses: &HashMap<(NodeId, GroupId), ReplicaStatus>,
+    group: GroupId,
+    to: NodeId,
+    leader_status: Option<&ReplicaStatus>,
+) -> (u64, u64) {
+    let fetching = statuses
+        .get(&(to, group))
+        .and_then(|st| st.transfers.iter().find(|t| t.incoming));
+    let serving =
+        || leader_status.and_then(|st| st.transfers.iter().find(|t| !t.incoming && t.peer == to));
+    fetching
+        .or_else(serving)
+        .map_or((0, 0), |t| (t.bytes, t.total_bytes))
 }
 
 impl From<NodeError> for BackendError {

@@ -23,19 +23,23 @@ use stratosdb_engine::{ApplyOutcome, Command, EngineConfig, EngineError, Op, OpO
 use stratosdb_replication::p2p::{P2pConfig, P2pTransport, PeerId, multiaddr_of, node_id_of};
 use stratosdb_replication::{
     ClusterMap, GroupId, METADATA_GROUP, MapCommand, NodeConfig, NodeId, NodeInfo, RaftNode,
-    ReplicationError, Transport, metadata,
+    ReplicationError, TransferDirection, Transport, metadata,
 };
 
 use crate::api::{JoinRequest, Member};
 use crate::client::Client;
 
-use super::rpc::{self, ReplicaStatus, RpcReply, RpcRequest};
+use super::rpc::{self, ReplicaStatus, RpcReply, RpcRequest, TransferProgress};
 
 /// How long a forwarded request keeps looking for a leader before the
 /// client gets a retryable 503.
 pub const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// One RPC's bound.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `GET /v1/cluster` waits for a member's status: a member that
+/// has not answered by then (dead, but not yet marked down) is shown
+/// without one rather than holding up the answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// The code of an error about a group no longer in the map.
 pub const GROUP_GONE: &str = "group_gone";
 /// How often the node reconciles itself with the map.
@@ -532,6 +536,7 @@ impl ClusterNode {
         }
         self.ready.store(true, Ordering::Release);
         self.host_groups(&map)?;
+        self.remove_stale_replicas()?;
         self.lead_groups(&map)
     }
 
@@ -574,6 +579,41 @@ impl ClusterNode {
                 self.raft.create_group(shard.group, &[])?;
             }
             self.hosted.lock().insert(shard.group);
+        }
+        Ok(())
+    }
+
+    /// Deletes the replicas here that the map no longer places on this node
+    /// (moved away while the node was gone, or of a dropped collection): raft
+    /// log and shard data. Decided on a map read fresh at a read index of
+    /// group 0, never on the copy this node had: a group this node is still
+    /// a replica or a move's target of is kept.
+    fn remove_stale_replicas(&self) -> Result<(), NodeError> {
+        let stale = |map: &ClusterMap, group: GroupId| {
+            group != METADATA_GROUP
+                && !self.hosts(group)
+                && !map.shards.get(&group).is_some_and(|s| s.placed_on(self.id))
+        };
+        let map = self.map();
+        let candidates: Vec<GroupId> = self
+            .raft
+            .groups()?
+            .into_iter()
+            .filter(|&g| stale(&map, g))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let map = self.refresh_map()?;
+        for group in candidates {
+            if !stale(&map, group) {
+                continue;
+            }
+            self.raft.remove_group(group)?;
+            tracing::info!(
+                group,
+                "removed the stale replica here (raft log and shard data): the map places it elsewhere"
+            );
         }
         Ok(())
     }
@@ -845,9 +885,19 @@ impl ClusterNode {
 
     /// Sends an RPC and decodes the reply.
     pub fn call(&self, to: NodeId, request: &RpcRequest) -> Result<RpcReply, NodeError> {
+        self.call_within(to, request, RPC_TIMEOUT)
+    }
+
+    /// [`ClusterNode::call`] with its own bound on the wait.
+    pub fn call_within(
+        &self,
+        to: NodeId,
+        request: &RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcReply, NodeError> {
         let bytes = self
             .transport
-            .call(to, rpc::encode(request), RPC_TIMEOUT)
+            .call(to, rpc::encode(request), timeout)
             .map_err(|e| match e {
                 // No stream was opened: the request went nowhere.
                 ReplicationError::Unreachable { .. } | ReplicationError::UnknownNode(_) => {
@@ -890,6 +940,10 @@ impl ClusterNode {
                 Ok((partial, applied)) => RpcReply::Partial { partial, applied },
                 Err(e) => reply_error(e),
             },
+            RpcRequest::Catalog { group, collection } if !self.hosts(group) => {
+                tracing::debug!(group, %collection, "catalog asked of a replica not hosted here");
+                reply_error(ReplicationError::GroupNotFound(group).into())
+            }
             RpcRequest::Catalog { group, collection } => {
                 match self
                     .raft
@@ -938,6 +992,7 @@ impl ClusterNode {
 
     /// This node's replicas of `groups` (the others are left out).
     pub fn local_status(&self, groups: &[GroupId]) -> Vec<ReplicaStatus> {
+        let transfers = self.raft.snapshot_transfers();
         let mut out = Vec::new();
         for &group in groups {
             if !self.hosts(group) {
@@ -956,6 +1011,19 @@ impl ClusterNode {
                 .status(group)
                 .map(|s| (s.voters, s.learners))
                 .unwrap_or_default();
+            let transfers = transfers
+                .iter()
+                .filter(|t| t.group == group)
+                .map(|t| {
+                    let incoming = t.direction == TransferDirection::In;
+                    TransferProgress {
+                        peer: if incoming { t.from } else { t.to },
+                        incoming,
+                        bytes: t.bytes_done,
+                        total_bytes: t.bytes_total,
+                    }
+                })
+                .collect();
             out.push(ReplicaStatus {
                 group,
                 applied,
@@ -963,6 +1031,7 @@ impl ClusterNode {
                 leader: self.raft.leader(group),
                 voters,
                 learners,
+                transfers,
             });
         }
         out
@@ -989,13 +1058,19 @@ impl ClusterNode {
         groups
     }
 
-    /// Every replica's status, asking each node for its own (bounded).
+    /// Every replica's status, asking each node for its own, all at once
+    /// and for [`STATUS_TIMEOUT`] at most; nodes the map marks down are not
+    /// asked. A replica whose node did not answer is left out (the API
+    /// shows it with `applied` 0 and an empty root).
     pub fn cluster_status(&self) -> HashMap<(NodeId, GroupId), ReplicaStatus> {
         let map = self.map();
+        let down = |n: &NodeId| map.nodes.get(n).is_some_and(|info| !info.up);
         let mut by_node: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
         for info in map.shards.values() {
             for n in info.replicas.iter().chain(info.moves.iter().map(|m| &m.to)) {
-                by_node.entry(*n).or_default().push(info.group);
+                if *n == self.id || !down(n) {
+                    by_node.entry(*n).or_default().push(info.group);
+                }
             }
         }
         let mut out = HashMap::new();
@@ -1007,7 +1082,8 @@ impl ClusterNode {
                         let statuses = if node == self.id {
                             self.local_status(&groups)
                         } else {
-                            match self.call(node, &RpcRequest::Status { groups }) {
+                            let request = RpcRequest::Status { groups };
+                            match self.call_within(node, &request, STATUS_TIMEOUT) {
                                 Ok(RpcReply::Status(s)) => s,
                                 _ => Vec::new(),
                             }

@@ -39,6 +39,19 @@ pub struct ReplicaStatus {
     /// The group's voters and learners as this replica knows them.
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
+    /// Snapshot transfers of the group in progress on this node.
+    pub transfers: Vec<TransferProgress>,
+}
+
+/// A snapshot transfer in progress, as the node at one end sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct TransferProgress {
+    /// The node at the other end.
+    pub peer: u64,
+    /// Fetched by this node (else served by it).
+    pub incoming: bool,
+    pub bytes: u64,
+    pub total_bytes: u64,
 }
 
 #[derive(Debug, Encode, Decode)]
