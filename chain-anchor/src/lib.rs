@@ -14,6 +14,7 @@
 
 mod chain;
 mod error;
+pub mod stratos;
 
 pub use chain::{AnchorRecord, Chain, ChainInfo, ChainRef, Submission, SubmissionStatus};
 pub use error::ChainError;
