@@ -25,7 +25,8 @@ pub(crate) struct NodeError {
 pub(crate) struct Rpc {
     url: String,
     client: RpcClient,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (see `Drop`).
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Rpc {
@@ -56,7 +57,7 @@ impl Rpc {
         Ok(Rpc {
             url: url.to_string(),
             client,
-            runtime,
+            runtime: Some(runtime),
         })
     }
 
@@ -82,9 +83,10 @@ impl Rpc {
             ));
         }
         let call = self.client.request::<P, R>(Cow::Borrowed(method), params);
-        let answer = self
-            .runtime
-            .block_on(async { tokio::time::timeout(CALL_TIMEOUT, call).await });
+        let Some(runtime) = &self.runtime else {
+            return Err(ChainError::Misuse("the chain client was shut down"));
+        };
+        let answer = runtime.block_on(async { tokio::time::timeout(CALL_TIMEOUT, call).await });
         let unavailable =
             |why: String| ChainError::Unavailable(format!("{method} at {}: {why}", self.url));
         match answer {
@@ -110,5 +112,15 @@ impl Rpc {
     {
         self.try_call(method, params)?
             .map_err(|e| ChainError::Refused(format!("{method}: {} (code {})", e.message, e.code)))
+    }
+}
+
+impl Drop for Rpc {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside an async context;
+        // a node may well drop its chain there.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
