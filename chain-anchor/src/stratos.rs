@@ -392,3 +392,37 @@ impl Chain for StratosChain {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(status: Option<&str>) -> Receipt {
+        let mut json = serde_json::json!({
+            "transactionHash": format!("0x{}", "ab".repeat(32)),
+            "blockHash": format!("0x{}", "cd".repeat(32)),
+            "blockNumber": "0x2a",
+            "gasUsed": "0x5a3c",
+            "logs": [],
+        });
+        if let Some(status) = status {
+            json["status"] = status.into();
+        }
+        serde_json::from_value(json).unwrap()
+    }
+
+    // A self-send cannot revert, so anvil cannot show a failed anchor: the
+    // receipt's reading is checked here.
+    #[test]
+    fn a_receipt_reads_as_included_or_failed_with_the_reason() {
+        assert_eq!(receipt(Some("0x1")).outcome(), Ok(42));
+        let failed = receipt(Some("0x0")).outcome().unwrap_err();
+        assert!(
+            failed.contains("status 0") && failed.contains("block 42"),
+            "{failed}"
+        );
+        assert!(failed.contains("gas used 23100"), "{failed}");
+        let unknown = receipt(None).outcome().unwrap_err();
+        assert!(unknown.contains("no status"), "{unknown}");
+    }
+}
