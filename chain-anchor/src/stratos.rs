@@ -80,7 +80,7 @@ impl StratosChain {
         let actual: U64 = rpc.call("eth_chainId", NO_PARAMS)?;
         if actual.to::<u64>() != config.chain_id {
             return Err(ChainError::WrongChainId {
-                rpc_url: config.rpc_url.clone(),
+                rpc_url: rpc.url().to_string(),
                 configured: config.chain_id,
                 actual: actual.to::<u64>(),
             });

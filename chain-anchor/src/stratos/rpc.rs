@@ -35,9 +35,15 @@ impl Rpc {
         let parsed: Url = url
             .parse()
             .map_err(|e| ChainError::Config(format!("RPC URL {url:?}: {e}")))?;
+        // Errors and ChainInfo show the URL: never with its password.
+        let mut shown = parsed.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        let shown = shown.to_string();
         if parsed.scheme() != "http" {
             return Err(ChainError::Config(format!(
-                "RPC URL {url:?}: only http:// is supported (put a TLS proxy on \
+                "RPC URL {shown:?}: only http:// is supported (put a TLS proxy on \
                  loopback in front of an https endpoint)"
             )));
         }
@@ -55,12 +61,13 @@ impl Rpc {
             RpcClient::new_http(parsed)
         };
         Ok(Rpc {
-            url: url.to_string(),
+            url: shown,
             client,
             runtime: Some(runtime),
         })
     }
 
+    /// The URL, its password (if any) masked.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -122,5 +129,20 @@ impl Drop for Rpc {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        let rpc = Rpc::new("http://user:secret@127.0.0.1:8545/").unwrap();
+        assert_eq!(rpc.url(), "http://user:***@127.0.0.1:8545/");
+        let err = Rpc::new("https://user:secret@example.invalid/")
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 }
