@@ -20,6 +20,22 @@ pub enum ChainError {
     /// signature, a failed transaction, another chain id.
     #[error("chain integrity: {0}")]
     Integrity(String),
+    /// The node behind the RPC URL is on another chain than the configured one.
+    #[error("{rpc_url} is chain id {actual}, the configuration says {configured}")]
+    WrongChainId {
+        rpc_url: String,
+        configured: u64,
+        actual: u64,
+    },
+    /// A key file that cannot be used (never names the key itself).
+    #[error("key file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
+    /// A configuration that cannot work (with what is wrong).
+    #[error("chain configuration: {0}")]
+    Config(String),
+    /// A blocking backend called from inside an async runtime.
+    #[error("{0}")]
+    Misuse(&'static str),
     #[error("malformed chain reference {0:?}")]
     MalformedReference(String),
     #[error(transparent)]

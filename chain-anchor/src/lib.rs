@@ -14,7 +14,9 @@
 
 mod chain;
 mod error;
+pub mod stratos;
 
 pub use chain::{AnchorRecord, Chain, ChainInfo, ChainRef, Submission, SubmissionStatus};
 pub use error::ChainError;
+pub use stratos::{StratosChain, StratosConfig};
 pub use stratosdb_verifier::{AnchorPayload, LeafProof, ShardLeaf, cluster_root};
