@@ -295,6 +295,7 @@ impl Driver {
     fn remove_group(&mut self, group: GroupId) -> Result<bool> {
         let was_open = self.groups.remove(&group).is_some();
         self.log.clean(group)?;
+        self.fetcher.cancel(group);
         self.files.remove_group(group);
         self.counters.leaders.write().remove(&group);
         Ok(was_open)

@@ -115,6 +115,16 @@ impl Fetcher {
     }
 }
 
+impl Fetcher {
+    /// Stops the group's fetch, if one runs (its replica here is being
+    /// deleted); it ends at its next chunk.
+    pub fn cancel(&self, group: GroupId) {
+        if let Some((_, flag)) = self.jobs.lock().get(&group) {
+            flag.store(true, Relaxed);
+        }
+    }
+}
+
 impl Drop for Fetcher {
     fn drop(&mut self) {
         for (_, flag) in self.jobs.lock().values() {
