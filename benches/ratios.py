@@ -34,6 +34,11 @@ PAIRS = [
     ("raft log: raft-engine vs the sled log, 8 groups x 8 entries, one sync", "raft_log_write_64_entries_synced/raft_engine", "raft_log_write_64_entries_synced/sled_log"),
     ("durable inserts: 4 writers vs 1 (group commit)", "sync_insert_small/4_writers", "sync_insert_small/1_writers"),
     ("rpc: 64 calls of 1 KiB on one shared call stream vs a stream per call", "rpc_64_calls_1k/shared_stream", "rpc_64_calls_1k/stream_per_call"),
+    ("anchored proof verification, 10k shard vs hashing the document", "proof_verify/10000", "proof_verify/sha256_of_document"),
+    ("anchored proof verification, 1M shard vs hashing the document", "proof_verify/1000000", "proof_verify/sha256_of_document"),
+    ("proof against the latest mark vs against the current root", "anchored_prove/anchored", "anchored_prove/current_root"),
+    ("raft apply of single writes, a mark every 1000 vs no marks", "apply_with_marks/mark_every_1000", "apply_with_marks/no_marks"),
+    ("raft apply of single writes, a mark every 100 vs no marks", "apply_with_marks/mark_every_100", "apply_with_marks/no_marks"),
 ]
 
 
@@ -53,6 +58,10 @@ def main():
     verify = mean_ns("proof/verify")
     if verify:
         print(f"{'proof verifications per second on one core':60s} {1e9 / verify:8.0f}")
+    for size in ("10000", "1000000"):
+        verify = mean_ns(f"proof_verify/{size}")
+        if verify:
+            print(f"{'anchored proof verifications per second, ' + size + ' shard':60s} {1e9 / verify:8.0f}")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,41 @@ impl AnchorMark {
     }
 }
 
+/// A key changed since a mark, and its document hash at the mark (`None`:
+/// absent then).
+pub(crate) type MarkChange = (Hash, Option<Hash>);
+
+/// The keys changed since the mark of `epoch`, with their document hash at
+/// the mark (`None`: absent then), as stored.
+pub(crate) fn load_mark_changes<T: KvTree>(tree: &T, epoch: u64) -> Result<Vec<MarkChange>> {
+    let prefix = keys::mark_change_prefix(epoch);
+    let corrupt = || EngineError::Corruption("record of a change since an anchor mark".into());
+    let mut out = Vec::new();
+    for item in tree.range(
+        Bound::Included(prefix.clone()),
+        keys::successor_bound(&prefix),
+        false,
+    ) {
+        let (key, value) = item?;
+        let key_hash: Hash = key
+            .as_ref()
+            .get(prefix.len()..)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(corrupt)?;
+        let doc = match value.as_ref() {
+            [] => None,
+            hash => Some(hash.try_into().map_err(|_| corrupt())?),
+        };
+        out.push((key_hash, doc));
+    }
+    Ok(out)
+}
+
+/// The stored value of a change record: the document hash, or nothing.
+pub(crate) fn mark_change_value(doc: Option<Hash>) -> Vec<u8> {
+    doc.map_or_else(Vec::new, |h| h.to_vec())
+}
+
 /// A proof against the latest anchor mark's root ([`crate::Shard::prove_anchored`]):
 /// the document (or its absence) is the same now as at the mark.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,13 +11,13 @@ use bincode::{Decode, Encode};
 use stratosdb_proof::Value;
 use stratosdb_proof::hash::Hash;
 
-use crate::anchor::{AnchorMark, MARK_HISTORY, Marks};
+use crate::anchor::{AnchorMark, MARK_HISTORY, MarkChange, Marks, mark_change_value};
 use crate::keys::APPLIED_INDEX_KEY;
-use crate::shard::{Generation, Shard};
+use crate::shard::{Generation, Shard, restore_mark_view};
 use crate::storage::{KvStore, KvTree, WriteBatch};
 use crate::{EngineError, IndexSpec, Op, Result, keys};
 
-/// Version 2 carries the anchor marks.
+/// Version 2 carries the anchor marks and the changes since the latest.
 const SNAPSHOT_VERSION: u8 = 2;
 
 #[derive(Debug, Encode, Decode)]
@@ -34,6 +34,12 @@ enum Chunk {
     Documents {
         collection: String,
         docs: Vec<Value>,
+    },
+    /// Keys changed since the latest mark (of `epoch`), with their document
+    /// hash at the mark: what the receiver needs to prove against the mark.
+    MarkChanges {
+        epoch: u64,
+        changes: Vec<MarkChange>,
     },
     End,
 }
@@ -133,6 +139,17 @@ impl<S: KvStore> Shard<S> {
                 chunks += 1;
             }
         }
+        if let Some(latest) = self.latest_anchor_mark() {
+            // About 70 bytes an entry.
+            let per_chunk = (chunk_bytes / 70).max(1);
+            for changes in merkle.mark_changes().chunks(per_chunk) {
+                sink(encode_chunk(&Chunk::MarkChanges {
+                    epoch: latest.epoch,
+                    changes: changes.to_vec(),
+                }))?;
+                chunks += 1;
+            }
+        }
         sink(encode_chunk(&Chunk::End))?;
         Ok(SnapshotSummary {
             applied_index,
@@ -211,6 +228,8 @@ impl<S: KvStore> Shard<S> {
         staging.write(ddl, crate::Durability::Buffered)?;
         let mut seen = 0u64;
         let mut count = 1u64;
+        let mut mark_changes = Vec::new();
+        let latest_epoch = marks.last().map(|m| m.epoch);
         let mut ended = false;
         for bytes in chunks.by_ref() {
             count += 1;
@@ -225,6 +244,14 @@ impl<S: KvStore> Shard<S> {
                         })
                         .collect();
                     staging.write(ops, crate::Durability::Buffered)?;
+                }
+                Chunk::MarkChanges { epoch, changes } => {
+                    if Some(epoch) != latest_epoch {
+                        return Err(reject(format!(
+                            "changes since the mark of epoch {epoch}, which is not the latest mark"
+                        )));
+                    }
+                    mark_changes.extend(changes);
                 }
                 Chunk::End => {
                     ended = true;
@@ -261,11 +288,20 @@ impl<S: KvStore> Shard<S> {
             APPLIED_INDEX_KEY.to_vec(),
             applied_index.to_be_bytes().to_vec(),
         );
-        *staging.inner.marks.write() = check_marks(&marks, applied_index)?;
+        let kept = check_marks(&marks, applied_index)?;
         for mark in &marks {
             batch.put(keys::mark_key(mark.epoch), mark.stored());
         }
+        if let Some(epoch) = latest_epoch {
+            for (key, doc) in mark_changes {
+                batch.put(keys::mark_change_key(epoch, &key), mark_change_value(doc));
+            }
+        }
         tree.apply(batch)?;
+        // The documents and the changes must lead back to the latest mark's root.
+        restore_mark_view(&tree, &mut staging.inner.merkle.lock(), &kept)
+            .map_err(|e| reject(e.to_string()))?;
+        *staging.inner.marks.write() = kept;
         Ok((
             SnapshotSummary {
                 applied_index,

@@ -21,10 +21,10 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use stratosdb_proof::hash::key_hash;
+use stratosdb_proof::hash::{key_hash, to_hex};
 use stratosdb_proof::{Value, decode_value};
 
-use crate::anchor::Marks;
+use crate::anchor::{Marks, load_mark_changes};
 use crate::catalog::{self, CollectionInfo};
 use crate::keys::{self, LAYOUT_VERSION, LAYOUT_VERSION_KEY};
 use crate::merkle::MerkleTree;
@@ -138,8 +138,9 @@ impl<S: KvStore> Shard<S> {
     pub(crate) fn open(id: ShardId, shared: Arc<Shared<S>>, tree: S::Tree) -> Result<Self> {
         check_layout(id, &tree)?;
         let catalog = load_catalog(&tree)?;
-        let merkle = rebuild_merkle(&tree, &catalog)?;
+        let mut merkle = rebuild_merkle(&tree, &catalog)?;
         let marks = Marks::load(&tree)?;
+        restore_mark_view(&tree, &mut merkle, &marks)?;
         Ok(Shard {
             inner: Arc::new(ShardInner {
                 id,
@@ -264,6 +265,29 @@ fn rebuild_merkle<T: KvTree>(
         }
     }
     Ok(MerkleTree::from_leaves(&mut leaves))
+}
+
+/// Rebuilds the trie as of the latest anchor mark from the stored records of
+/// what changed since (`merkle/mark.rs`); they must lead back to its root.
+pub(crate) fn restore_mark_view<T: KvTree>(
+    tree: &T,
+    merkle: &mut MerkleTree,
+    marks: &Marks,
+) -> Result<()> {
+    let Some(latest) = marks.latest() else {
+        return Ok(());
+    };
+    let changes = load_mark_changes(tree, latest.epoch)?;
+    merkle
+        .restore_view(latest.epoch, &latest.root, changes)
+        .map_err(|found| {
+            EngineError::Corruption(format!(
+                "the documents and the changes recorded since the anchor mark of epoch {} lead back to root {}, not the mark's root {}",
+                latest.epoch,
+                to_hex(&found),
+                to_hex(&latest.root)
+            ))
+        })
 }
 
 pub(crate) fn id_from_doc_key(key: &[u8], prefix_len: usize) -> Result<&str> {

@@ -225,7 +225,7 @@ impl<S: KvStore> Shard<S> {
                 other => results.push(other),
             }
         }
-        let finished = writer.finish(applied_index);
+        let finished = writer.finish(applied_index)?;
         if !finished.batch.is_empty() {
             tree.apply(finished.batch)?;
             self.inner.shared.note_write();

@@ -11,12 +11,12 @@ use stratosdb_proof::Value;
 use stratosdb_proof::hash::{Hash, doc_hash, key_hash};
 
 use super::{decode_stored, id_from_doc_key};
-use crate::anchor::{AnchorMark, MARK_HISTORY, Marks};
+use crate::anchor::{AnchorMark, MARK_HISTORY, Marks, mark_change_value};
 use crate::catalog::{self, CollectionInfo, IndexBuild, IndexInfo, IndexSpec};
 use crate::document;
 use crate::index_keys::{index_keys, unique_key_display};
 use crate::keys::{self, APPLIED_INDEX_KEY, NEXT_COLLECTION_KEY};
-use crate::limits::{DROP_STEP, Limits};
+use crate::limits::{DROP_STEP, Limits, MARK_CHANGE_CLEANUP};
 use crate::merkle::{MerkleChanges, MerkleTree, MerkleTxn};
 use crate::storage::{KvTree, WriteBatch};
 use crate::txn::Txn;
@@ -128,7 +128,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
 
     /// The storage batch (with the catalog records and, for a raft apply, the
     /// applied index), the trie's changes, and the changed catalog entries.
-    pub fn finish(mut self, applied_index: Option<u64>) -> Finished {
+    pub fn finish(mut self, applied_index: Option<u64>) -> Result<Finished> {
         for (name, info) in &self.touched {
             match info {
                 Some(info) => self
@@ -141,12 +141,38 @@ impl<'a, T: KvTree> Writer<'a, T> {
             self.txn
                 .put(APPLIED_INDEX_KEY.to_vec(), index.to_be_bytes().to_vec());
         }
-        Finished {
+        self.store_mark_changes()?;
+        Ok(Finished {
             batch: self.txn.into_batch(),
             merkle: self.merkle.into_changes(),
             touched: self.touched,
             marks: self.new_marks,
+        })
+    }
+
+    /// Stores, for each key first changed since the latest anchor mark, its
+    /// document hash at the mark (so the mark's view survives a restart), and
+    /// deletes a bounded chunk of an older mark's records.
+    fn store_mark_changes(&mut self) -> Result<()> {
+        if let Some((epoch, changes)) = self.merkle.mark_records() {
+            for (key, doc) in changes {
+                self.txn
+                    .put(keys::mark_change_key(epoch, &key), mark_change_value(doc));
+            }
         }
+        if let Some(epoch) = self.merkle.stale_records_below() {
+            let stale = self.txn.keys_in(
+                &keys::mark_change_prefix(0),
+                Some(&keys::mark_change_prefix(epoch)),
+                MARK_CHANGE_CLEANUP,
+            )?;
+            self.merkle
+                .records_cleaned(stale.len() < MARK_CHANGE_CLEANUP);
+            for key in stale {
+                self.txn.delete(key);
+            }
+        }
+        Ok(())
     }
 
     fn apply_op(&mut self, op: &Op) -> Result<OpOutcome> {
@@ -208,6 +234,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             root: self.merkle.root(),
         };
         self.txn.put(keys::mark_key(epoch), mark.stored());
+        self.merkle.start_mark(epoch);
         // Keep the last MARK_HISTORY epochs: the marks are kept in epoch
         // order, and the batch's own are newer than the stored ones.
         let kept = marks.len() + self.new_marks.len() + 1;
