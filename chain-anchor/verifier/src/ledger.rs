@@ -21,7 +21,7 @@
 //! assert!(err.to_string().contains("block 0"));
 //! ```
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::{AnchorPayload, Hash, VerifyError};
@@ -191,7 +191,7 @@ impl Block {
         let broken = |reason: String| self.broken(reason);
         let key = VerifyingKey::from_bytes(&self.signer)
             .map_err(|e| broken(format!("signer key is not an ed25519 key: {e}")))?;
-        key.verify(&self.hash(), &Signature::from_bytes(&self.signature))
+        key.verify_strict(&self.hash(), &Signature::from_bytes(&self.signature))
             .map_err(|_| broken("bad signature".into()))
     }
 
