@@ -214,3 +214,68 @@ impl Drop for Ticker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use stratosdb_engine::{EngineConfig, Value};
+
+    use super::*;
+
+    fn open(data: &Path) -> (Engine, Anchorer) {
+        let engine = Engine::open(data, EngineConfig::default()).unwrap();
+        let shard = engine.shard(0).unwrap();
+        let anchorer = Anchorer::open(data, engine.clone(), shard).unwrap();
+        (engine, anchorer)
+    }
+
+    fn insert(engine: &Engine, id: &str) {
+        let shard = engine.shard(0).unwrap();
+        let _ = shard.create_collection("c");
+        let doc = Value::from_json_str(&format!(r#"{{"_id":"{id}"}}"#)).unwrap();
+        shard.insert("c", doc).unwrap();
+    }
+
+    #[test]
+    fn an_epoch_only_when_the_root_changed_and_the_leaf_is_the_documented_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, anchorer) = open(dir.path());
+        assert_eq!(anchorer.anchor_if_changed().unwrap(), None);
+        insert(&engine, "a");
+        let first = anchorer.anchor_if_changed().unwrap().expect("epoch 1");
+        assert_eq!(anchorer.anchor_if_changed().unwrap(), None);
+        let root = engine.shard(0).unwrap().root().unwrap();
+        let anchors = cluster_anchors(anchorer.ledger(), &anchorer.cluster_id()).unwrap();
+        assert_eq!(anchors.len(), 1);
+        assert_eq!(anchors[0].1.cluster_root, leaf(1, root).hash());
+        drop((engine, anchorer));
+        // Reopened: the anchored root is known, the next epoch names epoch 1.
+        let (engine, anchorer) = open(dir.path());
+        assert_eq!(anchorer.anchor_if_changed().unwrap(), None);
+        insert(&engine, "b");
+        anchorer.anchor_if_changed().unwrap().expect("epoch 2");
+        let anchors = cluster_anchors(anchorer.ledger(), &anchorer.cluster_id()).unwrap();
+        assert_eq!(anchors[1].1.epoch, 2);
+        assert_eq!(anchors[1].1.previous, first.hash());
+    }
+
+    #[test]
+    fn the_ticker_anchors_changes_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, anchorer) = open(dir.path());
+        let anchorer = Arc::new(anchorer);
+        let ticker = Ticker::start(anchorer.clone(), Duration::from_millis(20), |e| {
+            panic!("anchoring: {e}")
+        });
+        insert(&engine, "a");
+        let started = Instant::now();
+        while anchorer.ledger().height().unwrap() == 0
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(ticker);
+        assert_eq!(anchorer.ledger().height().unwrap(), 1);
+    }
+}
