@@ -4,5 +4,6 @@
 
 pub mod api;
 pub mod client;
+pub mod embedded_anchor;
 pub mod node;
 pub mod rows;
