@@ -41,6 +41,10 @@ pub struct ClusterMap {
     /// Replica moves in progress (self-healing, rebalancing, draining).
     #[serde(default)]
     pub moves: Vec<MoveInfo>,
+    /// The cluster's id (64 hex digits), which its chain anchors carry;
+    /// `null` until the metadata group has recorded it.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
 
 /// One replica move: a new replica on `to` is built (`learner`), made a

@@ -242,6 +242,7 @@ impl Backend for ClusterBackend {
             collections,
             shards,
             moves,
+            cluster_id: self.node.cluster_id()?.map(hex::encode),
         })
     }
 

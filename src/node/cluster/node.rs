@@ -265,6 +265,13 @@ impl ClusterNode {
         self.config.down_after
     }
 
+    /// The cluster id recorded in this node's replica of group 0.
+    pub fn cluster_id(&self) -> Result<Option<[u8; 32]>, NodeError> {
+        Ok(metadata::read_cluster_id(
+            &self.raft.shard(METADATA_GROUP)?,
+        )?)
+    }
+
     /// Stops reconciling and flushes; raft and the transport stop on drop.
     pub fn shutdown(&self) -> Result<(), NodeError> {
         self.stopping.store(true, Ordering::Release);
@@ -502,6 +509,10 @@ impl ClusterNode {
             if metadata::read_token(&meta)?.is_none() {
                 let token = format!("{:032x}", rand::random::<u128>());
                 let _ = self.propose_local(METADATA_GROUP, &metadata::write_token(&token));
+            }
+            if metadata::read_cluster_id(&meta)?.is_none() {
+                let id: [u8; 32] = rand::random();
+                let _ = self.propose_local(METADATA_GROUP, &metadata::write_cluster_id(&id));
             }
         }
         if map.removed.contains(&self.id) {
