@@ -14,7 +14,10 @@
 
 mod chain;
 mod error;
+mod ledger;
 
 pub use chain::{AnchorRecord, Chain, ChainInfo, ChainRef, Submission, SubmissionStatus};
 pub use error::ChainError;
+pub use ledger::{LOG_FILE, LedgerAnchor, LedgerKey, LedgerReport, LocalLedger, verify_ledger};
+pub use stratosdb_verifier::ledger as block;
 pub use stratosdb_verifier::{AnchorPayload, LeafProof, ShardLeaf, cluster_root};

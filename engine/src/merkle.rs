@@ -311,7 +311,6 @@ impl<'a> MerkleTxn<'a> {
     }
 
     /// The root the trie will have once the changes so far are committed.
-    #[cfg(test)]
     pub fn root(&self) -> Hash {
         self.current_root().map_or(EMPTY_ROOT, |s| s.hash())
     }

@@ -11,6 +11,13 @@ pub enum VerifyError {
     /// The leaf and proof lead to another cluster root than the anchored one.
     #[error("shard leaf {leaf} is not under cluster root {root}")]
     LeafNotUnderRoot { leaf: String, root: String },
+    /// A ledger block that does not check out, or whose record is damaged:
+    /// its height (the height it would have, for a damaged record) and why.
+    #[error("ledger block {height}: {reason}")]
+    LedgerBlock { height: u64, reason: String },
+    /// Bytes that are not a ledger file.
+    #[error("not a ledger: {0}")]
+    MalformedLedger(String),
     #[error(transparent)]
     Proof(#[from] stratosdb_proof::ProofError),
 }

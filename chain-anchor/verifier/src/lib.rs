@@ -7,6 +7,8 @@
 //! - [`ShardLeaf`] and [`cluster_root`]: how the shard roots of one epoch fold
 //!   into the one cluster root an anchor carries, and [`LeafProof`], the proof
 //!   that one shard leaf is under it;
+//! - [`ledger`]: the local ledger's signed, hash-chained blocks and the
+//!   checks an auditor runs over its file;
 //! - the proofs of single documents come from `stratosdb-proof` (re-exported
 //!   as [`proof`]).
 //!
@@ -17,6 +19,7 @@
 mod error;
 pub mod hex_serde;
 pub mod leaves;
+pub mod ledger;
 pub mod payload;
 
 pub use error::VerifyError;

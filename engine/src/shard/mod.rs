@@ -4,10 +4,12 @@
 //!
 //! - this file: the handle, opening (catalog, Merkle rebuild), the catalog;
 //! - `read.rs`: point reads, scans, index scans, root and proofs;
+//! - `anchored.rs`: anchor marks and proofs against the latest one;
 //! - `write.rs`: writes and raft applies, run as one atomic batch each;
 //! - `writer.rs`: what each operation does inside a batch;
 //! - `maintenance.rs`: DDL that runs in chunks (index builds, garbage).
 
+mod anchored;
 mod maintenance;
 mod read;
 mod write;
@@ -21,6 +23,7 @@ use parking_lot::{Mutex, RwLock};
 use stratosdb_proof::hash::key_hash;
 use stratosdb_proof::{Value, decode_value};
 
+use crate::anchor::Marks;
 use crate::catalog::{self, CollectionInfo};
 use crate::keys::{self, LAYOUT_VERSION, LAYOUT_VERSION_KEY};
 use crate::merkle::MerkleTree;
@@ -122,6 +125,8 @@ pub(crate) struct ShardInner<S: KvStore> {
     pub merkle: Mutex<MerkleTree>,
     /// The catalog, cached; changed only under the `merkle` lock, after a commit.
     pub catalog: RwLock<HashMap<String, Arc<CollectionInfo>>>,
+    /// The anchor marks kept, cached like the catalog.
+    pub marks: RwLock<Marks>,
 }
 
 impl<S: KvStore> Shard<S> {
@@ -131,6 +136,7 @@ impl<S: KvStore> Shard<S> {
         check_layout(id, &tree)?;
         let catalog = load_catalog(&tree)?;
         let merkle = rebuild_merkle(&tree, &catalog)?;
+        let marks = Marks::load(&tree)?;
         Ok(Shard {
             inner: Arc::new(ShardInner {
                 id,
@@ -138,6 +144,7 @@ impl<S: KvStore> Shard<S> {
                 tree: RwLock::new(tree),
                 merkle: Mutex::new(merkle),
                 catalog: RwLock::new(catalog),
+                marks: RwLock::new(marks),
             }),
         })
     }

@@ -770,6 +770,7 @@ impl ClusterNode {
                             id,
                             affected,
                             created,
+                            mark: None,
                         })
                         .collect()),
                     Ok(RpcReply::NotLeader { leader }) => {
