@@ -31,7 +31,7 @@ enum Command {
     /// The SQL-like shell on an embedded database folder, or on a node (--connect).
     Shell(ShellArgs),
     /// One node: serves the HTTP/JSON API on its data folder.
-    Node(node_cmd::NodeArgs),
+    Node(Box<node_cmd::NodeArgs>),
     /// The cluster: `cluster status --connect URL` prints the cluster map.
     #[command(subcommand)]
     Cluster(node_cmd::ClusterCommand),
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args).map(|()| true),
         Command::Shell(args) => shell::run(args),
-        Command::Node(args) => node_cmd::run(args).map(|()| true),
+        Command::Node(args) => node_cmd::run(*args).map(|()| true),
         Command::Cluster(command) => node_cmd::cluster(command).map(|()| true),
     };
     match result {

@@ -3,6 +3,7 @@
 //! scriptable with `-c` or from standard input, where each statement runs as
 //! soon as its `;` is read, so that a program can drive the shell through a pipe.
 
+mod anchors;
 mod import;
 mod input;
 mod interrupt;
@@ -35,6 +36,7 @@ Commands (a command takes the rest of its line; it may follow a ';'):
   \d COLLECTION           describe a collection: documents, indexes
   \import FILE INTO COLL [ON CONFLICT SKIP|REPLACE]
                           load a JSON Lines file (Ctrl-C stops it)
+  \anchors [N]             the newest N epochs and their chain anchors
   \timing                 print the time each statement takes (on/off)
   \help                   this text
   \q                      quit"#;
@@ -261,6 +263,13 @@ impl Session {
             }
             ("\\d", []) => self.internal("SHOW COLLECTIONS"),
             ("\\d", [name]) => self.describe(name),
+            ("\\anchors", words) => match anchors::parse_limit(words) {
+                Some(limit) => self.anchors(limit),
+                None => {
+                    eprintln!("{}", anchors::USAGE);
+                    self.ok = false;
+                }
+            },
             ("\\import", words) => match import::ImportArgs::parse(words) {
                 Some(args) => self.import(&args),
                 None => {
@@ -271,6 +280,16 @@ impl Session {
             _ => self.fail(&format!(
                 "unknown command {line:?}; \\help lists the commands"
             )),
+        }
+    }
+
+    fn anchors(&mut self, limit: Option<u64>) {
+        match self.target.anchors(limit) {
+            Ok(reply) => {
+                self.info(&anchors::heading(&reply));
+                self.print(&anchors::rows(&reply));
+            }
+            Err(e) => self.fail(&e),
         }
     }
 

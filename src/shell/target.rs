@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use stratosdb::api::{AnchorsQuery, AnchorsReply};
 use stratosdb::client::{Client, ClientError};
 use stratosdb_engine::{Durability, Engine, EngineConfig, EngineError, Op, Value};
 use stratosdb_query::ast::Statement;
@@ -22,6 +23,11 @@ pub trait Target: ImportSink {
     fn count(&self, collection: &str) -> Result<u64, String>;
     /// What the shell is on, for its banner.
     fn describe(&self) -> String;
+    /// The newest `limit` epochs and their anchors (`\anchors`).
+    fn anchors(&self, limit: Option<u64>) -> Result<AnchorsReply, String> {
+        let _ = limit;
+        Err("\\anchors needs a cluster here: shell --connect URL".to_string())
+    }
 }
 
 /// An embedded database in a data folder.
@@ -213,6 +219,11 @@ impl Target for Remote {
 
     fn describe(&self) -> String {
         self.client.url().to_string()
+    }
+
+    fn anchors(&self, limit: Option<u64>) -> Result<AnchorsReply, String> {
+        let query = AnchorsQuery { limit, epoch: None };
+        self.client.anchors(query).map_err(|e| e.to_string())
     }
 }
 
