@@ -229,6 +229,49 @@ fn epochs_anchor_on_a_shared_ledger_and_survive_the_metadata_leader() {
     );
     cluster.stop_all();
     check_marks(&cluster, &rest, &epochs);
+    check_ledger(ledger.path(), &hash(&cluster_id), &epochs);
+}
+
+/// The shared ledger verifies (signatures, links, each cluster's chain of
+/// anchors), holds each epoch of this cluster at most once, and each
+/// anchored epoch exactly as recorded: its reference, and a payload whose
+/// root is recomputed from the recorded leaves.
+fn check_ledger(dir: &std::path::Path, cluster_id: &[u8; 32], epochs: &BTreeMap<u64, AnchorInfo>) {
+    let report = stratosdb_chain_anchor::verify_ledger(dir, &mut |_, _| {}).unwrap();
+    assert!(report.ok(), "{report:?}");
+    let ours: Vec<_> = report
+        .anchors
+        .iter()
+        .filter(|a| &a.payload.cluster_id == cluster_id)
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for a in &ours {
+        assert!(
+            seen.insert(a.payload.epoch),
+            "epoch {} on the ledger twice",
+            a.payload.epoch
+        );
+    }
+    let listed_up_to = epochs.keys().max().copied().unwrap_or(0);
+    for a in ours.iter().filter(|a| a.payload.epoch <= listed_up_to) {
+        let e = a.payload.epoch;
+        let info = &epochs[&e];
+        assert_eq!(
+            info.status, "anchored",
+            "epoch {e} is on the ledger: {info:?}"
+        );
+        assert_eq!(info.reference, Some(a.reference.to_string()), "epoch {e}");
+        let l = leaves(info);
+        assert_eq!(a.payload.cluster_root, cluster_root(&l), "epoch {e}'s root");
+        assert_eq!(a.payload.leaf_count as usize, l.len(), "epoch {e}");
+        assert_eq!(a.payload.previous, hash(&info.previous), "epoch {e}");
+    }
+    let on_ledger = ours
+        .iter()
+        .filter(|a| a.payload.epoch <= listed_up_to)
+        .count();
+    let anchored = epochs.values().filter(|a| a.status == "anchored").count();
+    assert_eq!(on_ledger, anchored, "every anchored epoch is on the ledger");
 }
 
 /// Each anchored epoch's leaves are exactly the marks of that epoch on the
