@@ -41,6 +41,10 @@ pub struct ClusterMap {
     /// Replica moves in progress (self-healing, rebalancing, draining).
     #[serde(default)]
     pub moves: Vec<MoveInfo>,
+    /// The cluster's id (64 hex digits), which its chain anchors carry;
+    /// `null` until the metadata group has recorded it.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
 
 /// One replica move: a new replica on `to` is built (`learner`), made a
@@ -154,6 +158,64 @@ pub struct JoinReply {
 pub struct Member {
     pub peer_id: String,
     pub p2p: String,
+}
+
+/// `GET /v1/anchors`'s reply: the cluster's epochs, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorsReply {
+    /// The cluster's id (64 hex digits; `null` before it is recorded).
+    pub cluster_id: Option<String>,
+    /// The chain this node anchors on (`null` with `--anchor-interval off`).
+    pub chain: Option<ChainBody>,
+    pub anchors: Vec<AnchorInfo>,
+}
+
+/// Which chain: `kind` `local` or `stratos`, its EVM chain id, and where
+/// it is (the ledger's folder or the RPC URL).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainBody {
+    pub kind: String,
+    pub chain_id: Option<u64>,
+    pub location: String,
+}
+
+/// One epoch's anchor as recorded in the metadata group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorInfo {
+    pub epoch: u64,
+    /// `sealing`, `submitted`, `anchored`, `failed` or `skipped`.
+    pub status: String,
+    /// 64 hex digits, once the epoch is sealed.
+    pub cluster_root: Option<String>,
+    /// The chain reference in its text form (`ledger:HEIGHT:HASH`,
+    /// `evm:CHAINID:0xHASH`), once anchored.
+    pub reference: Option<String>,
+    /// The hash of the last anchored epoch's reference that this epoch's
+    /// payload names (64 hex digits; zeros for the first).
+    pub previous: String,
+    /// Why the epoch failed or was skipped.
+    pub reason: Option<String>,
+    pub leaves: Vec<LeafInfo>,
+}
+
+/// One shard's leaf of an epoch: its root at its anchor mark's raft index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeafInfo {
+    pub collection: String,
+    pub shard: u32,
+    pub raft_index: u64,
+    /// 64 hex digits.
+    pub root: String,
+}
+
+/// `GET /v1/anchors`'s query: `?limit=N` (newest first) or `?epoch=E`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorsQuery {
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub epoch: Option<u64>,
 }
 
 /// The body of every error reply: `{"error": {"code", "message"}}`.

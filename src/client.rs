@@ -16,8 +16,8 @@ use stratosdb_engine::Value;
 use stratosdb_query::StatementResult;
 
 use crate::api::{
-    ClusterMap, Consistency, ErrorBody, JoinReply, JoinRequest, RemoveNodeReply, RemoveNodeRequest,
-    SqlRequest,
+    AnchorsQuery, AnchorsReply, ClusterMap, Consistency, ErrorBody, JoinReply, JoinRequest,
+    RemoveNodeReply, RemoveNodeRequest, SqlRequest,
 };
 
 /// Largest reply body read (rows of a big SELECT).
@@ -215,6 +215,26 @@ impl Client {
     /// The cluster map.
     pub fn cluster(&self) -> Result<ClusterMap, ClientError> {
         let text = self.call("GET", "/v1/cluster", None)?;
+        serde_json::from_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// The cluster's epochs and their anchors, newest first
+    /// (`GET /v1/anchors`): `query.limit` of them (the node's default
+    /// without), or `query.epoch` alone.
+    pub fn anchors(&self, query: AnchorsQuery) -> Result<AnchorsReply, ClientError> {
+        let mut params = Vec::new();
+        if let Some(limit) = query.limit {
+            params.push(format!("limit={limit}"));
+        }
+        if let Some(epoch) = query.epoch {
+            params.push(format!("epoch={epoch}"));
+        }
+        let path = if params.is_empty() {
+            "/v1/anchors".to_string()
+        } else {
+            format!("/v1/anchors?{}", params.join("&"))
+        };
+        let text = self.call("GET", &path, None)?;
         serde_json::from_str(&text).map_err(|e| self.protocol(e))
     }
 

@@ -32,7 +32,7 @@ enum Command {
     /// The SQL-like shell on an embedded database folder, or on a node (--connect).
     Shell(ShellArgs),
     /// One node: serves the HTTP/JSON API on its data folder.
-    Node(node_cmd::NodeArgs),
+    Node(Box<node_cmd::NodeArgs>),
     /// The cluster: `cluster status --connect URL` prints the cluster map.
     #[command(subcommand)]
     Cluster(node_cmd::ClusterCommand),
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args).map(|()| true),
         Command::Shell(args) => shell::run(args),
-        Command::Node(args) => node_cmd::run(args).map(|()| true),
+        Command::Node(args) => node_cmd::run(*args).map(|()| true),
         Command::Cluster(command) => node_cmd::cluster(command).map(|()| true),
         Command::Audit(args) => audit::run(args),
     };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use stratosdb::client::Client;
-use stratosdb::node::cluster::{ClusterBackend, ClusterConfig, show_id};
+use stratosdb::node::cluster::{AnchorConfig, ClusterBackend, ClusterConfig, show_id};
 use stratosdb::node::{self, ApiConfig};
 use stratosdb_engine::EngineConfig;
 
@@ -55,6 +55,45 @@ pub struct NodeArgs {
     /// replicas are rebuilt elsewhere: 500ms, 5s, 2m.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     down_after: std::time::Duration,
+    /// How often the cluster anchors an epoch on the chain: 500ms, 10s, 2m,
+    /// or `off`.
+    #[arg(long, default_value = "10s", value_parser = parse_interval)]
+    anchor_interval: Interval,
+    /// The chain the anchors go to.
+    #[arg(long, value_enum, default_value_t = ChainKind::Local)]
+    chain: ChainKind,
+    /// The local ledger's folder (default DATA/ledger; nodes may share one).
+    #[arg(long)]
+    ledger: Option<PathBuf>,
+    /// The Stratos chain's EVM JSON-RPC URL (with --chain stratos).
+    #[arg(long)]
+    rpc: Option<String>,
+    /// The Stratos chain's EVM chain id (2048 on mainnet).
+    #[arg(long)]
+    chain_id: Option<u64>,
+    /// The file with the key that signs anchor transactions (--chain stratos).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+}
+
+/// Which chain `--chain` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChainKind {
+    /// The embedded local ledger (a folder).
+    Local,
+    /// The Stratos chain over EVM JSON-RPC.
+    Stratos,
+}
+
+/// `--anchor-interval`: a duration, or `None` for `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Interval(Option<std::time::Duration>);
+
+fn parse_interval(text: &str) -> Result<Interval, String> {
+    if text.trim() == "off" {
+        return Ok(Interval(None));
+    }
+    parse_duration(text).map(|d| Interval(Some(d)))
 }
 
 /// `500ms`, `5s`, `2m`: a whole number and a unit.
@@ -94,6 +133,13 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         (Some(at), Some(token)) => Some((at.clone(), token.clone())),
         _ => None,
     };
+    let anchor = match args.anchor_interval.0 {
+        None => None,
+        Some(interval) => Some(AnchorConfig {
+            interval,
+            chain: open_chain(&args)?,
+        }),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,6 +161,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             zone: args.zone.clone(),
             engine,
             down_after: args.down_after,
+            anchor,
         };
         let backend = tokio::task::spawn_blocking(move || ClusterBackend::start(config))
             .await
@@ -165,6 +212,27 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         eprintln!("stratosdb node {id} stopped; data flushed");
         Ok(())
     })
+}
+
+/// The chain `--chain` names, opened.
+fn open_chain(args: &NodeArgs) -> anyhow::Result<Arc<dyn stratosdb_chain_anchor::Chain>> {
+    match args.chain {
+        ChainKind::Local => {
+            let folder = args
+                .ledger
+                .clone()
+                .unwrap_or_else(|| args.data.join("ledger"));
+            let secret = stratosdb_replication::p2p::node_secret_key(&args.data.join("p2p"))
+                .context("reading the node's key")?;
+            let key = stratosdb_chain_anchor::LedgerKey::from_secret_bytes(secret);
+            let ledger = stratosdb_chain_anchor::LocalLedger::open(&folder, key)
+                .with_context(|| format!("opening the ledger in {}", folder.display()))?;
+            Ok(Arc::new(ledger))
+        }
+        ChainKind::Stratos => {
+            anyhow::bail!("--chain stratos is not available in this build yet")
+        }
+    }
 }
 
 /// Logs to stderr; `RUST_LOG` chooses what (default: warnings and errors).
@@ -374,6 +442,18 @@ fn table(header: &[&str]) -> Table {
 mod tests {
     use super::{move_progress, parse_duration};
     use std::time::Duration;
+
+    #[test]
+    fn anchor_interval_takes_a_duration_or_off() {
+        use super::{Interval, parse_interval};
+        assert_eq!(parse_interval("off"), Ok(Interval(None)));
+        assert_eq!(
+            parse_interval("500ms"),
+            Ok(Interval(Some(Duration::from_millis(500))))
+        );
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("never").is_err());
+    }
 
     #[test]
     fn down_after_takes_ms_s_and_m() {

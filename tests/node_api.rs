@@ -420,7 +420,14 @@ fn cluster_map_reports_the_root_the_data_implies() {
     };
     assert_eq!(
         keys(&map),
-        ["collections", "moves", "nodes", "self", "shards"]
+        [
+            "cluster_id",
+            "collections",
+            "moves",
+            "nodes",
+            "self",
+            "shards"
+        ]
     );
     let me = map["self"].as_str().expect("self is a string").to_string();
     assert_eq!(map["nodes"].as_array().unwrap().len(), 1);

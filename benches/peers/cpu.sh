@@ -7,6 +7,9 @@
 #   benches/peers/cpu.sh                one cluster, every CASE measured in turn
 #   STRATOSDB_BIN=a:b benches/peers/cpu.sh   A/B: each binary's cluster in turn,
 #                                       ROUNDS times, alternating
+#   VARIANTS="--anchor-interval off|--anchor-interval 1s" benches/peers/cpu.sh
+#                                       A/B of node flags (NODE_ARGS), one
+#                                       binary: each variant's cluster in turn
 #
 # Environment: NODES (3), CASES ("kv:8:3 kv1:1:3" = collection:shards:replicas),
 # KEYSPACE (20000 keys, filled first so every PUT replaces a 1 KiB document),
@@ -113,9 +116,13 @@ follower_url() {
 }
 
 IFS=: read -r -a bins <<<"$BINS"
+IFS='|' read -r -a variants <<<"${VARIANTS:-${NODE_ARGS:-}}"
+[ "${#variants[@]}" -gt 0 ] || variants=("")
 for ((round = 1; round <= ROUNDS; round++)); do
     for bin in "${bins[@]}"; do
-        tag=$(basename "$bin")
+    for variant in "${variants[@]}"; do
+        export NODE_ARGS=$variant
+        tag=$(basename "$bin")${variant:+-$(echo "$variant" | tr -c 'a-zA-Z0-9\n' '_')}
         # The ports are in the OS's ephemeral range: another program's
         # connection may hold one, so a failed start is tried on new ports.
         for attempt in 1 2 3; do
@@ -145,5 +152,6 @@ for ((round = 1; round <= ROUNDS; round++)); do
         done
         "$SDB" stop >/dev/null 2>&1
         started=0
+    done
     done
 done

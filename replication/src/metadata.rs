@@ -9,7 +9,9 @@
 //! reads again), and the metadata group reuses everything a data group has:
 //! batched apply, snapshots, roots.
 //!
-//! The join token lives beside it, in `_cluster/token`, written once.
+//! The join token lives beside it, in `_cluster/token`, written once, and
+//! so does the cluster id (`_cluster/cluster_id`, 32 random bytes in hex)
+//! that names the cluster in its chain anchors.
 
 use stratosdb_engine::proof::hash::doc_hash;
 use stratosdb_engine::{Command, Hash, Op, Shard, Value};
@@ -20,6 +22,7 @@ use crate::{ClusterMap, ReplicationError, Result};
 pub const SYSTEM_COLLECTION: &str = "_cluster";
 const MAP_ID: &str = "map";
 const TOKEN_ID: &str = "token";
+const CLUSTER_ID: &str = "cluster_id";
 
 /// Largest encoded map accepted when reading it back.
 const MAX_MAP_BYTES: usize = 64 << 20;
@@ -86,9 +89,36 @@ pub fn write_map(read: Option<Hash>, map: &ClusterMap) -> Command {
 /// The command that records the join token; it fails (duplicate `_id`) if
 /// one is recorded already, so the first proposal wins everywhere.
 pub fn write_token(token: &str) -> Command {
+    write_once(TOKEN_ID, "token", token)
+}
+
+/// The recorded join token, if any.
+pub fn read_token(shard: &Shard) -> Result<Option<String>> {
+    read_once(shard, TOKEN_ID, "token")
+}
+
+/// The command that records the cluster id; like the token, the first
+/// proposal wins.
+pub fn write_cluster_id(id: &[u8; 32]) -> Command {
+    write_once(CLUSTER_ID, "id", &hex(id))
+}
+
+/// The recorded cluster id, if any.
+pub fn read_cluster_id(shard: &Shard) -> Result<Option<[u8; 32]>> {
+    let Some(text) = read_once(shard, CLUSTER_ID, "id")? else {
+        return Ok(None);
+    };
+    unhex(&text)
+        .and_then(|b| b.try_into().ok())
+        .map(Some)
+        .ok_or_else(|| corrupt("the cluster id is not 32 bytes of hex"))
+}
+
+/// An insert of `{_id, field: value}`: refused if the document exists.
+fn write_once(id: &str, field: &str, value: &str) -> Command {
     let mut doc = std::collections::BTreeMap::new();
-    doc.insert("_id".to_string(), Value::String(TOKEN_ID.into()));
-    doc.insert("token".to_string(), Value::String(token.into()));
+    doc.insert("_id".to_string(), Value::String(id.into()));
+    doc.insert(field.to_string(), Value::String(value.into()));
     Command {
         ops: vec![Op::Insert {
             collection: SYSTEM_COLLECTION.into(),
@@ -97,13 +127,12 @@ pub fn write_token(token: &str) -> Command {
     }
 }
 
-/// The recorded join token, if any.
-pub fn read_token(shard: &Shard) -> Result<Option<String>> {
+fn read_once(shard: &Shard, id: &str, field: &str) -> Result<Option<String>> {
     if !shard.collections().iter().any(|c| c == SYSTEM_COLLECTION) {
         return Ok(None);
     }
-    Ok(shard.get(SYSTEM_COLLECTION, TOKEN_ID)?.and_then(|doc| {
-        match doc.as_object().and_then(|o| o.get("token")) {
+    Ok(shard.get(SYSTEM_COLLECTION, id)?.and_then(|doc| {
+        match doc.as_object().and_then(|o| o.get(field)) {
             Some(Value::String(s)) => Some(s.clone()),
             _ => None,
         }
@@ -192,5 +221,9 @@ mod tests {
             ApplyOutcome::Rejected(_)
         ));
         assert_eq!(read_token(&shard).unwrap().as_deref(), Some("a"));
+        assert_eq!(read_cluster_id(&shard).unwrap(), None);
+        apply(&shard, 4, &write_cluster_id(&[7; 32]));
+        apply(&shard, 5, &write_cluster_id(&[8; 32]));
+        assert_eq!(read_cluster_id(&shard).unwrap(), Some([7; 32]));
     }
 }

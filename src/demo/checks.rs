@@ -256,6 +256,7 @@ mod tests {
     fn map(self_id: &str, shard1: Vec<ReplicaInfo>, moves: Vec<MoveInfo>) -> ClusterMap {
         ClusterMap {
             self_id: self_id.into(),
+            cluster_id: None,
             nodes: vec![
                 node("a", true),
                 node("b", true),

@@ -7,7 +7,8 @@ use stratosdb_engine::{EngineError, Value};
 use stratosdb_query::{FindOptions, QueryError, ShardRead, StatementResult};
 
 use crate::api::{
-    ClusterMap, Consistency, JoinReply, JoinRequest, RemoveNodeReply, RemoveNodeRequest,
+    AnchorsQuery, AnchorsReply, ClusterMap, Consistency, JoinReply, JoinRequest, RemoveNodeReply,
+    RemoveNodeRequest,
 };
 
 /// What a node serves requests from.
@@ -67,6 +68,15 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The cluster map as this node sees it (exact for its own replicas).
     fn cluster(&self) -> Result<ClusterMap, BackendError>;
+
+    /// The cluster's epochs and their anchors, newest first.
+    fn anchors(&self, query: &AnchorsQuery) -> Result<AnchorsReply, BackendError> {
+        let _ = query;
+        Err(BackendError::bad_request(
+            "unsupported",
+            "this node does not anchor epochs",
+        ))
+    }
 
     /// Prometheus text (with HELP and TYPE lines) of the backend's own
     /// gauges and counters, appended to the API's at `GET /metrics`.

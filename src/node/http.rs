@@ -22,7 +22,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use super::backend::{Backend, BackendError, ErrorClass, PutOutcome};
 use super::metrics::Metrics;
-use crate::api::{Consistency, ErrorBody, ErrorDetail, JoinRequest, RemoveNodeRequest, SqlRequest};
+use crate::api::{
+    AnchorsQuery, Consistency, ErrorBody, ErrorDetail, JoinRequest, RemoveNodeRequest, SqlRequest,
+};
 use crate::rows::{json_row, json_rows, json_string};
 
 /// The default request body limit: 16 MiB.
@@ -79,6 +81,7 @@ pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/join", post(join))
         .route("/v1/cluster/remove-node", post(remove_node))
+        .route("/v1/anchors", get(anchors))
         .route("/metrics", get(metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -521,6 +524,18 @@ async fn remove_node(State(state): State<AppState>, raw: Result<Bytes, BytesReje
     let reply = blocking(&state, move |b| b.remove_node(&request)).await?;
     let text = serde_json::to_string(&reply)
         .map_err(|e| BackendError::internal(format!("encoding the reply: {e}")))?;
+    Ok(json(StatusCode::OK, text))
+}
+
+async fn anchors(
+    State(state): State<AppState>,
+    params: Result<Query<AnchorsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Reply {
+    let Query(query) =
+        params.map_err(|e| BackendError::bad_request("invalid_request", e.body_text()))?;
+    let reply = blocking(&state, move |b| b.anchors(&query)).await?;
+    let text = serde_json::to_string(&reply)
+        .map_err(|e| BackendError::internal(format!("encoding the anchors: {e}")))?;
     Ok(json(StatusCode::OK, text))
 }
 

@@ -36,7 +36,7 @@ Commands (a command takes the rest of its line; it may follow a ';'):
   \d COLLECTION           describe a collection: documents, indexes
   \import FILE INTO COLL [ON CONFLICT SKIP|REPLACE]
                           load a JSON Lines file (Ctrl-C stops it)
-  \anchors                the epochs anchored on the folder's ledger
+  \anchors [N]             the newest N epochs and their chain anchors
   \timing                 print the time each statement takes (on/off)
   \help                   this text
   \q                      quit"#;
@@ -268,11 +268,14 @@ impl Session {
                 ));
             }
             ("\\d", []) => self.internal("SHOW COLLECTIONS"),
-            ("\\anchors", []) => match self.target.anchors() {
-                Ok(result) => self.print(&result),
-                Err(e) => self.fail(&e),
-            },
             ("\\d", [name]) => self.describe(name),
+            ("\\anchors", words) => match anchors::parse_limit(words) {
+                Some(limit) => self.anchors(limit),
+                None => {
+                    eprintln!("{}", anchors::USAGE);
+                    self.ok = false;
+                }
+            },
             ("\\import", words) => match import::ImportArgs::parse(words) {
                 Some(args) => self.import(&args),
                 None => {
@@ -283,6 +286,16 @@ impl Session {
             _ => self.fail(&format!(
                 "unknown command {line:?}; \\help lists the commands"
             )),
+        }
+    }
+
+    fn anchors(&mut self, limit: Option<u64>) {
+        match self.target.anchors(limit) {
+            Ok(reply) => {
+                self.info(&anchors::heading(&reply));
+                self.print(&anchors::rows(&reply));
+            }
+            Err(e) => self.fail(&e),
         }
     }
 

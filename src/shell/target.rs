@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use stratosdb::embedded_anchor::{Anchorer, Ticker};
 
 use anyhow::Context;
+use stratosdb::api::{AnchorsQuery, AnchorsReply};
 use stratosdb::client::{Client, ClientError};
 use stratosdb_engine::{Durability, Engine, EngineConfig, EngineError, Op, Value};
 use stratosdb_query::ast::Statement;
@@ -28,9 +29,10 @@ pub trait Target: ImportSink {
     fn count(&self, collection: &str) -> Result<u64, String>;
     /// What the shell is on, for its banner.
     fn describe(&self) -> String;
-    /// The anchored epochs (`\anchors`).
-    fn anchors(&self) -> Result<StatementResult, String> {
-        Err("\\anchors lists the anchors of an embedded data folder".into())
+    /// The newest `limit` epochs and their anchors (`\anchors`).
+    fn anchors(&self, limit: Option<u64>) -> Result<AnchorsReply, String> {
+        let _ = limit;
+        Err("\\anchors lists an embedded folder's anchors, or a cluster's with shell --connect URL".to_string())
     }
     /// At a clean exit: an embedded folder anchors what changed.
     fn close(&self) -> Result<(), String> {
@@ -113,8 +115,8 @@ impl Target for Embedded {
         self.data.clone()
     }
 
-    fn anchors(&self) -> Result<StatementResult, String> {
-        anchors::list(&self.anchorer).map_err(|e| e.to_string())
+    fn anchors(&self, limit: Option<u64>) -> Result<AnchorsReply, String> {
+        anchors::embedded(&self.anchorer, limit).map_err(|e| e.to_string())
     }
 
     fn close(&self) -> Result<(), String> {
@@ -252,6 +254,11 @@ impl Target for Remote {
 
     fn describe(&self) -> String {
         self.client.url().to_string()
+    }
+
+    fn anchors(&self, limit: Option<u64>) -> Result<AnchorsReply, String> {
+        let query = AnchorsQuery { limit, epoch: None };
+        self.client.anchors(query).map_err(|e| e.to_string())
     }
 }
 

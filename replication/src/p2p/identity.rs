@@ -44,6 +44,22 @@ pub fn load_or_create_key(dir: &Path) -> Result<Keypair> {
     Ok(key)
 }
 
+/// The 32 secret bytes of the node key in `dir` (created as
+/// [`load_or_create_key`] does), for what else the node signs with its
+/// network identity (its local ledger blocks).
+pub fn node_secret_key(dir: &Path) -> Result<[u8; 32]> {
+    let key = load_or_create_key(dir)?;
+    let ed = key
+        .try_into_ed25519()
+        .map_err(|e| ReplicationError::Identity {
+            path: dir.join(KEY_FILE).display().to_string(),
+            reason: format!("not an ed25519 key: {e}"),
+        })?;
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(ed.secret().as_ref());
+    Ok(secret)
+}
+
 /// The replication `NodeId` of a peer: the first 8 bytes (big-endian) of
 /// SHA-256 over the PeerId's bytes (its multihash). 0 is raft's "no node",
 /// so a hash of 0 maps to 1. Stable across restarts and machines, and needs

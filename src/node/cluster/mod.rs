@@ -3,6 +3,8 @@
 //! [`Backend`] trait. Every `stratosdb node` runs one; a node without
 //! `--peers` founds a cluster of one.
 
+mod anchors;
+mod epochs;
 mod heal;
 mod node;
 mod rpc;
@@ -16,6 +18,7 @@ use stratosdb_query::ast::{CmpOp, Expr, Query};
 use stratosdb_query::{FindOptions, ReadConsistency, ShardedDatabase, ShardedStore as _};
 use stratosdb_replication::{GroupId, NodeId, TransferDirection};
 
+pub use epochs::AnchorConfig;
 pub use node::{
     ClusterConfig, ClusterNode, DEFAULT_DOWN_AFTER, LEADER_WAIT, NodeError, REMOVED, TOKEN_FILE,
     show_id,
@@ -26,8 +29,8 @@ use rpc::ReplicaStatus;
 
 use super::backend::{Backend, BackendError, ErrorClass, PutOutcome, SqlOutcome};
 use crate::api::{
-    ClusterMap as ApiMap, CollectionPlacement, Consistency, JoinReply, JoinRequest, MoveInfo,
-    NodeInfo, RemoveNodeReply, RemoveNodeRequest, ReplicaInfo, ShardInfo,
+    AnchorsQuery, AnchorsReply, ClusterMap as ApiMap, CollectionPlacement, Consistency, JoinReply,
+    JoinRequest, MoveInfo, NodeInfo, RemoveNodeReply, RemoveNodeRequest, ReplicaInfo, ShardInfo,
 };
 
 pub struct ClusterBackend {
@@ -249,6 +252,18 @@ impl Backend for ClusterBackend {
             collections,
             shards,
             moves,
+            cluster_id: self.node.cluster_id()?.map(hex::encode),
+        })
+    }
+
+    fn anchors(&self, query: &AnchorsQuery) -> Result<AnchorsReply, BackendError> {
+        self.node.anchors(query).map_err(|e| {
+            let class = match e.code.as_str() {
+                "epoch_not_found" => ErrorClass::NotFound,
+                "invalid_request" => ErrorClass::BadRequest,
+                _ => super::backend::class_of_code(&e.code),
+            };
+            BackendError::new(class, &e.code, e.message)
         })
     }
 
@@ -327,6 +342,13 @@ impl Backend for ClusterBackend {
                 t.bytes_total
             );
         }
+        let mut submissions = String::new();
+        for (status, n) in self.node.anchor_counters.values() {
+            let _ = writeln!(
+                submissions,
+                "stratosdb_anchor_submissions_total{{status=\"{status}\"}} {n}"
+            );
+        }
         let c = self.node.raft.counters();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, body: &str| {
@@ -361,6 +383,21 @@ impl Backend for ClusterBackend {
             "gauge",
             "Size of a snapshot transfer in progress.",
             &transfer_total,
+        );
+        family(
+            "stratosdb_anchor_epoch",
+            "gauge",
+            "The newest anchored epoch recorded in the metadata group (0: none).",
+            &format!(
+                "stratosdb_anchor_epoch {}\n",
+                self.node.last_anchored_epoch()
+            ),
+        );
+        family(
+            "stratosdb_anchor_submissions_total",
+            "counter",
+            "Epochs this node handled as the anchoring leader, by outcome: submissions sent (again), anchored, dropped by the chain (and replaced), failed; epochs skipped.",
+            &submissions,
         );
         for (name, help, value) in [
             (

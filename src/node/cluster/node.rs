@@ -66,6 +66,8 @@ pub struct ClusterConfig {
     /// How long a member may go without answering the metadata leader's
     /// probes before it is marked down (and its replicas move elsewhere).
     pub down_after: Duration,
+    /// Epochs and anchors (`None`: `--anchor-interval off`).
+    pub anchor: Option<super::epochs::AnchorConfig>,
 }
 
 /// `--down-after`'s default.
@@ -150,6 +152,8 @@ pub struct ClusterNode {
     failed: Mutex<Option<String>>,
     /// The metadata leader's probe clocks (see `heal.rs`).
     pub(super) liveness: Mutex<super::heal::Liveness>,
+    /// What this node did as the anchoring leader.
+    pub(super) anchor_counters: super::epochs::AnchorCounters,
 }
 
 impl ClusterNode {
@@ -191,6 +195,7 @@ impl ClusterNode {
             announced: AtomicBool::new(false),
             failed: Mutex::new(None),
             liveness: Mutex::new(super::heal::Liveness::default()),
+            anchor_counters: Default::default(),
         });
         let handler = Arc::downgrade(&node);
         node.transport
@@ -212,6 +217,13 @@ impl ClusterNode {
             .name("cluster-heal".into())
             .spawn(move || healer.heal_loop())
             .map_err(|e| internal("cannot start a thread", &e))?;
+        if let Some(anchor) = node.config.anchor.clone() {
+            let anchorer = node.clone();
+            std::thread::Builder::new()
+                .name("cluster-anchor".into())
+                .spawn(move || anchorer.anchor_loop(anchor))
+                .map_err(|e| internal("cannot start a thread", &e))?;
+        }
         Ok(node)
     }
 
@@ -267,6 +279,17 @@ impl ClusterNode {
 
     pub(super) fn down_after(&self) -> Duration {
         self.config.down_after
+    }
+
+    /// The cluster id recorded in this node's replica of group 0.
+    pub fn cluster_id(&self) -> Result<Option<[u8; 32]>, NodeError> {
+        Ok(metadata::read_cluster_id(
+            &self.raft.shard(METADATA_GROUP)?,
+        )?)
+    }
+
+    pub(super) fn anchor_config(&self) -> Option<&super::epochs::AnchorConfig> {
+        self.config.anchor.as_ref()
     }
 
     /// Stops reconciling and flushes; raft and the transport stop on drop.
@@ -507,6 +530,10 @@ impl ClusterNode {
                 let token = format!("{:032x}", rand::random::<u128>());
                 let _ = self.propose_local(METADATA_GROUP, &metadata::write_token(&token));
             }
+            if metadata::read_cluster_id(&meta)?.is_none() {
+                let id: [u8; 32] = rand::random();
+                let _ = self.propose_local(METADATA_GROUP, &metadata::write_cluster_id(&id));
+            }
         }
         if map.removed.contains(&self.id) {
             // Removed (`cluster remove-node`): it stays out.
@@ -652,7 +679,7 @@ impl ClusterNode {
     // ---- proposals -------------------------------------------------------------
 
     /// Proposes on this node, which must lead the group.
-    fn propose_local(
+    pub(super) fn propose_local(
         &self,
         group: GroupId,
         command: &Command,
@@ -834,7 +861,7 @@ impl ClusterNode {
 
     /// Which node to send a request for `group` to: a hint from the last
     /// answer, else the map's leader, else the replicas in turn.
-    fn target(
+    pub(super) fn target(
         &self,
         group: GroupId,
         hint: Option<NodeId>,
@@ -957,6 +984,7 @@ impl ClusterNode {
                 }
             }
             RpcRequest::Status { groups } => RpcReply::Status(self.local_status(&groups)),
+            RpcRequest::AnchorMark { group, epoch } => self.serve_mark(group, epoch),
         }
     }
 

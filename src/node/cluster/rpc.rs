@@ -27,6 +27,9 @@ pub enum RpcRequest {
     Status { groups: Vec<GroupId> },
     /// An encoded `MapCommand`; the receiver must lead the metadata group.
     ChangeMap { command: Vec<u8> },
+    /// Mark `group`'s shard for `epoch` (`Op::AnchorMark`) through its raft
+    /// group, unless it is marked already; the receiver must lead it.
+    AnchorMark { group: GroupId, epoch: u64 },
 }
 
 /// One replica's state, for `GET /v1/cluster`.
@@ -76,6 +79,11 @@ pub enum RpcReply {
         code: String,
         message: String,
         retry: bool,
+    },
+    /// A shard's anchor mark: the raft index it applied at, the root there.
+    Mark {
+        raft_index: u64,
+        root: [u8; 32],
     },
 }
 
