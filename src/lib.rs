@@ -6,3 +6,4 @@ pub mod api;
 pub mod client;
 pub mod node;
 pub mod rows;
+pub mod verified;

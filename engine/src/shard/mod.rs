@@ -10,6 +10,7 @@
 
 mod maintenance;
 mod read;
+pub use read::ProvenSet;
 mod write;
 mod writer;
 

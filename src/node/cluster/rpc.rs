@@ -27,6 +27,14 @@ pub enum RpcRequest {
     Status { groups: Vec<GroupId> },
     /// An encoded `MapCommand`; the receiver must lead the metadata group.
     ChangeMap { command: Vec<u8> },
+    /// As `Partial`, with proofs of what the receiver's replica returns
+    /// (`shard` is the shard's number, which the proofs name).
+    PartialProven {
+        group: GroupId,
+        shard: u32,
+        plan: Vec<u8>,
+        linearizable: bool,
+    },
 }
 
 /// One replica's state, for `GET /v1/cluster`.
@@ -63,6 +71,11 @@ pub enum RpcReply {
         code: String,
         message: String,
         retry: bool,
+    },
+    /// A proven partial: the encoded partial and the proofs' JSON.
+    PartialProven {
+        partial: Vec<u8>,
+        proofs: Vec<u8>,
     },
 }
 

@@ -337,7 +337,15 @@ fn rows_must_be_projections_of_the_proven_documents() {
         )
         .is_err()
     );
-    assert!(verify_rows("c", &[doc.clone()], &[b.clone(), b2.clone()], &whole).is_err());
+    assert!(
+        verify_rows(
+            "c",
+            std::slice::from_ref(&doc),
+            &[b.clone(), b2.clone()],
+            &whole
+        )
+        .is_err()
+    );
     assert!(
         verify_rows(
             "c",
@@ -348,8 +356,16 @@ fn rows_must_be_projections_of_the_proven_documents() {
         .is_err()
     );
     let altered = Value::from_json_str(r#"{"_id":"d1","n":2,"tags":["x1"],"f":1.5}"#).unwrap();
-    assert!(verify_rows("c", &[altered], &[b.clone()], &whole).is_err());
-    assert!(verify_rows("b", &[doc.clone()], &[b.clone()], &whole).is_err());
+    assert!(verify_rows("c", &[altered], std::slice::from_ref(&b), &whole).is_err());
+    assert!(
+        verify_rows(
+            "b",
+            std::slice::from_ref(&doc),
+            std::slice::from_ref(&b),
+            &whole
+        )
+        .is_err()
+    );
     // A projection: only `n`.
     let only_n = |d: &Value| -> Result<Value, String> {
         let n = d
@@ -360,9 +376,15 @@ fn rows_must_be_projections_of_the_proven_documents() {
         Ok(Value::Object([("n".to_string(), n)].into_iter().collect()))
     };
     let row = Value::from_json_str(r#"{"n":1}"#).unwrap();
-    verify_rows("c", std::slice::from_ref(&row), &[b.clone()], &only_n).unwrap();
+    verify_rows(
+        "c",
+        std::slice::from_ref(&row),
+        std::slice::from_ref(&b),
+        &only_n,
+    )
+    .unwrap();
     let wrong = Value::from_json_str(r#"{"n":2}"#).unwrap();
-    assert!(verify_rows("c", &[wrong], &[b.clone()], &only_n).is_err());
+    assert!(verify_rows("c", &[wrong], std::slice::from_ref(&b), &only_n).is_err());
     // A non-inclusion proof cannot stand for a row.
     let (absent, _) = case(4, "zz");
     assert!(verify_rows("c", &[row], &[absent], &only_n).is_err());
