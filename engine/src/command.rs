@@ -70,6 +70,14 @@ pub enum Op {
         id: String,
         doc_hash: Option<Hash>,
     },
+    /// Records the shard's anchor mark of `epoch`: the raft index of this
+    /// entry and the root after every entry before it (`crate::AnchorMark`).
+    /// It must be the only operation of its command. A second mark of an
+    /// epoch already marked keeps the first (its outcome reports the first);
+    /// a mark of an epoch older than the latest one is rejected.
+    AnchorMark {
+        epoch: u64,
+    },
 }
 
 /// One change of a [`Op::Patch`]: paths are dotted (`address.city`); a numeric

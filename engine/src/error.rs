@@ -55,6 +55,8 @@ pub enum EngineError {
         "shard {shard} was written with storage layout {found}; this stratosdb reads layout {expected}: open it with the stratosdb that made it, or start a new data folder"
     )]
     UnsupportedLayout { shard: u32, found: u8, expected: u8 },
+    #[error("anchor mark rejected: {0}")]
+    InvalidAnchorMark(String),
     #[error("stored data is corrupt: {0}")]
     Corruption(String),
     #[error("storage error: {0}")]
@@ -89,6 +91,7 @@ impl EngineError {
             SnapshotRejected(_) => "snapshot_rejected",
             WriteConflict { .. } => "write_conflict",
             UnsupportedLayout { .. } => "unsupported_layout",
+            InvalidAnchorMark(_) => "invalid_anchor_mark",
             Corruption(_) => "corruption",
             Storage(_) => "storage",
             DataDir(e) => e.code(),

@@ -110,6 +110,9 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 //   0x00 'c' name                  collection metadata (CollectionInfo, bincode)
 //   0x00 'g' prefix                garbage: a key range of a dropped collection
 //                                  or index, deleted in chunks (value empty)
+//   0x00 'm' epoch(u64 be)         anchor mark: raft index (u64 be), root (32)
+//   0x00 'p' epoch(u64 be) key_hash   a key changed since the mark of epoch:
+//                                  its doc_hash at the mark (empty: absent)
 //   0x00 'n'                       next collection number (u32 be)
 //   0x00 'v'                       layout version of the shard (one byte)
 //   0x01 coll(u32 be) _id          document record: doc_hash (32 bytes), then
@@ -152,6 +155,30 @@ pub fn collection_meta_key(name: &str) -> Vec<u8> {
 }
 
 pub const GARBAGE_PREFIX: &[u8] = &[0x00, b'g'];
+pub const MARK_PREFIX: &[u8] = &[0x00, b'm'];
+
+pub const MARK_CHANGE_PREFIX: &[u8] = &[0x00, b'p'];
+
+/// Where the keys changed since the mark of `epoch` are recorded.
+pub fn mark_change_prefix(epoch: u64) -> Vec<u8> {
+    let mut k = MARK_CHANGE_PREFIX.to_vec();
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+/// The record of a key changed since the mark of `epoch`.
+pub fn mark_change_key(epoch: u64, key_hash: &Hash) -> Vec<u8> {
+    let mut k = mark_change_prefix(epoch);
+    k.extend_from_slice(key_hash);
+    k
+}
+
+/// Where the anchor mark of `epoch` is stored (`anchor.rs`).
+pub fn mark_key(epoch: u64) -> Vec<u8> {
+    let mut k = MARK_PREFIX.to_vec();
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
 
 /// The marker that the keys starting with `prefix` are garbage.
 pub fn garbage_key(prefix: &[u8]) -> Vec<u8> {

@@ -12,8 +12,11 @@
 //! - Reads: [`Shard::get`], [`Shard::scan`] by `_id`, [`Shard::index_scan`].
 //! - Authenticated state: [`Shard::root`], [`Shard::prove`]; verification lives
 //!   in `stratosdb-proof` (re-exported as [`proof`]) and needs no storage.
+//! - Anchor marks: [`Op::AnchorMark`] records (epoch, raft index, root) on
+//!   every replica alike; [`Shard::anchor_mark`], [`Shard::latest_anchor_mark`].
 //! - Snapshots: [`Shard::export_snapshot`], [`Shard::import_snapshot`].
 
+mod anchor;
 mod catalog;
 mod command;
 mod commit;
@@ -35,6 +38,7 @@ mod snapshot;
 pub mod storage;
 mod txn;
 
+pub use anchor::{AnchorMark, AnchoredProof, MARK_HISTORY};
 pub use catalog::{CollectionInfo, IndexBuild, IndexInfo, IndexSpec, validate_name};
 pub use command::{Command, Op, PatchChange};
 pub use config::EngineConfig;

@@ -38,3 +38,5 @@ pub const INDEX_BUILD_CHUNK: u32 = 1024;
 pub const GARBAGE_BATCH: usize = 4096;
 /// Documents a drop removes from the Merkle trie per step.
 pub const DROP_STEP: usize = 1024;
+/// Records of an older anchor mark's changes deleted per write batch.
+pub const MARK_CHANGE_CLEANUP: usize = 1024;

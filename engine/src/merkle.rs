@@ -13,6 +13,8 @@
 //! path cost hashing, not storage keys. Pending changes of a write live in a
 //! [`MerkleTxn`] and reach the trie only after the write's batch is on storage.
 
+mod mark;
+
 use std::collections::HashMap;
 
 use stratosdb_proof::hash::{EMPTY_ROOT, Hash, leaf_hash, nibble, node_hash};
@@ -114,6 +116,9 @@ impl NodeKey {
 pub(crate) struct MerkleTree {
     root: Option<Slot>,
     nodes: HashMap<NodeKey, Node>,
+    /// The trie as of the latest anchor mark, kept as its difference from
+    /// this one (`mark.rs`).
+    view: Option<mark::MarkView>,
 }
 
 impl MerkleTree {
@@ -165,7 +170,8 @@ impl MerkleTree {
     }
 
     /// Bytes of memory the trie holds: its nodes, their children, and the
-    /// map's slots (hashbrown keeps at least one free slot in eight).
+    /// map's slots (hashbrown keeps at least one free slot in eight), and the
+    /// view of the latest anchor mark.
     pub fn memory_bytes(&self) -> usize {
         let per_entry = std::mem::size_of::<NodeKey>() + std::mem::size_of::<Node>() + 1;
         let map = self.nodes.capacity() * per_entry;
@@ -174,7 +180,7 @@ impl MerkleTree {
             .values()
             .map(|n| n.children.capacity() * std::mem::size_of::<Slot>())
             .sum();
-        map + children
+        map + children + self.view_memory_bytes()
     }
 
     /// Inner nodes held.
@@ -185,38 +191,77 @@ impl MerkleTree {
 
     /// A proof for (`collection`, `id`): inclusion if present, else non-inclusion.
     pub fn prove(&self, collection: &str, id: &str) -> Proof {
-        let key = stratosdb_proof::hash::key_hash(collection, id);
-        let mut levels = Vec::new();
-        let mut slot = self.root;
-        let mut depth = 0;
-        while let Some(Slot::Inner { .. }) = slot {
-            // An inner slot always has its node; a missing one would be a bug
-            // in this module, and the proof then ends at an empty slot.
-            let Some(node) = self.nodes.get(&NodeKey::on_path(&key, depth)) else {
-                slot = None;
-                break;
-            };
-            let n = nibble(&key, depth);
-            let siblings = node
-                .entries()
-                .filter(|(i, _)| *i != n)
-                .map(|(_, c)| c.hash())
-                .collect();
-            levels.push(ProofLevel {
-                bitmap: node.bitmap,
-                siblings,
-            });
-            slot = node.child(n);
-            depth += 1;
+        prove_in(self.root, |k| self.nodes.get(k), collection, id).0
+    }
+
+    /// Makes a transaction's changes part of the trie. While a mark's view
+    /// is kept, each node replaced keeps its version of the mark (copy on
+    /// write); a batch that made a new mark brings the new mark's view.
+    pub fn commit(&mut self, txn: MerkleChanges) {
+        if let Some(root) = txn.root {
+            self.root = root;
         }
-        let (collection, id) = (collection.to_string(), id.to_string());
-        match slot {
-            Some(Slot::Leaf { key: k, .. }) if k == key => Proof::Inclusion(InclusionProof {
+        let mut keep = match txn.view {
+            mark::ViewChange::Kept { .. } => self.view.as_mut(),
+            mark::ViewChange::New(_) => None,
+        };
+        for (key, node) in txn.nodes {
+            let before = match node {
+                Some(node) => self.nodes.insert(key, node),
+                None => self.nodes.remove(&key),
+            };
+            if let Some(view) = keep.as_mut() {
+                view.nodes.entry(key).or_insert(before);
+            }
+        }
+        self.commit_view(txn.view);
+    }
+}
+
+/// The proof of (`collection`, `id`) in the trie of `root` whose nodes
+/// `node` finds, and the document hash the key has there (`None`: absent).
+fn prove_in<'n>(
+    root: Option<Slot>,
+    node: impl Fn(&NodeKey) -> Option<&'n Node>,
+    collection: &str,
+    id: &str,
+) -> (Proof, Option<Hash>) {
+    let key = stratosdb_proof::hash::key_hash(collection, id);
+    let mut levels = Vec::new();
+    let mut slot = root;
+    let mut depth = 0;
+    while let Some(Slot::Inner { .. }) = slot {
+        // An inner slot always has its node; a missing one would be a bug
+        // in this module, and the proof then ends at an empty slot.
+        let Some(node) = node(&NodeKey::on_path(&key, depth)) else {
+            slot = None;
+            break;
+        };
+        let n = nibble(&key, depth);
+        let siblings = node
+            .entries()
+            .filter(|(i, _)| *i != n)
+            .map(|(_, c)| c.hash())
+            .collect();
+        levels.push(ProofLevel {
+            bitmap: node.bitmap,
+            siblings,
+        });
+        slot = node.child(n);
+        depth += 1;
+    }
+    let (collection, id) = (collection.to_string(), id.to_string());
+    match slot {
+        Some(Slot::Leaf { key: k, doc }) if k == key => (
+            Proof::Inclusion(InclusionProof {
                 collection,
                 id,
                 levels,
             }),
-            Some(Slot::Leaf { key: other, doc }) => Proof::NonInclusion(NonInclusionProof {
+            Some(doc),
+        ),
+        Some(Slot::Leaf { key: other, doc }) => (
+            Proof::NonInclusion(NonInclusionProof {
                 collection,
                 id,
                 levels,
@@ -225,26 +270,17 @@ impl MerkleTree {
                     doc_hash: doc,
                 },
             }),
-            _ => Proof::NonInclusion(NonInclusionProof {
+            None,
+        ),
+        _ => (
+            Proof::NonInclusion(NonInclusionProof {
                 collection,
                 id,
                 levels,
                 terminal: Terminal::EmptySlot,
             }),
-        }
-    }
-
-    /// Makes a transaction's changes part of the trie.
-    pub fn commit(&mut self, txn: MerkleChanges) {
-        if let Some(root) = txn.root {
-            self.root = root;
-        }
-        for (key, node) in txn.nodes {
-            match node {
-                Some(node) => self.nodes.insert(key, node),
-                None => self.nodes.remove(&key),
-            };
-        }
+            None,
+        ),
     }
 }
 
@@ -255,12 +291,15 @@ pub(crate) struct MerkleTxn<'a> {
     root: Option<Option<Slot>>,
     root_undo: Option<Option<Option<Slot>>>,
     nodes: Overlay<NodeKey, Node>,
+    /// What the batch does to the view of the latest mark (`mark.rs`).
+    view: mark::ViewChange,
 }
 
 /// What a committed [`MerkleTxn`] changes.
 pub(crate) struct MerkleChanges {
     root: Option<Option<Slot>>,
     nodes: Vec<(NodeKey, Option<Node>)>,
+    view: mark::ViewChange,
 }
 
 impl<'a> MerkleTxn<'a> {
@@ -270,6 +309,7 @@ impl<'a> MerkleTxn<'a> {
             root: None,
             root_undo: None,
             nodes: Overlay::default(),
+            view: mark::ViewChange::default(),
         }
     }
 
@@ -289,6 +329,7 @@ impl<'a> MerkleTxn<'a> {
         MerkleChanges {
             root: self.root,
             nodes: self.nodes.into_entries().collect(),
+            view: self.view,
         }
     }
 
@@ -311,7 +352,6 @@ impl<'a> MerkleTxn<'a> {
     }
 
     /// The root the trie will have once the changes so far are committed.
-    #[cfg(test)]
     pub fn root(&self) -> Hash {
         self.current_root().map_or(EMPTY_ROOT, |s| s.hash())
     }
@@ -319,18 +359,35 @@ impl<'a> MerkleTxn<'a> {
     /// Sets (`Some(doc_hash)`) or removes (`None`) the leaf of `key`.
     pub fn update(&mut self, key: &Hash, doc: Option<Hash>) {
         let root = self.current_root();
-        let new_root = self.update_slot(0, key, root, doc);
+        let mut before = None;
+        let new_root = self.update_slot(0, key, root, doc, &mut before);
         if new_root != root {
             self.set_root(new_root);
         }
+        self.note_changed(key, before);
     }
 
+    /// Writes a node (`None`: removes it), first keeping the node of a mark
+    /// made earlier in this batch.
+    fn set_node(&mut self, key: NodeKey, node: Option<Node>) {
+        if self.view.needs_node(&key) {
+            let before = self.node(&key);
+            self.view.keep_node(key, before);
+        }
+        match node {
+            Some(node) => self.nodes.put(key, node),
+            None => self.nodes.delete(key),
+        }
+    }
+
+    /// `before`: set to the key's document hash before the change.
     fn update_slot(
         &mut self,
         depth: usize,
         key: &Hash,
         slot: Option<Slot>,
         doc: Option<Hash>,
+        before: &mut Option<Hash>,
     ) -> Option<Slot> {
         match slot {
             None => doc.map(|doc| Slot::Leaf { key: *key, doc }),
@@ -339,6 +396,7 @@ impl<'a> MerkleTxn<'a> {
                 doc: other_doc,
             }) => {
                 if other == *key {
+                    *before = Some(other_doc);
                     return doc.map(|doc| Slot::Leaf { key: *key, doc });
                 }
                 match doc {
@@ -352,21 +410,21 @@ impl<'a> MerkleTxn<'a> {
                 // and changed only here); treat it as empty rather than panic.
                 let mut node = self.node(&node_key).unwrap_or_default();
                 let n = nibble(key, depth);
-                let child = self.update_slot(depth + 1, key, node.child(n), doc);
+                let child = self.update_slot(depth + 1, key, node.child(n), doc, before);
                 node.set_child(n, child);
                 match (node.children.first().copied(), node.children.len()) {
                     (None, _) => {
-                        self.nodes.delete(node_key);
+                        self.set_node(node_key, None);
                         None
                     }
                     (Some(leaf @ Slot::Leaf { .. }), 1) => {
                         // A lone leaf moves up to take the node's place.
-                        self.nodes.delete(node_key);
+                        self.set_node(node_key, None);
                         Some(leaf)
                     }
                     _ => {
                         let hash = node.hash();
-                        self.nodes.put(node_key, node);
+                        self.set_node(node_key, Some(node));
                         Some(Slot::Inner { hash })
                     }
                 }
@@ -398,7 +456,7 @@ impl<'a> MerkleTxn<'a> {
             );
         }
         let hash = node.hash();
-        self.nodes.put(NodeKey::on_path(a.0, depth), node);
+        self.set_node(NodeKey::on_path(a.0, depth), Some(node));
         Slot::Inner { hash }
     }
 }

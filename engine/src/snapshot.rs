@@ -1,7 +1,7 @@
 //! Shard snapshots: a consistent export streamed in chunks, and an import that
 //! rebuilds the shard beside the old one, checks the root, then swaps it in.
 //!
-//! Only the catalog and the documents travel. Indexes and Merkle nodes are
+//! Only the catalog, the documents and the anchor marks travel. Indexes and Merkle nodes are
 //! rebuilt on import: that costs CPU on the receiver, but it is also what lets
 //! the receiver check the exporter's root instead of trusting shipped nodes.
 
@@ -11,12 +11,14 @@ use bincode::{Decode, Encode};
 use stratosdb_proof::Value;
 use stratosdb_proof::hash::Hash;
 
+use crate::anchor::{AnchorMark, MARK_HISTORY, MarkChange, Marks, mark_change_value};
 use crate::keys::APPLIED_INDEX_KEY;
-use crate::shard::Shard;
+use crate::shard::{Shard, restore_mark_view};
 use crate::storage::{KvStore, KvTree, WriteBatch};
-use crate::{EngineError, IndexSpec, Op, Result};
+use crate::{EngineError, IndexSpec, Op, Result, keys};
 
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version 2 carries the anchor marks and the changes since the latest.
+const SNAPSHOT_VERSION: u8 = 2;
 
 #[derive(Debug, Encode, Decode)]
 enum Chunk {
@@ -26,10 +28,18 @@ enum Chunk {
         root: Hash,
         documents: u64,
         collections: Vec<(String, Vec<IndexSpec>)>,
+        /// The marks kept, oldest epoch first.
+        marks: Vec<AnchorMark>,
     },
     Documents {
         collection: String,
         docs: Vec<Value>,
+    },
+    /// Keys changed since the latest mark (of `epoch`), with their document
+    /// hash at the mark: what the receiver needs to prove against the mark.
+    MarkChanges {
+        epoch: u64,
+        changes: Vec<MarkChange>,
     },
     End,
 }
@@ -99,6 +109,7 @@ impl<S: KvStore> Shard<S> {
             root,
             documents,
             collections,
+            marks: self.anchor_marks(),
         }))?;
         let mut scratch = Vec::new();
         for name in &names {
@@ -124,6 +135,17 @@ impl<S: KvStore> Shard<S> {
                 sink(encode_chunk(&Chunk::Documents {
                     collection: name.clone(),
                     docs,
+                }))?;
+                chunks += 1;
+            }
+        }
+        if let Some(latest) = self.latest_anchor_mark() {
+            // About 70 bytes an entry.
+            let per_chunk = (chunk_bytes / 70).max(1);
+            for changes in merkle.mark_changes().chunks(per_chunk) {
+                sink(encode_chunk(&Chunk::MarkChanges {
+                    epoch: latest.epoch,
+                    changes: changes.to_vec(),
                 }))?;
                 chunks += 1;
             }
@@ -168,6 +190,7 @@ impl<S: KvStore> Shard<S> {
         shared.store.flush()?;
         *self.inner.tree.write() = staging_tree;
         *self.inner.catalog.write() = staging.inner.catalog.read().clone();
+        *self.inner.marks.write() = staging.inner.marks.read().clone();
         *merkle = std::mem::take(&mut *staging.inner.merkle.lock());
         shared.store.drop_tree(&current)?;
         Ok(summary)
@@ -188,6 +211,7 @@ impl<S: KvStore> Shard<S> {
             root,
             documents,
             collections,
+            marks,
         } = decode_chunk(&first)?
         else {
             return Err(reject("the first chunk is not a header".into()));
@@ -203,6 +227,8 @@ impl<S: KvStore> Shard<S> {
         staging.write(ddl, crate::Durability::Buffered)?;
         let mut seen = 0u64;
         let mut count = 1u64;
+        let mut mark_changes = Vec::new();
+        let latest_epoch = marks.last().map(|m| m.epoch);
         let mut ended = false;
         for bytes in chunks.by_ref() {
             count += 1;
@@ -217,6 +243,14 @@ impl<S: KvStore> Shard<S> {
                         })
                         .collect();
                     staging.write(ops, crate::Durability::Buffered)?;
+                }
+                Chunk::MarkChanges { epoch, changes } => {
+                    if Some(epoch) != latest_epoch {
+                        return Err(reject(format!(
+                            "changes since the mark of epoch {epoch}, which is not the latest mark"
+                        )));
+                    }
+                    mark_changes.extend(changes);
                 }
                 Chunk::End => {
                     ended = true;
@@ -253,7 +287,20 @@ impl<S: KvStore> Shard<S> {
             APPLIED_INDEX_KEY.to_vec(),
             applied_index.to_be_bytes().to_vec(),
         );
+        let kept = check_marks(&marks, applied_index)?;
+        for mark in &marks {
+            batch.put(keys::mark_key(mark.epoch), mark.stored());
+        }
+        if let Some(epoch) = latest_epoch {
+            for (key, doc) in mark_changes {
+                batch.put(keys::mark_change_key(epoch, &key), mark_change_value(doc));
+            }
+        }
         tree.apply(batch)?;
+        // The documents and the changes must lead back to the latest mark's root.
+        restore_mark_view(&tree, &mut staging.inner.merkle.lock(), &kept)
+            .map_err(|e| reject(e.to_string()))?;
+        *staging.inner.marks.write() = kept;
         Ok((
             SnapshotSummary {
                 applied_index,
@@ -264,6 +311,38 @@ impl<S: KvStore> Shard<S> {
             staging,
         ))
     }
+}
+
+/// The marks of a snapshot, if they are what a shard could have kept: at
+/// most [`MARK_HISTORY`], epochs and raft indexes increasing, none past the
+/// snapshot's applied index.
+fn check_marks(marks: &[AnchorMark], applied_index: u64) -> Result<Marks> {
+    let reject = |why: String| EngineError::SnapshotRejected(why);
+    if marks.len() > MARK_HISTORY {
+        return Err(reject(format!(
+            "{} anchor marks, over the {MARK_HISTORY} a shard keeps",
+            marks.len()
+        )));
+    }
+    if marks
+        .windows(2)
+        .any(|w| w[0].epoch >= w[1].epoch || w[0].raft_index > w[1].raft_index)
+    {
+        return Err(reject(
+            "anchor marks out of epoch or raft index order".into(),
+        ));
+    }
+    if let Some(last) = marks.last().filter(|m| m.raft_index > applied_index) {
+        return Err(reject(format!(
+            "the mark of epoch {} is at raft index {}, past the snapshot's {applied_index}",
+            last.epoch, last.raft_index
+        )));
+    }
+    let mut kept = Marks::default();
+    for mark in marks {
+        kept.insert(*mark);
+    }
+    Ok(kept)
 }
 
 fn hex(h: &Hash) -> String {

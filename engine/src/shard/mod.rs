@@ -4,10 +4,12 @@
 //!
 //! - this file: the handle, opening (catalog, Merkle rebuild), the catalog;
 //! - `read.rs`: point reads, scans, index scans, root and proofs;
+//! - `anchored.rs`: anchor marks and proofs against the latest one;
 //! - `write.rs`: writes and raft applies, run as one atomic batch each;
 //! - `writer.rs`: what each operation does inside a batch;
 //! - `maintenance.rs`: DDL that runs in chunks (index builds, garbage).
 
+mod anchored;
 mod maintenance;
 mod read;
 pub use read::ProvenSet;
@@ -19,9 +21,10 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use stratosdb_proof::hash::key_hash;
+use stratosdb_proof::hash::{key_hash, to_hex};
 use stratosdb_proof::{Value, decode_value};
 
+use crate::anchor::{Marks, load_mark_changes};
 use crate::catalog::{self, CollectionInfo};
 use crate::keys::{self, LAYOUT_VERSION, LAYOUT_VERSION_KEY};
 use crate::merkle::MerkleTree;
@@ -123,6 +126,8 @@ pub(crate) struct ShardInner<S: KvStore> {
     pub merkle: Mutex<MerkleTree>,
     /// The catalog, cached; changed only under the `merkle` lock, after a commit.
     pub catalog: RwLock<HashMap<String, Arc<CollectionInfo>>>,
+    /// The anchor marks kept, cached like the catalog.
+    pub marks: RwLock<Marks>,
 }
 
 impl<S: KvStore> Shard<S> {
@@ -131,7 +136,9 @@ impl<S: KvStore> Shard<S> {
     pub(crate) fn open(id: ShardId, shared: Arc<Shared<S>>, tree: S::Tree) -> Result<Self> {
         check_layout(id, &tree)?;
         let catalog = load_catalog(&tree)?;
-        let merkle = rebuild_merkle(&tree, &catalog)?;
+        let mut merkle = rebuild_merkle(&tree, &catalog)?;
+        let marks = Marks::load(&tree)?;
+        restore_mark_view(&tree, &mut merkle, &marks)?;
         Ok(Shard {
             inner: Arc::new(ShardInner {
                 id,
@@ -139,6 +146,7 @@ impl<S: KvStore> Shard<S> {
                 tree: RwLock::new(tree),
                 merkle: Mutex::new(merkle),
                 catalog: RwLock::new(catalog),
+                marks: RwLock::new(marks),
             }),
         })
     }
@@ -253,6 +261,29 @@ fn rebuild_merkle<T: KvTree>(
         }
     }
     Ok(MerkleTree::from_leaves(&mut leaves))
+}
+
+/// Rebuilds the trie as of the latest anchor mark from the stored records of
+/// what changed since (`merkle/mark.rs`); they must lead back to its root.
+pub(crate) fn restore_mark_view<T: KvTree>(
+    tree: &T,
+    merkle: &mut MerkleTree,
+    marks: &Marks,
+) -> Result<()> {
+    let Some(latest) = marks.latest() else {
+        return Ok(());
+    };
+    let changes = load_mark_changes(tree, latest.epoch)?;
+    merkle
+        .restore_view(latest.epoch, &latest.root, changes)
+        .map_err(|found| {
+            EngineError::Corruption(format!(
+                "the documents and the changes recorded since the anchor mark of epoch {} lead back to root {}, not the mark's root {}",
+                latest.epoch,
+                to_hex(&found),
+                to_hex(&latest.root)
+            ))
+        })
 }
 
 pub(crate) fn id_from_doc_key(key: &[u8], prefix_len: usize) -> Result<&str> {

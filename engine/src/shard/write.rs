@@ -10,7 +10,7 @@ use super::writer::Writer;
 use crate::commit::Durability;
 use crate::merkle::MerkleTree;
 use crate::storage::{KvStore, KvTree};
-use crate::{Command, EngineError, Op, Result, document};
+use crate::{AnchorMark, Command, EngineError, Op, Result, document};
 
 /// What one operation did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,9 @@ pub struct OpOutcome {
     /// The operation created the document (an insert, or an upsert of an
     /// absent one), so a PUT knows which it was from one write.
     pub created: bool,
+    /// For [`Op::AnchorMark`]: the shard's mark of the epoch, the one this
+    /// command recorded (`affected` 1) or the one recorded before (`affected` 0).
+    pub mark: Option<AnchorMark>,
 }
 
 /// What a write did, and whether it is durable yet.
@@ -111,7 +114,9 @@ impl<S: KvStore> Shard<S> {
         }
         let result = {
             let mut merkle = self.inner.merkle.lock();
-            self.run_batch(&mut merkle, vec![Ok(ops)], None)?
+            // No raft here: a mark records the applied index as it is.
+            let at = self.applied_index()?;
+            self.run_batch(&mut merkle, vec![(at, Ok(ops))], None)?
                 .pop()
                 .unwrap_or_else(|| Ok(Vec::new()))
         };
@@ -173,7 +178,7 @@ impl<S: KvStore> Shard<S> {
             runs.push(new);
             if new {
                 last = index;
-                commands.push(Command::decode(bytes, limit).map(|c| c.ops));
+                commands.push((index, Command::decode(bytes, limit).map(|c| c.ops)));
             }
         }
         if commands.is_empty() {
@@ -201,7 +206,7 @@ impl<S: KvStore> Shard<S> {
     fn run_batch(
         &self,
         merkle: &mut MerkleTree,
-        commands: Vec<Result<Vec<Op>>>,
+        commands: Vec<(u64, Result<Vec<Op>>)>,
         applied_index: Option<u64>,
     ) -> Result<Vec<CommandResult>> {
         let tree = self.tree();
@@ -210,28 +215,35 @@ impl<S: KvStore> Shard<S> {
             merkle,
             &self.inner.shared.config.limits,
             &self.inner.catalog,
+            &self.inner.marks,
         );
         let mut results = Vec::with_capacity(commands.len());
-        for command in commands {
-            let result = command.and_then(|ops| writer.run_command(&ops));
+        for (index, command) in commands {
+            let result = command.and_then(|ops| writer.run_command(&ops, index));
             match result {
                 Err(e) if e.is_fault() => return Err(e),
                 other => results.push(other),
             }
         }
-        let (batch, merkle_changes, touched) = writer.finish(applied_index);
-        if !batch.is_empty() {
-            tree.apply(batch)?;
+        let finished = writer.finish(applied_index)?;
+        if !finished.batch.is_empty() {
+            tree.apply(finished.batch)?;
             self.inner.shared.note_write();
         }
-        merkle.commit(merkle_changes);
-        if !touched.is_empty() {
+        merkle.commit(finished.merkle);
+        if !finished.touched.is_empty() {
             let mut catalog = self.inner.catalog.write();
-            for (name, info) in touched {
+            for (name, info) in finished.touched {
                 match info {
                     Some(info) => catalog.insert(name, std::sync::Arc::new(info)),
                     None => catalog.remove(&name),
                 };
+            }
+        }
+        if !finished.marks.is_empty() {
+            let mut marks = self.inner.marks.write();
+            for mark in finished.marks {
+                marks.insert(mark);
             }
         }
         Ok(results)

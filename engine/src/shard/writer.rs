@@ -11,11 +11,12 @@ use stratosdb_proof::Value;
 use stratosdb_proof::hash::{Hash, doc_hash, key_hash};
 
 use super::{decode_stored, id_from_doc_key};
+use crate::anchor::{AnchorMark, MARK_HISTORY, Marks, mark_change_value};
 use crate::catalog::{self, CollectionInfo, IndexBuild, IndexInfo, IndexSpec};
 use crate::document;
 use crate::index_keys::{index_keys, unique_key_display};
 use crate::keys::{self, APPLIED_INDEX_KEY, NEXT_COLLECTION_KEY};
-use crate::limits::{DROP_STEP, Limits};
+use crate::limits::{DROP_STEP, Limits, MARK_CHANGE_CLEANUP};
 use crate::merkle::{MerkleChanges, MerkleTree, MerkleTxn};
 use crate::storage::{KvTree, WriteBatch};
 use crate::txn::Txn;
@@ -24,6 +25,15 @@ use crate::{EngineError, Op, OpOutcome, PatchChange, Result};
 type Catalog = RwLock<HashMap<String, Arc<CollectionInfo>>>;
 /// Collections changed by the batch (`None`: dropped).
 pub(super) type Touched = HashMap<String, Option<CollectionInfo>>;
+
+/// What a batch changes, handed over for commit by [`Writer::finish`].
+pub(super) struct Finished {
+    pub batch: WriteBatch,
+    pub merkle: MerkleChanges,
+    pub touched: Touched,
+    /// Anchor marks the batch recorded, in order.
+    pub marks: Vec<AnchorMark>,
+}
 
 pub(super) struct Writer<'a, T: KvTree> {
     txn: Txn<'a, T>,
@@ -36,6 +46,12 @@ pub(super) struct Writer<'a, T: KvTree> {
     touched_undo: Vec<(String, Option<Option<CollectionInfo>>)>,
     /// UNIQUE entries the current command took over from other documents.
     unique_clashes: Vec<UniqueClash>,
+    /// The shard's marks before the batch, and those the batch adds.
+    marks: &'a RwLock<Marks>,
+    new_marks: Vec<AnchorMark>,
+    /// The raft index of the command running (for a direct write, the
+    /// applied index): what an anchor mark records.
+    raft_index: u64,
 }
 
 /// A UNIQUE index entry written over another document's.
@@ -62,6 +78,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
         merkle: &'a MerkleTree,
         limits: &'a Limits,
         catalog: &'a Catalog,
+        marks: &'a RwLock<Marks>,
     ) -> Self {
         Writer {
             txn: Txn::new(tree),
@@ -71,12 +88,22 @@ impl<'a, T: KvTree> Writer<'a, T> {
             touched: HashMap::new(),
             touched_undo: Vec::new(),
             unique_clashes: Vec::new(),
+            marks,
+            new_marks: Vec::new(),
+            raft_index: 0,
         }
     }
 
-    /// Runs one command's operations; if one fails, the command's writes are
-    /// undone and the error returned (earlier commands of the batch stay).
-    pub fn run_command(&mut self, ops: &[Op]) -> Result<Vec<OpOutcome>> {
+    /// Runs one command's operations, applied at `raft_index`; if one fails,
+    /// the command's writes are undone and the error returned (earlier
+    /// commands of the batch stay).
+    pub fn run_command(&mut self, ops: &[Op], raft_index: u64) -> Result<Vec<OpOutcome>> {
+        if ops.len() > 1 && ops.iter().any(|op| matches!(op, Op::AnchorMark { .. })) {
+            return Err(EngineError::InvalidAnchorMark(
+                "an anchor mark must be the only operation of its command".into(),
+            ));
+        }
+        self.raft_index = raft_index;
         self.txn.begin_command();
         self.merkle.begin_command();
         self.touched_undo.clear();
@@ -101,7 +128,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
 
     /// The storage batch (with the catalog records and, for a raft apply, the
     /// applied index), the trie's changes, and the changed catalog entries.
-    pub fn finish(mut self, applied_index: Option<u64>) -> (WriteBatch, MerkleChanges, Touched) {
+    pub fn finish(mut self, applied_index: Option<u64>) -> Result<Finished> {
         for (name, info) in &self.touched {
             match info {
                 Some(info) => self
@@ -114,11 +141,38 @@ impl<'a, T: KvTree> Writer<'a, T> {
             self.txn
                 .put(APPLIED_INDEX_KEY.to_vec(), index.to_be_bytes().to_vec());
         }
-        (
-            self.txn.into_batch(),
-            self.merkle.into_changes(),
-            self.touched,
-        )
+        self.store_mark_changes()?;
+        Ok(Finished {
+            batch: self.txn.into_batch(),
+            merkle: self.merkle.into_changes(),
+            touched: self.touched,
+            marks: self.new_marks,
+        })
+    }
+
+    /// Stores, for each key first changed since the latest anchor mark, its
+    /// document hash at the mark (so the mark's view survives a restart), and
+    /// deletes a bounded chunk of an older mark's records.
+    fn store_mark_changes(&mut self) -> Result<()> {
+        if let Some((epoch, changes)) = self.merkle.mark_records() {
+            for (key, doc) in changes {
+                self.txn
+                    .put(keys::mark_change_key(epoch, &key), mark_change_value(doc));
+            }
+        }
+        if let Some(epoch) = self.merkle.stale_records_below() {
+            let stale = self.txn.keys_in(
+                &keys::mark_change_prefix(0),
+                Some(&keys::mark_change_prefix(epoch)),
+                MARK_CHANGE_CLEANUP,
+            )?;
+            self.merkle
+                .records_cleaned(stale.len() < MARK_CHANGE_CLEANUP);
+            for key in stale {
+                self.txn.delete(key);
+            }
+        }
+        Ok(())
     }
 
     fn apply_op(&mut self, op: &Op) -> Result<OpOutcome> {
@@ -146,7 +200,56 @@ impl<'a, T: KvTree> Writer<'a, T> {
                 id,
                 doc_hash,
             } => self.expect(collection, id, doc_hash.as_ref()),
+            Op::AnchorMark { epoch } => self.anchor_mark(*epoch),
         }
+    }
+
+    // ---- anchor marks -----------------------------------------------------
+
+    /// Records the mark of `epoch` at the command's raft index with the root
+    /// as the commands before it left it; an epoch already marked keeps its
+    /// mark. The command holds nothing else, so the root the trie has now is
+    /// the root after every entry before this one.
+    fn anchor_mark(&mut self, epoch: u64) -> Result<OpOutcome> {
+        let marks = self.marks.read();
+        let existing = self
+            .new_marks
+            .iter()
+            .find(|m| m.epoch == epoch)
+            .copied()
+            .or_else(|| marks.get(epoch));
+        if let Some(mark) = existing {
+            return Ok(mark_outcome(mark, 0));
+        }
+        let latest = self.new_marks.last().copied().or_else(|| marks.latest());
+        if let Some(latest) = latest.filter(|l| l.epoch > epoch) {
+            return Err(EngineError::InvalidAnchorMark(format!(
+                "epoch {epoch} is older than the latest marked epoch {}",
+                latest.epoch
+            )));
+        }
+        let mark = AnchorMark {
+            epoch,
+            raft_index: self.raft_index,
+            root: self.merkle.root(),
+        };
+        self.txn.put(keys::mark_key(epoch), mark.stored());
+        self.merkle.start_mark(epoch);
+        // Keep the last MARK_HISTORY epochs: the marks are kept in epoch
+        // order, and the batch's own are newer than the stored ones.
+        let kept = marks.len() + self.new_marks.len() + 1;
+        let stale: Vec<u64> = marks
+            .iter()
+            .map(|m| m.epoch)
+            .chain(self.new_marks.iter().map(|m| m.epoch))
+            .take(kept.saturating_sub(MARK_HISTORY))
+            .collect();
+        drop(marks);
+        for old in stale {
+            self.txn.delete(keys::mark_key(old));
+        }
+        self.new_marks.push(mark);
+        Ok(mark_outcome(mark, 1))
     }
 
     // ---- catalog ----------------------------------------------------------
@@ -418,6 +521,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             id: Some(id.to_string()),
             affected: 1,
             created,
+            mark: None,
         })
     }
 
@@ -441,6 +545,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
                 id: Some(id.to_string()),
                 affected: 0,
                 created: false,
+                mark: None,
             });
         };
         for index in info.maintained_indexes() {
@@ -456,6 +561,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             id: Some(id.to_string()),
             affected: 1,
             created: false,
+            mark: None,
         })
     }
 
@@ -593,6 +699,16 @@ fn no_document(affected: u64) -> OpOutcome {
         id: None,
         affected,
         created: false,
+        mark: None,
+    }
+}
+
+/// A mark's outcome: `affected` 1 if this command recorded it, 0 if the
+/// epoch was marked before.
+fn mark_outcome(mark: AnchorMark, affected: u64) -> OpOutcome {
+    OpOutcome {
+        mark: Some(mark),
+        ..no_document(affected)
     }
 }
 

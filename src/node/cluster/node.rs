@@ -759,6 +759,7 @@ impl ClusterNode {
                             id,
                             affected,
                             created,
+                            mark: None,
                         })
                         .collect()),
                     Ok(RpcReply::NotLeader { leader }) => {

@@ -1,0 +1,323 @@
+//! The trie as of the latest anchor mark, kept beside the current trie as
+//! their difference, so that a document unchanged since the mark can be
+//! proven against the mark's root (`docs/merkle.md`, "Anchor marks").
+//!
+//! - **Memory O(changes since the mark).** The view holds, for each node a
+//!   write replaced since the mark, the node as it was at the mark (copy on
+//!   write: a write changes O(log n) nodes, so a write costs O(log n) more
+//!   work at most), and for each key changed since the mark its document hash
+//!   then. Every other node is the same in both tries.
+//! - **Restart.** The view is not stored. What is stored, in the write's own
+//!   batch, is the document hash at the mark of each key first changed after
+//!   it (`0x00 'p' epoch key_hash`). On open the view is rebuilt by undoing
+//!   those changes on a copy of the paths they touch, and its root must be the
+//!   mark's root.
+
+use std::collections::HashMap;
+
+use stratosdb_proof::Proof;
+use stratosdb_proof::hash::{EMPTY_ROOT, Hash};
+
+use crate::anchor::MarkChange;
+
+use super::{MerkleTree, MerkleTxn, Node, NodeKey, Slot, prove_in};
+
+/// The trie as of one mark.
+pub(crate) struct MarkView {
+    epoch: u64,
+    root: Option<Slot>,
+    /// Nodes replaced since the mark: their version at the mark (`None`: the
+    /// position was empty or a leaf then).
+    pub(super) nodes: HashMap<NodeKey, Option<Node>>,
+    /// Keys changed since the mark: their document hash at it.
+    changed: HashMap<Hash, Option<Hash>>,
+    /// Stored records of older marks may remain (deleted a chunk per write).
+    stale_records: bool,
+}
+
+impl MarkView {
+    fn new(epoch: u64, root: Option<Slot>) -> Self {
+        MarkView {
+            epoch,
+            root,
+            nodes: HashMap::new(),
+            changed: HashMap::new(),
+            stale_records: true,
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let node = std::mem::size_of::<NodeKey>() + std::mem::size_of::<Option<Node>>() + 1;
+        let children: usize = self
+            .nodes
+            .values()
+            .flatten()
+            .map(|n| n.children.capacity() * std::mem::size_of::<Slot>())
+            .sum();
+        let changed = std::mem::size_of::<MarkChange>() + 1;
+        self.nodes.capacity() * node + children + self.changed.capacity() * changed
+    }
+}
+
+/// What a write batch does to the view of the latest mark.
+pub(crate) enum ViewChange {
+    /// The mark stays the latest: the keys the batch changed first since it,
+    /// with their hash at the mark, and (`cleaned`) whether the stale records
+    /// of older marks are all deleted now.
+    Kept {
+        changed: HashMap<Hash, Option<Hash>>,
+        cleaned: Option<bool>,
+    },
+    /// The batch made a new mark: its view, with the batch's changes after it.
+    New(MarkView),
+}
+
+impl Default for ViewChange {
+    fn default() -> Self {
+        ViewChange::Kept {
+            changed: HashMap::new(),
+            cleaned: None,
+        }
+    }
+}
+
+impl ViewChange {
+    /// A mark was made earlier in this batch and `key` has not been kept yet.
+    pub(super) fn needs_node(&self, key: &NodeKey) -> bool {
+        matches!(self, ViewChange::New(view) if !view.nodes.contains_key(key))
+    }
+
+    pub(super) fn keep_node(&mut self, key: NodeKey, node: Option<Node>) {
+        if let ViewChange::New(view) = self {
+            view.nodes.insert(key, node);
+        }
+    }
+}
+
+impl MerkleTxn<'_> {
+    /// Records the hash a key had before its first change since the latest
+    /// mark. Changes of a command that is rolled back may leave an entry:
+    /// it holds the hash at the mark all the same, so it is harmless.
+    pub(super) fn note_changed(&mut self, key: &Hash, before: Option<Hash>) {
+        match &mut self.view {
+            ViewChange::New(view) => {
+                view.changed.entry(*key).or_insert(before);
+            }
+            ViewChange::Kept { changed, .. } => {
+                let first = self
+                    .base
+                    .view
+                    .as_ref()
+                    .is_some_and(|v| !v.changed.contains_key(key));
+                if first {
+                    changed.entry(*key).or_insert(before);
+                }
+            }
+        }
+    }
+
+    /// Starts the view of a mark made now: the trie as the batch has it so far.
+    pub fn start_mark(&mut self, epoch: u64) {
+        self.view = ViewChange::New(MarkView::new(epoch, self.current_root()));
+    }
+
+    /// What the batch must store for the latest mark: its epoch and, for each
+    /// key first changed since it, the key's document hash at the mark.
+    pub fn mark_records(&self) -> Option<(u64, Vec<MarkChange>)> {
+        let (epoch, changed) = match &self.view {
+            ViewChange::New(view) => (view.epoch, &view.changed),
+            ViewChange::Kept { changed, .. } => (self.base.view.as_ref()?.epoch, changed),
+        };
+        Some((epoch, changed.iter().map(|(k, h)| (*k, *h)).collect()))
+    }
+
+    /// Records of marks before this epoch may remain in storage.
+    pub fn stale_records_below(&self) -> Option<u64> {
+        match &self.view {
+            ViewChange::New(view) => Some(view.epoch),
+            ViewChange::Kept { .. } => {
+                let view = self.base.view.as_ref()?;
+                view.stale_records.then_some(view.epoch)
+            }
+        }
+    }
+
+    /// Whether the batch deleted the last stale records.
+    pub fn records_cleaned(&mut self, done: bool) {
+        match &mut self.view {
+            ViewChange::New(view) => view.stale_records = !done,
+            ViewChange::Kept { cleaned, .. } => *cleaned = Some(done),
+        }
+    }
+}
+
+impl MerkleTree {
+    /// A proof of (`collection`, `id`) against the latest mark's root, with
+    /// the mark's epoch and the document hash the key had then.
+    pub fn prove_at_mark(&self, collection: &str, id: &str) -> Option<(u64, Proof, Option<Hash>)> {
+        let view = self.view.as_ref()?;
+        let node = |k: &NodeKey| match view.nodes.get(k) {
+            Some(at_mark) => at_mark.as_ref(),
+            None => self.nodes.get(k),
+        };
+        let (proof, doc) = prove_in(view.root, node, collection, id);
+        Some((view.epoch, proof, doc))
+    }
+
+    /// Rebuilds the view of the mark of `epoch` from the stored document
+    /// hashes at the mark of the keys changed since (`changed`), by undoing
+    /// those changes; fails with the root it found if that is not `mark_root`.
+    pub fn restore_view(
+        &mut self,
+        epoch: u64,
+        mark_root: &Hash,
+        changed: Vec<MarkChange>,
+    ) -> Result<(), Hash> {
+        self.view = None;
+        let mut undo = MerkleTxn::new(self);
+        for (key, doc) in &changed {
+            undo.update(key, *doc);
+        }
+        let root = undo.current_root();
+        let nodes = undo.nodes.into_entries().collect();
+        let found = root.map_or(EMPTY_ROOT, |s| s.hash());
+        if found != *mark_root {
+            return Err(found);
+        }
+        let mut view = MarkView::new(epoch, root);
+        view.nodes = nodes;
+        view.changed = changed.into_iter().collect();
+        self.view = Some(view);
+        Ok(())
+    }
+
+    /// The keys changed since the latest mark with their hash at it (what a
+    /// snapshot carries so the receiver can rebuild the view).
+    pub fn mark_changes(&self) -> Vec<MarkChange> {
+        let Some(view) = &self.view else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = view.changed.iter().map(|(k, h)| (*k, *h)).collect();
+        out.sort_unstable();
+        out
+    }
+
+    pub(super) fn view_memory_bytes(&self) -> usize {
+        self.view.as_ref().map_or(0, MarkView::memory_bytes)
+    }
+
+    pub(super) fn commit_view(&mut self, change: ViewChange) {
+        match change {
+            ViewChange::New(view) => self.view = Some(view),
+            ViewChange::Kept { changed, cleaned } => {
+                if let Some(view) = &mut self.view {
+                    for (key, doc) in changed {
+                        view.changed.entry(key).or_insert(doc);
+                    }
+                    if let Some(done) = cleaned {
+                        view.stale_records &= !done;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{MerkleTree, MerkleTxn};
+    use stratosdb_proof::hash::{Hash, key_hash};
+
+    fn doc(i: u32) -> Hash {
+        let mut h = [7u8; 32];
+        h[..4].copy_from_slice(&i.to_be_bytes());
+        h
+    }
+
+    fn id(i: u32) -> String {
+        format!("k{i}")
+    }
+
+    /// The view kept by copy on write proves what a trie built from the
+    /// mark's leaves proves, and so does the view rebuilt from the recorded
+    /// changes; its memory follows the changes, not the shard.
+    #[test]
+    fn the_view_is_the_trie_of_the_mark() {
+        let n = 10_000u32;
+        let mut leaves: Vec<(Hash, Hash)> =
+            (0..n).map(|i| (key_hash("c", &id(i)), doc(i))).collect();
+        let mut tree = MerkleTree::from_leaves(&mut leaves.clone());
+        // Some changes, then a mark in the middle of a batch, then more.
+        let mut txn = MerkleTxn::new(&tree);
+        for i in 0..50 {
+            txn.update(&key_hash("c", &id(i)), Some(doc(i + n)));
+        }
+        txn.start_mark(1);
+        for i in 40..60 {
+            txn.update(&key_hash("c", &id(i)), None);
+        }
+        let changes = txn.into_changes();
+        tree.commit(changes);
+        for (i, leaf) in leaves.iter_mut().enumerate().take(50) {
+            leaf.1 = doc(i as u32 + n);
+        }
+        let at_mark = MerkleTree::from_leaves(&mut leaves.clone());
+        let after_batch = tree.view_memory_bytes();
+        // Later batches: changes, inserts of new keys, deletes.
+        for round in 0..5u32 {
+            let mut txn = MerkleTxn::new(&tree);
+            for i in 0..40 {
+                let k = (i * 37 + round * 11) % (n + 100);
+                let value = (i % 4 != 0).then(|| doc(k + 2 * n + round));
+                txn.update(&key_hash("c", &id(k)), value);
+            }
+            txn.records_cleaned(true);
+            tree.commit(txn.into_changes());
+        }
+        for i in (0..n + 100).step_by(7).chain(35..65) {
+            let (epoch, proof, _) = tree.prove_at_mark("c", &id(i)).unwrap();
+            assert_eq!(epoch, 1);
+            assert_eq!(proof, at_mark.prove("c", &id(i)), "key {i}");
+        }
+        let changed = tree.mark_changes();
+        assert!(changed.len() <= 60 + 5 * 40);
+        let memory = tree.view_memory_bytes();
+        assert!(
+            memory < after_batch + changed.len() * 6 * 600,
+            "{memory} bytes for {} changes",
+            changed.len()
+        );
+
+        // Rebuilt from the changes: the same proofs.
+        let mut reopened = MerkleTree::from_leaves(&mut current_leaves(&tree, n));
+        reopened
+            .restore_view(1, &at_mark.root(), changed.clone())
+            .unwrap();
+        for i in (0..n + 100).step_by(7).chain(35..65) {
+            assert_eq!(
+                reopened.prove_at_mark("c", &id(i)).unwrap().1,
+                at_mark.prove("c", &id(i))
+            );
+        }
+        // A wrong record does not lead back to the mark's root.
+        let mut wrong = changed;
+        wrong[0].1 = Some(doc(999_999));
+        assert!(
+            MerkleTree::from_leaves(&mut current_leaves(&tree, n))
+                .restore_view(1, &at_mark.root(), wrong)
+                .is_err()
+        );
+    }
+
+    /// The leaves of the current trie, read back through its proofs.
+    fn current_leaves(tree: &MerkleTree, n: u32) -> Vec<(Hash, Hash)> {
+        (0..n + 100)
+            .filter_map(|i| {
+                let key = key_hash("c", &id(i));
+                super::super::prove_in(tree.root, |k| tree.nodes.get(k), "c", &id(i))
+                    .1
+                    .map(|d| (key, d))
+            })
+            .collect()
+    }
+}
