@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod embedded_anchor;
 pub mod node;
 pub mod rows;
 pub mod verified;

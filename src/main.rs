@@ -1,8 +1,9 @@
 //! `stratosdb`: the command-line entry point: the SQL-like shell (embedded,
 //! or `--connect` to a node), a node serving the HTTP/JSON API, and the
-//! cluster map, and `demo`, a cluster on loopback shown end to end. `audit`
-//! arrives with chain anchoring.
+//! cluster map, `demo`, a cluster on loopback shown end to end, and `audit`,
+//! which checks a local ledger and an embedded data folder.
 
+mod audit;
 mod demo;
 mod node_cmd;
 mod shell;
@@ -35,6 +36,9 @@ enum Command {
     /// The cluster: `cluster status --connect URL` prints the cluster map.
     #[command(subcommand)]
     Cluster(node_cmd::ClusterCommand),
+    /// Checks a local ledger (--ledger DIR) or an embedded data folder
+    /// (--data DIR); prints a verdict per item, fails if any item failed.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(clap::Args)]
@@ -55,6 +59,27 @@ pub struct ShellArgs {
     /// lower it to keep the shell small (the default is the engine's).
     #[arg(long, default_value_t = 256)]
     cache_mb: u64,
+    /// How often an embedded folder anchors its root on its local ledger
+    /// when something changed (`10s`, `500ms`, `1m`; `0` anchors only at exit).
+    #[arg(long, default_value = "10s", value_parser = parse_interval)]
+    anchor_interval: std::time::Duration,
+}
+
+/// `10s`, `500ms`, `2m`, or plain seconds.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 10s, 500ms or 1m"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(format!("{text:?}: the unit is ms, s or m")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -64,6 +89,7 @@ fn main() -> ExitCode {
         Command::Shell(args) => shell::run(args),
         Command::Node(args) => node_cmd::run(args).map(|()| true),
         Command::Cluster(command) => node_cmd::cluster(command).map(|()| true),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -14,7 +14,11 @@
 
 mod chain;
 mod error;
+mod ledger;
 
 pub use chain::{AnchorRecord, Chain, ChainInfo, ChainRef, Submission, SubmissionStatus};
 pub use error::ChainError;
-pub use stratosdb_verifier::{AnchorPayload, LeafProof, ShardLeaf, cluster_root};
+pub use ledger::{LOG_FILE, LedgerAnchor, LedgerKey, LedgerReport, LocalLedger, verify_ledger};
+pub use stratosdb_verifier::hex_serde::parse as hex_hash;
+pub use stratosdb_verifier::ledger as block;
+pub use stratosdb_verifier::{AnchorPayload, Hash, LeafProof, ShardLeaf, cluster_root};

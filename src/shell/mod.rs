@@ -3,6 +3,7 @@
 //! scriptable with `-c` or from standard input, where each statement runs as
 //! soon as its `;` is read, so that a program can drive the shell through a pipe.
 
+mod anchors;
 mod import;
 mod input;
 mod interrupt;
@@ -35,6 +36,7 @@ Commands (a command takes the rest of its line; it may follow a ';'):
   \d COLLECTION           describe a collection: documents, indexes
   \import FILE INTO COLL [ON CONFLICT SKIP|REPLACE]
                           load a JSON Lines file (Ctrl-C stops it)
+  \anchors                the epochs anchored on the folder's ledger
   \timing                 print the time each statement takes (on/off)
   \help                   this text
   \q                      quit"#;
@@ -42,7 +44,11 @@ Commands (a command takes the rest of its line; it may follow a ';'):
 pub fn run(args: ShellArgs) -> anyhow::Result<bool> {
     let target: Box<dyn Target> = match &args.connect {
         Some(url) => Box::new(Remote::connect(url)?),
-        None => Box::new(Embedded::open(&args.data, args.cache_mb)?),
+        None => Box::new(Embedded::open(
+            &args.data,
+            args.cache_mb,
+            args.anchor_interval,
+        )?),
     };
     // Without the handler, Ctrl-C during \import ends the program, as by default.
     let _ = interrupt::install();
@@ -60,20 +66,22 @@ pub fn run(args: ShellArgs) -> anyhow::Result<bool> {
             session.feed_line(line);
         }
         session.finish();
-        return Ok(session.ok);
-    }
-    if !std::io::stdin().is_terminal() {
+    } else if !std::io::stdin().is_terminal() {
         session.run_stream(std::io::stdin().lock())?;
-        return Ok(session.ok);
+    } else {
+        session.interactive = true;
+        let history = match &args.connect {
+            Some(_) => history_file(Path::new(".")),
+            None => history_file(&args.data),
+        };
+        session.repl(&history)?;
+        // Interactively, failures were shown as they happened.
+        session.ok = true;
     }
-    session.interactive = true;
-    let history = match &args.connect {
-        Some(_) => history_file(Path::new(".")),
-        None => history_file(&args.data),
-    };
-    session.repl(&history)?;
-    // Interactively, failures were shown as they happened.
-    Ok(true)
+    if let Err(e) = session.target.close() {
+        session.fail(&e);
+    }
+    Ok(session.ok)
 }
 
 struct Session {
@@ -260,6 +268,10 @@ impl Session {
                 ));
             }
             ("\\d", []) => self.internal("SHOW COLLECTIONS"),
+            ("\\anchors", []) => match self.target.anchors() {
+                Ok(result) => self.print(&result),
+                Err(e) => self.fail(&e),
+            },
             ("\\d", [name]) => self.describe(name),
             ("\\import", words) => match import::ImportArgs::parse(words) {
                 Some(args) => self.import(&args),

@@ -3,6 +3,11 @@
 //! `\d`, `\import`) is the same for both; only these calls differ.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use stratosdb::embedded_anchor::{Anchorer, Ticker};
 
 use anyhow::Context;
 use stratosdb::client::{Client, ClientError};
@@ -10,6 +15,7 @@ use stratosdb_engine::{Durability, Engine, EngineConfig, EngineError, Op, Value}
 use stratosdb_query::ast::Statement;
 use stratosdb_query::{Database, QueryError, StatementResult};
 
+use super::anchors;
 use super::import::{ImportSink, WriteError};
 
 /// What the shell runs statements on.
@@ -22,16 +28,27 @@ pub trait Target: ImportSink {
     fn count(&self, collection: &str) -> Result<u64, String>;
     /// What the shell is on, for its banner.
     fn describe(&self) -> String;
+    /// The anchored epochs (`\anchors`).
+    fn anchors(&self) -> Result<StatementResult, String> {
+        Err("\\anchors lists the anchors of an embedded data folder".into())
+    }
+    /// At a clean exit: an embedded folder anchors what changed.
+    fn close(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
-/// An embedded database in a data folder.
+/// An embedded database in a data folder, anchored on the folder's ledger.
 pub struct Embedded {
     db: Database,
     data: String,
+    anchorer: Arc<Anchorer>,
+    /// Anchors every `--anchor-interval`; stopped before the last anchor.
+    ticker: Mutex<Option<Ticker>>,
 }
 
 impl Embedded {
-    pub fn open(data: &Path, cache_mb: u64) -> anyhow::Result<Embedded> {
+    pub fn open(data: &Path, cache_mb: u64, anchor_interval: Duration) -> anyhow::Result<Embedded> {
         let config = EngineConfig {
             cache_bytes: cache_mb.saturating_mul(1 << 20),
             ..EngineConfig::default()
@@ -40,9 +57,19 @@ impl Embedded {
             .map_err(QueryError::from)
             .and_then(Database::with_engine)
             .with_context(|| format!("cannot open the database in {}", data.display()))?;
+        let anchorer = Anchorer::open(data, db.engine().clone(), db.shard().clone())
+            .map(Arc::new)
+            .with_context(|| format!("cannot open the ledger of {}", data.display()))?;
+        let ticker = (!anchor_interval.is_zero()).then(|| {
+            Ticker::start(anchorer.clone(), anchor_interval, |e| {
+                eprintln!("error: anchoring: {e}")
+            })
+        });
         Ok(Embedded {
             db,
             data: data.display().to_string(),
+            anchorer,
+            ticker: Mutex::new(ticker),
         })
     }
 }
@@ -84,6 +111,18 @@ impl Target for Embedded {
 
     fn describe(&self) -> String {
         self.data.clone()
+    }
+
+    fn anchors(&self) -> Result<StatementResult, String> {
+        anchors::list(&self.anchorer).map_err(|e| e.to_string())
+    }
+
+    fn close(&self) -> Result<(), String> {
+        drop(self.ticker.lock().take());
+        self.anchorer
+            .anchor_if_changed()
+            .map(|_| ())
+            .map_err(|e| format!("anchoring at exit: {e}"))
     }
 }
 

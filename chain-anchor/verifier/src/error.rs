@@ -17,6 +17,13 @@ pub enum VerifyError {
     /// A read proof with no anchor where an anchored one is required.
     #[error("{0} is unanchored (proved to the replica's current root only)")]
     Unanchored(String),
+    /// A ledger block that does not check out, or whose record is damaged:
+    /// its height (the height it would have, for a damaged record) and why.
+    #[error("ledger block {height}: {reason}")]
+    LedgerBlock { height: u64, reason: String },
+    /// Bytes that are not a ledger file.
+    #[error("not a ledger: {0}")]
+    MalformedLedger(String),
     #[error(transparent)]
     Proof(#[from] stratosdb_proof::ProofError),
 }

@@ -9,6 +9,8 @@
 //!   that one shard leaf is under it;
 //! - [`ReadProof`]: a served document's proof to its shard root and on to an
 //!   anchored cluster root, and [`verify_rows`], which ties a reply's rows to it;
+//! - [`ledger`]: the local ledger's signed, hash-chained blocks and the
+//!   checks an auditor runs over its file;
 //! - the proofs of single documents come from `stratosdb-proof` (re-exported
 //!   as [`proof`]).
 //!
@@ -19,6 +21,7 @@
 mod error;
 pub mod hex_serde;
 pub mod leaves;
+pub mod ledger;
 pub mod payload;
 pub mod read_proof;
 

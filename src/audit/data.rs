@@ -1,0 +1,158 @@
+//! An embedded data folder: its ledger, every document re-hashed from its
+//! stored bytes, and the shard root recomputed from them against the leaf of
+//! the latest anchored epoch (`docs/chain.md`, "The embedded database's
+//! anchors").
+
+use std::ops::Bound;
+use std::path::Path;
+
+use stratosdb::embedded_anchor::{LEDGER_DIR, leaf, read_cluster_id};
+use stratosdb_chain_anchor::{Hash, LedgerReport};
+use stratosdb_engine::proof::EMPTY_ROOT;
+use stratosdb_engine::proof::hash::to_hex;
+use stratosdb_engine::proof::hash::{doc_hash, key_hash};
+use stratosdb_engine::{Engine, EngineConfig, Shard, root_from_scratch};
+
+use super::Audit;
+
+pub fn check(audit: &mut Audit, dir: &Path) {
+    let cluster = match read_cluster_id(dir) {
+        Ok(cluster) => cluster,
+        Err(e) => return audit.failed("the folder's cluster id", &e.to_string()),
+    };
+    let ledger_dir = dir.join(LEDGER_DIR);
+    let report = match cluster {
+        Some(id) => super::ledger::check(audit, &ledger_dir, Some(&id)),
+        None => None,
+    };
+    let shard = match Engine::open(dir, EngineConfig::default()).and_then(|e| e.shard(0)) {
+        Ok(shard) => shard,
+        Err(e) => {
+            return audit.failed(
+                &format!("data folder {}", dir.display()),
+                &format!("cannot open it (close the shell that has it open): {e}"),
+            );
+        }
+    };
+    let Some((root, documents, damaged)) = rehash_documents(audit, &shard) else {
+        return;
+    };
+    compare_with_anchor(
+        audit,
+        report.as_ref(),
+        cluster.as_ref(),
+        root,
+        documents,
+        damaged,
+    );
+}
+
+/// Re-hashes every document from its stored bytes, naming each one whose
+/// hash is not the one its record (and so the shard's trie) holds. Returns
+/// the root over the re-hashed documents, their number and how many differ.
+fn rehash_documents(audit: &mut Audit, shard: &Shard) -> Option<(Hash, u64, u64)> {
+    let collections = shard.collections();
+    let total: u64 = collections
+        .iter()
+        .filter_map(|c| shard.collection(c).ok())
+        .map(|info| info.count)
+        .sum();
+    let bar = audit.progress(total, "re-hashing documents");
+    let mut leaves = Vec::new();
+    let mut damaged = 0u64;
+    let mut unreadable = false;
+    for name in &collections {
+        let scan = match shard.scan(name, Bound::Unbounded, Bound::Unbounded, false) {
+            Ok(scan) => scan,
+            Err(e) => {
+                audit.failed(&format!("collection {name}"), &e.to_string());
+                unreadable = true;
+                continue;
+            }
+        };
+        for item in scan {
+            bar.inc(1);
+            let (id, doc) = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    bar.suspend(|| audit.failed(&format!("a document of {name}"), &e.to_string()));
+                    unreadable = true;
+                    continue;
+                }
+            };
+            let hash = doc_hash(&doc);
+            let recorded = shard
+                .get_raw(name, &id)
+                .ok()
+                .flatten()
+                .and_then(|raw| raw.hash().ok());
+            if recorded != Some(hash) {
+                damaged += 1;
+                bar.suspend(|| {
+                    audit.failed(
+                        &format!("document {name}/{id}"),
+                        &format!(
+                            "its stored bytes hash to {}, the shard's trie holds {}: it was altered on disk",
+                            to_hex(&hash),
+                            recorded.map(|h| to_hex(&h)).unwrap_or_else(|| "nothing".into())
+                        ),
+                    )
+                });
+            }
+            leaves.push((key_hash(name, &id), hash));
+        }
+    }
+    bar.finish_and_clear();
+    if unreadable {
+        audit.failed(
+            "the shard root",
+            "not recomputed: documents could not be read",
+        );
+        return None;
+    }
+    let count = leaves.len() as u64;
+    if damaged == 0 {
+        audit.ok(&format!(
+            "{count} documents in {} collections: each one's stored bytes hash to its record's hash",
+            collections.len()
+        ));
+    }
+    Some((root_from_scratch(&mut leaves), count, damaged))
+}
+
+fn compare_with_anchor(
+    audit: &mut Audit,
+    report: Option<&LedgerReport>,
+    cluster: Option<&Hash>,
+    root: Hash,
+    documents: u64,
+    damaged: u64,
+) {
+    let what = "the shard root recomputed from the documents";
+    let latest = report.and_then(|r| {
+        r.anchors
+            .iter()
+            .rfind(|a| Some(&a.payload.cluster_id) == cluster)
+    });
+    let Some(anchor) = latest else {
+        if root == EMPTY_ROOT {
+            audit.ok("the folder is empty and has no anchor");
+        } else {
+            audit.failed(what, "the folder holds documents but no anchor of them");
+        }
+        return;
+    };
+    let epoch = anchor.payload.epoch;
+    let against = format!("the leaf anchored in epoch {epoch} ({})", anchor.reference);
+    if leaf(epoch, root).hash() == anchor.payload.cluster_root {
+        return audit.ok(&format!("{what} ({documents} documents) equals {against}"));
+    }
+    let why = if damaged > 0 {
+        format!("differs from {against}: {damaged} altered document(s), named above")
+    } else {
+        format!(
+            "differs from {against}: the documents changed after it (a shell that did not exit cleanly) or were altered on disk together with their hashes"
+        )
+    };
+    audit.failed(what, &why);
+}

@@ -1,0 +1,87 @@
+//! `stratosdb audit`: checks what the database and its chain hold, prints
+//! each item it checked with its verdict (`ok` or `FAILED: reason`), and
+//! fails (exit status 1) if any item failed. One module per check:
+//!
+//! - `ledger`: a local ledger's whole hash chain, signatures and anchors;
+//! - `data`: an embedded data folder's documents against its latest anchor.
+
+mod data;
+mod ledger;
+
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// A local ledger folder: its whole hash chain and signatures, and the
+    /// anchors on it, by epoch.
+    #[arg(long)]
+    ledger: Option<PathBuf>,
+    /// An embedded shell's data folder (closed): its ledger (DIR/ledger),
+    /// and its shard root recomputed from its documents against the latest
+    /// anchored leaf.
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+/// The verdicts so far.
+pub struct Audit {
+    failures: usize,
+    checked: usize,
+}
+
+impl Audit {
+    fn ok(&mut self, what: &str) {
+        self.checked += 1;
+        println!("ok      {what}");
+    }
+
+    fn failed(&mut self, what: &str, reason: &str) {
+        self.checked += 1;
+        self.failures += 1;
+        println!("FAILED  {what}: {reason}");
+    }
+
+    /// A fact that is neither a pass nor a failure.
+    fn note(&self, text: &str) {
+        println!("        {text}");
+    }
+
+    /// A progress bar on standard error (hidden when it is not a terminal).
+    fn progress(&self, total: u64, what: &str) -> ProgressBar {
+        let bar = ProgressBar::new(total);
+        if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta} left)")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        bar
+    }
+}
+
+/// Runs the checks asked for; `Ok(false)` if any failed.
+pub fn run(args: AuditArgs) -> anyhow::Result<bool> {
+    if args.ledger.is_none() && args.data.is_none() {
+        anyhow::bail!("say what to audit: --ledger DIR and/or --data DIR");
+    }
+    let mut audit = Audit {
+        failures: 0,
+        checked: 0,
+    };
+    if let Some(dir) = &args.ledger {
+        ledger::check(&mut audit, dir, None);
+    }
+    if let Some(dir) = &args.data {
+        data::check(&mut audit, dir);
+    }
+    if audit.failures == 0 {
+        println!("audit passed: {} items checked", audit.checked);
+    } else {
+        println!(
+            "audit FAILED: {} of {} items failed",
+            audit.failures, audit.checked
+        );
+    }
+    Ok(audit.failures == 0)
+}
