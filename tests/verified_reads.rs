@@ -364,6 +364,27 @@ fn verified_reads_on_a_cluster() {
     renamed["rows"][0]["name"] = json!("forged");
     let lines = audit_proofs(&renamed.to_string(), None, &Policy::default());
     assert!(lines[0].verdict.is_err(), "{lines:?}");
+    // The same through `stratosdb audit --proofs FILE`: exit 0, then 1.
+    let dir = tempfile::tempdir().unwrap();
+    let audit = |json: &str| {
+        let file = dir.path().join("reply.json");
+        std::fs::write(&file, json).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+            .args(["audit", "--proofs"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, out) = audit(&text);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("unanchored (raft index"), "{out}");
+    let (code, out) = audit(&flipped.to_string());
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(out.matches("FAILED ").count(), 1, "{out}");
     let required = Policy {
         require_anchored: true,
         ..Policy::default()
