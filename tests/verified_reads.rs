@@ -364,6 +364,31 @@ fn verified_reads_on_a_cluster() {
     renamed["rows"][0]["name"] = json!("forged");
     let lines = audit_proofs(&renamed.to_string(), None, &Policy::default());
     assert!(lines[0].verdict.is_err(), "{lines:?}");
+    // The shell with --connect: `\proof on` adds a verified proof column.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+        .args([
+            "shell",
+            "--connect",
+            cluster.url(2),
+            "--format",
+            "json",
+            "-c",
+        ])
+        .arg("\\proof on\nSELECT _id, n FROM docs WHERE n < 2 ORDER BY n;")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.matches("unanchored (raft index").count(),
+        2,
+        "{stdout}"
+    );
+
     // The same through `stratosdb audit --proofs FILE`: exit 0, then 1.
     let dir = tempfile::tempdir().unwrap();
     let audit = |json: &str| {

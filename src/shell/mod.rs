@@ -37,6 +37,7 @@ Commands (a command takes the rest of its line; it may follow a ';'):
   \import FILE INTO COLL [ON CONFLICT SKIP|REPLACE]
                           load a JSON Lines file (Ctrl-C stops it)
   \anchors                the epochs anchored on the folder's ledger
+  \proof on|off           with --connect: verify SELECTs' proofs, a proof column per row
   \timing                 print the time each statement takes (on/off)
   \help                   this text
   \q                      quit"#;
@@ -272,6 +273,12 @@ impl Session {
                 Ok(result) => self.print(&result),
                 Err(e) => self.fail(&e),
             },
+            ("\\proof", [switch @ ("on" | "off")]) => {
+                match self.target.set_proofs(*switch == "on") {
+                    Ok(()) => self.info(&format!("proofs {switch}")),
+                    Err(e) => self.fail(&e),
+                }
+            }
             ("\\d", [name]) => self.describe(name),
             ("\\import", words) => match import::ImportArgs::parse(words) {
                 Some(args) => self.import(&args),
