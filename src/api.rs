@@ -27,6 +27,10 @@ pub struct SqlRequest {
     /// Off by default, so that the reply is `{"rows", "affected"}` alone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub detail: bool,
+    /// Ask for proofs: `proofs` (one per row) and `absent` in the reply
+    /// (a SELECT without aggregates, GROUP BY or DISTINCT only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proof: bool,
 }
 
 /// `GET /v1/cluster`'s reply: the cluster map as this node sees it.

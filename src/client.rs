@@ -10,10 +10,15 @@
 //! assert_eq!(doc.to_json_string(), r#"{"_id":"u1","name":"Ann"}"#);
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use stratosdb_chain_anchor::Chain;
 use stratosdb_engine::Value;
 use stratosdb_query::StatementResult;
+use stratosdb_verifier::Verified;
+
+use crate::verified::{Anchors, Policy, ProvenReply, Rejection, projection_of, verify_reply};
 
 use crate::api::{
     AnchorsQuery, AnchorsReply, ClusterMap, Consistency, ErrorBody, JoinReply, JoinRequest,
@@ -42,6 +47,10 @@ pub enum ClientError {
     /// The base URL is not `http://HOST:PORT`.
     #[error("invalid server URL {0:?}: expected http://HOST:PORT")]
     InvalidUrl(String),
+    /// With a verifier: the reply's proofs do not check out against the
+    /// chain (forged, damaged, unanchored or stale: see [`Rejection`]).
+    #[error("reply from {url} rejected: {reason}")]
+    Rejected { url: String, reason: Rejection },
 }
 
 impl ClientError {
@@ -107,6 +116,14 @@ struct RowsBody {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    verifier: Option<Verifier>,
+}
+
+/// The chain a verifying client trusts, and what it requires of proofs.
+#[derive(Clone)]
+struct Verifier {
+    chain: Option<Arc<dyn Chain>>,
+    policy: Policy,
 }
 
 impl Client {
@@ -129,7 +146,115 @@ impl Client {
             .timeout_connect(Some(Duration::from_secs(10)))
             .build()
             .new_agent();
-        Ok(Client { base, agent })
+        Ok(Client {
+            base,
+            agent,
+            verifier: None,
+        })
+    }
+
+    /// This client, verifying every read: SELECTs, `get` and `find` ask for
+    /// proofs, and each reply is checked against anchors read from `chain`
+    /// (never from the node) under `policy`; a reply that does not check out
+    /// fails with [`ClientError::Rejected`]. Writes and DDL are unchanged.
+    pub fn with_verifier(mut self, chain: Arc<dyn Chain>, policy: Policy) -> Client {
+        self.verifier = Some(Verifier {
+            chain: Some(chain),
+            policy,
+        });
+        self
+    }
+
+    /// This client, verifying every read without a chain: each document is
+    /// checked against the shard root its replica states, which proves the
+    /// reply consistent but not that the root is genuine; anchored proofs
+    /// are refused (there is no chain to read their anchors from).
+    pub fn verifying_unanchored(mut self) -> Client {
+        self.verifier = Some(Verifier {
+            chain: None,
+            policy: Policy::default(),
+        });
+        self
+    }
+
+    /// Runs a SELECT with proofs and returns the reply as sent, unchecked
+    /// (what `audit --proofs` checks later; the shell saves it).
+    pub fn sql_proven(
+        &self,
+        sql: &str,
+        consistency: Consistency,
+    ) -> Result<ProvenReply, ClientError> {
+        let text = self.post_sql(sql, consistency, true)?;
+        let mut reply: ProvenReply = serde_json::from_str(&text).map_err(|e| self.protocol(e))?;
+        reply.sql = Some(sql.to_string());
+        Ok(reply)
+    }
+
+    /// `POST /v1/sql` with `detail` (and `proof` when asked): the reply's text.
+    fn post_sql(
+        &self,
+        sql: &str,
+        consistency: Consistency,
+        proof: bool,
+    ) -> Result<String, ClientError> {
+        let request = SqlRequest {
+            proof,
+            sql: sql.to_string(),
+            consistency,
+            detail: true,
+        };
+        let body = serde_json::to_string(&request).map_err(|e| self.protocol(e))?;
+        self.call("POST", "/v1/sql", Some(body))
+    }
+
+    /// Runs a SELECT with proofs and checks them with this client's verifier
+    /// (an error if it has none): the rows and each row's verdict.
+    pub fn sql_verified(
+        &self,
+        sql: &str,
+        consistency: Consistency,
+    ) -> Result<(SqlReply, Vec<Verified>), ClientError> {
+        let reply = self.sql_proven(sql, consistency)?;
+        let query = projection_of(Some(sql)).map_err(|r| self.rejected(r))?;
+        let verdicts = self.check(&reply, query.as_ref())?;
+        Ok((
+            SqlReply {
+                columns: reply.columns,
+                rows: reply.rows,
+                affected: 0,
+                message: None,
+            },
+            verdicts,
+        ))
+    }
+
+    /// Checks a proven reply with this client's verifier.
+    fn check(
+        &self,
+        reply: &ProvenReply,
+        query: Option<&stratosdb_query::ast::Query>,
+    ) -> Result<Vec<Verified>, ClientError> {
+        let Some(v) = &self.verifier else {
+            return Err(self.protocol("no verifier: see Client::with_verifier"));
+        };
+        let mut anchors = Anchors::new(v.chain.as_deref());
+        verify_reply(reply, query, &mut anchors, &v.policy).map_err(|r| self.rejected(r))
+    }
+
+    fn rejected(&self, reason: Rejection) -> ClientError {
+        ClientError::Rejected {
+            url: self.base.clone(),
+            reason,
+        }
+    }
+
+    /// Whether statements of `sql` are verified reads.
+    fn verifies(&self, sql: &str) -> bool {
+        self.verifier.is_some()
+            && matches!(
+                stratosdb_query::parse_statement(sql),
+                Ok(stratosdb_query::ast::Statement::Select(_))
+            )
     }
 
     /// The base URL, `http://HOST:PORT`.
@@ -149,13 +274,10 @@ impl Client {
 
     /// Runs one statement with the given consistency.
     pub fn sql_with(&self, sql: &str, consistency: Consistency) -> Result<SqlReply, ClientError> {
-        let request = SqlRequest {
-            sql: sql.to_string(),
-            consistency,
-            detail: true,
-        };
-        let body = serde_json::to_string(&request).map_err(|e| self.protocol(e))?;
-        let text = self.call("POST", "/v1/sql", Some(body))?;
+        if self.verifies(sql) {
+            return Ok(self.sql_verified(sql, consistency)?.0);
+        }
+        let text = self.post_sql(sql, consistency, false)?;
         let reply: SqlReplyBody = serde_json::from_str(&text).map_err(|e| self.protocol(e))?;
         Ok(SqlReply {
             columns: reply.columns,
@@ -179,9 +301,57 @@ impl Client {
     }
 
     /// The document (an error with code `document_not_found` if absent).
+    /// With a verifier, the document's inclusion (or, for
+    /// `document_not_found`, its absence) is proved and checked.
     pub fn get(&self, collection: &str, id: &str) -> Result<Value, ClientError> {
+        if self.verifier.is_some() {
+            return self.get_verified(collection, id, Consistency::Linearizable);
+        }
         let text = self.call("GET", &doc_path(collection, id), None)?;
         Value::from_json_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// `GET …?proof=true`, checked: the document, or `document_not_found`
+    /// once its non-inclusion proof holds.
+    pub fn get_verified(
+        &self,
+        collection: &str,
+        id: &str,
+        consistency: Consistency,
+    ) -> Result<Value, ClientError> {
+        let path = format!(
+            "{}?proof=true&consistency={}",
+            doc_path(collection, id),
+            match consistency {
+                Consistency::Linearizable => "linearizable",
+                Consistency::Follower => "follower",
+            }
+        );
+        let (status, text) = self.call_raw("GET", &path, None)?;
+        if status != 200 && status != 404 {
+            return Err(self.api_error(status, &text));
+        }
+        let reply: ProvenReply = match serde_json::from_str(&text) {
+            Ok(r) => r,
+            Err(_) if status == 404 => return Err(self.api_error(status, &text)),
+            Err(e) => return Err(self.protocol(e)),
+        };
+        let asked = |p: &stratosdb_verifier::ReadProof| p.collection == collection && p.id == id;
+        self.check(&reply, None)?;
+        if status == 404 {
+            if reply.rows.is_empty() && reply.absent.iter().any(asked) {
+                return Err(self.api_error(status, &text));
+            }
+            return Err(self.rejected(Rejection::Invalid(format!(
+                "{collection}/{id} was reported absent without its non-inclusion proof"
+            ))));
+        }
+        match (reply.rows.as_slice(), reply.proofs.as_slice()) {
+            ([row], [proof]) if asked(proof) => Ok(row.clone()),
+            _ => Err(self.rejected(Rejection::Invalid(format!(
+                "the reply does not prove the one document {collection}/{id}"
+            )))),
+        }
     }
 
     /// Whether the document exists.
@@ -207,8 +377,40 @@ impl Client {
         request: &serde_json::Value,
     ) -> Result<Vec<Value>, ClientError> {
         let path = format!("/v1/collections/{}/find", encode_segment(collection));
+        if self.verifier.is_some() {
+            return self.find_verified(collection, &path, request);
+        }
         let text = self.call("POST", &path, Some(request.to_string()))?;
         let reply: RowsBody = serde_json::from_str(&text).map_err(|e| self.protocol(e))?;
+        Ok(reply.rows)
+    }
+
+    fn find_verified(
+        &self,
+        collection: &str,
+        path: &str,
+        request: &serde_json::Value,
+    ) -> Result<Vec<Value>, ClientError> {
+        let mut asked = request.clone();
+        if let Some(fields) = asked.as_object_mut() {
+            fields.insert("proof".into(), serde_json::Value::Bool(true));
+        }
+        let text = self.call("POST", path, Some(asked.to_string()))?;
+        let reply: ProvenReply = serde_json::from_str(&text).map_err(|e| self.protocol(e))?;
+        // The projection the rows must be of: the request's, compiled as the node does.
+        let projection: Option<Vec<String>> = match request.get("projection") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(p) => Some(serde_json::from_value(p.clone()).map_err(|e| self.protocol(e))?),
+        };
+        let options = stratosdb_query::FindOptions {
+            projection,
+            ..Default::default()
+        };
+        let empty = serde_json::json!({});
+        let filter = request.get("filter").unwrap_or(&empty);
+        let query = stratosdb_query::filter::find_query(collection, filter, &options)
+            .map_err(|e| self.protocol(e))?;
+        self.check(&reply, Some(&query))?;
         Ok(reply.rows)
     }
 
@@ -263,6 +465,20 @@ impl Client {
 
     /// One request; a non-2xx reply becomes [`ClientError::Api`].
     fn call(&self, method: &str, path: &str, body: Option<String>) -> Result<String, ClientError> {
+        let (status, text) = self.call_raw(method, path, body)?;
+        if (200..300).contains(&status) {
+            return Ok(text);
+        }
+        Err(self.api_error(status, &text))
+    }
+
+    /// One request: the status and the body.
+    fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(u16, String), ClientError> {
         let url = format!("{}{path}", self.base);
         let sent = match (method, body) {
             ("GET", _) => self.agent.get(&url).call(),
@@ -292,20 +508,22 @@ impl Client {
                 url: url.clone(),
                 reason: e.to_string(),
             })?;
-        if (200..300).contains(&status) {
-            return Ok(text);
-        }
-        match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => Err(ClientError::Api {
+        Ok((status, text))
+    }
+
+    /// A non-2xx reply as [`ClientError::Api`].
+    fn api_error(&self, status: u16, text: &str) -> ClientError {
+        match serde_json::from_str::<ErrorBody>(text) {
+            Ok(body) => ClientError::Api {
                 status,
                 code: body.error.code,
                 message: body.error.message,
-            }),
-            Err(_) => Err(ClientError::Api {
+            },
+            Err(_) => ClientError::Api {
                 status,
                 code: "http_error".to_string(),
                 message: format!("HTTP {status}: {}", text.trim()),
-            }),
+            },
         }
     }
 

@@ -7,3 +7,4 @@ pub mod client;
 pub mod embedded_anchor;
 pub mod node;
 pub mod rows;
+pub mod verified;

@@ -155,6 +155,18 @@ pub trait Chain: Send + Sync {
     /// Reads an anchor back by its reference and checks it (see [`AnchorRecord`]).
     fn read_anchor(&self, reference: &ChainRef) -> Result<AnchorRecord, ChainError>;
 
+    /// The anchor of the latest epoch this chain holds for `cluster_id`
+    /// (`None`: none yet), checked as [`Chain::read_anchor`] checks it. What
+    /// a client asks to refuse reads proved to an older epoch. A backend
+    /// that cannot search its anchors says so with `Unavailable`.
+    fn latest_anchor(&self, cluster_id: &[u8; 32]) -> Result<Option<AnchorRecord>, ChainError> {
+        let _ = cluster_id;
+        Err(ChainError::Unavailable(format!(
+            "the {} chain cannot find the latest anchor",
+            self.info().kind
+        )))
+    }
+
     /// Polls [`Chain::status`] until the submission is no longer pending or
     /// `timeout` has passed (then it is still `Pending`).
     fn wait_included(

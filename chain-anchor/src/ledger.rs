@@ -466,6 +466,15 @@ impl Chain for LocalLedger {
         )
     }
 
+    fn latest_anchor(&self, cluster_id: &[u8; 32]) -> Result<Option<AnchorRecord>, ChainError> {
+        let latest = self
+            .anchors()?
+            .into_iter()
+            .filter(|(_, p)| &p.cluster_id == cluster_id)
+            .max_by_key(|(_, p)| p.epoch);
+        latest.map(|(r, _)| self.read_anchor(&r)).transpose()
+    }
+
     fn read_anchor(&self, reference: &ChainRef) -> Result<AnchorRecord, ChainError> {
         let ChainRef::Ledger { height, block_hash } = *reference else {
             return Err(ChainError::NotFound(format!(

@@ -56,6 +56,9 @@ pub enum QueryError {
     #[error("{message}")]
     Remote { code: String, message: String },
     /// The shard has no quorum or cannot be reached; retrying may succeed.
+    /// A read that asked for proofs but cannot have them (an aggregate...).
+    #[error("proofs unsupported: {0}")]
+    ProofUnsupported(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// A message between nodes that does not decode (see [`crate::wire`]).
@@ -97,6 +100,7 @@ impl QueryError {
             QueryError::LimitExceeded { .. } => "limit_exceeded",
             QueryError::Remote { code, .. } => code,
             QueryError::Unavailable(_) => "unavailable",
+            QueryError::ProofUnsupported(_) => "proof_unsupported",
             QueryError::Malformed(_) => "malformed",
             QueryError::UniqueNeedsSingleShard { .. } => "unique_needs_single_shard",
             QueryError::PartialWrite { .. } => "partial_write",

@@ -325,7 +325,7 @@ fn sort_key(keys: &[OrderKey], ctx: Ctx<'_>) -> Result<Vec<Option<Value>>> {
     keys.iter().map(|k| eval(&k.expr, ctx)).collect()
 }
 
-fn project(items: &[SelectItem], ctx: Ctx<'_>) -> Result<Value> {
+pub(crate) fn project(items: &[SelectItem], ctx: Ctx<'_>) -> Result<Value> {
     let mut row = BTreeMap::new();
     for item in items {
         if let Some(v) = eval(&item.expr, ctx)? {

@@ -34,6 +34,7 @@ pub mod functions;
 pub mod limits;
 pub mod parse;
 pub mod plan;
+mod proven;
 mod sharded;
 pub mod translate;
 pub mod tree;
@@ -44,6 +45,9 @@ pub use error::{QueryError, Result};
 pub use exec::{Rows, ShardSource};
 pub use filter::{FindOptions, Order};
 pub use parse::{StatementText, parse_script, parse_statement, split_statements};
+pub use proven::{
+    MAX_PROOF_ATTEMPTS, ProvenRows, execute_proven, project_document, proof_unsupported,
+};
 pub use sharded::{
     Executed, LOCAL_MAX_SHARDS, LocalShards, MAX_WRITE_ATTEMPTS, ReadConsistency, ShardRead,
     ShardedDatabase, ShardedStore,

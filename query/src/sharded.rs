@@ -75,6 +75,20 @@ pub trait ShardedStore: Send + Sync {
         plan: &ShardPlan,
         consistency: ReadConsistency,
     ) -> Result<(Partial, u64)>;
+    /// Runs a shard plan whose output is whole documents and proves them
+    /// (`crate::proven::execute_proven`) on the replica that serves it.
+    /// A store that cannot prove refuses with `proof_unsupported`.
+    fn execute_partial_proven(
+        &self,
+        shard: u32,
+        plan: &ShardPlan,
+        consistency: ReadConsistency,
+    ) -> Result<(Partial, Vec<stratosdb_verifier::ReadProof>)> {
+        let _ = (shard, plan, consistency);
+        Err(QueryError::ProofUnsupported(
+            "this store does not prove its reads".into(),
+        ))
+    }
     /// Applies `ops` (all on documents of this shard) atomically on one shard.
     fn write(&self, collection: &str, shard: u32, ops: Vec<Op>) -> Result<Vec<OpOutcome>>;
     /// Names of the collections, sorted.
@@ -323,7 +337,10 @@ impl<S: ShardedStore> ShardedDatabase<S> {
     /// The shards a shard plan must run on, each with its plan: a lookup by
     /// `_id` goes only to the shards that own the ids (each asked for its
     /// own), anything else to every shard.
-    fn targets<'p>(&self, plan: &'p ShardPlan) -> Result<Vec<(u32, Cow<'p, ShardPlan>)>> {
+    pub(crate) fn targets<'p>(
+        &self,
+        plan: &'p ShardPlan,
+    ) -> Result<Vec<(u32, Cow<'p, ShardPlan>)>> {
         let count = self.store.shard_count(&plan.collection)?;
         if count <= 1 {
             return Ok(vec![(0, Cow::Borrowed(plan))]);
@@ -788,7 +805,7 @@ fn affected(outcomes: &[OpOutcome]) -> u64 {
 
 /// Runs `f` on every item, on scoped threads when there are several (one
 /// per shard: shard work is I/O or a network round trip, not CPU).
-fn each<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+pub(crate) fn each<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     if items.len() <= 1 {
         return items.into_iter().map(f).collect();
     }
@@ -1038,6 +1055,15 @@ impl ShardedStore for LocalShards {
         let shard = self.shard(&plan.collection, shard)?;
         let partial = execute_on_shard(&shard, plan)?;
         Ok((partial, shard.applied_index()?))
+    }
+
+    fn execute_partial_proven(
+        &self,
+        shard: u32,
+        plan: &ShardPlan,
+        _consistency: ReadConsistency,
+    ) -> Result<(Partial, Vec<stratosdb_verifier::ReadProof>)> {
+        crate::proven::execute_proven(&self.shard(&plan.collection, shard)?, shard, plan)
     }
 
     fn write(&self, collection: &str, shard: u32, ops: Vec<Op>) -> Result<Vec<OpOutcome>> {

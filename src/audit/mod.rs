@@ -3,10 +3,12 @@
 //! fails (exit status 1) if any item failed. One module per check:
 //!
 //! - `ledger`: a local ledger's whole hash chain, signatures and anchors;
-//! - `data`: an embedded data folder's documents against its latest anchor.
+//! - `data`: an embedded data folder's documents against its latest anchor;
+//! - `proofs`: a saved reply with proofs against the anchors on the chain.
 
 mod data;
 mod ledger;
+mod proofs;
 
 use std::path::PathBuf;
 
@@ -23,6 +25,14 @@ pub struct AuditArgs {
     /// anchored leaf.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// A saved reply with proofs (`"proof": true` on the API, the shell's
+    /// `\proof`): every proof against the anchors read from the chain
+    /// (`--ledger DIR`), a verdict per document.
+    #[arg(long)]
+    proofs: Option<PathBuf>,
+    /// With --proofs: refuse unanchored proofs.
+    #[arg(long, requires = "proofs")]
+    require_anchored: bool,
 }
 
 /// The verdicts so far.
@@ -62,8 +72,8 @@ impl Audit {
 
 /// Runs the checks asked for; `Ok(false)` if any failed.
 pub fn run(args: AuditArgs) -> anyhow::Result<bool> {
-    if args.ledger.is_none() && args.data.is_none() {
-        anyhow::bail!("say what to audit: --ledger DIR and/or --data DIR");
+    if args.ledger.is_none() && args.data.is_none() && args.proofs.is_none() {
+        anyhow::bail!("say what to audit: --ledger DIR, --data DIR and/or --proofs FILE");
     }
     let mut audit = Audit {
         failures: 0,
@@ -74,6 +84,14 @@ pub fn run(args: AuditArgs) -> anyhow::Result<bool> {
     }
     if let Some(dir) = &args.data {
         data::check(&mut audit, dir);
+    }
+    if let Some(file) = &args.proofs {
+        proofs::check(
+            &mut audit,
+            file,
+            args.ledger.as_deref(),
+            args.require_anchored,
+        );
     }
     if audit.failures == 0 {
         println!("audit passed: {} items checked", audit.checked);

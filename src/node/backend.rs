@@ -46,6 +46,20 @@ pub trait Backend: Send + Sync + 'static {
         consistency: Consistency,
     ) -> Result<Vec<Value>, BackendError>;
 
+    /// Runs a query with proofs of every returned document and of the
+    /// looked-up `_id`s that are absent (`docs/chain.md`, "Verifiable reads").
+    fn query_proven(
+        &self,
+        query: &stratosdb_query::ast::Query,
+        consistency: Consistency,
+    ) -> Result<stratosdb_query::ProvenRows, BackendError> {
+        let _ = (query, consistency);
+        Err(BackendError::bad_request(
+            "proof_unsupported",
+            "this node does not prove its reads",
+        ))
+    }
+
     /// Admits a new node into the cluster (`--join`): checks the token,
     /// adds the node to the map, and names the members it should reach.
     fn join(&self, request: &JoinRequest) -> Result<JoinReply, BackendError> {

@@ -297,6 +297,23 @@ async fn sql(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) 
     let request: SqlRequest = parse(&body(&state, raw)?)?;
     let detail = request.detail;
     let follower = request.consistency == Consistency::Follower;
+    if request.proof {
+        let query = match stratosdb_query::parse_statement(&request.sql)? {
+            stratosdb_query::ast::Statement::Select(q) => q,
+            _ => {
+                return Err(BackendError::bad_request(
+                    "proof_unsupported",
+                    "only a SELECT can be proven: a write or DDL returns no stored documents",
+                ));
+            }
+        };
+        let consistency = request.consistency;
+        let proven = blocking(&state, move |b| b.query_proven(&query, consistency)).await?;
+        return Ok(json(
+            StatusCode::OK,
+            proven_reply(&proven, detail, follower),
+        ));
+    }
     let outcome = blocking(&state, move |b| b.sql(&request.sql, request.consistency)).await?;
     let mut text = sql_reply(&outcome.result, detail);
     if follower && !outcome.reads.is_empty() {
@@ -346,11 +363,42 @@ fn sql_reply(result: &StatementResult, detail: bool) -> String {
     }
 }
 
-/// `?consistency=linearizable|follower` on document reads.
+/// A proven read's reply: `{"rows", "affected": 0, "proofs", "absent"}`
+/// (`proofs[i]` proves `rows[i]`'s document; `absent`, the looked-up `_id`s
+/// that are not there), with `columns` on `detail` and `applied` on
+/// follower reads.
+fn proven_reply(proven: &stratosdb_query::ProvenRows, detail: bool, follower: bool) -> String {
+    let mut text = sql_reply(
+        &StatementResult::Rows {
+            columns: proven.rows.columns.clone(),
+            rows: proven.rows.rows.clone(),
+        },
+        detail,
+    );
+    text.pop(); // the closing brace
+    let list = |proofs: &[stratosdb_verifier::ReadProof]| {
+        serde_json::to_string(proofs).unwrap_or_else(|_| "[]".into())
+    };
+    text.push_str(&format!(
+        r#","proofs":{},"absent":{}}}"#,
+        list(&proven.proofs),
+        list(&proven.absent)
+    ));
+    if follower && !proven.reads.is_empty() {
+        text = with_applied(text, &proven.reads);
+    }
+    text
+}
+
+/// `?consistency=linearizable|follower&proof=true` on document reads.
 #[derive(Deserialize)]
 struct ReadParams {
     #[serde(default)]
     consistency: Consistency,
+    /// Reply `{"rows": [doc], "proofs": [...], "absent": []}`; a 404 carries
+    /// the non-inclusion proof in `absent` beside `error`.
+    #[serde(default)]
+    proof: bool,
 }
 
 async fn put_doc(
@@ -405,8 +453,45 @@ async fn get_doc(
 ) -> Reply {
     let Query(params) =
         params.map_err(|e| BackendError::bad_request("invalid_request", e.body_text()))?;
+    if params.proof {
+        return get_doc_proven(state, collection, id, params.consistency).await;
+    }
     let doc = blocking(&state, move |b| b.get(&collection, &id, params.consistency)).await?;
     Ok(json(StatusCode::OK, json_row(&["_id".to_string()], &doc)))
+}
+
+async fn get_doc_proven(
+    state: AppState,
+    collection: String,
+    id: String,
+    consistency: Consistency,
+) -> Reply {
+    let mut query = stratosdb_query::ast::Query::all(&collection);
+    query.filter = Some(stratosdb_query::ast::Expr::cmp(
+        stratosdb_query::ast::CmpOp::Eq,
+        stratosdb_query::ast::Expr::path("_id"),
+        stratosdb_query::ast::Expr::lit(id.as_str()),
+    ));
+    let follower = consistency == Consistency::Follower;
+    let proven = blocking(&state, move |b| b.query_proven(&query, consistency)).await?;
+    let text = proven_reply(&proven, false, follower);
+    if !proven.rows.rows.is_empty() {
+        return Ok(json(StatusCode::OK, text));
+    }
+    // 404 with the error and the non-inclusion proof side by side.
+    let error = BackendError::document_not_found(&collection, &id);
+    let body = serde_json::to_string(&ErrorBody {
+        error: ErrorDetail {
+            code: error.code,
+            message: error.message,
+        },
+    })
+    .unwrap_or_default();
+    let mut merged = body;
+    merged.pop();
+    merged.push(',');
+    merged.push_str(&text[1..]);
+    Ok(json(StatusCode::NOT_FOUND, merged))
 }
 
 async fn delete_doc(
@@ -433,6 +518,9 @@ struct FindRequest {
     projection: Option<Vec<String>>,
     #[serde(default)]
     consistency: Consistency,
+    /// Ask for proofs, as `"proof": true` on `/v1/sql`.
+    #[serde(default)]
+    proof: bool,
 }
 
 async fn find(
@@ -458,6 +546,13 @@ async fn find(
         .clone()
         .unwrap_or_else(|| vec!["_id".to_string()]);
     let consistency = request.consistency;
+    if request.proof {
+        let query = stratosdb_query::filter::find_query(&collection, &filter, &options)?;
+        let proven = blocking(&state, move |b| b.query_proven(&query, consistency)).await?;
+        let mut proven = proven;
+        proven.rows.columns = columns;
+        return Ok(json(StatusCode::OK, proven_reply(&proven, false, false)));
+    }
     let rows = blocking(&state, move |b| {
         b.find(&collection, &filter, &options, consistency)
     })

@@ -37,6 +37,7 @@ Commands (a command takes the rest of its line; it may follow a ';'):
   \import FILE INTO COLL [ON CONFLICT SKIP|REPLACE]
                           load a JSON Lines file (Ctrl-C stops it)
   \anchors [N]             the newest N epochs and their chain anchors
+  \proof on|off           with --connect: verify SELECTs' proofs, a proof column per row
   \timing                 print the time each statement takes (on/off)
   \help                   this text
   \q                      quit"#;
@@ -268,6 +269,12 @@ impl Session {
                 ));
             }
             ("\\d", []) => self.internal("SHOW COLLECTIONS"),
+            ("\\proof", [switch @ ("on" | "off")]) => {
+                match self.target.set_proofs(*switch == "on") {
+                    Ok(()) => self.info(&format!("proofs {switch}")),
+                    Err(e) => self.fail(&e),
+                }
+            }
             ("\\d", [name]) => self.describe(name),
             ("\\anchors", words) => match anchors::parse_limit(words) {
                 Some(limit) => self.anchors(limit),

@@ -34,6 +34,15 @@ pub trait Target: ImportSink {
         let _ = limit;
         Err("\\anchors lists an embedded folder's anchors, or a cluster's with shell --connect URL".to_string())
     }
+    /// `\proof on|off`: ask for proofs of what SELECTs return and verify
+    /// them, adding a `proof` column (anchored at an epoch, or unanchored).
+    fn set_proofs(&self, on: bool) -> Result<(), String> {
+        let _ = on;
+        Err(
+            "\\proof needs a node (--connect); an embedded folder is read from its own files"
+                .into(),
+        )
+    }
     /// At a clean exit: an embedded folder anchors what changed.
     fn close(&self) -> Result<(), String> {
         Ok(())
@@ -172,6 +181,9 @@ impl ImportSink for Embedded {
 /// A node, through its HTTP API.
 pub struct Remote {
     client: Client,
+    /// `\proof on`: SELECTs are verified by `verifier` (a client of the same node).
+    proofs: std::sync::atomic::AtomicBool,
+    verifier: Client,
 }
 
 impl Remote {
@@ -180,7 +192,12 @@ impl Remote {
         client
             .health()
             .with_context(|| format!("the node at {} is not serving", client.url()))?;
-        Ok(Remote { client })
+        let verifier = client.clone().verifying_unanchored();
+        Ok(Remote {
+            client,
+            proofs: std::sync::atomic::AtomicBool::new(false),
+            verifier,
+        })
     }
 
     fn insert_sql(collection: &str, docs: &[Value]) -> String {
@@ -211,6 +228,30 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// A SELECT with proofs, verified; each row gains a `proof` column.
+    fn run_verified(&self, sql: &str) -> Result<StatementResult, String> {
+        let (reply, verdicts) = self
+            .verifier
+            .sql_verified(sql, stratosdb::api::Consistency::Linearizable)
+            .map_err(|e| e.to_string())?;
+        let mut columns = reply.columns.unwrap_or_default();
+        columns.push("proof".to_string());
+        let rows = reply
+            .rows
+            .into_iter()
+            .zip(&verdicts)
+            .map(|(row, verdict)| {
+                let mut fields = row.as_object().cloned().unwrap_or_default();
+                let text = stratosdb::verified::describe_verdict(verdict);
+                fields.insert("proof".to_string(), Value::from(text.as_str()));
+                Value::Object(fields)
+            })
+            .collect();
+        Ok(StatementResult::Rows { columns, rows })
+    }
+}
+
 fn client_write_error(e: ClientError) -> WriteError {
     match e {
         ClientError::Api { code, message, .. } if code == "duplicate_id" => {
@@ -224,8 +265,18 @@ fn client_write_error(e: ClientError) -> WriteError {
 }
 
 impl Target for Remote {
-    fn run(&self, text: &str, _parsed: &Statement) -> Result<StatementResult, String> {
+    fn run(&self, text: &str, parsed: &Statement) -> Result<StatementResult, String> {
+        if self.proofs.load(std::sync::atomic::Ordering::Relaxed)
+            && matches!(parsed, Statement::Select(_))
+        {
+            return self.run_verified(text);
+        }
         self.run_sql(text)
+    }
+
+    fn set_proofs(&self, on: bool) -> Result<(), String> {
+        self.proofs.store(on, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     fn run_sql(&self, sql: &str) -> Result<StatementResult, String> {

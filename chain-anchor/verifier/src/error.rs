@@ -11,6 +11,12 @@ pub enum VerifyError {
     /// The leaf and proof lead to another cluster root than the anchored one.
     #[error("shard leaf {leaf} is not under cluster root {root}")]
     LeafNotUnderRoot { leaf: String, root: String },
+    /// A read proof that does not hold together or does not match its reply.
+    #[error("read proof rejected: {0}")]
+    ReadProof(String),
+    /// A read proof with no anchor where an anchored one is required.
+    #[error("{0} is unanchored (proved to the replica's current root only)")]
+    Unanchored(String),
     /// A ledger block that does not check out, or whose record is damaged:
     /// its height (the height it would have, for a damaged record) and why.
     #[error("ledger block {height}: {reason}")]

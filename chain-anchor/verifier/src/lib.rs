@@ -7,6 +7,8 @@
 //! - [`ShardLeaf`] and [`cluster_root`]: how the shard roots of one epoch fold
 //!   into the one cluster root an anchor carries, and [`LeafProof`], the proof
 //!   that one shard leaf is under it;
+//! - [`ReadProof`]: a served document's proof to its shard root and on to an
+//!   anchored cluster root, and [`verify_rows`], which ties a reply's rows to it;
 //! - [`ledger`]: the local ledger's signed, hash-chained blocks and the
 //!   checks an auditor runs over its file;
 //! - the proofs of single documents come from `stratosdb-proof` (re-exported
@@ -21,9 +23,11 @@ pub mod hex_serde;
 pub mod leaves;
 pub mod ledger;
 pub mod payload;
+pub mod read_proof;
 
 pub use error::VerifyError;
 pub use leaves::{LeafProof, ShardLeaf, cluster_root};
 pub use payload::{AnchorPayload, PAYLOAD_LEN, PAYLOAD_MAGIC, PAYLOAD_VERSION};
+pub use read_proof::{AnchorProof, ReadProof, Verified, verify_rows};
 pub use stratosdb_proof as proof;
 pub use stratosdb_proof::Hash;

@@ -13,6 +13,7 @@ mod anchored;
 mod generation;
 mod maintenance;
 mod read;
+pub use read::ProvenSet;
 mod write;
 mod writer;
 

@@ -165,6 +165,27 @@ impl<S: KvStore> Shard<S> {
         Ok((merkle.root(), proof, doc))
     }
 
+    /// Proofs of several `_id`s of one collection, all against one root, with
+    /// the raft index it is the root at and each document as stored (`None`:
+    /// the proof is of its absence). One lock for all, so they agree.
+    pub fn prove_many(&self, collection: &str, ids: &[String]) -> Result<ProvenSet> {
+        let merkle = self.inner.merkle.lock();
+        let number = self.collection_number(collection).ok();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let doc = match number {
+                Some(number) => self
+                    .tree()
+                    .get(&keys::doc_key(number, id))?
+                    .map(|b| decode_stored(b.as_ref()))
+                    .transpose()?,
+                None => None,
+            };
+            out.push((merkle.prove(collection, id), doc));
+        }
+        Ok((self.applied_index()?, merkle.root(), out))
+    }
+
     /// Recomputes the root from every document, hashing each one anew (O(n));
     /// equals [`Shard::root`] unless a stored document or its hash is damaged.
     /// For checks and tests.
@@ -180,6 +201,10 @@ impl<S: KvStore> Shard<S> {
         Ok(merkle::root_from_scratch(&mut leaves))
     }
 }
+
+/// What [`Shard::prove_many`] returns: the raft index, the root at it, and
+/// each `_id`'s proof with its document as stored (`None`: absent).
+pub type ProvenSet = (u64, Hash, Vec<(Proof, Option<Value>)>);
 
 pub(crate) fn read_applied_index<T: KvTree>(tree: &T) -> Result<u64> {
     Ok(match tree.get(APPLIED_INDEX_KEY)? {

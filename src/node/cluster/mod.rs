@@ -148,6 +148,14 @@ impl Backend for ClusterBackend {
         Ok(self.db.find(collection, filter, options, consistency(c))?.0)
     }
 
+    fn query_proven(
+        &self,
+        query: &Query,
+        c: Consistency,
+    ) -> Result<stratosdb_query::ProvenRows, BackendError> {
+        Ok(self.db.query_proven(query, consistency(c))?)
+    }
+
     fn join(&self, request: &JoinRequest) -> Result<JoinReply, BackendError> {
         let members = self.node.admit(request)?;
         Ok(JoinReply { members })

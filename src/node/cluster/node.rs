@@ -968,6 +968,17 @@ impl ClusterNode {
                 Ok((partial, applied)) => RpcReply::Partial { partial, applied },
                 Err(e) => reply_error(e),
             },
+            RpcRequest::PartialProven {
+                group,
+                shard,
+                plan,
+                linearizable,
+            } => {
+                match super::store::serve_partial_proven(self, group, shard, &plan, linearizable) {
+                    Ok((partial, proofs)) => RpcReply::PartialProven { partial, proofs },
+                    Err(e) => reply_error(e),
+                }
+            }
             RpcRequest::Catalog { group, collection } if !self.hosts(group) => {
                 tracing::debug!(group, %collection, "catalog asked of a replica not hosted here");
                 reply_error(ReplicationError::GroupNotFound(group).into())

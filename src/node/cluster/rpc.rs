@@ -30,6 +30,14 @@ pub enum RpcRequest {
     /// Mark `group`'s shard for `epoch` (`Op::AnchorMark`) through its raft
     /// group, unless it is marked already; the receiver must lead it.
     AnchorMark { group: GroupId, epoch: u64 },
+    /// As `Partial`, with proofs of what the receiver's replica returns
+    /// (`shard` is the shard's number, which the proofs name).
+    PartialProven {
+        group: GroupId,
+        shard: u32,
+        plan: Vec<u8>,
+        linearizable: bool,
+    },
 }
 
 /// One replica's state, for `GET /v1/cluster`.
@@ -84,6 +92,11 @@ pub enum RpcReply {
     Mark {
         raft_index: u64,
         root: [u8; 32],
+    },
+    /// A proven partial: the encoded partial and the proofs' JSON.
+    PartialProven {
+        partial: Vec<u8>,
+        proofs: Vec<u8>,
     },
 }
 

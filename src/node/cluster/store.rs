@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use stratosdb_engine::{CollectionInfo, Command, EngineError, IndexSpec, Op, OpOutcome};
 use stratosdb_query::exec::{Partial, execute_on_shard};
 use stratosdb_query::plan::ShardPlan;
-use stratosdb_query::{QueryError, ReadConsistency, ShardedStore};
+use stratosdb_query::{QueryError, ReadConsistency, ShardedStore, execute_proven};
 use stratosdb_replication::{ClusterMap, GroupId, MapCommand, NodeId, ReplicationError, shard_of};
+use stratosdb_verifier::ReadProof;
 
 use super::node::{ClusterNode, GROUP_GONE, LEADER_WAIT, NodeError, failed_reply};
 use super::rpc::{RpcReply, RpcRequest};
@@ -47,6 +48,42 @@ impl ClusterStore {
             return Ok(map);
         }
         self.node.refresh_map().map_err(query_error)
+    }
+
+    /// Runs `attempt(group, replica)` on the replicas of a shard in the
+    /// order the node prefers, until one answers or the wait is over.
+    fn read_replica<T>(
+        &self,
+        shard: u32,
+        plan: &ShardPlan,
+        attempt: impl Fn(GroupId, NodeId) -> Result<T, NodeError>,
+    ) -> Result<T, QueryError> {
+        let group = self.group(&plan.collection, shard)?;
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut turn = 0;
+        loop {
+            let target: NodeId = self
+                .node
+                .read_target(group, turn)
+                .map_err(|e| error_in(&plan.collection, e))?;
+            turn += 1;
+            match attempt(group, target) {
+                Err(e) if retry_read(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) if e.retry => {
+                    return Err(query_error(NodeError::new(
+                        "no_quorum",
+                        format!(
+                            "shard {shard} of {} cannot be read now ({e}); retry later",
+                            plan.collection
+                        ),
+                        true,
+                    )));
+                }
+                other => return other.map_err(|e| error_in(&plan.collection, e)),
+            }
+        }
     }
 
     /// The group of shard `shard` of `collection`.
@@ -178,13 +215,13 @@ fn local_shard(node: &ClusterNode, group: GroupId) -> Result<stratosdb_engine::S
     Ok(node.raft.shard(group)?)
 }
 
-/// Runs a shard plan on this node's replica of `group`.
-pub fn local_partial(
+/// This node's replica of `group`, ready to be read: after a read index when
+/// `linearizable`, else only if it is a current member.
+fn readable_shard(
     node: &ClusterNode,
     group: GroupId,
-    plan: &ShardPlan,
     linearizable: bool,
-) -> Result<(Partial, u64), NodeError> {
+) -> Result<stratosdb_engine::Shard, NodeError> {
     let shard = local_shard(node, group)?;
     if linearizable {
         node.raft.read_index(group, LEADER_WAIT).wait(LEADER_WAIT)?;
@@ -196,6 +233,48 @@ pub fn local_partial(
             true,
         ));
     }
+    Ok(shard)
+}
+
+/// Runs a shard plan on this node's replica of `group` and proves what it
+/// returns there, atomically with the read (`execute_proven`).
+pub fn local_partial_proven(
+    node: &ClusterNode,
+    group: GroupId,
+    shard_number: u32,
+    plan: &ShardPlan,
+    linearizable: bool,
+) -> Result<(Partial, Vec<ReadProof>), NodeError> {
+    let shard = readable_shard(node, group, linearizable)?;
+    execute_proven(&shard, shard_number, plan)
+        .map_err(|e| NodeError::new(e.code(), e.to_string(), false))
+}
+
+/// [`local_partial_proven`] for a plan that came over the wire; the proofs
+/// travel as their JSON (`docs/chain.md`).
+pub fn serve_partial_proven(
+    node: &ClusterNode,
+    group: GroupId,
+    shard_number: u32,
+    plan: &[u8],
+    linearizable: bool,
+) -> Result<(Vec<u8>, Vec<u8>), NodeError> {
+    let plan = stratosdb_query::decode_shard_plan(plan)
+        .map_err(|e| NodeError::new("malformed", e.to_string(), false))?;
+    let (partial, proofs) = local_partial_proven(node, group, shard_number, &plan, linearizable)?;
+    let proofs = serde_json::to_vec(&proofs)
+        .map_err(|e| NodeError::new("internal", e.to_string(), false))?;
+    Ok((stratosdb_query::encode_partial(&partial), proofs))
+}
+
+/// Runs a shard plan on this node's replica of `group`.
+pub fn local_partial(
+    node: &ClusterNode,
+    group: GroupId,
+    plan: &ShardPlan,
+    linearizable: bool,
+) -> Result<(Partial, u64), NodeError> {
+    let shard = readable_shard(node, group, linearizable)?;
     let applied = shard.applied_index()?;
     let partial = execute_on_shard(&shard, plan)
         .map_err(|e| NodeError::new(e.code(), e.to_string(), false))?;
@@ -243,55 +322,57 @@ impl ShardedStore for ClusterStore {
         plan: &ShardPlan,
         consistency: ReadConsistency,
     ) -> Result<(Partial, u64), QueryError> {
-        let group = self.group(&plan.collection, shard)?;
         let linearizable = consistency == ReadConsistency::Linearizable;
-        let deadline = Instant::now() + LEADER_WAIT;
-        let mut encoded = None;
-        let mut turn = 0;
-        loop {
-            let target: NodeId = self
-                .node
-                .read_target(group, turn)
-                .map_err(|e| error_in(&plan.collection, e))?;
-            turn += 1;
-            let attempt = if target == self.node.id {
-                local_partial(&self.node, group, plan, linearizable)
-            } else {
-                let plan = encoded
-                    .get_or_insert_with(|| stratosdb_query::encode_shard_plan(plan))
-                    .clone();
-                let request = RpcRequest::Partial {
-                    group,
-                    plan,
-                    linearizable,
-                };
-                match self.node.call(target, &request) {
-                    Ok(RpcReply::Partial { partial, applied }) => {
-                        stratosdb_query::decode_partial(&partial)
-                            .map(|p| (p, applied))
-                            .map_err(|e| NodeError::new("internal", e.to_string(), false))
-                    }
-                    Ok(other) => Err(failed_reply(other)),
-                    Err(e) => Err(e),
-                }
-            };
-            match attempt {
-                Err(e) if retry_read(&e) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) if e.retry => {
-                    return Err(query_error(NodeError::new(
-                        "no_quorum",
-                        format!(
-                            "shard {shard} of {} cannot be read now ({e}); retry later",
-                            plan.collection
-                        ),
-                        true,
-                    )));
-                }
-                other => return other.map_err(|e| error_in(&plan.collection, e)),
+        let encoded = stratosdb_query::encode_shard_plan(plan);
+        self.read_replica(shard, plan, |group, target| {
+            if target == self.node.id {
+                return local_partial(&self.node, group, plan, linearizable);
             }
-        }
+            let request = RpcRequest::Partial {
+                group,
+                plan: encoded.clone(),
+                linearizable,
+            };
+            match self.node.call(target, &request)? {
+                RpcReply::Partial { partial, applied } => stratosdb_query::decode_partial(&partial)
+                    .map(|p| (p, applied))
+                    .map_err(|e| NodeError::new("internal", e.to_string(), false)),
+                other => Err(failed_reply(other)),
+            }
+        })
+    }
+
+    fn execute_partial_proven(
+        &self,
+        shard: u32,
+        plan: &ShardPlan,
+        consistency: ReadConsistency,
+    ) -> Result<(Partial, Vec<ReadProof>), QueryError> {
+        let linearizable = consistency == ReadConsistency::Linearizable;
+        let encoded = stratosdb_query::encode_shard_plan(plan);
+        self.read_replica(shard, plan, |group, target| {
+            if target == self.node.id {
+                return local_partial_proven(&self.node, group, shard, plan, linearizable);
+            }
+            let request = RpcRequest::PartialProven {
+                group,
+                shard,
+                plan: encoded.clone(),
+                linearizable,
+            };
+            match self.node.call(target, &request)? {
+                RpcReply::PartialProven { partial, proofs } => {
+                    let partial = stratosdb_query::decode_partial(&partial)
+                        .map_err(|e| NodeError::new("internal", e.to_string(), false))?;
+                    // Whatever the replica sent, the client verifies.
+                    let proofs = serde_json::from_slice(&proofs).map_err(|e| {
+                        NodeError::new("internal", format!("proofs from node: {e}"), false)
+                    })?;
+                    Ok((partial, proofs))
+                }
+                other => Err(failed_reply(other)),
+            }
+        })
     }
 
     fn write(

@@ -1,0 +1,192 @@
+//! Reads with proofs: each returned document with its proof to its shard
+//! root, taken on the replica that served it, atomically with the read.
+//!
+//! A proven query runs its shard part for whole documents (whatever the
+//! projection), each shard proves the documents it returns (and the `_id`s a
+//! lookup did not find) under one root, the coordinator merges as usual and
+//! only then projects, so every row is the projection of a proven document
+//! that a client can recompute (`docs/chain.md`, "Verifiable reads").
+
+use std::collections::HashMap;
+
+use stratosdb_engine::proof::canonical_json;
+use stratosdb_engine::{KvStore, Shard, Value};
+use stratosdb_verifier::ReadProof;
+
+use crate::ast::{Projection, Query};
+use crate::error::{QueryError, Result};
+use crate::eval::Ctx;
+use crate::exec::{Partial, Rows, execute_on_shard, merge, project};
+use crate::plan::{AccessPath, ShardOutput, ShardPlan};
+use crate::sharded::{ReadConsistency, ShardRead, ShardedDatabase, ShardedStore};
+
+/// Attempts of a proven shard read before giving up: a write between the
+/// read and the proof makes them disagree, and the read is run again.
+pub const MAX_PROOF_ATTEMPTS: u32 = 16;
+
+/// A query's rows with their proofs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProvenRows {
+    pub rows: Rows,
+    /// One per row, in row order: the proof of the document the row comes from.
+    pub proofs: Vec<ReadProof>,
+    /// Non-inclusion proofs of the `_id`s a lookup by `_id` did not find.
+    pub absent: Vec<ReadProof>,
+    pub reads: Vec<ShardRead>,
+}
+
+/// Why a statement cannot be proven, or `None` when it can: a row of an
+/// aggregate, a group or a DISTINCT is not one document.
+pub fn proof_unsupported(query: &Query) -> Option<&'static str> {
+    if query.is_aggregate() || !query.group_by.is_empty() {
+        Some("a row of an aggregate or GROUP BY is not a stored document")
+    } else if query.distinct {
+        Some("a DISTINCT row may stand for several documents")
+    } else {
+        None
+    }
+}
+
+/// The projection of one document, as the query's rows are made.
+pub fn project_document(query: &Query, doc: &Value) -> Result<Value> {
+    match &query.projection {
+        Projection::All => Ok(doc.clone()),
+        Projection::Items(items) => project(items, Ctx::doc(doc)),
+    }
+}
+
+/// Runs a shard plan (whose output must be whole documents) on `shard` and
+/// proves what it returns: the documents, and the looked-up `_id`s absent.
+/// All proofs are to one root at one raft index; the documents are the ones
+/// the proofs prove (a write in between makes the read run again).
+pub fn execute_proven<K: KvStore>(
+    shard: &Shard<K>,
+    shard_number: u32,
+    plan: &ShardPlan,
+) -> Result<(Partial, Vec<ReadProof>)> {
+    if plan.output != ShardOutput::Documents {
+        return Err(QueryError::Invalid(
+            "a proven shard read returns whole documents".into(),
+        ));
+    }
+    for _ in 0..MAX_PROOF_ATTEMPTS {
+        let partial = execute_on_shard(shard, plan)?;
+        let Partial::Rows(rows) = &partial else {
+            return Err(QueryError::Invalid("a proven read has no groups".into()));
+        };
+        let mut ids: Vec<String> = Vec::with_capacity(rows.len());
+        for row in rows {
+            ids.push(document_id(&row.row)?.to_string());
+        }
+        let found = ids.len();
+        if let AccessPath::IdLookup { ids: wanted, .. } = &plan.access {
+            let missing: Vec<String> = wanted
+                .iter()
+                .filter(|w| !ids.contains(w))
+                .cloned()
+                .collect();
+            ids.extend(missing);
+        }
+        let (raft_index, root, proven) = shard.prove_many(&plan.collection, &ids)?;
+        let agree = rows.iter().zip(&proven).all(|(row, (_, doc))| {
+            doc.as_ref()
+                .is_some_and(|d| canonical_json(d) == canonical_json(&row.row))
+        });
+        if !agree {
+            continue;
+        }
+        let mut proofs = Vec::with_capacity(ids.len());
+        for (i, (id, (proof, doc))) in ids.into_iter().zip(proven).enumerate() {
+            // A looked-up `_id` that exists but the filter left out proves nothing.
+            if i >= found && doc.is_some() {
+                continue;
+            }
+            proofs.push(ReadProof {
+                collection: plan.collection.clone(),
+                shard: shard_number,
+                id,
+                raft_index,
+                shard_root: root,
+                proof,
+                document: doc,
+                anchor: None,
+            });
+        }
+        return Ok((partial, proofs));
+    }
+    Err(QueryError::Contention {
+        attempts: MAX_PROOF_ATTEMPTS,
+        last: format!(
+            "shard {shard_number} of {} changed under every proven read",
+            plan.collection
+        ),
+    })
+}
+
+fn document_id(doc: &Value) -> Result<&str> {
+    doc.as_object()
+        .and_then(|o| o.get("_id"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| QueryError::Invalid("a stored document without a string _id".into()))
+}
+
+impl<S: ShardedStore> ShardedDatabase<S> {
+    /// Plans and runs a query with proofs (see the module's documentation).
+    /// Aggregates, GROUP BY and DISTINCT are refused with `proof_unsupported`.
+    pub fn query_proven(&self, query: &Query, consistency: ReadConsistency) -> Result<ProvenRows> {
+        if let Some(why) = proof_unsupported(query) {
+            return Err(QueryError::ProofUnsupported(why.into()));
+        }
+        let plan = self.plan(query)?;
+        let mut doc_plan = plan.clone();
+        doc_plan.shard.output = ShardOutput::Documents;
+        doc_plan.merge.columns = None;
+        let targets = self.targets(&doc_plan.shard)?;
+        let answers = crate::sharded::each(targets, |(shard, p)| {
+            self.store()
+                .execute_partial_proven(shard, &p, consistency)
+                .map(|(partial, proofs)| (shard, partial, proofs))
+        });
+        let mut partials = Vec::with_capacity(answers.len());
+        let mut reads = Vec::with_capacity(answers.len());
+        let mut by_id: HashMap<String, ReadProof> = HashMap::new();
+        let mut absent = Vec::new();
+        for answer in answers {
+            let (shard, partial, proofs) = answer?;
+            let applied = proofs.iter().map(|p| p.raft_index).max().unwrap_or(0);
+            reads.push(ShardRead {
+                collection: query.collection.clone(),
+                shard,
+                applied,
+            });
+            partials.push(partial);
+            for mut p in proofs {
+                p.shard = shard;
+                if p.document.is_some() {
+                    by_id.insert(p.id.clone(), p);
+                } else {
+                    absent.push(p);
+                }
+            }
+        }
+        let docs = merge(&doc_plan, partials)?;
+        let mut rows = Vec::with_capacity(docs.rows.len());
+        let mut proofs = Vec::with_capacity(docs.rows.len());
+        for doc in &docs.rows {
+            let id = document_id(doc)?;
+            let proof = by_id.get(id).cloned().ok_or_else(|| {
+                QueryError::Malformed(format!("shard answered _id {id:?} without its proof"))
+            })?;
+            rows.push(project_document(query, doc)?);
+            proofs.push(proof);
+        }
+        absent.sort_by(|a, b| a.id.cmp(&b.id));
+        let columns = plan.merge.columns.clone().unwrap_or(docs.columns);
+        Ok(ProvenRows {
+            rows: Rows { columns, rows },
+            proofs,
+            absent,
+            reads,
+        })
+    }
+}
