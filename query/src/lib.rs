@@ -46,7 +46,8 @@ pub use exec::{Rows, ShardSource};
 pub use filter::{FindOptions, Order};
 pub use parse::{StatementText, parse_script, parse_statement, split_statements};
 pub use proven::{
-    MAX_PROOF_ATTEMPTS, ProvenRows, execute_proven, project_document, proof_unsupported,
+    AnchorLookup, MAX_PROOF_ATTEMPTS, NoAnchors, ProvenRows, execute_proven, project_document,
+    proof_unsupported,
 };
 pub use sharded::{
     Executed, LOCAL_MAX_SHARDS, LocalShards, MAX_WRITE_ATTEMPTS, ReadConsistency, ShardRead,

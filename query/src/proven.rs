@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use stratosdb_engine::proof::canonical_json;
 use stratosdb_engine::{KvStore, Shard, Value};
-use stratosdb_verifier::ReadProof;
+use stratosdb_verifier::{AnchorProof, ReadProof, ShardLeaf};
 
 use crate::ast::{Projection, Query};
 use crate::error::{QueryError, Result};
@@ -47,6 +47,60 @@ pub fn proof_unsupported(query: &Query) -> Option<&'static str> {
     }
 }
 
+/// What a node knows of anchored epochs: the anchor proof of a shard leaf
+/// at an epoch (cluster root, chain reference, leaf proof from the recorded
+/// leaves), or `None` when that epoch is not anchored with exactly this leaf.
+pub trait AnchorLookup: Sync {
+    fn anchor_of(&self, leaf: &ShardLeaf, epoch: u64) -> Option<AnchorProof>;
+}
+
+/// No anchors known: every proof is unanchored.
+pub struct NoAnchors;
+
+impl AnchorLookup for NoAnchors {
+    fn anchor_of(&self, _leaf: &ShardLeaf, _epoch: u64) -> Option<AnchorProof> {
+        None
+    }
+}
+
+/// Replaces each unanchored proof whose document is unchanged since the
+/// shard's latest anchor mark, and whose mark `anchors` knows as anchored,
+/// by the proof to the mark's root with its anchor proof.
+fn anchor_proofs<K: KvStore>(
+    shard: &Shard<K>,
+    proofs: &mut [ReadProof],
+    anchors: &dyn AnchorLookup,
+) -> Result<()> {
+    let Some(first) = proofs.first() else {
+        return Ok(());
+    };
+    let collection = first.collection.clone();
+    let ids: Vec<&str> = proofs.iter().map(|p| p.id.as_str()).collect();
+    let anchored = shard.prove_anchored_many(&collection, &ids)?;
+    for (p, a) in proofs.iter_mut().zip(anchored) {
+        let Some(a) = a else { continue };
+        // The document read must be the one as of the mark.
+        let same = match (&a.doc, &p.document) {
+            (Some(x), Some(y)) => canonical_json(x) == canonical_json(y),
+            (None, None) => true,
+            _ => false,
+        };
+        let leaf = ShardLeaf {
+            collection: collection.clone(),
+            shard: p.shard,
+            raft_index: a.mark.raft_index,
+            root: a.mark.root,
+        };
+        if let (true, Some(anchor)) = (same, anchors.anchor_of(&leaf, a.mark.epoch)) {
+            p.raft_index = a.mark.raft_index;
+            p.shard_root = a.mark.root;
+            p.proof = a.proof;
+            p.anchor = Some(anchor);
+        }
+    }
+    Ok(())
+}
+
 /// The projection of one document, as the query's rows are made.
 pub fn project_document(query: &Query, doc: &Value) -> Result<Value> {
     match &query.projection {
@@ -59,10 +113,13 @@ pub fn project_document(query: &Query, doc: &Value) -> Result<Value> {
 /// proves what it returns: the documents, and the looked-up `_id`s absent.
 /// All proofs are to one root at one raft index; the documents are the ones
 /// the proofs prove (a write in between makes the read run again).
+/// With `anchors`, a document unchanged since the shard's latest anchored
+/// mark is proved to that mark's root and on to the epoch's cluster root.
 pub fn execute_proven<K: KvStore>(
     shard: &Shard<K>,
     shard_number: u32,
     plan: &ShardPlan,
+    anchors: &dyn AnchorLookup,
 ) -> Result<(Partial, Vec<ReadProof>)> {
     if plan.output != ShardOutput::Documents {
         return Err(QueryError::Invalid(
@@ -112,6 +169,7 @@ pub fn execute_proven<K: KvStore>(
                 anchor: None,
             });
         }
+        anchor_proofs(shard, &mut proofs, anchors)?;
         return Ok((partial, proofs));
     }
     Err(QueryError::Contention {

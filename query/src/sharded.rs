@@ -1063,7 +1063,8 @@ impl ShardedStore for LocalShards {
         plan: &ShardPlan,
         _consistency: ReadConsistency,
     ) -> Result<(Partial, Vec<stratosdb_verifier::ReadProof>)> {
-        crate::proven::execute_proven(&self.shard(&plan.collection, shard)?, shard, plan)
+        let local = self.shard(&plan.collection, shard)?;
+        crate::proven::execute_proven(&local, shard, plan, &crate::proven::NoAnchors)
     }
 
     fn write(&self, collection: &str, shard: u32, ops: Vec<Op>) -> Result<Vec<OpOutcome>> {

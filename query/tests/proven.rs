@@ -112,3 +112,96 @@ fn proven_reads_verify_and_match_their_rows_even_under_concurrent_writes() {
         w.join().unwrap();
     }
 }
+
+/// The anchors of one epoch, as a node would record them.
+struct Epoch {
+    leaves: Vec<stratosdb_verifier::ShardLeaf>,
+    payload: stratosdb_verifier::AnchorPayload,
+}
+
+impl stratosdb_query::AnchorLookup for Epoch {
+    fn anchor_of(
+        &self,
+        leaf: &stratosdb_verifier::ShardLeaf,
+        epoch: u64,
+    ) -> Option<stratosdb_verifier::AnchorProof> {
+        let index = self.leaves.iter().position(|l| l == leaf)?;
+        (epoch == self.payload.epoch).then(|| stratosdb_verifier::AnchorProof {
+            epoch,
+            cluster_root: self.payload.cluster_root,
+            reference: "ledger:1:00".into(),
+            leaf_proof: stratosdb_verifier::LeafProof::new(&self.leaves, index).unwrap(),
+        })
+    }
+}
+
+#[test]
+fn documents_unchanged_since_an_anchored_mark_are_proved_to_the_anchor() {
+    let db = ShardedDatabase::new(LocalShards::temporary(1).unwrap());
+    db.execute_one("CREATE COLLECTION c", ReadConsistency::Linearizable)
+        .unwrap();
+    for i in 0..10 {
+        let sql = format!(r#"INSERT INTO c VALUES ('{{"_id":"k{i}","n":{i}}}')"#);
+        db.execute_one(&sql, ReadConsistency::Linearizable).unwrap();
+    }
+    let shard = db.store().shard("c", 0).unwrap();
+    let mark = shard.record_anchor_mark(7).unwrap();
+    let mut leaves = vec![
+        stratosdb_verifier::ShardLeaf {
+            collection: "c".into(),
+            shard: 0,
+            raft_index: mark.raft_index,
+            root: mark.root,
+        },
+        stratosdb_verifier::ShardLeaf {
+            collection: "other".into(),
+            shard: 0,
+            raft_index: 3,
+            root: [4; 32],
+        },
+    ];
+    stratosdb_verifier::leaves::sort_leaves(&mut leaves);
+    let epoch = Epoch {
+        payload: stratosdb_verifier::AnchorPayload {
+            cluster_id: [1; 32],
+            epoch: 7,
+            cluster_root: stratosdb_verifier::cluster_root(&leaves),
+            leaf_count: 2,
+            previous: [0; 32],
+        },
+        leaves,
+    };
+    db.execute_one(
+        "UPDATE c SET n = 100 WHERE _id = 'k3'",
+        ReadConsistency::Linearizable,
+    )
+    .unwrap();
+    let q = select("SELECT * FROM c WHERE _id IN ('k2', 'k3', 'gone')");
+    let mut plan = db.plan(&q).unwrap().shard;
+    plan.output = stratosdb_query::plan::ShardOutput::Documents;
+    let (_, proofs) = stratosdb_query::execute_proven(&shard, 0, &plan, &epoch).unwrap();
+    let by_id = |id: &str| proofs.iter().find(|p| p.id == id).unwrap();
+    // k2 and the absent _id: unchanged since the mark, so anchored.
+    for id in ["k2", "gone"] {
+        assert_eq!(
+            by_id(id).verify(Some(&epoch.payload)).unwrap(),
+            Verified::Anchored { epoch: 7 }
+        );
+    }
+    // k3 changed after the mark: proved to the current root, unanchored.
+    let k3 = by_id("k3");
+    assert!(k3.anchor.is_none());
+    assert!(matches!(k3.verify(None), Ok(Verified::Unanchored { .. })));
+    assert_eq!(
+        k3.document.as_ref().unwrap().to_json_string(),
+        r#"{"_id":"k3","n":100}"#
+    );
+    // Without anchors known, all are unanchored.
+    let (_, proofs) =
+        stratosdb_query::execute_proven(&shard, 0, &plan, &stratosdb_query::NoAnchors).unwrap();
+    assert!(
+        proofs
+            .iter()
+            .all(|p| p.anchor.is_none() && p.verify(None).is_ok())
+    );
+}

@@ -246,7 +246,8 @@ pub fn local_partial_proven(
     linearizable: bool,
 ) -> Result<(Partial, Vec<ReadProof>), NodeError> {
     let shard = readable_shard(node, group, linearizable)?;
-    execute_proven(&shard, shard_number, plan)
+    // The node's anchor records are not wired yet: proofs are unanchored.
+    execute_proven(&shard, shard_number, plan, &stratosdb_query::NoAnchors)
         .map_err(|e| NodeError::new(e.code(), e.to_string(), false))
 }
 
