@@ -230,7 +230,20 @@ fn open_chain(args: &NodeArgs) -> anyhow::Result<Arc<dyn stratosdb_chain_anchor:
             Ok(Arc::new(ledger))
         }
         ChainKind::Stratos => {
-            anyhow::bail!("--chain stratos is not available in this build yet")
+            let missing = |flag: &str| anyhow::anyhow!("--chain stratos needs {flag}");
+            let config = stratosdb_chain_anchor::StratosConfig {
+                rpc_url: args.rpc.clone().ok_or_else(|| missing("--rpc URL"))?,
+                chain_id: args.chain_id.ok_or_else(|| missing("--chain-id N"))?,
+                key_file: args
+                    .key_file
+                    .clone()
+                    .ok_or_else(|| missing("--key-file F"))?,
+            };
+            let chain =
+                stratosdb_chain_anchor::StratosChain::connect(&config).with_context(|| {
+                    format!("connecting to the Stratos chain at {}", config.rpc_url)
+                })?;
+            Ok(Arc::new(chain))
         }
     }
 }

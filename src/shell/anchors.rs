@@ -63,7 +63,10 @@ pub fn embedded(anchorer: &Anchorer, limit: Option<u64>) -> Result<AnchorsReply,
         .map(|(reference, payload)| {
             let (status, reason) = match ledger.read_anchor(&reference) {
                 Ok(record) if record.payload == payload => ("anchored", None),
-                Ok(_) => ("failed", Some("the block holds another payload".to_string())),
+                Ok(_) => (
+                    "failed",
+                    Some("the block holds another payload".to_string()),
+                ),
                 Err(e) => ("failed", Some(e.to_string())),
             };
             AnchorInfo {

@@ -32,7 +32,10 @@ pub trait Target: ImportSink {
     /// The newest `limit` epochs and their anchors (`\anchors`).
     fn anchors(&self, limit: Option<u64>) -> Result<AnchorsReply, String> {
         let _ = limit;
-        Err("\\anchors lists an embedded folder's anchors, or a cluster's with shell --connect URL".to_string())
+        Err(
+            "\\anchors lists an embedded folder's anchors, or a cluster's with shell --connect URL"
+                .to_string(),
+        )
     }
     /// `\proof on|off`: ask for proofs of what SELECTs return and verify
     /// them, adding a `proof` column (anchored at an epoch, or unanchored).
