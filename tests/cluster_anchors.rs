@@ -2,9 +2,12 @@
 //! consecutive epochs on one shared ledger folder; the leaves are the
 //! replicas' own marks and the ledger's payloads verify; the metadata
 //! leader SIGKILLed mid-run hands the epochs on without a second anchor for
-//! any epoch and without a gap; `--anchor-interval off` anchors nothing.
+//! any epoch and without a gap; `--anchor-interval off` anchors nothing; a
+//! node with `--chain stratos` anchors on a real EVM node (anvil).
 
 mod common;
+#[path = "../chain-anchor/tests/support/anvil.rs"]
+mod anvil;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -320,4 +323,76 @@ fn anchor_interval_off_anchors_nothing() {
     assert!(reply.cluster_id.is_some());
     assert!(!cluster.data(0).join("ledger").exists());
     cluster.stop_all();
+}
+
+#[test]
+fn a_node_anchors_its_epochs_on_the_stratos_backend() {
+    let anvil = anvil::Anvil::start();
+    let (key_file, address) = anvil.funded_key("anchor-key");
+    let key_path = key_file.to_string_lossy().to_string();
+    let rpc = anvil.url();
+    let chain_id = anvil::CHAIN_ID.to_string();
+    let cluster = TestCluster::start_with(
+        1,
+        &[
+            "--anchor-interval",
+            "500ms",
+            "--chain",
+            "stratos",
+            "--rpc",
+            &rpc,
+            "--chain-id",
+            &chain_id,
+            "--key-file",
+            &key_path,
+        ],
+    );
+    let api = cluster.api(0);
+    create(&api, "CREATE COLLECTION users WITH (shards = 2)");
+    for i in 0..5 {
+        let doc = serde_json::json!({ "name": format!("u{i}") });
+        let reply = until_answered(TIMEOUT, "PUT", || api.put("users", &format!("u{i}"), &doc));
+        assert!(reply.ok(), "{reply}");
+    }
+    let reply = wait_anchored(&cluster, &[0], 3);
+    let chain = reply.chain.clone().expect("a chain");
+    assert_eq!((chain.kind.as_str(), chain.chain_id), ("stratos", Some(2048)));
+    let epochs = check_epochs(&reply);
+
+    // Each anchored epoch is on the EVM chain exactly as the node recorded
+    // it, read back by its transaction and sent from the node's key, once.
+    let reader = anvil.connect(&key_file);
+    let mut anchored = 0;
+    for (epoch, a) in &epochs {
+        if a.status != "anchored" {
+            continue;
+        }
+        anchored += 1;
+        let reference: stratosdb_chain_anchor::ChainRef = a
+            .reference
+            .as_deref()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or_else(|e| panic!("epoch {epoch}'s reference: {e}"));
+        assert!(
+            matches!(reference, stratosdb_chain_anchor::ChainRef::Evm { chain_id: 2048, .. }),
+            "{reference}"
+        );
+        let record = stratosdb_chain_anchor::Chain::read_anchor(&reader, &reference)
+            .unwrap_or_else(|e| panic!("epoch {epoch} read back: {e}"));
+        assert_eq!(record.payload.epoch, *epoch);
+        assert_eq!(
+            Some(hex::encode(record.payload.cluster_root)),
+            a.cluster_root,
+            "epoch {epoch}'s cluster root on chain"
+        );
+        assert_eq!(record.payload.leaf_count as usize, a.leaves.len());
+        assert_eq!(record.submitter.to_lowercase(), address);
+        assert_eq!(
+            anvil.anchors_on_chain(&address, *epoch).len(),
+            1,
+            "epoch {epoch} is on the chain once"
+        );
+    }
+    assert!(anchored >= 3, "{anchored} epochs anchored");
 }
