@@ -5,9 +5,9 @@
 //! any epoch and without a gap; `--anchor-interval off` anchors nothing; a
 //! node with `--chain stratos` anchors on a real EVM node (anvil).
 
-mod common;
 #[path = "../chain-anchor/tests/support/anvil.rs"]
 mod anvil;
+mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -356,7 +356,10 @@ fn a_node_anchors_its_epochs_on_the_stratos_backend() {
     }
     let reply = wait_anchored(&cluster, &[0], 3);
     let chain = reply.chain.clone().expect("a chain");
-    assert_eq!((chain.kind.as_str(), chain.chain_id), ("stratos", Some(2048)));
+    assert_eq!(
+        (chain.kind.as_str(), chain.chain_id),
+        ("stratos", Some(2048))
+    );
     let epochs = check_epochs(&reply);
 
     // Each anchored epoch is on the EVM chain exactly as the node recorded
@@ -375,7 +378,10 @@ fn a_node_anchors_its_epochs_on_the_stratos_backend() {
             .parse()
             .unwrap_or_else(|e| panic!("epoch {epoch}'s reference: {e}"));
         assert!(
-            matches!(reference, stratosdb_chain_anchor::ChainRef::Evm { chain_id: 2048, .. }),
+            matches!(
+                reference,
+                stratosdb_chain_anchor::ChainRef::Evm { chain_id: 2048, .. }
+            ),
             "{reference}"
         );
         let record = stratosdb_chain_anchor::Chain::read_anchor(&reader, &reference)

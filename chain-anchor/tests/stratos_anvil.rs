@@ -3,20 +3,14 @@
 //! installs it), started on a free loopback port with Stratos's chain id and
 //! London rules, and killed when the test ends, also when it fails.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 #[path = "support/anvil.rs"]
 mod anvil;
 
-use anvil::{Anvil, CHAIN_ID};
-use stratosdb_chain_anchor::stratos::{
-    StratosChain, StratosConfig, decode_anchor_transaction, generate_key_file,
-};
+use anvil::{Anvil, CHAIN_ID, free_port};
+use stratosdb_chain_anchor::stratos::{StratosChain, StratosConfig, decode_anchor_transaction};
 use stratosdb_chain_anchor::{
     AnchorPayload, Chain, ChainError, ChainRef, LeafProof, ShardLeaf, Submission, SubmissionStatus,
     cluster_root,
@@ -25,7 +19,6 @@ use stratosdb_chain_anchor::{
 /// anvil's first development account (unlocked: `eth_sendTransaction` works).
 const DEV_ACCOUNT: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
 const DEV_ACCOUNT_2: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
-
 
 fn leaves() -> Vec<ShardLeaf> {
     (0..5)

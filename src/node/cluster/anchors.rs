@@ -11,9 +11,10 @@
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
-use stratosdb_chain_anchor::{AnchorPayload, ChainRef, ShardLeaf, Submission};
+use stratosdb_chain_anchor::{AnchorPayload, ChainRef, LeafProof, ShardLeaf, Submission};
 use stratosdb_engine::proof::hash::doc_hash;
 use stratosdb_engine::{Command, Hash, Op, Shard, Value};
+use stratosdb_verifier::AnchorProof;
 
 use std::time::Duration;
 
@@ -237,6 +238,34 @@ pub fn newest(shard: &Shard, limit: usize) -> Result<Vec<Read>, NodeError> {
         out.push(decode(&doc)?);
     }
     Ok(out)
+}
+
+/// The anchored epochs as this node's replica of the metadata group knows
+/// them, for proofs: a shard leaf is anchored at an epoch when that epoch's
+/// record is `anchored` and lists exactly this leaf; its anchor proof is
+/// built from the recorded leaves. A replica of group 0 that is behind only
+/// knows fewer epochs: the proofs it cannot anchor stay unanchored.
+pub struct RecordedAnchors {
+    pub meta: Shard,
+}
+
+impl stratosdb_query::AnchorLookup for RecordedAnchors {
+    fn anchor_of(&self, leaf: &ShardLeaf, epoch: u64) -> Option<AnchorProof> {
+        let (record, _) = read(&self.meta, epoch).ok()??;
+        let (EpochStatus::Anchored, Some(payload), Some(reference)) =
+            (record.status, record.payload.as_ref(), record.reference)
+        else {
+            return None;
+        };
+        let index = record.leaves.iter().position(|l| l == leaf)?;
+        let leaf_proof = LeafProof::new(&record.leaves, index).ok()?;
+        Some(AnchorProof {
+            epoch,
+            cluster_root: payload.cluster_root,
+            reference: reference.to_string(),
+            leaf_proof,
+        })
+    }
 }
 
 /// Most epochs `GET /v1/anchors` lists at once.

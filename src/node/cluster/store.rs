@@ -246,8 +246,12 @@ pub fn local_partial_proven(
     linearizable: bool,
 ) -> Result<(Partial, Vec<ReadProof>), NodeError> {
     let shard = readable_shard(node, group, linearizable)?;
-    // The node's anchor records are not wired yet: proofs are unanchored.
-    execute_proven(&shard, shard_number, plan, &stratosdb_query::NoAnchors)
+    // Documents unchanged since the shard's latest mark are proven to it,
+    // and through the epoch's record to the anchored cluster root.
+    let anchors = super::anchors::RecordedAnchors {
+        meta: node.raft.shard(stratosdb_replication::METADATA_GROUP)?,
+    };
+    execute_proven(&shard, shard_number, plan, &anchors)
         .map_err(|e| NodeError::new(e.code(), e.to_string(), false))
 }
 
