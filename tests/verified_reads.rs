@@ -1,7 +1,8 @@
 //! Verifiable reads on real node processes: follower reads with proofs that
 //! the client verifies, a non-inclusion proof for a missing `_id`, replies
 //! altered on the wire (by a proxy on loopback) rejected, and the audit of a
-//! saved reply.
+//! saved reply; with anchoring, follower reads proved to the latest anchored
+//! epoch, and a saved (stale) proof of an older epoch caught.
 
 mod common;
 
@@ -16,7 +17,8 @@ use common::cluster::TestCluster;
 use serde_json::{Value as Json, json};
 use stratosdb::api::Consistency;
 use stratosdb::client::{Client, ClientError};
-use stratosdb::verified::{Policy, Rejection, audit_proofs};
+use stratosdb::verified::{Anchors, Freshness, Policy, Rejection, audit_proofs, verify_reply};
+use stratosdb_chain_anchor::{Chain, LedgerKey, LocalLedger};
 use stratosdb_verifier::Verified;
 
 /// Changes a reply's JSON on its way to the client.
@@ -133,7 +135,8 @@ fn serve(
 }
 
 fn setup() -> TestCluster {
-    let cluster = TestCluster::start(3);
+    // Unanchored proofs only: the anchored ones have a test of their own.
+    let cluster = TestCluster::start_with(3, &["--anchor-interval", "off"]);
     let api = cluster.api(0);
     let sql = "CREATE COLLECTION docs WITH (shards = 3, replicas = 3)";
     let reply = common::cluster::until_answered(Duration::from_secs(60), sql, || api.sql(sql));
@@ -420,4 +423,124 @@ fn verified_reads_on_a_cluster() {
             .skip(1)
             .all(|l| l.verdict.is_err())
     );
+}
+
+/// Retries `attempt` every 200 ms for at most `limit`; its last error.
+fn within<T>(limit: Duration, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match attempt() {
+            Ok(value) => return value,
+            Err(e) if std::time::Instant::now() >= deadline => panic!("gave up: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Checks a saved reply against the chain, as a client would.
+fn check_saved(
+    reply: &stratosdb::verified::ProvenReply,
+    chain: &dyn Chain,
+    freshness: Freshness,
+) -> Result<Vec<Verified>, Rejection> {
+    let query = stratosdb::verified::projection_of(reply.sql.as_deref())?;
+    let policy = Policy {
+        require_anchored: true,
+        freshness,
+    };
+    verify_reply(reply, query.as_ref(), &mut Anchors::new(Some(chain)), &policy)
+}
+
+#[test]
+fn anchored_reads_verify_against_the_chain_and_a_stale_proof_is_caught() {
+    let ledger = tempfile::tempdir().unwrap();
+    let ledger_dir = ledger.path().to_string_lossy().to_string();
+    let cluster =
+        TestCluster::start_with(3, &["--anchor-interval", "1s", "--ledger", &ledger_dir]);
+    let api = cluster.api(0);
+    let sql = "CREATE COLLECTION docs WITH (shards = 2, replicas = 3)";
+    let reply = common::cluster::until_answered(Duration::from_secs(60), sql, || api.sql(sql));
+    assert!(reply.ok(), "{}", reply.text);
+    for i in 0..10 {
+        let id = format!("d{i:02}");
+        let doc = json!({"n": i, "v": 1});
+        let reply = common::cluster::until_answered(Duration::from_secs(60), &id, || {
+            api.put("docs", &id, &doc)
+        });
+        assert!(reply.ok(), "{}", reply.text);
+    }
+    // The client reads anchors from the ledger itself, never from a node.
+    let key = LedgerKey::load_or_create(&ledger.path().join("reader-key")).unwrap();
+    let chain: Arc<dyn Chain> = Arc::new(LocalLedger::open(ledger.path(), key).unwrap());
+    let latest = Policy {
+        require_anchored: true,
+        freshness: Freshness::Latest,
+    };
+
+    // Once an epoch after the writes is anchored, follower reads through
+    // every node are proved to the latest anchored epoch.
+    for node in 0..3 {
+        let client = cluster.client(node).with_verifier(chain.clone(), latest);
+        let (rows, verdicts) = within(Duration::from_secs(90), || {
+            client
+                .sql_verified("SELECT * FROM docs ORDER BY n", Consistency::Follower)
+                .map_err(|e| e.to_string())
+        });
+        assert_eq!(rows.rows.len(), 10);
+        assert!(
+            verdicts
+                .iter()
+                .all(|v| matches!(v, Verified::Anchored { .. })),
+            "{verdicts:?}"
+        );
+    }
+
+    // A proof saved now is genuine and of the latest epoch...
+    let sql = "SELECT * FROM docs WHERE _id = 'd03'";
+    let saved = within(Duration::from_secs(90), || {
+        let reply = cluster
+            .client(1)
+            .sql_proven(sql, Consistency::Follower)
+            .map_err(|e| e.to_string())?;
+        check_saved(&reply, chain.as_ref(), Freshness::Latest).map_err(|e| e.to_string())?;
+        Ok(reply)
+    });
+    let Some(Verified::Anchored { epoch: saved_epoch }) =
+        check_saved(&saved, chain.as_ref(), Freshness::Any)
+            .unwrap()
+            .first()
+            .cloned()
+    else {
+        panic!("the saved proof is anchored");
+    };
+    // ...then the document changes and newer epochs are anchored: a replica
+    // that served the saved (stale) document with its old proof is caught by
+    // a client that asks for the latest epoch, though the proof still holds
+    // for the epoch it names.
+    let update = "UPDATE docs SET v = 2 WHERE _id = 'd03'";
+    let reply = common::cluster::until_answered(Duration::from_secs(60), update, || {
+        api.sql(update)
+    });
+    assert!(reply.ok(), "{}", reply.text);
+    let stale = within(Duration::from_secs(90), || {
+        match check_saved(&saved, chain.as_ref(), Freshness::Latest) {
+            Err(Rejection::Stale { epoch, required, .. }) => Ok((epoch, required)),
+            other => Err(format!("not yet caught: {other:?}")),
+        }
+    });
+    assert_eq!(stale.0, saved_epoch);
+    assert!(stale.1 > saved_epoch, "{stale:?}");
+    assert!(check_saved(&saved, chain.as_ref(), Freshness::Any).is_ok());
+    // The fresh read serves the new version, proved to the latest epoch.
+    let client = cluster.client(2).with_verifier(chain.clone(), latest);
+    let rows = within(Duration::from_secs(90), || {
+        let (rows, _) = client
+            .sql_verified(sql, Consistency::Follower)
+            .map_err(|e| e.to_string())?;
+        match rows.rows.first() {
+            Some(doc) if doc.to_json_string().contains(r#""v":2"#) => Ok(rows.rows),
+            other => Err(format!("served {other:?}")),
+        }
+    });
+    assert_eq!(rows.len(), 1);
 }

@@ -291,9 +291,14 @@ impl Driver {
 
     /// Closes the group here and drops its raft log (synced) and snapshot
     /// files; the caller deletes the shard's data after. Proposals and reads
-    /// still waiting on it are answered `Stopped`. Returns whether it was open.
+    /// still waiting on it are answered `GroupNotFound`. Returns whether it
+    /// was open.
     fn remove_group(&mut self, group: GroupId) -> Result<bool> {
-        let was_open = self.groups.remove(&group).is_some();
+        let removed = self.groups.remove(&group);
+        let was_open = removed.is_some();
+        if let Some(mut g) = removed {
+            g.fail_waiters_removed();
+        }
         self.log.clean(group)?;
         self.fetcher.cancel(group);
         self.files.remove_group(group);

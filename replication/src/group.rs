@@ -192,6 +192,21 @@ impl Group {
         }
     }
 
+    /// The group is being removed from this node (its collection was
+    /// dropped): whatever waits on it is told the group is not here, so the
+    /// caller reads the map again (and finds the collection gone) instead of
+    /// taking the removal for a stopped node.
+    pub fn fail_waiters_removed(&mut self) {
+        let id = self.id;
+        for (_, p) in std::mem::take(&mut self.proposals) {
+            match p.waiter {
+                Waiter::Write(r) => drop(r.send(Err(ReplicationError::GroupNotFound(id)))),
+                Waiter::Conf(r) => drop(r.send(Err(ReplicationError::GroupNotFound(id)))),
+            }
+        }
+        self.reads.fail_all(|| ReplicationError::GroupNotFound(id));
+    }
+
     /// Proposes a command; the reply comes when its entry applies.
     pub fn propose(&mut self, data: Vec<u8>, reply: Reply<ApplyOutcome>) {
         if let Some(e) = self.not_leader() {

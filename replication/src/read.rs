@@ -32,6 +32,21 @@ pub(crate) struct ReadQueue {
 }
 
 impl ReadQueue {
+    /// Answers every read still waiting, at whatever stage, with `error`.
+    pub fn fail_all(&mut self, error: impl Fn() -> ReplicationError) {
+        let inflight = self.inflight.take().map(|i| i.waiters).unwrap_or_default();
+        let confirmed = std::mem::take(&mut self.confirmed)
+            .into_iter()
+            .flat_map(|(_, ws)| ws);
+        for w in std::mem::take(&mut self.waiting)
+            .into_iter()
+            .chain(inflight)
+            .chain(confirmed)
+        {
+            let _ = w.reply.send(Err(error()));
+        }
+    }
+
     pub fn push(&mut self, waiter: ReadWaiter) {
         self.waiting.push(waiter);
     }
