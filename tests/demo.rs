@@ -228,6 +228,39 @@ fn the_demo_loads_kills_a_node_heals_and_checks_the_roots() {
     // The group-by table shows the cities, the point lookup its document.
     assert!(out.contains("p000042"), "{out}");
     assert!(out.contains("avg_age"), "{out}");
+    // An anchored epoch covers the data, the anchors are listed, the reads
+    // verify (by _id and the follower SELECT), an absent _id too, and the
+    // audit of the shared ledger passes.
+    assert!(
+        out.contains("is anchored and covers the loaded data"),
+        "{out}"
+    );
+    assert!(out.contains("anchored on local at "), "{out}");
+    let verified: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("anchored (epoch ") || l.contains("unanchored (raft index "))
+        .collect();
+    assert!(verified.len() >= 4, "fewer than 4 verified rows in:\n{out}");
+    assert!(
+        ["p000000", "p000042", "p000599"]
+            .iter()
+            .all(|id| verified.iter().any(|l| l.contains(id))),
+        "the rows read by _id are not all verified: {verified:?}"
+    );
+    assert!(
+        out.contains("p000600: verified absent"),
+        "no verified absent _id in:\n{out}"
+    );
+    assert!(out.contains("== 10. Auditing the ledger"), "{out}");
+    let audit = out
+        .lines()
+        .find(|l| l.starts_with("audit "))
+        .unwrap_or_else(|| panic!("no audit verdict in:\n{out}"));
+    assert!(audit.starts_with("audit passed: "), "{audit}");
+    assert!(
+        out.contains("ok      epoch "),
+        "no anchored epoch audited:\n{out}"
+    );
     // The given folder stays, with each node's log.
     assert!(folder.join("node1.log").is_file());
 }
@@ -245,6 +278,8 @@ fn keep_leaves_the_nodes_answering_until_they_are_stopped() {
     assert_eq!(nodes.len(), 4, "{out}");
     assert!(out.contains("shell --connect http://127.0.0.1:"), "{out}");
     assert!(out.contains("roots equal: 8 shards, 24 replicas"), "{out}");
+    assert!(out.contains("audit passed: "), "{out}");
+    assert!(out.contains("Audit the ledger:"), "{out}");
     let stop_line = out
         .lines()
         .find(|l| l.starts_with("Stop it:"))
