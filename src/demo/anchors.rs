@@ -14,6 +14,7 @@ use stratosdb::client::{Client, ClientError};
 use stratosdb::verified::{Policy, describe_verdict};
 use stratosdb_chain_anchor::{LOG_FILE, LedgerKey, LocalLedger};
 use stratosdb_engine::Value;
+use stratosdb_query::StatementResult;
 use stratosdb_verifier::Verified;
 
 use super::nodes::LocalCluster;
@@ -94,9 +95,26 @@ fn covering_epoch(reply: &AnchorsReply, applied: &BTreeMap<u32, u64>) -> Option<
         .map(|a| a.epoch)
 }
 
+/// The shell's `\anchors` rows, the hashes cut to 20 characters to fit a
+/// terminal (the audit at the end prints them whole).
 fn print_anchors(reply: &AnchorsReply) -> anyhow::Result<()> {
     println!("{}", crate::shell::anchors::heading(reply));
-    print_result(&crate::shell::anchors::rows(reply))
+    let mut result = crate::shell::anchors::rows(reply);
+    if let StatementResult::Rows { rows, .. } = &mut result {
+        for row in rows {
+            if let Value::Object(row) = row {
+                for column in ["cluster_root", "reference"] {
+                    if let Some(Value::String(text)) = row.get_mut(column)
+                        && let Some((cut, _)) = text.char_indices().nth(20)
+                    {
+                        text.truncate(cut);
+                        text.push('…');
+                    }
+                }
+            }
+        }
+    }
+    print_result(&result)
 }
 
 /// Reads through a client that verifies every reply against the anchors it
