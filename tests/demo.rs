@@ -379,3 +379,40 @@ fn a_data_folder_that_is_not_empty_is_refused_and_left_alone() {
         "keep me"
     );
 }
+
+#[test]
+fn a_damaged_ledger_fails_the_demo_and_stops_its_nodes() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let folder = data.path().join("demo");
+    let folder_arg = folder.to_str().expect("a UTF-8 path");
+    let mut run = DemoRun::start(&["--documents", "200", "--no-kill", "--data", folder_arg]);
+    // Once an anchored epoch is listed, a byte inside the first block of the
+    // shared ledger is flipped: the verified reads or the audit must refuse it.
+    run.wait_for_line("GET /v1/anchors");
+    let log = folder.join("ledger").join("ledger.log");
+    let mut bytes = std::fs::read(&log).expect("the nodes' ledger");
+    // 8 bytes of file header, 8 of frame header, then the first block.
+    let at = 8 + 8 + 40;
+    assert!(bytes.len() > at, "a ledger of {} bytes", bytes.len());
+    bytes[at] ^= 0xff;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .expect("open the ledger");
+        file.seek(SeekFrom::Start(at as u64)).expect("seek");
+        file.write_all(&bytes[at..=at]).expect("flip a byte");
+    }
+    let (status, out, err) = run.finish();
+    let pids: Vec<u32> = started_nodes(&out).iter().map(|(_, pid, _)| *pid).collect();
+    assert_eq!(pids.len(), 4, "{out}");
+    assert_all_stopped(&pids);
+    assert!(!status.success(), "the demo succeeded:\n{out}\n{err}");
+    assert!(!out.contains("demo finished"), "{out}");
+    let ledger = folder.join("ledger");
+    assert!(
+        err.contains(ledger.to_str().expect("UTF-8")) && err.contains("the demo failed"),
+        "the error names the ledger:\n{err}\n--- stdout\n{out}"
+    );
+}
