@@ -228,6 +228,39 @@ fn the_demo_loads_kills_a_node_heals_and_checks_the_roots() {
     // The group-by table shows the cities, the point lookup its document.
     assert!(out.contains("p000042"), "{out}");
     assert!(out.contains("avg_age"), "{out}");
+    // An anchored epoch covers the data, the anchors are listed, the reads
+    // verify (by _id and the follower SELECT), an absent _id too, and the
+    // audit of the shared ledger passes.
+    assert!(
+        out.contains("is anchored and covers the loaded data"),
+        "{out}"
+    );
+    assert!(out.contains("anchored on local at "), "{out}");
+    let verified: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("anchored (epoch ") || l.contains("unanchored (raft index "))
+        .collect();
+    assert!(verified.len() >= 4, "fewer than 4 verified rows in:\n{out}");
+    assert!(
+        ["p000000", "p000042", "p000599"]
+            .iter()
+            .all(|id| verified.iter().any(|l| l.contains(id))),
+        "the rows read by _id are not all verified: {verified:?}"
+    );
+    assert!(
+        out.contains("p000600: verified absent"),
+        "no verified absent _id in:\n{out}"
+    );
+    assert!(out.contains("== 10. Auditing the ledger"), "{out}");
+    let audit = out
+        .lines()
+        .find(|l| l.starts_with("audit "))
+        .unwrap_or_else(|| panic!("no audit verdict in:\n{out}"));
+    assert!(audit.starts_with("audit passed: "), "{audit}");
+    assert!(
+        out.contains("ok      epoch "),
+        "no anchored epoch audited:\n{out}"
+    );
     // The given folder stays, with each node's log.
     assert!(folder.join("node1.log").is_file());
 }
@@ -245,6 +278,8 @@ fn keep_leaves_the_nodes_answering_until_they_are_stopped() {
     assert_eq!(nodes.len(), 4, "{out}");
     assert!(out.contains("shell --connect http://127.0.0.1:"), "{out}");
     assert!(out.contains("roots equal: 8 shards, 24 replicas"), "{out}");
+    assert!(out.contains("audit passed: "), "{out}");
+    assert!(out.contains("Audit the ledger:"), "{out}");
     let stop_line = out
         .lines()
         .find(|l| l.starts_with("Stop it:"))
@@ -342,5 +377,42 @@ fn a_data_folder_that_is_not_empty_is_refused_and_left_alone() {
     assert_eq!(
         std::fs::read_to_string(dir.path().join("precious.txt")).expect("kept"),
         "keep me"
+    );
+}
+
+#[test]
+fn a_damaged_ledger_fails_the_demo_and_stops_its_nodes() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let folder = data.path().join("demo");
+    let folder_arg = folder.to_str().expect("a UTF-8 path");
+    let mut run = DemoRun::start(&["--documents", "200", "--no-kill", "--data", folder_arg]);
+    // Once an anchored epoch is listed, a byte inside the first block of the
+    // shared ledger is flipped: the verified reads or the audit must refuse it.
+    run.wait_for_line("GET /v1/anchors");
+    let log = folder.join("ledger").join("ledger.log");
+    let mut bytes = std::fs::read(&log).expect("the nodes' ledger");
+    // 8 bytes of file header, 8 of frame header, then the first block.
+    let at = 8 + 8 + 40;
+    assert!(bytes.len() > at, "a ledger of {} bytes", bytes.len());
+    bytes[at] ^= 0xff;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .expect("open the ledger");
+        file.seek(SeekFrom::Start(at as u64)).expect("seek");
+        file.write_all(&bytes[at..=at]).expect("flip a byte");
+    }
+    let (status, out, err) = run.finish();
+    let pids: Vec<u32> = started_nodes(&out).iter().map(|(_, pid, _)| *pid).collect();
+    assert_eq!(pids.len(), 4, "{out}");
+    assert_all_stopped(&pids);
+    assert!(!status.success(), "the demo succeeded:\n{out}\n{err}");
+    assert!(!out.contains("demo finished"), "{out}");
+    let ledger = folder.join("ledger");
+    assert!(
+        err.contains(ledger.to_str().expect("UTF-8")) && err.contains("the demo failed"),
+        "the error names the ledger:\n{err}\n--- stdout\n{out}"
     );
 }

@@ -4,10 +4,14 @@
 //! new leaders and re-replication, check that nothing acknowledged was lost
 //! and that every replica of every shard has the same root at the same
 //! applied index, then stop everything (or, with `--keep`, leave it running).
+//! The nodes anchor an epoch every second on one shared local ledger: the
+//! demo shows the anchors, reads verified against them, and audits the
+//! ledger at the end.
 //!
 //! The steps talk to the nodes only through the HTTP API (the Rust client),
 //! as an application would.
 
+mod anchors;
 mod checks;
 mod nodes;
 mod people;
@@ -75,6 +79,9 @@ const SPOT_CHECKS: usize = 25;
 
 const POLL: Duration = Duration::from_millis(200);
 
+/// The nodes' `--anchor-interval`.
+const ANCHOR_INTERVAL: &str = "1s";
+
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let folder = DemoFolder::prepare(args.data.as_deref())?;
@@ -98,7 +105,15 @@ fn run_in(args: &DemoArgs, folder: &DemoFolder, started: Instant) -> anyhow::Res
     let documents = args.documents as usize;
 
     step(&format!("1. Starting {count} nodes"));
+    let ledger = folder.path.join("ledger");
     let mut extra: Vec<String> = vec!["--cache-mb".into(), "64".into()];
+    // One ledger for all the nodes, an epoch a second (README, "Epochs and anchors").
+    extra.extend([
+        "--ledger".into(),
+        ledger.display().to_string(),
+        "--anchor-interval".into(),
+        ANCHOR_INTERVAL.into(),
+    ]);
     let heals = nodes_take_down_after()?;
     if heals {
         extra.extend(["--down-after".into(), DOWN_AFTER.into()]);
@@ -145,11 +160,22 @@ fn run_in(args: &DemoArgs, folder: &DemoFolder, started: Instant) -> anyhow::Res
         roots.len()
     );
 
+    step("5. Anchors on the local ledger, and verified reads");
+    let applied = roots
+        .iter()
+        .filter(|s| s.collection == COLLECTION)
+        .filter_map(|s| s.first().map(|(index, _)| (s.shard, *index)))
+        .collect();
+    anchors::wait_for_anchor(&cluster, &first, &applied)?;
+    let urls = cluster.running_urls();
+    let follower_url = urls.get(1).unwrap_or(&urls[0]);
+    anchors::verified_reads(&ledger, first.url(), follower_url, documents)?;
+
     if !args.no_kill {
         lose_a_node(&cluster, &first, &people, heals, &name_of)?;
     }
 
-    step("8. Checking the roots of every replica");
+    step("9. Checking the roots of every replica");
     let roots = wait_for_roots(&cluster)?;
     print_rows(
         &["collection", "shard", "replicas", "applied", "root", "ok"],
@@ -175,7 +201,10 @@ fn run_in(args: &DemoArgs, folder: &DemoFolder, started: Instant) -> anyhow::Res
         roots.len()
     );
 
-    step("9. Done");
+    step("10. Auditing the ledger");
+    anchors::audit(&ledger)?;
+
+    step("11. Done");
     if args.keep {
         print_keep(&cluster, folder);
         cluster.keep();
@@ -195,7 +224,7 @@ fn run_in(args: &DemoArgs, folder: &DemoFolder, started: Instant) -> anyhow::Res
     Ok(())
 }
 
-/// Steps 5 to 7: SIGKILL the node that leads the most shards, wait for new
+/// Steps 6 to 8: SIGKILL the node that leads the most shards, wait for new
 /// leaders, check the documents, wait for the shards to heal.
 fn lose_a_node(
     cluster: &LocalCluster,
@@ -204,7 +233,7 @@ fn lose_a_node(
     heals: bool,
     name_of: &dyn Fn(&str) -> String,
 ) -> anyhow::Result<()> {
-    step("5. Killing the node that leads the most shards");
+    step("6. Killing the node that leads the most shards");
     let map = first.cluster().context("reading the cluster map")?;
     let before = leaders(&map, COLLECTION);
     let victim = most_leaderships(&before).context("no shard has a leader")?;
@@ -237,11 +266,11 @@ fn lose_a_node(
             .collect(),
     )?;
 
-    step("6. Nothing acknowledged was lost");
+    step("7. Nothing acknowledged was lost");
     check_documents(cluster, people)?;
 
     step(&format!(
-        "7. Re-replicating the shards back to {REPLICAS} replicas"
+        "8. Re-replicating the shards back to {REPLICAS} replicas"
     ));
     if heals {
         println!(
@@ -742,5 +771,9 @@ fn print_keep(cluster: &LocalCluster, folder: &DemoFolder) {
     println!("Connect the shell:   cargo run --release -- shell --connect {url}");
     println!("Cluster map:         cargo run --release -- cluster status --connect {url}");
     println!("Stop it:             kill {}", pids.join(" "));
+    println!(
+        "Audit the ledger:    cargo run --release -- audit --ledger {}",
+        folder.path.join("ledger").display()
+    );
     println!("Data and logs:       {}", folder.path.display());
 }

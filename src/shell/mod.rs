@@ -3,7 +3,7 @@
 //! scriptable with `-c` or from standard input, where each statement runs as
 //! soon as its `;` is read, so that a program can drive the shell through a pipe.
 
-mod anchors;
+pub(crate) mod anchors;
 mod import;
 mod input;
 mod interrupt;
