@@ -448,15 +448,19 @@ fn check_saved(
         require_anchored: true,
         freshness,
     };
-    verify_reply(reply, query.as_ref(), &mut Anchors::new(Some(chain)), &policy)
+    verify_reply(
+        reply,
+        query.as_ref(),
+        &mut Anchors::new(Some(chain)),
+        &policy,
+    )
 }
 
 #[test]
 fn anchored_reads_verify_against_the_chain_and_a_stale_proof_is_caught() {
     let ledger = tempfile::tempdir().unwrap();
     let ledger_dir = ledger.path().to_string_lossy().to_string();
-    let cluster =
-        TestCluster::start_with(3, &["--anchor-interval", "1s", "--ledger", &ledger_dir]);
+    let cluster = TestCluster::start_with(3, &["--anchor-interval", "1s", "--ledger", &ledger_dir]);
     let api = cluster.api(0);
     let sql = "CREATE COLLECTION docs WITH (shards = 2, replicas = 3)";
     let reply = common::cluster::until_answered(Duration::from_secs(60), sql, || api.sql(sql));
@@ -518,13 +522,14 @@ fn anchored_reads_verify_against_the_chain_and_a_stale_proof_is_caught() {
     // a client that asks for the latest epoch, though the proof still holds
     // for the epoch it names.
     let update = "UPDATE docs SET v = 2 WHERE _id = 'd03'";
-    let reply = common::cluster::until_answered(Duration::from_secs(60), update, || {
-        api.sql(update)
-    });
+    let reply =
+        common::cluster::until_answered(Duration::from_secs(60), update, || api.sql(update));
     assert!(reply.ok(), "{}", reply.text);
     let stale = within(Duration::from_secs(90), || {
         match check_saved(&saved, chain.as_ref(), Freshness::Latest) {
-            Err(Rejection::Stale { epoch, required, .. }) => Ok((epoch, required)),
+            Err(Rejection::Stale {
+                epoch, required, ..
+            }) => Ok((epoch, required)),
             other => Err(format!("not yet caught: {other:?}")),
         }
     });
