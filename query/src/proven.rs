@@ -77,6 +77,9 @@ fn anchor_proofs<K: KvStore>(
     let collection = first.collection.clone();
     let ids: Vec<&str> = proofs.iter().map(|p| p.id.as_str()).collect();
     let anchored = shard.prove_anchored_many(&collection, &ids)?;
+    // Every proof of the page is against the one latest mark: look its
+    // anchor up once (a lookup reads and decodes the epoch's record).
+    let mut lookup: Option<(ShardLeaf, u64, Option<AnchorProof>)> = None;
     for (p, a) in proofs.iter_mut().zip(anchored) {
         let Some(a) = a else { continue };
         // The document read must be the one as of the mark.
@@ -91,7 +94,15 @@ fn anchor_proofs<K: KvStore>(
             raft_index: a.mark.raft_index,
             root: a.mark.root,
         };
-        if let (true, Some(anchor)) = (same, anchors.anchor_of(&leaf, a.mark.epoch)) {
+        let known = match &lookup {
+            Some((l, epoch, anchor)) if *l == leaf && *epoch == a.mark.epoch => anchor.clone(),
+            _ => {
+                let anchor = anchors.anchor_of(&leaf, a.mark.epoch);
+                lookup = Some((leaf, a.mark.epoch, anchor.clone()));
+                anchor
+            }
+        };
+        if let (true, Some(anchor)) = (same, known) {
             p.raft_index = a.mark.raft_index;
             p.shard_root = a.mark.root;
             p.proof = a.proof;

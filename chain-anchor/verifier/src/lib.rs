@@ -19,7 +19,6 @@
 //! in `docs/chain.md` and `docs/merkle.md`, byte for byte.
 
 mod error;
-pub mod hex_serde;
 pub mod leaves;
 pub mod ledger;
 pub mod payload;
@@ -31,3 +30,4 @@ pub use payload::{AnchorPayload, PAYLOAD_LEN, PAYLOAD_MAGIC, PAYLOAD_VERSION};
 pub use read_proof::{AnchorProof, ReadProof, Verified, verify_rows};
 pub use stratosdb_proof as proof;
 pub use stratosdb_proof::Hash;
+pub use stratosdb_proof::hex_serde;

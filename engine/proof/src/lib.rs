@@ -9,6 +9,7 @@
 mod canonical;
 mod codec;
 pub mod hash;
+pub mod hex_serde;
 mod json;
 mod proof;
 mod value;

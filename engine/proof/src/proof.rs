@@ -15,7 +15,7 @@ pub struct ProofLevel {
     /// Bit `i` set when the node has a child at nibble `i`.
     pub bitmap: u16,
     /// Hashes of the present children other than the one on the path, in nibble order.
-    #[serde(with = "hex_hashes")]
+    #[serde(with = "crate::hex_serde::hash_list")]
     pub siblings: Vec<Hash>,
 }
 
@@ -35,9 +35,9 @@ pub enum Terminal {
     EmptySlot,
     /// Another document's leaf occupies the slot: its key shares the path so far.
     OtherLeaf {
-        #[serde(with = "hex_hash")]
+        #[serde(with = "crate::hex_serde::hash")]
         key_hash: Hash,
-        #[serde(with = "hex_hash")]
+        #[serde(with = "crate::hex_serde::hash")]
         doc_hash: Hash,
     },
 }
@@ -183,43 +183,4 @@ fn fold_to_root(key: &Hash, levels: &[ProofLevel], slot: Option<Hash>) -> Result
         current = Some(node_hash(level.bitmap, children.iter()));
     }
     Ok(current.unwrap_or(EMPTY_ROOT))
-}
-
-/// Hashes as lower-case hex strings in JSON.
-mod hex_hash {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(h))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let text = String::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(&text, &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
-    }
-}
-
-mod hex_hashes {
-    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
-
-    pub fn serialize<S: Serializer>(hs: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(hs.len()))?;
-        for h in hs {
-            seq.serialize_element(&hex::encode(h))?;
-        }
-        seq.end()
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .iter()
-            .map(|text| {
-                let mut out = [0u8; 32];
-                hex::decode_to_slice(text, &mut out).map_err(serde::de::Error::custom)?;
-                Ok(out)
-            })
-            .collect()
-    }
 }
