@@ -308,7 +308,19 @@ fn a_removed_shard_is_gone_and_comes_back_empty() {
     // Gone after a restart too, and the other shard untouched.
     drop(other);
     drop(engine);
-    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    // sled lets go of the folder's lock when its last handle is gone, which
+    // after a flush of many deletions can be its background flusher's, a
+    // moment after our drop: retry the reopen for a bounded time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let engine = loop {
+        match Engine::open(dir.path(), EngineConfig::default()) {
+            Ok(engine) => break engine,
+            Err(e) if std::time::Instant::now() < deadline && e.code() == "data_dir_in_use" => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("reopening: {e}"),
+        }
+    };
     assert_eq!(engine.shard_ids().unwrap(), [4]);
     assert_eq!(engine.shard(4).unwrap().collections(), ["kept"]);
     let again = engine.shard(3).unwrap();
