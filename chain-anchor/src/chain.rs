@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use stratosdb_verifier::AnchorPayload;
 
+use stratosdb_verifier::traffic::Address;
+
 use crate::ChainError;
+use crate::funds::{DepositAuthorization, DepositRecord, Payout};
 
 /// Where an anchor is on a chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -165,6 +168,81 @@ pub trait Chain: Send + Sync {
             "the {} chain cannot find the latest anchor",
             self.info().kind
         )))
+    }
+
+    // --- Funds (Proof of Traffic). The defaults refuse: a backend that
+    // holds STOS overrides them. ---
+
+    /// The address that holds the cluster's STOS on this chain: deposits are
+    /// transfers to it, payouts come from it. `None` on the local ledger,
+    /// where a deposit is a signed entry and no STOS moves.
+    fn settlement_address(&self) -> Option<Address> {
+        None
+    }
+
+    /// Records a deposit the account authorized with its signature (the
+    /// local ledger's kind of deposit). An EVM chain refuses it: there a
+    /// deposit is the account's own transfer ([`Chain::transfer`]).
+    fn record_deposit(&self, deposit: &DepositAuthorization) -> Result<DepositRecord, ChainError> {
+        let _ = deposit;
+        Err(self.no_funds("record a signed deposit"))
+    }
+
+    /// Reads a deposit back by its reference and checks it (see
+    /// [`DepositRecord`]), refusing one that is not for `cluster_id`.
+    fn read_deposit(
+        &self,
+        cluster_id: &[u8; 32],
+        reference: &ChainRef,
+    ) -> Result<DepositRecord, ChainError> {
+        let _ = (cluster_id, reference);
+        Err(self.no_funds("read deposits"))
+    }
+
+    /// Every deposit of `cluster_id` recorded at or after `from_block`: how a
+    /// node credits a deposit whose crediting was cut short by a crash.
+    fn deposits_since(
+        &self,
+        cluster_id: &[u8; 32],
+        from_block: u64,
+    ) -> Result<Vec<DepositRecord>, ChainError> {
+        let _ = (cluster_id, from_block);
+        Err(self.no_funds("list deposits"))
+    }
+
+    /// Sends `amount` wei from this backend's key to `to` and waits for its
+    /// inclusion: an account's deposit to the settlement address.
+    fn transfer(&self, to: Address, amount: u128) -> Result<ChainRef, ChainError> {
+        let _ = (to, amount);
+        Err(self.no_funds("transfer STOS"))
+    }
+
+    /// Builds a payout without sending it, as [`Chain::prepare`] does for
+    /// anchors; `replacing` a dropped one excludes it.
+    fn prepare_payout(
+        &self,
+        payout: &Payout,
+        replacing: Option<&Payout>,
+    ) -> Result<Payout, ChainError> {
+        let _ = (payout, replacing);
+        Err(self.no_funds("pay out"))
+    }
+
+    /// Sends a prepared payout (again: harmless).
+    fn send_payout(&self, payout: &Payout) -> Result<(), ChainError> {
+        let _ = payout;
+        Err(self.no_funds("pay out"))
+    }
+
+    /// Where a sent payout stands.
+    fn payout_status(&self, payout: &Payout) -> Result<SubmissionStatus, ChainError> {
+        let _ = payout;
+        Err(self.no_funds("pay out"))
+    }
+
+    /// The refusal of a fund operation this backend does not do.
+    fn no_funds(&self, what: &str) -> ChainError {
+        ChainError::Unavailable(format!("the {} chain cannot {what}", self.info().kind))
     }
 
     /// Polls [`Chain::status`] until the submission is no longer pending or

@@ -14,11 +14,13 @@
 
 mod chain;
 mod error;
+pub mod funds;
 mod ledger;
 pub mod stratos;
 
 pub use chain::{AnchorRecord, Chain, ChainInfo, ChainRef, Submission, SubmissionStatus};
 pub use error::ChainError;
+pub use funds::{DepositAuthorization, DepositRecord, Payout};
 pub use ledger::{LOG_FILE, LedgerAnchor, LedgerKey, LedgerReport, LocalLedger, verify_ledger};
 pub use stratos::{StratosChain, StratosConfig};
 pub use stratosdb_verifier::hex_serde::parse as hex_hash;

@@ -24,6 +24,22 @@ pub enum VerifyError {
     /// Bytes that are not a ledger file.
     #[error("not a ledger: {0}")]
     MalformedLedger(String),
+    /// Text that is not an account address: what and why.
+    #[error("malformed address {0}")]
+    MalformedAddress(String),
+    /// Text that is not an amount of STOS or wei.
+    #[error("malformed amount {0}")]
+    MalformedAmount(String),
+    /// A request signature that is missing a part, malformed, or not the
+    /// claimed payer's.
+    #[error("bad request signature: {0}")]
+    BadRequestSignature(String),
+    /// A receipt that does not check out: which (node key prefix#sequence), why.
+    #[error("receipt {node_sequence}: {reason}")]
+    BadReceipt {
+        node_sequence: String,
+        reason: String,
+    },
     #[error(transparent)]
     Proof(#[from] stratosdb_proof::ProofError),
 }

@@ -11,6 +11,8 @@
 //!   anchored cluster root, and [`verify_rows`], which ties a reply's rows to it;
 //! - [`ledger`]: the local ledger's signed, hash-chained blocks and the
 //!   checks an auditor runs over its file;
+//! - [`traffic`]: Proof of Traffic's accounts, signed requests, prices and
+//!   receipts;
 //! - the proofs of single documents come from `stratosdb-proof` (re-exported
 //!   as [`proof`]).
 //!
@@ -23,6 +25,7 @@ pub mod leaves;
 pub mod ledger;
 pub mod payload;
 pub mod read_proof;
+pub mod traffic;
 
 pub use error::VerifyError;
 pub use leaves::{LeafProof, ShardLeaf, cluster_root};

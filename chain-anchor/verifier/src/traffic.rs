@@ -1,0 +1,22 @@
+//! Proof of Traffic: the formats a paying client, a serving node and an
+//! auditor share (`docs/traffic.md`, byte for byte).
+//!
+//! - [`Address`]: an account, the 20 bytes of an Ethereum-style secp256k1
+//!   address, printed as `0x…` (EIP-55) or as its Stratos `st1…` form;
+//! - [`wei`]: STOS amounts as `u128` wei, parsed and printed without floats;
+//! - [`RequestAuth`]: the EIP-191 signature a payer puts on every API request,
+//!   carried in headers, and its recovery;
+//! - [`Prices`] and [`Receipt`]: what a reply cost, signed by the node that
+//!   served it.
+
+mod address;
+mod receipt;
+mod request;
+pub mod wei;
+
+pub use address::Address;
+pub use receipt::{Prices, RECEIPT_VERSION, Receipt};
+pub use request::{
+    HEADER_ADDRESS, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, RequestAuth, RequestSigner,
+    eip191_hash, keccak256, request_message,
+};
