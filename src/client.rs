@@ -10,8 +10,11 @@
 //! assert_eq!(doc.to_json_string(), r#"{"_id":"u1","name":"Ann"}"#);
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use parking_lot::Mutex;
+use stratosdb_verifier::traffic::{Address, Receipt, RequestAuth, RequestSigner};
 
 use stratosdb_chain_anchor::Chain;
 use stratosdb_engine::Value;
@@ -19,6 +22,13 @@ use stratosdb_query::StatementResult;
 use stratosdb_verifier::Verified;
 
 use crate::verified::{Anchors, Policy, ProvenReply, Rejection, projection_of, verify_reply};
+
+use crate::node::traffic::endpoints::{
+    AccountReply, DepositReply, DepositRequest, PricesReply, ReceiptsReply,
+};
+use crate::node::traffic::meter::RECEIPT_HEADER;
+use stratosdb_chain_anchor::DepositAuthorization;
+use stratosdb_verifier::traffic::DepositEntry;
 
 use crate::api::{
     AnchorsQuery, AnchorsReply, ClusterMap, Consistency, ErrorBody, JoinReply, JoinRequest,
@@ -51,6 +61,14 @@ pub enum ClientError {
     /// chain (forged, damaged, unanchored or stale: see [`Rejection`]).
     #[error("reply from {url} rejected: {reason}")]
     Rejected { url: String, reason: Rejection },
+    /// The receipt that came with a reply does not hold (a bad signature, a
+    /// fee its prices do not give, another request's or another payer's, a
+    /// byte count that is not the reply's).
+    #[error("receipt from {url} refused: {reason}")]
+    Receipt { url: String, reason: String },
+    /// Keeping a receipt in the receipts file failed.
+    #[error("keeping a receipt in {path}: {reason}")]
+    ReceiptFile { path: String, reason: String },
 }
 
 impl ClientError {
@@ -117,6 +135,26 @@ pub struct Client {
     base: String,
     agent: ureq::Agent,
     verifier: Option<Verifier>,
+    payment: Option<Arc<Payment>>,
+    receipts: Option<Arc<Mutex<ReceiptBook>>>,
+}
+
+/// The paying account's key, and the cluster id its signatures name (read
+/// once from `GET /v1/prices`).
+struct Payment {
+    signer: RequestSigner,
+    cluster_id: OnceLock<[u8; 32]>,
+}
+
+/// The receipts a client keeps: appended to a file (one JSON per line), and
+/// the newest in memory.
+#[derive(Default)]
+struct ReceiptBook {
+    file: Option<(std::fs::File, String)>,
+    last: Option<Receipt>,
+    /// Fees of the receipts kept, in wei.
+    total_fees: u128,
+    count: u64,
 }
 
 /// The chain a verifying client trusts, and what it requires of proofs.
@@ -150,7 +188,205 @@ impl Client {
             base,
             agent,
             verifier: None,
+            payment: None,
+            receipts: None,
         })
+    }
+
+    /// This client, signing every request with `signer`'s account, which
+    /// pays for it (`docs/traffic.md`).
+    pub fn signing(mut self, signer: RequestSigner) -> Client {
+        self.payment = Some(Arc::new(Payment {
+            signer,
+            cluster_id: OnceLock::new(),
+        }));
+        self.receipts.get_or_insert_with(Default::default);
+        self
+    }
+
+    /// This client, checking and keeping the receipt of every metered
+    /// reply, appended to `file` (one JSON receipt per line) when given.
+    pub fn keeping_receipts(
+        mut self,
+        file: Option<&std::path::Path>,
+    ) -> Result<Client, ClientError> {
+        let mut book = ReceiptBook::default();
+        if let Some(path) = file {
+            let shown = path.display().to_string();
+            let opened = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| ClientError::ReceiptFile {
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+            book.file = Some((opened, shown));
+        }
+        self.receipts = Some(Arc::new(Mutex::new(book)));
+        Ok(self)
+    }
+
+    /// The paying account, when this client signs.
+    pub fn payer(&self) -> Option<Address> {
+        self.payment.as_ref().map(|p| p.signer.address())
+    }
+
+    /// The newest receipt kept.
+    pub fn last_receipt(&self) -> Option<Receipt> {
+        self.receipts.as_ref().and_then(|b| b.lock().last.clone())
+    }
+
+    /// How many receipts were kept, and their fees in wei.
+    pub fn receipt_totals(&self) -> (u64, u128) {
+        self.receipts.as_ref().map_or((0, 0), |b| {
+            let b = b.lock();
+            (b.count, b.total_fees)
+        })
+    }
+
+    /// `GET /v1/prices`: the cluster id, prices and settlement address.
+    pub fn prices(&self) -> Result<PricesReply, ClientError> {
+        let text = self.call("GET", "/v1/prices", None)?;
+        serde_json::from_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// `GET /v1/accounts/{address}`.
+    pub fn account(&self, address: &Address) -> Result<AccountReply, ClientError> {
+        let text = self.call("GET", &format!("/v1/accounts/{address}"), None)?;
+        serde_json::from_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// Deposits `amount` wei for `signer`'s account on a cluster on the local
+    /// ledger: a deposit the account signs, which the node records on the
+    /// ledger and credits.
+    pub fn deposit_signed(
+        &self,
+        signer: &RequestSigner,
+        amount: u128,
+    ) -> Result<DepositReply, ClientError> {
+        let cluster_id = self.prices()?.cluster_id;
+        let nonce: [u8; 16] = rand::random();
+        let entry = DepositEntry::sign(signer, cluster_id, amount, nonce);
+        let request = DepositRequest::Signed(DepositAuthorization {
+            cluster_id,
+            account: entry.account,
+            amount,
+            nonce: hex::encode(nonce),
+            signature: format!("0x{}", hex::encode(entry.signature)),
+        });
+        self.post_deposit(&entry.account, &request)
+    }
+
+    /// Credits the account with its transfer `reference` (`evm:…`) to the
+    /// cluster's settlement address.
+    pub fn deposit_transfer(
+        &self,
+        account: &Address,
+        reference: &str,
+    ) -> Result<DepositReply, ClientError> {
+        let request = DepositRequest::Transfer {
+            reference: reference.to_string(),
+        };
+        self.post_deposit(account, &request)
+    }
+
+    fn post_deposit(
+        &self,
+        account: &Address,
+        request: &DepositRequest,
+    ) -> Result<DepositReply, ClientError> {
+        let body = serde_json::to_string(request).map_err(|e| self.protocol(e))?;
+        let text = self.call(
+            "POST",
+            &format!("/v1/accounts/{account}/deposits"),
+            Some(body),
+        )?;
+        serde_json::from_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// `GET /v1/receipts?from=N&limit=M`: the node's own receipt log.
+    pub fn node_receipts(&self, from: u64, limit: u64) -> Result<ReceiptsReply, ClientError> {
+        let text = self.call(
+            "GET",
+            &format!("/v1/receipts?from={from}&limit={limit}"),
+            None,
+        )?;
+        serde_json::from_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// The signature headers for one request, and the hash they sign.
+    fn sign(
+        &self,
+        payment: &Payment,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<RequestAuth, ClientError> {
+        let cluster_id = match payment.cluster_id.get() {
+            Some(id) => *id,
+            None => {
+                let id = self.prices()?.cluster_id;
+                *payment.cluster_id.get_or_init(|| id)
+            }
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Ok(payment
+            .signer
+            .sign_request(&cluster_id, method, path, body, now, rand::random()))
+    }
+
+    /// Checks a reply's receipt and keeps it.
+    fn take_receipt(
+        &self,
+        header: &str,
+        signed: Option<(&RequestAuth, [u8; 32])>,
+        body: &str,
+    ) -> Result<(), ClientError> {
+        let Some(book) = &self.receipts else {
+            return Ok(());
+        };
+        let refuse = |reason: String| ClientError::Receipt {
+            url: self.base.clone(),
+            reason,
+        };
+        let receipt: Receipt =
+            serde_json::from_str(header).map_err(|e| refuse(format!("malformed: {e}")))?;
+        receipt.verify().map_err(|e| refuse(e.to_string()))?;
+        if let Some((auth, cluster_id)) = signed {
+            if receipt.payer != auth.address {
+                return Err(refuse(format!(
+                    "it bills {}, not this client's account {}",
+                    receipt.payer, auth.address
+                )));
+            }
+            if receipt.cluster_id != cluster_id {
+                return Err(refuse("it names another cluster".into()));
+            }
+        }
+        if receipt.bytes != body.len() as u64 {
+            return Err(refuse(format!(
+                "it bills {} bytes for a reply of {} bytes",
+                receipt.bytes,
+                body.len()
+            )));
+        }
+        let mut book = book.lock();
+        if let Some((file, path)) = &mut book.file {
+            use std::io::Write as _;
+            let line = format!("{header}\n");
+            file.write_all(line.as_bytes())
+                .map_err(|e| ClientError::ReceiptFile {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        book.total_fees = book.total_fees.saturating_add(receipt.fee);
+        book.count += 1;
+        book.last = Some(receipt);
+        Ok(())
     }
 
     /// This client, verifying every read: SELECTs, `get` and `find` ask for
@@ -480,24 +716,60 @@ impl Client {
         body: Option<String>,
     ) -> Result<(u16, String), ClientError> {
         let url = format!("{}{path}", self.base);
-        let sent = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call(),
-            ("DELETE", _) => self.agent.delete(&url).call(),
-            ("PUT", body) => self
-                .agent
-                .put(&url)
-                .header("content-type", "application/json")
-                .send(body.unwrap_or_default()),
-            (_, body) => self
-                .agent
-                .post(&url)
-                .header("content-type", "application/json")
-                .send(body.unwrap_or_default()),
+        let body = body.unwrap_or_default();
+        let signed = match &self.payment {
+            // The public routes need no signature (and /v1/prices is how
+            // a signer learns the cluster id).
+            Some(payment) if !is_public(path) => {
+                let wire_body = if matches!(method, "GET" | "DELETE") {
+                    &[][..]
+                } else {
+                    body.as_bytes()
+                };
+                let auth = self.sign(payment, method, path, wire_body)?;
+                let cluster_id = payment.cluster_id.get().copied().unwrap_or_default();
+                Some((auth, cluster_id))
+            }
+            _ => None,
+        };
+        let headers: Vec<(&str, String)> = signed
+            .as_ref()
+            .map(|(auth, _)| auth.headers().to_vec())
+            .unwrap_or_default();
+        let sent = match method {
+            "GET" | "DELETE" => {
+                let mut request = if method == "GET" {
+                    self.agent.get(&url)
+                } else {
+                    self.agent.delete(&url)
+                };
+                for (name, value) in &headers {
+                    request = request.header(*name, value);
+                }
+                request.call()
+            }
+            _ => {
+                let mut request = if method == "PUT" {
+                    self.agent.put(&url)
+                } else {
+                    self.agent.post(&url)
+                };
+                request = request.header("content-type", "application/json");
+                for (name, value) in &headers {
+                    request = request.header(*name, value);
+                }
+                request.send(body)
+            }
         };
         let mut response = sent.map_err(|e| ClientError::Transport {
             url: url.clone(),
             reason: e.to_string(),
         })?;
+        let receipt = response
+            .headers()
+            .get(RECEIPT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let status = response.status().as_u16();
         let text = response
             .body_mut()
@@ -508,6 +780,13 @@ impl Client {
                 url: url.clone(),
                 reason: e.to_string(),
             })?;
+        if let Some(receipt) = receipt {
+            self.take_receipt(
+                &receipt,
+                signed.as_ref().map(|(auth, id)| (auth, *id)),
+                &text,
+            )?;
+        }
         Ok((status, text))
     }
 
@@ -533,6 +812,20 @@ impl Client {
             reason: e.to_string(),
         }
     }
+}
+
+/// The routes a node serves without a signature (`docs/traffic.md`).
+fn is_public(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    matches!(
+        path,
+        "/v1/health"
+            | "/v1/prices"
+            | "/v1/cluster"
+            | "/v1/cluster/join"
+            | "/metrics"
+            | "/v1/receipts"
+    ) || path.starts_with("/v1/accounts/")
 }
 
 fn doc_path(collection: &str, id: &str) -> String {

@@ -3,6 +3,7 @@
 //! cluster map, `demo`, a cluster on loopback shown end to end, and `audit`,
 //! which checks a local ledger and an embedded data folder.
 
+mod account_cmd;
 mod audit;
 mod demo;
 mod node_cmd;
@@ -36,6 +37,9 @@ enum Command {
     /// The cluster: `cluster status --connect URL` prints the cluster map.
     #[command(subcommand)]
     Cluster(node_cmd::ClusterCommand),
+    /// STOS accounts: `account new|show|balance` (keys in key files).
+    #[command(subcommand)]
+    Account(account_cmd::AccountCommand),
     /// Checks a local ledger (--ledger DIR) or an embedded data folder
     /// (--data DIR); prints a verdict per item, fails if any item failed.
     Audit(audit::AuditArgs),
@@ -49,6 +53,14 @@ pub struct ShellArgs {
     /// Run against the node at http://HOST:PORT instead of a data folder.
     #[arg(long, conflicts_with = "data")]
     connect: Option<String>,
+    /// With --connect: the paying account's key file; every request is
+    /// signed with it (a cluster without --dev refuses unsigned requests).
+    #[arg(long, requires = "connect")]
+    key_file: Option<PathBuf>,
+    /// With --connect: keep every receipt (checked) in this file, one JSON
+    /// per line.
+    #[arg(long, requires = "connect")]
+    receipts: Option<PathBuf>,
     /// Run these `;`-separated statements and exit.
     #[arg(short = 'c', long = "command")]
     command: Option<String>,
@@ -90,6 +102,7 @@ fn main() -> ExitCode {
         Command::Node(args) => node_cmd::run(*args).map(|()| true),
         Command::Cluster(command) => node_cmd::cluster(command).map(|()| true),
         Command::Audit(args) => audit::run(args),
+        Command::Account(command) => account_cmd::run(command).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

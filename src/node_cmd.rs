@@ -9,9 +9,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use stratosdb::client::Client;
-use stratosdb::node::cluster::{AnchorConfig, ClusterBackend, ClusterConfig, show_id};
+use stratosdb::node::cluster::{AnchorConfig, Bootstrap, ClusterBackend, ClusterConfig, show_id};
+use stratosdb::node::traffic::{self, Traffic, TrafficConfig};
 use stratosdb::node::{self, ApiConfig};
 use stratosdb_engine::EngineConfig;
+use stratosdb_verifier::traffic::Prices;
 
 #[derive(clap::Args)]
 pub struct NodeArgs {
@@ -37,9 +39,26 @@ pub struct NodeArgs {
     /// The node's zone (replicas of a shard are spread over zones).
     #[arg(long)]
     zone: Option<String>,
-    /// Marks a development cluster.
+    /// Marks a development cluster: unsigned requests are served, billed to
+    /// the dev account (0x…dE00).
     #[arg(long)]
     dev: bool,
+    /// What the dev account is funded with when the cluster is founded
+    /// (with --dev): `1000000`, `2.5 STOS`, `42 wei`.
+    #[arg(long, requires = "dev", value_parser = parse_amount)]
+    dev_funds: Option<u128>,
+    /// The price of a KiB served, set when the cluster is founded (later
+    /// nodes read it from the cluster): `0.000001`, `1000000000000 wei`.
+    #[arg(long, value_parser = parse_amount)]
+    price_per_kib: Option<u128>,
+    /// The price of a document read or written, set when the cluster is
+    /// founded.
+    #[arg(long, value_parser = parse_amount)]
+    price_per_document: Option<u128>,
+    /// How far a signed request's timestamp may be from the node's clock:
+    /// 30s, 5m.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    request_window: std::time::Duration,
     /// Largest request body the API accepts, in bytes.
     #[arg(long, default_value_t = node::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
@@ -85,6 +104,11 @@ pub enum ChainKind {
     Stratos,
 }
 
+/// An amount of STOS: `1.5`, `1.5 STOS`, `42 wei`.
+fn parse_amount(text: &str) -> Result<u128, String> {
+    stratosdb_verifier::traffic::wei::parse_amount(text).map_err(|e| e.to_string())
+}
+
 /// `--anchor-interval`: a duration, or `None` for `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Interval(Option<std::time::Duration>);
@@ -122,7 +146,6 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 /// Runs a node until Ctrl-C or SIGTERM.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     init_logging();
-    let _ = args.dev;
     let engine = EngineConfig {
         cache_bytes: args.cache_mb.saturating_mul(1 << 20),
         ..EngineConfig::default()
@@ -133,12 +156,32 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         (Some(at), Some(token)) => Some((at.clone(), token.clone())),
         _ => None,
     };
-    let anchor = match args.anchor_interval.0 {
-        None => None,
-        Some(interval) => Some(AnchorConfig {
-            interval,
-            chain: open_chain(&args)?,
-        }),
+    // The chain takes anchors and holds deposits: opened even with
+    // anchoring off.
+    let chain = open_chain(&args)?;
+    let anchor = args.anchor_interval.0.map(|interval| AnchorConfig {
+        interval,
+        chain: chain.clone(),
+    });
+    let prices = Prices {
+        wei_per_kib: args
+            .price_per_kib
+            .unwrap_or(traffic::DEFAULT_PRICES.wei_per_kib),
+        wei_per_document: args
+            .price_per_document
+            .unwrap_or(traffic::DEFAULT_PRICES.wei_per_document),
+    };
+    let dev_funds = args
+        .dev
+        .then(|| args.dev_funds.unwrap_or(traffic::DEFAULT_DEV_FUNDS));
+    let bootstrap = Bootstrap {
+        collection: traffic::accounts::TRAFFIC_COLLECTION.to_string(),
+        command: Traffic::bootstrap_command(&prices, dev_funds),
+    };
+    let traffic_config = TrafficConfig {
+        dev: args.dev,
+        window: args.request_window,
+        chain,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -162,6 +205,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             engine,
             down_after: args.down_after,
             anchor,
+            bootstrap: Some(bootstrap),
         };
         let backend = tokio::task::spawn_blocking(move || ClusterBackend::start(config))
             .await
@@ -169,6 +213,13 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("cannot start the node in {}", args.data.display()))?;
         let node = backend.node().clone();
+        let data = args.data.clone();
+        let started = node.clone();
+        let traffic =
+            tokio::task::spawn_blocking(move || Traffic::start(started, &data, traffic_config))
+                .await
+                .context("starting the node")?
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         let id = show_id(node.id);
         // The first line of stdout: tests and scripts read the address here.
         println!("stratosdb node {id} listening on http://{address}");
@@ -188,6 +239,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         let api = ApiConfig {
             body_limit: args.body_limit,
             faults: args.fault_injection.then(|| node.transport.fault_switch()),
+            traffic: Some(traffic.clone()),
         };
         let watched = node.clone();
         let failed = async move {
@@ -206,6 +258,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             }
         };
         node::serve(listener, Arc::new(backend), &api, stop).await?;
+        traffic.stop();
         if let Ok(why) = stop_rx.await {
             anyhow::bail!("stratosdb node {id} cannot serve: {why}");
         }

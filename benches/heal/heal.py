@@ -106,7 +106,7 @@ class Cluster:
         others = [p for j, p in enumerate(self.p2p) if j != i]
         return [self.binary, "node", "--data", os.path.join(self.base, "n%d" % i),
                 "--p2p", self.p2p[i], "--http", self.http[i],
-                "--peers", ",".join(others), "--down-after", self.down_after]
+                "--peers", ",".join(others), "--down-after", self.down_after, "--dev"]
 
     def start(self, i):
         out = open(os.path.join(self.base, "n%d.out" % i), "w")

@@ -16,7 +16,9 @@
 # $STRATOSDB_BASE/ni, stdout in ni.out, stderr (logs) in ni.log. Each node
 # names the others' p2p addresses in --peers; NODES=1 starts node 1 alone
 # (no --peers: a cluster of one). NODE_ARGS: more flags for every node
-# (e.g. "--anchor-interval 1s"). Everything binds to 127.0.0.1 only.
+# (e.g. "--anchor-interval 1s"). The nodes run with --dev (unsigned requests
+# are served, billed to the dev account); DEV_FLAG= starts them without it.
+# Everything binds to 127.0.0.1 only.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -64,7 +66,7 @@ cmd_start() {
         done
         "$STRATOSDB_BIN" node --data "$STRATOSDB_BASE/n$i" \
             --p2p "127.0.0.1:$((P2P_BASE + i))" --http "127.0.0.1:$((HTTP_BASE + i))" \
-            ${peers:+--peers "$peers"} ${NODE_ARGS:-} \
+            ${peers:+--peers "$peers"} ${DEV_FLAG---dev} ${NODE_ARGS:-} \
             </dev/null >"$STRATOSDB_BASE/n$i.out" 2>"$STRATOSDB_BASE/n$i.log" &
         echo "n$i $!" >>"$PIDFILE"
         log "started stratosdb n$i pid $! (p2p :$((P2P_BASE + i)), http :$((HTTP_BASE + i))${peers:+, peers $peers})"

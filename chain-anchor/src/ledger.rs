@@ -12,7 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use parking_lot::Mutex;
-use stratosdb_verifier::ledger::{Block, Entry, FILE_HEADER, LogReader, frame};
+use stratosdb_verifier::ledger::{Block, ENTRY_DEPOSIT, Entry, FILE_HEADER, LogReader, frame};
+use stratosdb_verifier::traffic::{Address, DepositEntry};
 use stratosdb_verifier::{AnchorPayload, Hash, VerifyError};
 
 mod verify;
@@ -21,6 +22,7 @@ pub use verify::{LedgerAnchor, LedgerReport, verify_ledger};
 
 use crate::ChainError;
 use crate::chain::{AnchorRecord, Chain, ChainInfo, ChainRef, Submission, SubmissionStatus};
+use crate::{DepositAuthorization, DepositRecord};
 
 /// The ledger's file inside its folder.
 pub const LOG_FILE: &str = "ledger.log";
@@ -100,6 +102,9 @@ struct Index {
     last_time: u64,
     /// (cluster id, epoch) → (height, payload) of its anchor.
     anchors: HashMap<(Hash, u64), (u64, AnchorPayload)>,
+    /// (cluster id, account, nonce) → (height, deposit): the first
+    /// deposit of each; a second with the same nonce is the same deposit.
+    deposits: HashMap<(Hash, Address, [u8; 16]), (u64, DepositEntry)>,
 }
 
 impl Index {
@@ -273,6 +278,18 @@ impl LocalLedger {
                     .entry((payload.cluster_id, payload.epoch))
                     .or_insert((block.height, payload));
             }
+            if let Some(deposit) = block.entry.deposit() {
+                let deposit = deposit.map_err(|e| {
+                    integrity(VerifyError::LedgerBlock {
+                        height: block.height,
+                        reason: format!("deposit entry: {e}"),
+                    })
+                })?;
+                index
+                    .deposits
+                    .entry((deposit.cluster_id, deposit.account, deposit.nonce))
+                    .or_insert((block.height, deposit));
+            }
             index.offsets.push(base + read.offset);
             index.hashes.push(block.hash());
             index.last_time = block.timestamp_ms;
@@ -325,6 +342,12 @@ impl LocalLedger {
                 .anchors
                 .insert((payload.cluster_id, payload.epoch), (block.height, payload));
         }
+        if let Some(Ok(deposit)) = block.entry.deposit() {
+            index.deposits.insert(
+                (deposit.cluster_id, deposit.account, deposit.nonce),
+                (block.height, deposit),
+            );
+        }
         index.offsets.push(index.end);
         index.hashes.push(hash);
         index.last_time = block.timestamp_ms;
@@ -339,6 +362,41 @@ impl LocalLedger {
     /// its hash against the index, its link and its signature.
     pub fn read_block(&self, height: u64) -> Result<Block, ChainError> {
         self.with_shared(|file, index| read_checked(file, index, height, &self.path()))
+    }
+
+    /// The block `reference` names, read and checked, and its entry as
+    /// `decode` reads it (`None`: an entry of another kind than `what`).
+    fn read_entry<T>(
+        &self,
+        reference: &ChainRef,
+        what: &str,
+        decode: impl FnOnce(&Entry) -> Option<Result<T, VerifyError>>,
+    ) -> Result<(Block, T), ChainError> {
+        let ChainRef::Ledger { height, block_hash } = *reference else {
+            return Err(ChainError::NotFound(format!(
+                "{reference} (not a local ledger reference)"
+            )));
+        };
+        self.with_shared(|file, index| {
+            if index.hashes.get(height as usize) != Some(&block_hash) {
+                return Err(ChainError::NotFound(reference.to_string()));
+            }
+            let block = read_checked(file, index, height, &self.path())?;
+            let value = decode(&block.entry)
+                .ok_or_else(|| {
+                    ChainError::NotFound(format!(
+                        "{reference} (block of entry kind {}, not {what})",
+                        block.entry.kind
+                    ))
+                })?
+                .map_err(|e| {
+                    integrity(VerifyError::LedgerBlock {
+                        height,
+                        reason: e.to_string(),
+                    })
+                })?;
+            Ok((block, value))
+        })
     }
 
     /// Every anchor on the ledger (the first of each cluster and epoch), in
@@ -356,6 +414,41 @@ impl LocalLedger {
             });
             Ok(all)
         })
+    }
+}
+
+/// The entry an authorization becomes, checked: well-formed and signed by
+/// its account.
+fn deposit_entry(deposit: &DepositAuthorization) -> Result<DepositEntry, ChainError> {
+    let refuse = |why: String| ChainError::Refused(format!("deposit: {why}"));
+    let nonce: [u8; 16] = hex::decode(&deposit.nonce)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| refuse("the nonce is not 32 hex digits".into()))?;
+    let sig = deposit.signature.trim_start_matches("0x");
+    let signature: [u8; 65] = hex::decode(sig)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| refuse("the signature is not 0x and 130 hex digits".into()))?;
+    let entry = DepositEntry {
+        cluster_id: deposit.cluster_id,
+        account: deposit.account,
+        amount: deposit.amount,
+        nonce,
+        signature,
+    };
+    entry.verify().map_err(|e| refuse(e.to_string()))?;
+    Ok(entry)
+}
+
+fn record_of(reference: &ChainRef, entry: &DepositEntry, block: &Block) -> DepositRecord {
+    DepositRecord {
+        reference: *reference,
+        cluster_id: entry.cluster_id,
+        account: entry.account,
+        amount: entry.amount,
+        block: block.height,
+        timestamp_ms: block.timestamp_ms,
     }
 }
 
@@ -466,6 +559,76 @@ impl Chain for LocalLedger {
         )
     }
 
+    /// Appends the deposit (entry kind 2) once: the same cluster, account
+    /// and nonce again returns the deposit recorded first.
+    fn record_deposit(&self, deposit: &DepositAuthorization) -> Result<DepositRecord, ChainError> {
+        let entry = deposit_entry(deposit)?;
+        let key = (entry.cluster_id, entry.account, entry.nonce);
+        let reference = self.append(
+            Entry {
+                kind: ENTRY_DEPOSIT,
+                data: entry.encode(),
+            },
+            |index| match index.deposits.get(&key) {
+                Some((height, held)) if held.amount == entry.amount => {
+                    Ok(Some(reference(index, *height)))
+                }
+                Some((height, _)) => Err(ChainError::Refused(format!(
+                    "the deposit nonce {} of {} is used by another deposit at {}",
+                    hex::encode(entry.nonce),
+                    entry.account,
+                    reference(index, *height)
+                ))),
+                None => Ok(None),
+            },
+        )?;
+        self.read_deposit(&entry.cluster_id, &reference)
+    }
+
+    fn read_deposit(
+        &self,
+        cluster_id: &[u8; 32],
+        reference: &ChainRef,
+    ) -> Result<DepositRecord, ChainError> {
+        let (block, entry) = self.read_entry(reference, "deposit", |e| e.deposit())?;
+        if &entry.cluster_id != cluster_id {
+            return Err(ChainError::NotFound(format!(
+                "{reference} is a deposit to another cluster"
+            )));
+        }
+        Ok(record_of(reference, &entry, &block))
+    }
+
+    fn deposits_since(
+        &self,
+        cluster_id: &[u8; 32],
+        from_block: u64,
+    ) -> Result<Vec<DepositRecord>, ChainError> {
+        let heights: Vec<u64> = self.with_shared(|_, index| {
+            let mut found: Vec<u64> = index
+                .deposits
+                .iter()
+                .filter(|((cluster, _, _), (height, _))| {
+                    cluster == cluster_id && *height >= from_block
+                })
+                .map(|(_, (height, _))| *height)
+                .collect();
+            found.sort_unstable();
+            Ok(found)
+        })?;
+        heights
+            .into_iter()
+            .map(|height| {
+                let block = self.read_block(height)?;
+                let reference = ChainRef::Ledger {
+                    height,
+                    block_hash: block.hash(),
+                };
+                self.read_deposit(cluster_id, &reference)
+            })
+            .collect()
+    }
+
     fn latest_anchor(&self, cluster_id: &[u8; 32]) -> Result<Option<AnchorRecord>, ChainError> {
         let latest = self
             .anchors()?
@@ -476,38 +639,13 @@ impl Chain for LocalLedger {
     }
 
     fn read_anchor(&self, reference: &ChainRef) -> Result<AnchorRecord, ChainError> {
-        let ChainRef::Ledger { height, block_hash } = *reference else {
-            return Err(ChainError::NotFound(format!(
-                "{reference} (not a local ledger reference)"
-            )));
-        };
-        self.with_shared(|file, index| {
-            if index.hashes.get(height as usize) != Some(&block_hash) {
-                return Err(ChainError::NotFound(reference.to_string()));
-            }
-            let block = read_checked(file, index, height, &self.path())?;
-            let payload = block
-                .entry
-                .anchor_payload()
-                .ok_or_else(|| {
-                    ChainError::NotFound(format!(
-                        "{reference} (block of entry kind {}, not an anchor)",
-                        block.entry.kind
-                    ))
-                })?
-                .map_err(|e| {
-                    integrity(VerifyError::LedgerBlock {
-                        height,
-                        reason: e.to_string(),
-                    })
-                })?;
-            Ok(AnchorRecord {
-                reference: *reference,
-                payload,
-                submitter: hex::encode(block.signer),
-                block: height,
-                timestamp_ms: block.timestamp_ms,
-            })
+        let (block, payload) = self.read_entry(reference, "anchor", |e| e.anchor_payload())?;
+        Ok(AnchorRecord {
+            reference: *reference,
+            payload,
+            submitter: hex::encode(block.signer),
+            block: block.height,
+            timestamp_ms: block.timestamp_ms,
         })
     }
 }

@@ -106,7 +106,9 @@ fn run_in(args: &DemoArgs, folder: &DemoFolder, started: Instant) -> anyhow::Res
 
     step(&format!("1. Starting {count} nodes"));
     let ledger = folder.path.join("ledger");
-    let mut extra: Vec<String> = vec!["--cache-mb".into(), "64".into()];
+    // A development cluster: the demo's requests are unsigned, billed to
+    // the dev account.
+    let mut extra: Vec<String> = vec!["--cache-mb".into(), "64".into(), "--dev".into()];
     // One ledger for all the nodes, an epoch a second (README, "Epochs and anchors").
     extra.extend([
         "--ledger".into(),

@@ -132,6 +132,8 @@ pub enum ErrorClass {
     TooLarge,
     /// A missing or wrong credential (a join token): 401.
     Unauthorized,
+    /// The paying account cannot cover the request: 402.
+    PaymentRequired,
     /// Not ready, or no quorum: 503; retrying later may succeed.
     Unavailable,
     /// A fault of the node (storage, corrupt data): 500.

@@ -22,6 +22,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use super::backend::{Backend, BackendError, ErrorClass, PutOutcome};
 use super::metrics::Metrics;
+use super::traffic::{self, Traffic, meter::metered};
 use crate::api::{
     AnchorsQuery, Consistency, ErrorBody, ErrorDetail, JoinRequest, RemoveNodeRequest, SqlRequest,
 };
@@ -39,6 +40,9 @@ pub struct ApiConfig {
     /// has `GET`/`POST /v1/admin/faults`; when not, those routes do not
     /// exist (404 `no_route`, like any other unknown path).
     pub faults: Option<FaultSwitch>,
+    /// Proof of Traffic: when set, data routes are signed and metered, and
+    /// the traffic endpoints exist.
+    pub traffic: Option<Arc<Traffic>>,
 }
 
 impl Default for ApiConfig {
@@ -46,6 +50,7 @@ impl Default for ApiConfig {
         ApiConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             faults: None,
+            traffic: None,
         }
     }
 }
@@ -66,22 +71,32 @@ pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
         body_limit: config.body_limit,
         faults: config.faults.clone(),
     };
-    let mut routes = Router::new();
-    if config.faults.is_some() {
-        routes = routes.route("/v1/admin/faults", get(get_faults).post(set_faults));
-    }
-    routes
-        .route("/v1/health", get(health))
+    // The data routes: signed by their payer and metered, when traffic is on.
+    let mut paid = Router::new()
         .route("/v1/sql", post(sql))
         .route(
             "/v1/collections/{c}/docs/{id}",
             put(put_doc).get(get_doc).delete(delete_doc),
         )
         .route("/v1/collections/{c}/find", post(find))
+        .route("/v1/cluster/remove-node", post(remove_node))
+        .route("/v1/anchors", get(anchors));
+    let mut routes = Router::new();
+    if let Some(traffic) = &config.traffic {
+        paid = paid.route_layer(middleware::from_fn_with_state(
+            traffic.clone(),
+            traffic::meter::paid,
+        ));
+        routes = routes.merge(traffic::endpoints::routes(traffic.clone()));
+    }
+    if config.faults.is_some() {
+        routes = routes.route("/v1/admin/faults", get(get_faults).post(set_faults));
+    }
+    routes
+        .merge(paid)
+        .route("/v1/health", get(health))
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/join", post(join))
-        .route("/v1/cluster/remove-node", post(remove_node))
-        .route("/v1/anchors", get(anchors))
         .route("/metrics", get(metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -111,6 +126,7 @@ fn status_of(class: ErrorClass) -> StatusCode {
         ErrorClass::Conflict => StatusCode::CONFLICT,
         ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorClass::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorClass::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
         ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -309,9 +325,11 @@ async fn sql(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) 
         };
         let consistency = request.consistency;
         let proven = blocking(&state, move |b| b.query_proven(&query, consistency)).await?;
-        return Ok(json(
-            StatusCode::OK,
-            proven_reply(&proven, detail, follower),
+        let documents = proven.rows.rows.len() as u64;
+        return Ok(metered(
+            json(StatusCode::OK, proven_reply(&proven, detail, follower)),
+            documents,
+            true,
         ));
     }
     let outcome = blocking(&state, move |b| b.sql(&request.sql, request.consistency)).await?;
@@ -319,7 +337,12 @@ async fn sql(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) 
     if follower && !outcome.reads.is_empty() {
         text = with_applied(text, &outcome.reads);
     }
-    Ok(json(StatusCode::OK, text))
+    let (documents, read_only) = match &outcome.result {
+        StatementResult::Rows { rows, .. } => (rows.len() as u64, true),
+        StatementResult::Affected(n) => (*n, false),
+        StatementResult::Message(_) => (0, false),
+    };
+    Ok(metered(json(StatusCode::OK, text), documents, read_only))
 }
 
 /// Adds `"applied": [{"collection", "shard", "index"}]` to a reply: the
@@ -437,13 +460,14 @@ async fn put_doc(
         PutOutcome::Created => (StatusCode::CREATED, true),
         PutOutcome::Replaced => (StatusCode::OK, false),
     };
-    Ok(json(
+    let reply = json(
         status,
         format!(
             r#"{{"_id":{},"created":{created}}}"#,
             json_string(&reply_id)
         ),
-    ))
+    );
+    Ok(metered(reply, 1, false))
 }
 
 async fn get_doc(
@@ -457,7 +481,11 @@ async fn get_doc(
         return get_doc_proven(state, collection, id, params.consistency).await;
     }
     let doc = blocking(&state, move |b| b.get(&collection, &id, params.consistency)).await?;
-    Ok(json(StatusCode::OK, json_row(&["_id".to_string()], &doc)))
+    Ok(metered(
+        json(StatusCode::OK, json_row(&["_id".to_string()], &doc)),
+        1,
+        true,
+    ))
 }
 
 async fn get_doc_proven(
@@ -476,7 +504,7 @@ async fn get_doc_proven(
     let proven = blocking(&state, move |b| b.query_proven(&query, consistency)).await?;
     let text = proven_reply(&proven, false, follower);
     if !proven.rows.rows.is_empty() {
-        return Ok(json(StatusCode::OK, text));
+        return Ok(metered(json(StatusCode::OK, text), 1, true));
     }
     // 404 with the error and the non-inclusion proof side by side.
     let error = BackendError::document_not_found(&collection, &id);
@@ -499,7 +527,11 @@ async fn delete_doc(
     Path((collection, id)): Path<(String, String)>,
 ) -> Reply {
     blocking(&state, move |b| b.delete(&collection, &id)).await?;
-    Ok(json(StatusCode::OK, r#"{"affected":1}"#.to_string()))
+    Ok(metered(
+        json(StatusCode::OK, r#"{"affected":1}"#.to_string()),
+        1,
+        false,
+    ))
 }
 
 /// `POST /v1/collections/{c}/find`'s body.
@@ -551,15 +583,24 @@ async fn find(
         let proven = blocking(&state, move |b| b.query_proven(&query, consistency)).await?;
         let mut proven = proven;
         proven.rows.columns = columns;
-        return Ok(json(StatusCode::OK, proven_reply(&proven, false, false)));
+        let documents = proven.rows.rows.len() as u64;
+        return Ok(metered(
+            json(StatusCode::OK, proven_reply(&proven, false, false)),
+            documents,
+            true,
+        ));
     }
     let rows = blocking(&state, move |b| {
         b.find(&collection, &filter, &options, consistency)
     })
     .await?;
-    Ok(json(
-        StatusCode::OK,
-        format!(r#"{{"rows":{}}}"#, json_rows(&columns, &rows)),
+    Ok(metered(
+        json(
+            StatusCode::OK,
+            format!(r#"{{"rows":{}}}"#, json_rows(&columns, &rows)),
+        ),
+        rows.len() as u64,
+        true,
     ))
 }
 

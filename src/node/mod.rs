@@ -6,6 +6,7 @@ pub mod backend;
 pub mod cluster;
 pub mod http;
 pub mod metrics;
+pub mod traffic;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -44,7 +44,13 @@ Commands (a command takes the rest of its line; it may follow a ';'):
 
 pub fn run(args: ShellArgs) -> anyhow::Result<bool> {
     let target: Box<dyn Target> = match &args.connect {
-        Some(url) => Box::new(Remote::connect(url)?),
+        Some(url) => {
+            let signer = match &args.key_file {
+                Some(path) => Some(crate::account_cmd::load_signer(path)?),
+                None => None,
+            };
+            Box::new(Remote::connect(url, signer, args.receipts.as_deref())?)
+        }
         None => Box::new(Embedded::open(
             &args.data,
             args.cache_mb,

@@ -190,8 +190,18 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn connect(url: &str) -> anyhow::Result<Remote> {
-        let client = Client::new(url)?;
+    pub fn connect(
+        url: &str,
+        signer: Option<stratosdb_verifier::traffic::RequestSigner>,
+        receipts: Option<&std::path::Path>,
+    ) -> anyhow::Result<Remote> {
+        let mut client = Client::new(url)?;
+        if let Some(signer) = signer {
+            client = client.signing(signer);
+        }
+        if let Some(path) = receipts {
+            client = client.keeping_receipts(Some(path))?;
+        }
         client
             .health()
             .with_context(|| format!("the node at {} is not serving", client.url()))?;

@@ -9,3 +9,4 @@ pub mod heal;
 pub mod http;
 pub mod linearizability;
 pub mod process;
+pub mod traffic;

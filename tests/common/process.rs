@@ -42,7 +42,12 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Spawns `stratosdb ARGS`, appending what it prints to `log` (after a
     /// header line naming the command).
+    ///
+    /// A `node` runs as a `--dev` cluster member (unsigned requests are
+    /// billed to the dev account) unless its arguments say `--no-dev`
+    /// (which is taken out): the tests of signed requests use that.
     pub fn spawn(name: &str, args: &[OsString], log: &Path) -> NodeProcess {
+        let args = &node_flags(args);
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -243,6 +248,17 @@ pub fn log_tail(name: &str, log: &Path, lines: usize) -> String {
         log.display(),
         tail.join("\n")
     )
+}
+
+/// `args` with `--dev` added to a `node` command, or `--no-dev` taken out.
+pub fn node_flags(args: &[OsString]) -> Vec<OsString> {
+    let is_node = args.first().is_some_and(|a| a == "node");
+    let no_dev = args.iter().any(|a| a == "--no-dev");
+    let mut out: Vec<OsString> = args.iter().filter(|a| *a != "--no-dev").cloned().collect();
+    if is_node && !no_dev && !out.iter().any(|a| a == "--dev") {
+        out.push("--dev".into());
+    }
+    out
 }
 
 fn drain_stdout(

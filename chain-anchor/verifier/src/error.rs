@@ -34,6 +34,9 @@ pub enum VerifyError {
     /// claimed payer's.
     #[error("bad request signature: {0}")]
     BadRequestSignature(String),
+    /// A deposit entry that does not check out.
+    #[error("deposit: {0}")]
+    BadDeposit(String),
     /// A receipt that does not check out: which (node key prefix#sequence), why.
     #[error("receipt {node_sequence}: {reason}")]
     BadReceipt {

@@ -45,7 +45,8 @@ pub const FRAME_OVERHEAD: usize = 12;
 
 /// Entry kind 1: an anchor payload ([`AnchorPayload::encode`]).
 pub const ENTRY_ANCHOR: u8 = 1;
-/// Entry kind 2 is reserved for STOS deposits (Proof of Traffic).
+/// Entry kind 2: a STOS deposit signed by its account
+/// ([`crate::traffic::DepositEntry::encode`]).
 pub const ENTRY_DEPOSIT: u8 = 2;
 /// Entry kind 3 is reserved for epoch settlements (Proof of Traffic).
 pub const ENTRY_SETTLEMENT: u8 = 3;
@@ -69,6 +70,15 @@ impl Entry {
 
     /// The anchor payload, if this is an anchor entry (an error if it is one
     /// whose bytes are not a payload).
+    /// The deposit of a kind-2 entry, checked (its account's signature).
+    pub fn deposit(&self) -> Option<Result<crate::traffic::DepositEntry, VerifyError>> {
+        (self.kind == ENTRY_DEPOSIT).then(|| {
+            let entry = crate::traffic::DepositEntry::decode(&self.data)?;
+            entry.verify()?;
+            Ok(entry)
+        })
+    }
+
     pub fn anchor_payload(&self) -> Option<Result<AnchorPayload, VerifyError>> {
         (self.kind == ENTRY_ANCHOR).then(|| AnchorPayload::decode(&self.data))
     }
@@ -207,6 +217,9 @@ impl Block {
         self.verify_signature()?;
         if let Some(Err(e)) = self.entry.anchor_payload() {
             return Err(self.broken(format!("anchor entry: {e}")));
+        }
+        if let Some(Err(e)) = self.entry.deposit() {
+            return Err(self.broken(format!("deposit entry: {e}")));
         }
         Ok(())
     }

@@ -7,14 +7,17 @@
 //! - [`RequestAuth`]: the EIP-191 signature a payer puts on every API request,
 //!   carried in headers, and its recovery;
 //! - [`Prices`] and [`Receipt`]: what a reply cost, signed by the node that
-//!   served it.
+//!   served it;
+//! - [`DepositEntry`]: a deposit on the local ledger, signed by its account.
 
 mod address;
+mod deposit;
 mod receipt;
 mod request;
 pub mod wei;
 
 pub use address::Address;
+pub use deposit::{DEPOSIT_LEN, DepositEntry, deposit_message};
 pub use receipt::{Prices, RECEIPT_VERSION, Receipt};
 pub use request::{
     HEADER_ADDRESS, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, RequestAuth, RequestSigner,

@@ -20,8 +20,8 @@ use stratosdb_replication::{GroupId, NodeId, TransferDirection};
 
 pub use epochs::AnchorConfig;
 pub use node::{
-    ClusterConfig, ClusterNode, DEFAULT_DOWN_AFTER, LEADER_WAIT, NodeError, REMOVED, TOKEN_FILE,
-    show_id,
+    Bootstrap, ClusterConfig, ClusterNode, DEFAULT_DOWN_AFTER, LEADER_WAIT, NodeError, REMOVED,
+    TOKEN_FILE, show_id,
 };
 pub use store::ClusterStore;
 

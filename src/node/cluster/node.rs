@@ -68,6 +68,17 @@ pub struct ClusterConfig {
     pub down_after: Duration,
     /// Epochs and anchors (`None`: `--anchor-interval off`).
     pub anchor: Option<super::epochs::AnchorConfig>,
+    /// What the metadata leader writes into group 0 once, when the cluster
+    /// is new (the traffic ledger's collection, prices and dev account).
+    pub bootstrap: Option<Bootstrap>,
+}
+
+/// A command the metadata leader proposes while `collection` does not exist
+/// in group 0; the command creates it, so it applies once.
+#[derive(Clone, Debug)]
+pub struct Bootstrap {
+    pub collection: String,
+    pub command: Command,
 }
 
 /// `--down-after`'s default.
@@ -534,6 +545,11 @@ impl ClusterNode {
                 let id: [u8; 32] = rand::random();
                 let _ = self.propose_local(METADATA_GROUP, &metadata::write_cluster_id(&id));
             }
+            if let Some(boot) = &self.config.bootstrap
+                && !meta.collections().contains(&boot.collection)
+            {
+                let _ = self.propose_local(METADATA_GROUP, &boot.command);
+            }
         }
         if map.removed.contains(&self.id) {
             // Removed (`cluster remove-node`): it stays out.
@@ -693,6 +709,28 @@ impl ClusterNode {
                 "the write's outcome is unknown (a snapshot overtook it); read before retrying",
             )),
         }
+    }
+
+    /// This node's replica of group 0, after a read index when `fresh`: what
+    /// was applied anywhere before the call is then in it.
+    pub fn metadata(&self, fresh: bool) -> Result<Shard, NodeError> {
+        if fresh {
+            self.raft
+                .read_index(METADATA_GROUP, RPC_TIMEOUT)
+                .wait(RPC_TIMEOUT)?;
+        }
+        Ok(self.raft.shard(METADATA_GROUP)?)
+    }
+
+    /// The newest epoch this node's replica of group 0 has seen started (0
+    /// before the first): receipts are served in it.
+    pub fn current_epoch(&self) -> u64 {
+        self.raft
+            .shard(METADATA_GROUP)
+            .ok()
+            .and_then(|meta| super::anchors::newest(&meta, 1).ok())
+            .and_then(|newest| newest.first().map(|(record, _)| record.epoch))
+            .unwrap_or(0)
     }
 
     /// Reads the map again at a read index of the metadata group, so that
@@ -869,6 +907,14 @@ impl ClusterNode {
     ) -> Result<NodeId, NodeError> {
         if let Some(h) = hint {
             return Ok(h);
+        }
+        if group == METADATA_GROUP {
+            // Group 0 is not in the map's shards: every member holds it.
+            *turn += 1;
+            return self
+                .raft
+                .leader(METADATA_GROUP)
+                .ok_or_else(|| NodeError::unavailable("the metadata group has no leader"));
         }
         let map = self.map_with_group(group)?;
         let info = map.shards.get(&group).ok_or_else(|| group_gone(group))?;

@@ -1,0 +1,297 @@
+//! The traffic ledger: accounts, prices and credited deposits as documents
+//! of the `_traffic` collection in group 0 (the metadata group), changed the
+//! way the cluster map is: read a document, compute the next one, propose it
+//! guarded by an `Op::Expect` on the hash read. Two nodes changing one
+//! account at once cannot both apply on top of the same state; the loser
+//! reads again.
+//!
+//! Documents: `prices` (written once, at bootstrap), `account:0x…` (an
+//! [`AccountState`] as JSON), `credit:<chain reference>` (a deposit that was
+//! credited: inserting it again fails, so a deposit is credited once).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use stratosdb_engine::proof::hash::doc_hash;
+use stratosdb_engine::{Command, Hash, Op, Shard, Value};
+use stratosdb_replication::NodeId;
+use stratosdb_verifier::traffic::{Address, Prices, wei};
+
+/// The collection in group 0 that holds the traffic ledger.
+pub const TRAFFIC_COLLECTION: &str = "_traffic";
+const PRICES_ID: &str = "prices";
+
+/// One account's funds, in wei. What it can still spend is
+/// `deposited − withdrawn − spent − Σ reservations`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountState {
+    #[serde(with = "wei::string")]
+    pub deposited: u128,
+    #[serde(with = "wei::string")]
+    pub withdrawn: u128,
+    /// Settled fees.
+    #[serde(with = "wei::string")]
+    pub spent: u128,
+    /// A node account's settled income.
+    #[serde(with = "wei::string")]
+    pub earned: u128,
+    /// What nodes have set aside to serve this payer, per node and epoch
+    /// (returned when the epoch is settled).
+    #[serde(default)]
+    pub reservations: Vec<Reservation>,
+}
+
+/// Wei a node holds to serve one payer in one epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub node: NodeId,
+    pub epoch: u64,
+    #[serde(with = "wei::string")]
+    pub amount: u128,
+}
+
+impl AccountState {
+    pub fn reserved(&self) -> u128 {
+        self.reservations
+            .iter()
+            .fold(0u128, |sum, r| sum.saturating_add(r.amount))
+    }
+
+    /// What is left to reserve or withdraw.
+    pub fn available(&self) -> u128 {
+        self.deposited
+            .saturating_add(self.earned)
+            .saturating_sub(self.withdrawn)
+            .saturating_sub(self.spent)
+            .saturating_sub(self.reserved())
+    }
+
+    /// Adds `amount` to `node`'s reservation for `epoch`.
+    pub fn reserve(&mut self, node: NodeId, epoch: u64, amount: u128) {
+        match self
+            .reservations
+            .iter_mut()
+            .find(|r| r.node == node && r.epoch == epoch)
+        {
+            Some(r) => r.amount = r.amount.saturating_add(amount),
+            None => self.reservations.push(Reservation {
+                node,
+                epoch,
+                amount,
+            }),
+        }
+    }
+}
+
+impl AccountState {
+    /// Returns up to `amount` of `node`'s reservation for `epoch`.
+    pub fn release(&mut self, node: NodeId, epoch: u64, amount: u128) {
+        if let Some(r) = self
+            .reservations
+            .iter_mut()
+            .find(|r| r.node == node && r.epoch == epoch)
+        {
+            r.amount = r.amount.saturating_sub(amount);
+        }
+        self.reservations.retain(|r| r.amount > 0);
+    }
+}
+
+/// An account as read from group 0, with the hash of its document (`None`:
+/// no document yet), the precondition of its next change.
+pub struct ReadAccount {
+    pub state: AccountState,
+    pub hash: Option<Hash>,
+}
+
+fn account_id(address: &Address) -> String {
+    format!("account:{}", address.to_lower_hex())
+}
+
+fn has_collection(shard: &Shard) -> bool {
+    shard.collections().iter().any(|c| c == TRAFFIC_COLLECTION)
+}
+
+/// Failures reading the ledger: the replica's store, or a document that does
+/// not decode (a bug or a damaged replica).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("reading the traffic ledger: {0}")]
+    Store(#[from] stratosdb_engine::EngineError),
+    #[error("the traffic ledger is damaged: {0}")]
+    Corrupt(String),
+}
+
+fn field<'a>(doc: &'a Value, name: &str) -> Result<&'a str, LedgerError> {
+    match doc.as_object().and_then(|o| o.get(name)) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(LedgerError::Corrupt(format!("a document has no {name}"))),
+    }
+}
+
+pub fn read_account(shard: &Shard, address: &Address) -> Result<ReadAccount, LedgerError> {
+    if !has_collection(shard) {
+        return Ok(ReadAccount {
+            state: AccountState::default(),
+            hash: None,
+        });
+    }
+    match shard.get(TRAFFIC_COLLECTION, &account_id(address))? {
+        None => Ok(ReadAccount {
+            state: AccountState::default(),
+            hash: None,
+        }),
+        Some(doc) => {
+            let state = serde_json::from_str(field(&doc, "state")?)
+                .map_err(|e| LedgerError::Corrupt(format!("account {address}: {e}")))?;
+            Ok(ReadAccount {
+                state,
+                hash: Some(doc_hash(&doc)),
+            })
+        }
+    }
+}
+
+fn account_doc(address: &Address, state: &AccountState) -> Value {
+    // Plain data always encodes.
+    let text = serde_json::to_string(state).unwrap_or_default();
+    let mut doc = BTreeMap::new();
+    doc.insert("_id".to_string(), Value::String(account_id(address)));
+    doc.insert("state".to_string(), Value::String(text));
+    Value::Object(doc)
+}
+
+/// The ops that replace the account read as `read` by `state`.
+pub fn write_account(address: &Address, read: &ReadAccount, state: &AccountState) -> Vec<Op> {
+    vec![
+        Op::Expect {
+            collection: TRAFFIC_COLLECTION.into(),
+            id: account_id(address),
+            doc_hash: read.hash,
+        },
+        Op::Upsert {
+            collection: TRAFFIC_COLLECTION.into(),
+            doc: account_doc(address, state),
+        },
+    ]
+}
+
+/// The op that records a deposit as credited; it fails (duplicate `_id`)
+/// when it was credited already.
+pub fn mark_credited(reference: &str) -> Op {
+    let mut doc = BTreeMap::new();
+    doc.insert("_id".to_string(), Value::String(credit_id(reference)));
+    Op::Insert {
+        collection: TRAFFIC_COLLECTION.into(),
+        doc: Value::Object(doc),
+    }
+}
+
+fn credit_id(reference: &str) -> String {
+    format!("credit:{reference}")
+}
+
+/// Whether the deposit `reference` was credited.
+pub fn is_credited(shard: &Shard, reference: &str) -> Result<bool, LedgerError> {
+    Ok(has_collection(shard)
+        && shard
+            .get(TRAFFIC_COLLECTION, &credit_id(reference))?
+            .is_some())
+}
+
+/// The cluster's prices (none before bootstrap has applied).
+pub fn read_prices(shard: &Shard) -> Result<Option<Prices>, LedgerError> {
+    if !has_collection(shard) {
+        return Ok(None);
+    }
+    let Some(doc) = shard.get(TRAFFIC_COLLECTION, PRICES_ID)? else {
+        return Ok(None);
+    };
+    serde_json::from_str(field(&doc, "prices")?)
+        .map(Some)
+        .map_err(|e| LedgerError::Corrupt(format!("prices: {e}")))
+}
+
+/// The founding command: the collection, the prices, and on a `--dev`
+/// cluster the dev account with `dev_funds` deposited. One command, so it
+/// applies whole or not at all.
+pub fn bootstrap(prices: &Prices, dev_account: Option<(Address, u128)>) -> Command {
+    let mut prices_doc = BTreeMap::new();
+    prices_doc.insert("_id".to_string(), Value::String(PRICES_ID.into()));
+    prices_doc.insert(
+        "prices".to_string(),
+        Value::String(serde_json::to_string(prices).unwrap_or_default()),
+    );
+    let mut ops = vec![
+        Op::CreateCollection {
+            name: TRAFFIC_COLLECTION.into(),
+        },
+        Op::Insert {
+            collection: TRAFFIC_COLLECTION.into(),
+            doc: Value::Object(prices_doc),
+        },
+    ];
+    if let Some((address, funds)) = dev_account {
+        let state = AccountState {
+            deposited: funds,
+            ..AccountState::default()
+        };
+        ops.push(Op::Insert {
+            collection: TRAFFIC_COLLECTION.into(),
+            doc: account_doc(&address, &state),
+        });
+    }
+    Command { ops }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratosdb_engine::{ApplyOutcome, Engine};
+
+    fn apply(shard: &Shard, index: u64, ops: Vec<Op>) -> bool {
+        matches!(
+            shard.apply(index, &Command { ops }.encode()).unwrap(),
+            ApplyOutcome::Applied(_)
+        )
+    }
+
+    #[test]
+    fn bootstrap_then_a_credit_applies_once_and_a_stale_change_is_refused() {
+        let shard = Engine::open_temporary().unwrap().shard(0).unwrap();
+        let dev = Address([0xde; 20]);
+        let prices = Prices {
+            wei_per_kib: 1000,
+            wei_per_document: 10,
+        };
+        assert!(apply(&shard, 1, bootstrap(&prices, Some((dev, 500))).ops));
+        assert_eq!(read_prices(&shard).unwrap(), Some(prices));
+        assert_eq!(read_account(&shard, &dev).unwrap().state.deposited, 500);
+
+        let payer = Address([7; 20]);
+        let read = read_account(&shard, &payer).unwrap();
+        assert_eq!(read.hash, None);
+        let mut next = read.state.clone();
+        next.deposited += 100;
+        let mut ops = vec![mark_credited("ledger:1:ab")];
+        ops.extend(write_account(&payer, &read, &next));
+        assert!(apply(&shard, 2, ops.clone()));
+        assert!(is_credited(&shard, "ledger:1:ab").unwrap());
+        // The same credit again: refused whole, the balance unchanged.
+        let again = read_account(&shard, &payer).unwrap();
+        let mut ops2 = vec![mark_credited("ledger:1:ab")];
+        let mut twice = again.state.clone();
+        twice.deposited += 100;
+        ops2.extend(write_account(&payer, &again, &twice));
+        assert!(!apply(&shard, 3, ops2));
+        assert_eq!(read_account(&shard, &payer).unwrap().state.deposited, 100);
+        // A change computed from the stale read: refused.
+        let mut stale = read.state.clone();
+        stale.reserve(9, 1, 50);
+        assert!(!apply(&shard, 4, write_account(&payer, &read, &stale)));
+        let mut fresh = read_account(&shard, &payer).unwrap();
+        fresh.state.reserve(9, 1, 50);
+        fresh.state.reserve(9, 1, 25);
+        assert_eq!(fresh.state.available(), 25);
+    }
+}

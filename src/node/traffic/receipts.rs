@@ -1,0 +1,287 @@
+//! The node's receipt log: every receipt it signed, one JSON line each, in
+//! `DATA/receipts/receipts.jsonl`. Sequences count from 1 without gaps across
+//! restarts: on open the log is read to its last whole line (a line torn by
+//! a crash was never returned to a client, so it is cut off) and numbering
+//! goes on from there. A receipt is written (to the OS) before its reply is
+//! sent, and the file is synced in the background at least every
+//! [`SYNC_EVERY`]; settlement reads the log.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use parking_lot::Mutex;
+use stratosdb_verifier::traffic::Receipt;
+
+/// Longest time a written receipt waits for its sync.
+pub const SYNC_EVERY: Duration = Duration::from_millis(200);
+const FILE: &str = "receipts.jsonl";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptLogError {
+    #[error("receipt log {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("receipt log {path}, line {line}: {reason}")]
+    Corrupt {
+        path: String,
+        line: u64,
+        reason: String,
+    },
+}
+
+struct Inner {
+    file: File,
+    next: u64,
+    dirty: bool,
+}
+
+/// The log, shared by the request handlers.
+pub struct ReceiptLog {
+    path: PathBuf,
+    key: SigningKey,
+    inner: Mutex<Inner>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl ReceiptLog {
+    /// Opens (or creates) the log in `dir`; receipts are signed with `key`.
+    pub fn open(dir: &Path, key: SigningKey) -> Result<Arc<ReceiptLog>, ReceiptLogError> {
+        let path = dir.join(FILE);
+        let shown = path.display().to_string();
+        let io = |source| ReceiptLogError::Io {
+            path: shown.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io)?;
+        let (last, intact) = scan(&file, &path)?;
+        if intact < file.metadata().map_err(io)?.len() {
+            tracing::warn!(path = %path.display(), "cutting a torn receipt off the log's end");
+            file.set_len(intact).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(io)?;
+        let log = Arc::new(ReceiptLog {
+            path,
+            key,
+            inner: Mutex::new(Inner {
+                file,
+                next: last + 1,
+                dirty: false,
+            }),
+            stopped: Arc::new(AtomicBool::new(false)),
+        });
+        let syncer = Arc::downgrade(&log);
+        let stopped = log.stopped.clone();
+        std::thread::Builder::new()
+            .name("receipt-sync".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Acquire) {
+                    std::thread::sleep(SYNC_EVERY);
+                    match syncer.upgrade() {
+                        Some(log) => {
+                            if let Err(e) = log.sync() {
+                                tracing::error!(error = %e, "syncing the receipt log");
+                            }
+                        }
+                        None => return,
+                    }
+                }
+            })
+            .map_err(io)?;
+        Ok(log)
+    }
+
+    pub fn node_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// Numbers, signs and writes `receipt` (its `sequence`, `node_key` and
+    /// `signature` are set here), and returns it.
+    pub fn issue(&self, mut receipt: Receipt) -> Result<Receipt, ReceiptLogError> {
+        let mut inner = self.inner.lock();
+        receipt.sequence = inner.next;
+        receipt.sign(&self.key);
+        let mut line = serde_json::to_vec(&receipt).unwrap_or_default();
+        line.push(b'\n');
+        inner
+            .file
+            .write_all(&line)
+            .map_err(|source| ReceiptLogError::Io {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        inner.next += 1;
+        inner.dirty = true;
+        Ok(receipt)
+    }
+
+    /// Syncs what was written since the last sync.
+    pub fn sync(&self) -> Result<(), ReceiptLogError> {
+        let mut inner = self.inner.lock();
+        if inner.dirty {
+            inner
+                .file
+                .sync_data()
+                .map_err(|source| ReceiptLogError::Io {
+                    path: self.path.display().to_string(),
+                    source,
+                })?;
+            inner.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// The receipts with sequences in `from..=to`, read back from the file.
+    pub fn read(&self, from: u64, to: u64) -> Result<Vec<Receipt>, ReceiptLogError> {
+        let file = File::open(&self.path).map_err(|source| ReceiptLogError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        let mut out = Vec::new();
+        for (n, line) in BufReader::new(file).lines().enumerate() {
+            let sequence = n as u64 + 1;
+            if sequence > to {
+                break;
+            }
+            let line = line.map_err(|source| ReceiptLogError::Io {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+            if sequence >= from {
+                out.push(parse(&line, sequence, &self.path)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last sequence issued (0: none yet).
+    pub fn last_sequence(&self) -> u64 {
+        self.inner.lock().next - 1
+    }
+}
+
+impl Drop for ReceiptLog {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Release);
+        let _ = self.sync();
+    }
+}
+
+fn parse(line: &str, sequence: u64, path: &Path) -> Result<Receipt, ReceiptLogError> {
+    let corrupt = |reason: String| ReceiptLogError::Corrupt {
+        path: path.display().to_string(),
+        line: sequence,
+        reason,
+    };
+    let receipt: Receipt = serde_json::from_str(line).map_err(|e| corrupt(e.to_string()))?;
+    if receipt.sequence != sequence {
+        return Err(corrupt(format!(
+            "holds sequence {}, expected {sequence}",
+            receipt.sequence
+        )));
+    }
+    Ok(receipt)
+}
+
+/// The last whole receipt's sequence and the byte length of the whole lines.
+fn scan(file: &File, path: &Path) -> Result<(u64, u64), ReceiptLogError> {
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    let (mut last, mut intact) = (0u64, 0u64);
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|source| ReceiptLogError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        if n == 0 || !line.ends_with('\n') {
+            break;
+        }
+        match parse(line.trim_end(), last + 1, path) {
+            Ok(_) => {
+                last += 1;
+                intact += n as u64;
+            }
+            // Only a torn last line may be dropped; damage before it is not
+            // this process's crash, and is reported.
+            Err(e) => {
+                let mut rest = String::new();
+                let more = reader.read_line(&mut rest).unwrap_or(0);
+                if more > 0 {
+                    return Err(e);
+                }
+                break;
+            }
+        }
+    }
+    Ok((last, intact))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratosdb_verifier::traffic::{Address, Prices};
+
+    fn blank() -> Receipt {
+        Receipt {
+            version: 1,
+            cluster_id: [1; 32],
+            node_key: [0; 32],
+            sequence: 0,
+            epoch: 3,
+            payer: Address([2; 20]),
+            request_hash: [3; 32],
+            bytes: 100,
+            documents: 1,
+            prices: Prices {
+                wei_per_kib: 1024,
+                wei_per_document: 5,
+            },
+            fee: 105,
+            signature: [0; 64],
+        }
+    }
+
+    #[test]
+    fn sequences_go_on_across_reopen_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[9; 32]);
+        {
+            let log = ReceiptLog::open(dir.path(), key.clone()).unwrap();
+            for n in 1..=3 {
+                let r = log.issue(blank()).unwrap();
+                assert_eq!(r.sequence, n);
+                r.verify().unwrap();
+            }
+        }
+        // A crash mid-line.
+        let path = dir.path().join(FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"version\":1,\"clus").unwrap();
+        drop(f);
+        let log = ReceiptLog::open(dir.path(), key).unwrap();
+        assert_eq!(log.last_sequence(), 3);
+        assert_eq!(log.issue(blank()).unwrap().sequence, 4);
+        let read = log.read(2, 4).unwrap();
+        assert_eq!(
+            read.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
+        assert!(read.iter().all(|r| r.verify().is_ok()));
+    }
+}

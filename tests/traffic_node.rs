@@ -1,0 +1,352 @@
+//! Proof of Traffic on real node processes: who pays (signed requests, 401s,
+//! the dev account), what a reply costs (receipts checked against the fee
+//! formula and the bytes received), and the refusal of an unfunded account
+//! (402). Every child is killed when its test ends, also when it fails.
+
+use serde_json::{Value as Json, json};
+use stratosdb::client::{Client, ClientError};
+use stratosdb_verifier::traffic::{Address, DepositEntry, Prices, Receipt, RequestSigner};
+
+mod common;
+use common::cluster::TestCluster;
+use common::http::{assert_error, parse, raw};
+use common::traffic::{cluster_id, new_signer, now_ms, send, sign};
+
+fn prices(url: &str) -> Prices {
+    let (status, text) = raw("GET", &format!("{url}/v1/prices"), None);
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn account(url: &str, address: &str) -> Json {
+    let (status, text) = raw("GET", &format!("{url}/v1/accounts/{address}"), None);
+    assert_eq!(status, 200, "{text}");
+    parse(&text)
+}
+
+fn wei(v: &Json) -> u128 {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_dev_cluster_bills_the_dev_account_with_a_signed_receipt_per_reply() {
+    let cluster = TestCluster::start_with(
+        1,
+        &[
+            "--price-per-kib",
+            "1024 wei",
+            "--price-per-document",
+            "7 wei",
+        ],
+    );
+    let url = cluster.url(0).to_string();
+    let p = prices(&url);
+    assert_eq!((p.wei_per_kib, p.wei_per_document), (1024, 7));
+    let reply = parse(&raw("GET", &format!("{url}/v1/prices"), None).1);
+    assert_eq!(reply["wei_per_stos"], "1000000000000000000");
+    assert_eq!(reply["cluster_id"].as_str().unwrap().len(), 64);
+
+    // The client checks each receipt (signature, fee, bytes) as it keeps it.
+    let client = Client::new(&url).unwrap().keeping_receipts(None).unwrap();
+    client.sql("CREATE COLLECTION t").unwrap();
+    for i in 0..5 {
+        client
+            .put(
+                "t",
+                &format!("d{i}"),
+                &json!({"n": i, "pad": "x".repeat(100)}),
+            )
+            .unwrap();
+    }
+    let first = client.last_receipt().unwrap();
+    let reply = client.sql("SELECT * FROM t").unwrap();
+    assert_eq!(reply.rows.len(), 5);
+    let receipt = client.last_receipt().unwrap();
+    receipt.verify().unwrap();
+    assert_eq!(
+        receipt.payer.to_string(),
+        "0x000000000000000000000000000000000000dE00"
+    );
+    assert_eq!(
+        receipt.documents, 5,
+        "a SELECT pays for the documents it returns"
+    );
+    assert_eq!(
+        receipt.fee,
+        u128::from(receipt.bytes) + 5 * 7,
+        "1 wei a byte, 7 a document"
+    );
+    assert_eq!(
+        receipt.sequence,
+        first.sequence + 1,
+        "sequences have no gaps"
+    );
+    let (count, fees) = client.receipt_totals();
+    assert_eq!(count, 7);
+
+    // The node's log holds the same receipts.
+    let log: Json = parse(&raw("GET", &format!("{url}/v1/receipts?from=1"), None).1);
+    assert_eq!(log["last"], 7);
+    let logged: Vec<Receipt> = serde_json::from_value(log["receipts"].clone()).unwrap();
+    assert_eq!(logged.len(), 7);
+    assert_eq!(logged.last().unwrap(), &receipt);
+    assert_eq!(logged.iter().map(|r| r.fee).sum::<u128>(), fees);
+
+    // The dev account holds a reservation for it, and nothing is spent
+    // before settlement.
+    let dev = account(&url, "0x000000000000000000000000000000000000dE00");
+    assert_eq!(dev["stratos_address"].as_str().unwrap()[..4], *"st1q");
+    assert!(wei(&dev["reserved"]) >= fees, "{dev}");
+    assert_eq!(
+        wei(&dev["available"]) + wei(&dev["reserved"]),
+        wei(&dev["deposited"])
+    );
+
+    // An error reply costs its bytes too; a malformed one is still answered.
+    let (status, _, receipt) = send("POST", &url, "/v1/sql", br#"{"sql": "SELEC"}"#, None);
+    assert_eq!(status, 400);
+    let receipt: Receipt = serde_json::from_str(&receipt.expect("a receipt")).unwrap();
+    assert_eq!(receipt.documents, 0);
+}
+
+#[test]
+fn without_dev_only_signed_funded_requests_are_served() {
+    let cluster = TestCluster::start_with(1, &["--no-dev"]);
+    let url = cluster.url(0).to_string();
+    let body = br#"{"sql": "CREATE COLLECTION t"}"#;
+
+    // The public routes answer without a signature.
+    for path in ["/v1/health", "/v1/prices", "/v1/cluster", "/v1/receipts"] {
+        assert_eq!(raw("GET", &format!("{url}{path}"), None).0, 200, "{path}");
+    }
+    let who = new_signer();
+    let fresh = account(&url, &who.address().to_string());
+    assert_eq!(fresh["available"], "0");
+    // The st1 form names the same account.
+    let same = account(&url, &who.address().to_stratos());
+    assert_eq!(same["address"], fresh["address"]);
+    assert_error(
+        raw("GET", &format!("{url}/v1/accounts/0x12"), None),
+        400,
+        "invalid_address",
+    );
+
+    // Unsigned: 401, saying how to sign.
+    let (status, text, receipt) = send("POST", &url, "/v1/sql", body, None);
+    let message = assert_error((status, text), 401, "unsigned");
+    assert!(message.contains("--key-file"), "{message}");
+    assert!(receipt.is_none());
+
+    let cluster_id = cluster_id(&url);
+    // Signed by an account with no funds: 402, naming the balance, the
+    // price and how to deposit; nothing is created.
+    let auth = sign(&who, &cluster_id, "POST", "/v1/sql", body);
+    let (status, text, _) = send("POST", &url, "/v1/sql", body, Some(&auth));
+    let message = assert_error((status, text), 402, "insufficient_funds");
+    assert!(message.contains(&who.address().to_string()), "{message}");
+    assert!(message.contains("0 wei available"), "{message}");
+    assert!(message.contains("stratosdb account deposit"), "{message}");
+
+    // A signature over another body, by another key, a stale or future
+    // timestamp, a replayed nonce, malformed headers: 401 each.
+    let other = sign(&who, &cluster_id, "POST", "/v1/sql", b"{}");
+    let (s, t, _) = send("POST", &url, "/v1/sql", body, Some(&other));
+    let message = assert_error((s, t), 401, "bad_signature");
+    assert!(message.contains("not by"), "{message}");
+    let mut forged = sign(&new_signer(), &cluster_id, "POST", "/v1/sql", body);
+    forged.address = who.address();
+    let (s, t, _) = send("POST", &url, "/v1/sql", body, Some(&forged));
+    assert_error((s, t), 401, "bad_signature");
+    for skew in [-6 * 60_000i64, 6 * 60_000] {
+        let at = (now_ms() as i64 + skew) as u64;
+        let stale = who.sign_request(&cluster_id, "POST", "/v1/sql", body, at, rand::random());
+        let (s, t, _) = send("POST", &url, "/v1/sql", body, Some(&stale));
+        let message = assert_error((s, t), 401, "stale_request");
+        assert!(message.contains("300 s"), "{message}");
+    }
+    let wrong_cluster = sign(&who, &[9; 32], "POST", "/v1/sql", body);
+    let (s, t, _) = send("POST", &url, "/v1/sql", body, Some(&wrong_cluster));
+    assert_error((s, t), 401, "bad_signature");
+    // The 402 above used `auth`'s nonce: sending it again is a replay.
+    let (s, t, _) = send("POST", &url, "/v1/sql", body, Some(&auth));
+    let message = assert_error((s, t), 401, "replayed_request");
+    assert!(message.contains(&hex::encode(auth.nonce)), "{message}");
+    let agent = common::http::agent(std::time::Duration::from_secs(10));
+    let mut response = agent
+        .post(&format!("{url}/v1/sql"))
+        .header("x-stratos-address", who.address().to_string())
+        .header("x-stratos-timestamp", "soon")
+        .send(&body[..])
+        .unwrap();
+    let text = response.body_mut().read_to_string().unwrap();
+    let message = assert_error((response.status().as_u16(), text), 401, "bad_signature");
+    assert!(message.contains("x-stratos-timestamp"), "{message}");
+
+    // The client signs for its user, and says what the node refused.
+    let client = Client::new(&url).unwrap().signing(who.clone());
+    match client.sql("CREATE COLLECTION t") {
+        Err(ClientError::Api {
+            status: 402, code, ..
+        }) => assert_eq!(code, "insufficient_funds"),
+        other => panic!("expected 402, got {other:?}"),
+    }
+    let account_after = account(&url, &who.address().to_string());
+    assert_eq!(account_after, fresh, "refused requests change nothing");
+    let _: Address = who.address();
+}
+
+/// A deposit body for `signer`'s account.
+fn authorization(signer: &RequestSigner, cluster: [u8; 32], amount: u128) -> Json {
+    let nonce: [u8; 16] = rand::random();
+    let entry = DepositEntry::sign(signer, cluster, amount, nonce);
+    json!({
+        "cluster_id": hex::encode(cluster),
+        "account": signer.address().to_string(),
+        "amount": amount.to_string(),
+        "nonce": hex::encode(nonce),
+        "signature": format!("0x{}", hex::encode(entry.signature)),
+    })
+}
+
+#[test]
+fn deposits_are_credited_once_and_two_nodes_never_serve_past_the_balance() {
+    let mut cluster = TestCluster::start_with(
+        3,
+        &[
+            "--no-dev",
+            "--price-per-kib",
+            "1024 wei",
+            "--price-per-document",
+            "1000 wei",
+        ],
+    );
+    let url = cluster.url(0).to_string();
+    let cluster_id = cluster_id(&url);
+    let who = new_signer();
+    let me = who.address().to_string();
+    let deposits = format!("{url}/v1/accounts/{me}/deposits");
+
+    // A signed deposit on the local ledger: credited once.
+    let body = authorization(&who, cluster_id, 150_000).to_string();
+    let (status, text) = raw("POST", &deposits, Some(body.as_bytes()));
+    assert_eq!(status, 200, "{text}");
+    let reply = parse(&text);
+    assert!(
+        reply["reference"].as_str().unwrap().starts_with("ledger:"),
+        "{reply}"
+    );
+    assert_eq!(reply["account"]["available"], "150000");
+    assert_error(
+        raw("POST", &deposits, Some(body.as_bytes())),
+        409,
+        "deposit_credited",
+    );
+    // Through another node: the same deposit, the same refusal.
+    let elsewhere = format!("{}/v1/accounts/{me}/deposits", cluster.url(1));
+    assert_error(
+        raw("POST", &elsewhere, Some(body.as_bytes())),
+        409,
+        "deposit_credited",
+    );
+    // Refused and changing nothing: another account's deposit on this path,
+    // a signature by another key, another cluster, malformed JSON.
+    let theirs = authorization(&new_signer(), cluster_id, 1).to_string();
+    assert_error(
+        raw("POST", &deposits, Some(theirs.as_bytes())),
+        400,
+        "invalid_deposit",
+    );
+    let mut forged = authorization(&new_signer(), cluster_id, 10_000);
+    forged["account"] = json!(me);
+    let forged = forged.to_string();
+    let message = assert_error(
+        raw("POST", &deposits, Some(forged.as_bytes())),
+        400,
+        "invalid_deposit",
+    );
+    assert!(message.contains("not signed by"), "{message}");
+    let other_cluster = authorization(&who, [3; 32], 10_000).to_string();
+    assert_error(
+        raw("POST", &deposits, Some(other_cluster.as_bytes())),
+        400,
+        "invalid_deposit",
+    );
+    assert_error(raw("POST", &deposits, Some(b"{")), 400, "invalid_request");
+    // And a second real one, through the client.
+    let client0 = Client::new(&url).unwrap().signing(who.clone());
+    let second = client0.deposit_signed(&who, 50_000).unwrap();
+    assert_eq!(second.account.available, 200_000);
+    assert_eq!(account(cluster.url(2), &me)["deposited"], "200000");
+
+    client0.sql("CREATE COLLECTION t").unwrap();
+    let values: Vec<String> = (0..20)
+        .map(|i| format!("('{{\"_id\": \"d{i}\", \"n\": {i}}}')"))
+        .collect();
+    client0
+        .sql(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .unwrap();
+
+    // Two nodes serve the same payer at once until its funds run out: each
+    // stops with 402, and together they never served more than was
+    // deposited (reads never overspend).
+    let readers: Vec<_> = [0, 1]
+        .into_iter()
+        .map(|i| {
+            let client = Client::new(cluster.url(i)).unwrap().signing(who.clone());
+            std::thread::spawn(move || {
+                for _ in 0..1000 {
+                    match client.sql("SELECT * FROM t LIMIT 5") {
+                        Ok(reply) => assert_eq!(reply.rows.len(), 5),
+                        Err(ClientError::Api { status: 402, .. }) => {
+                            return (true, client.receipt_totals());
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                (false, client.receipt_totals())
+            })
+        })
+        .collect();
+    let mut served = client0.receipt_totals().1;
+    for reader in readers {
+        let (refused, (count, fees)) = reader.join().unwrap();
+        assert!(refused, "a reader was never refused");
+        assert!(count > 0);
+        served += fees;
+    }
+    assert!(
+        served <= 200_000,
+        "the nodes served {served} wei of a 200000 wei balance"
+    );
+    // Every node's log agrees with what the clients kept.
+    let mut logged = 0u128;
+    for i in 0..3 {
+        let log = parse(
+            &raw(
+                "GET",
+                &format!("{}/v1/receipts?from=1&limit=10000", cluster.url(i)),
+                None,
+            )
+            .1,
+        );
+        let receipts: Vec<Receipt> = serde_json::from_value(log["receipts"].clone()).unwrap();
+        logged += receipts
+            .iter()
+            .filter(|r| r.payer == who.address())
+            .map(|r| r.fee)
+            .sum::<u128>();
+    }
+    assert_eq!(logged, served);
+
+    // A node killed mid-run keeps numbering its receipts without a gap, and
+    // a fresh deposit makes the account servable again.
+    let last = parse(&raw("GET", &format!("{}/v1/receipts", cluster.url(1)), None).1)["last"]
+        .as_u64()
+        .unwrap();
+    cluster.kill(1);
+    cluster.restart(1);
+    let client1 = Client::new(cluster.url(1)).unwrap().signing(who.clone());
+    client1.deposit_signed(&who, 100_000).unwrap();
+    client1.sql("SELECT * FROM t WHERE _id = 'd3'").unwrap();
+    assert_eq!(client1.last_receipt().unwrap().sequence, last + 1);
+}
