@@ -105,6 +105,13 @@ pub struct NodeInfo {
     /// `active`, `down` or `draining`.
     #[serde(default)]
     pub state: String,
+    /// The node's ed25519 key (hex): it signs the node's receipts and its
+    /// settlement signatures.
+    #[serde(default)]
+    pub node_key: Option<String>,
+    /// The account the node's settled earnings are credited to.
+    #[serde(default)]
+    pub earnings_account: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use stratosdb_verifier::traffic::{Address, DepositEntry, Prices, Receipt, Reques
 mod common;
 use common::cluster::TestCluster;
 use common::http::{assert_error, parse, raw};
-use common::traffic::{cluster_id, new_signer, now_ms, send, sign};
+use common::traffic::{cluster_id, new_signer, node_receipts, now_ms, send, sign};
 
 fn prices(url: &str) -> Prices {
     let (status, text) = raw("GET", &format!("{url}/v1/prices"), None);
@@ -321,15 +321,7 @@ fn deposits_are_credited_once_and_two_nodes_never_serve_past_the_balance() {
     // Every node's log agrees with what the clients kept.
     let mut logged = 0u128;
     for i in 0..3 {
-        let log = parse(
-            &raw(
-                "GET",
-                &format!("{}/v1/receipts?from=1&limit=10000", cluster.url(i)),
-                None,
-            )
-            .1,
-        );
-        let receipts: Vec<Receipt> = serde_json::from_value(log["receipts"].clone()).unwrap();
+        let receipts = node_receipts(cluster.url(i));
         logged += receipts
             .iter()
             .filter(|r| r.payer == who.address())

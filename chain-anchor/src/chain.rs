@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use stratosdb_verifier::AnchorPayload;
 
-use stratosdb_verifier::traffic::Address;
+use stratosdb_verifier::traffic::{Address, SettlementEntry};
 
 use crate::ChainError;
 use crate::funds::{DepositAuthorization, DepositRecord, Payout};
@@ -208,6 +208,23 @@ pub trait Chain: Send + Sync {
     ) -> Result<Vec<DepositRecord>, ChainError> {
         let _ = (cluster_id, from_block);
         Err(self.no_funds("list deposits"))
+    }
+
+    /// Records an epoch's settlement, once: the same entry again returns
+    /// its reference; another entry for a recorded epoch is refused.
+    fn record_settlement(&self, entry: &SettlementEntry) -> Result<ChainRef, ChainError> {
+        let _ = entry;
+        Err(self.no_funds("record settlements"))
+    }
+
+    /// The settlement recorded for `cluster_id`'s `epoch`, if any.
+    fn read_settlement(
+        &self,
+        cluster_id: &[u8; 32],
+        epoch: u64,
+    ) -> Result<Option<(ChainRef, SettlementEntry)>, ChainError> {
+        let _ = (cluster_id, epoch);
+        Err(self.no_funds("read settlements"))
     }
 
     /// Sends `amount` wei from this backend's key to `to` and waits for its

@@ -12,8 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use parking_lot::Mutex;
-use stratosdb_verifier::ledger::{Block, ENTRY_DEPOSIT, Entry, FILE_HEADER, LogReader, frame};
-use stratosdb_verifier::traffic::{Address, DepositEntry};
+use stratosdb_verifier::ledger::{
+    Block, ENTRY_DEPOSIT, ENTRY_SETTLEMENT, Entry, FILE_HEADER, LogReader, frame,
+};
+use stratosdb_verifier::traffic::{Address, DepositEntry, SettlementEntry};
 use stratosdb_verifier::{AnchorPayload, Hash, VerifyError};
 
 mod verify;
@@ -105,6 +107,8 @@ struct Index {
     /// (cluster id, account, nonce) → (height, deposit): the first
     /// deposit of each; a second with the same nonce is the same deposit.
     deposits: HashMap<(Hash, Address, [u8; 16]), (u64, DepositEntry)>,
+    /// (cluster id, epoch) → (height, entry) of its settlement (the first).
+    settlements: HashMap<(Hash, u64), (u64, SettlementEntry)>,
 }
 
 impl Index {
@@ -290,6 +294,18 @@ impl LocalLedger {
                     .entry((deposit.cluster_id, deposit.account, deposit.nonce))
                     .or_insert((block.height, deposit));
             }
+            if let Some(settlement) = block.entry.settlement() {
+                let settlement = settlement.map_err(|e| {
+                    integrity(VerifyError::LedgerBlock {
+                        height: block.height,
+                        reason: format!("settlement entry: {e}"),
+                    })
+                })?;
+                index
+                    .settlements
+                    .entry((settlement.cluster_id, settlement.epoch))
+                    .or_insert((block.height, settlement));
+            }
             index.offsets.push(base + read.offset);
             index.hashes.push(block.hash());
             index.last_time = block.timestamp_ms;
@@ -341,6 +357,12 @@ impl LocalLedger {
             index
                 .anchors
                 .insert((payload.cluster_id, payload.epoch), (block.height, payload));
+        }
+        if let Some(Ok(settlement)) = block.entry.settlement() {
+            index.settlements.insert(
+                (settlement.cluster_id, settlement.epoch),
+                (block.height, settlement),
+            );
         }
         if let Some(Ok(deposit)) = block.entry.deposit() {
             index.deposits.insert(
@@ -627,6 +649,39 @@ impl Chain for LocalLedger {
                 self.read_deposit(cluster_id, &reference)
             })
             .collect()
+    }
+
+    fn record_settlement(&self, entry: &SettlementEntry) -> Result<ChainRef, ChainError> {
+        self.append(
+            Entry {
+                kind: ENTRY_SETTLEMENT,
+                data: entry.encode(),
+            },
+            |index| match index.settlements.get(&(entry.cluster_id, entry.epoch)) {
+                Some((height, held)) if held.report_hash == entry.report_hash => {
+                    Ok(Some(reference(index, *height)))
+                }
+                Some((height, _)) => Err(ChainError::Refused(format!(
+                    "epoch {} is settled already with another report at {}",
+                    entry.epoch,
+                    reference(index, *height)
+                ))),
+                None => Ok(None),
+            },
+        )
+    }
+
+    fn read_settlement(
+        &self,
+        cluster_id: &[u8; 32],
+        epoch: u64,
+    ) -> Result<Option<(ChainRef, SettlementEntry)>, ChainError> {
+        self.with_shared(|_, index| {
+            Ok(index
+                .settlements
+                .get(&(*cluster_id, epoch))
+                .map(|(height, entry)| (reference(index, *height), entry.clone())))
+        })
     }
 
     fn latest_anchor(&self, cluster_id: &[u8; 32]) -> Result<Option<AnchorRecord>, ChainError> {

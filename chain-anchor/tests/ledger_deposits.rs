@@ -90,3 +90,35 @@ fn a_deposit_is_recorded_once_read_back_and_listed() {
     assert_eq!(report.kinds.get(&2), Some(&2));
     assert_eq!(report.blocks, 2);
 }
+
+#[test]
+fn a_settlement_is_recorded_once_per_epoch() {
+    use stratosdb_verifier::traffic::SettlementEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = LocalLedger::open(dir.path(), LedgerKey::from_secret_bytes([4; 32])).unwrap();
+    let entry = SettlementEntry {
+        cluster_id: [7; 32],
+        epoch: 3,
+        report_hash: [9; 32],
+        signatures: Vec::new(),
+    };
+    assert_eq!(ledger.read_settlement(&[7; 32], 3).unwrap(), None);
+    let reference = ledger.record_settlement(&entry).unwrap();
+    // Submitted twice (a retry, a new leader): one entry.
+    assert_eq!(ledger.record_settlement(&entry).unwrap(), reference);
+    assert_eq!(ledger.height().unwrap(), 1);
+    // Another report for a settled epoch: refused.
+    let other = SettlementEntry {
+        report_hash: [8; 32],
+        ..entry.clone()
+    };
+    assert!(matches!(
+        ledger.record_settlement(&other),
+        Err(ChainError::Refused(_))
+    ));
+    assert_eq!(
+        ledger.read_settlement(&[7; 32], 3).unwrap(),
+        Some((reference, entry))
+    );
+    assert_eq!(ledger.read_settlement(&[7; 32], 4).unwrap(), None);
+}

@@ -240,6 +240,8 @@ mod tests {
             zone: None,
             up,
             state: if up { "active" } else { "down" }.into(),
+            node_key: None,
+            earnings_account: None,
         }
     }
 

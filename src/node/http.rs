@@ -84,7 +84,7 @@ pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
     let mut routes = Router::new();
     if let Some(traffic) = &config.traffic {
         paid = paid.route_layer(middleware::from_fn_with_state(
-            traffic.clone(),
+            (traffic.clone(), config.body_limit),
             traffic::meter::paid,
         ));
         routes = routes.merge(traffic::endpoints::routes(traffic.clone()));
@@ -145,7 +145,7 @@ impl IntoResponse for BackendError {
     }
 }
 
-fn too_large(limit: usize) -> BackendError {
+pub(crate) fn too_large(limit: usize) -> BackendError {
     BackendError::new(
         ErrorClass::TooLarge,
         "body_too_large",

@@ -84,3 +84,15 @@ pub fn sign(
 ) -> RequestAuth {
     signer.sign_request(cluster, method, path, body, now_ms(), rand::random())
 }
+
+/// Every receipt the node at `url` issued (its first 10 000).
+pub fn node_receipts(url: &str) -> Vec<stratosdb_verifier::traffic::Receipt> {
+    let (status, text) = super::http::raw(
+        "GET",
+        &format!("{url}/v1/receipts?from=1&limit=10000"),
+        None,
+    );
+    assert_eq!(status, 200, "{text}");
+    let log: serde_json::Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_value(log["receipts"].clone()).unwrap()
+}

@@ -34,6 +34,10 @@ pub enum VerifyError {
     /// claimed payer's.
     #[error("bad request signature: {0}")]
     BadRequestSignature(String),
+    /// A settlement (volume report, its signatures, its entry) that does
+    /// not check out.
+    #[error("settlement: {0}")]
+    BadSettlement(String),
     /// A deposit entry that does not check out.
     #[error("deposit: {0}")]
     BadDeposit(String),

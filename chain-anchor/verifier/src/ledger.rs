@@ -48,7 +48,8 @@ pub const ENTRY_ANCHOR: u8 = 1;
 /// Entry kind 2: a STOS deposit signed by its account
 /// ([`crate::traffic::DepositEntry::encode`]).
 pub const ENTRY_DEPOSIT: u8 = 2;
-/// Entry kind 3 is reserved for epoch settlements (Proof of Traffic).
+/// Entry kind 3: an epoch's settlement, the hash of its volume report and the
+/// nodes' signatures ([`crate::traffic::SettlementEntry::encode`]).
 pub const ENTRY_SETTLEMENT: u8 = 3;
 
 /// What a block records: a kind byte and its bytes. The ledger checks the
@@ -70,6 +71,12 @@ impl Entry {
 
     /// The anchor payload, if this is an anchor entry (an error if it is one
     /// whose bytes are not a payload).
+    /// The settlement of a kind-3 entry, decoded (its signatures are checked
+    /// against the cluster's nodes by whoever knows them).
+    pub fn settlement(&self) -> Option<Result<crate::traffic::SettlementEntry, VerifyError>> {
+        (self.kind == ENTRY_SETTLEMENT).then(|| crate::traffic::SettlementEntry::decode(&self.data))
+    }
+
     /// The deposit of a kind-2 entry, checked (its account's signature).
     pub fn deposit(&self) -> Option<Result<crate::traffic::DepositEntry, VerifyError>> {
         (self.kind == ENTRY_DEPOSIT).then(|| {
@@ -220,6 +227,9 @@ impl Block {
         }
         if let Some(Err(e)) = self.entry.deposit() {
             return Err(self.broken(format!("deposit entry: {e}")));
+        }
+        if let Some(Err(e)) = self.entry.settlement() {
+            return Err(self.broken(format!("settlement entry: {e}")));
         }
         Ok(())
     }

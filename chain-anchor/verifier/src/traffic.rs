@@ -8,12 +8,15 @@
 //!   carried in headers, and its recovery;
 //! - [`Prices`] and [`Receipt`]: what a reply cost, signed by the node that
 //!   served it;
-//! - [`DepositEntry`]: a deposit on the local ledger, signed by its account.
+//! - [`DepositEntry`]: a deposit on the local ledger, signed by its account;
+//! - [`VolumeReport`] and [`SettlementEntry`]: an epoch's settlement, the
+//!   receipts folded per payer and per node, signed by two thirds of the nodes.
 
 mod address;
 mod deposit;
 mod receipt;
 mod request;
+mod settlement;
 pub mod wei;
 
 pub use address::Address;
@@ -22,4 +25,7 @@ pub use receipt::{Prices, RECEIPT_VERSION, Receipt};
 pub use request::{
     HEADER_ADDRESS, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, RequestAuth, RequestSigner,
     eip191_hash, keccak256, request_message,
+};
+pub use settlement::{
+    NodeVolume, ReportSignature, SettlementEntry, VolumeReport, WalletVolume, receipts_hash,
 };

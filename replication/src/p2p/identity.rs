@@ -60,6 +60,18 @@ pub fn node_secret_key(dir: &Path) -> Result<[u8; 32]> {
     Ok(secret)
 }
 
+/// The ed25519 public key a PeerId carries (an ed25519 PeerId is the
+/// identity multihash of its protobuf-encoded key): the key a node signs its
+/// receipts and ledger blocks with. `None` for any other kind of PeerId.
+pub fn ed25519_key_of(peer: &PeerId) -> Option<[u8; 32]> {
+    let multihash: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    if multihash.code() != 0 {
+        return None;
+    }
+    let key = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    Some(key.try_into_ed25519().ok()?.to_bytes())
+}
+
 /// The replication `NodeId` of a peer: the first 8 bytes (big-endian) of
 /// SHA-256 over the PeerId's bytes (its multihash). 0 is raft's "no node",
 /// so a hash of 0 maps to 1. Stable across restarts and machines, and needs
@@ -95,6 +107,12 @@ mod tests {
 
     #[test]
     fn node_ids_are_stable_and_distinct() {
+        let key = Keypair::generate_ed25519();
+        let ed = key.clone().try_into_ed25519().unwrap();
+        assert_eq!(
+            ed25519_key_of(&key.public().to_peer_id()),
+            Some(ed.public().to_bytes())
+        );
         let a = Keypair::generate_ed25519().public().to_peer_id();
         let b = Keypair::generate_ed25519().public().to_peer_id();
         assert_eq!(node_id_of(&a), node_id_of(&a));

@@ -52,7 +52,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 pub use faults::FaultSwitch;
-pub use identity::{KEY_FILE, load_or_create_key, node_id_of, node_secret_key};
+pub use identity::{KEY_FILE, ed25519_key_of, load_or_create_key, node_id_of, node_secret_key};
 pub use libp2p::PeerId;
 pub use rpc::RpcHandler;
 

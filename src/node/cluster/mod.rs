@@ -20,8 +20,8 @@ use stratosdb_replication::{GroupId, NodeId, TransferDirection};
 
 pub use epochs::AnchorConfig;
 pub use node::{
-    Bootstrap, ClusterConfig, ClusterNode, DEFAULT_DOWN_AFTER, LEADER_WAIT, NodeError, REMOVED,
-    TOKEN_FILE, show_id,
+    Bootstrap, ClusterConfig, ClusterNode, DEFAULT_DOWN_AFTER, ExtensionHandler, LEADER_WAIT,
+    NodeError, REMOVED, TOKEN_FILE, show_id,
 };
 pub use store::ClusterStore;
 
@@ -56,6 +56,12 @@ impl ClusterBackend {
         let outcomes = store.write(collection, shard, vec![op])?;
         Ok(outcomes.iter().map(|o| o.affected).sum())
     }
+}
+
+/// The ed25519 key a node's PeerId carries.
+pub fn node_key_of(peer_id: &str) -> Option<[u8; 32]> {
+    let peer: stratosdb_replication::p2p::PeerId = peer_id.parse().ok()?;
+    stratosdb_replication::p2p::ed25519_key_of(&peer)
 }
 
 fn consistency(c: Consistency) -> ReadConsistency {
@@ -181,6 +187,9 @@ impl Backend for ClusterBackend {
                     "down"
                 }
                 .to_string(),
+                node_key: node_key_of(&n.peer_id).map(hex::encode),
+                earnings_account: node_key_of(&n.peer_id)
+                    .map(|k| crate::node::traffic::settle::earnings_account(&k).to_string()),
             })
             .collect();
         let collections = map

@@ -106,7 +106,7 @@ impl NodeError {
         }
     }
 
-    fn unavailable(message: impl Into<String>) -> NodeError {
+    pub fn unavailable(message: impl Into<String>) -> NodeError {
         NodeError::new("unavailable", message, true)
     }
 }
@@ -165,7 +165,13 @@ pub struct ClusterNode {
     pub(super) liveness: Mutex<super::heal::Liveness>,
     /// What this node did as the anchoring leader.
     pub(super) anchor_counters: super::epochs::AnchorCounters,
+    /// The handler of [`RpcRequest::Extension`] requests, once set.
+    extension: std::sync::OnceLock<ExtensionHandler>,
 }
+
+/// Serves a service's requests from other nodes: (sender, request bytes) →
+/// reply bytes, or an error.
+pub type ExtensionHandler = Arc<dyn Fn(NodeId, &[u8]) -> Result<Vec<u8>, NodeError> + Send + Sync>;
 
 impl ClusterNode {
     /// Opens the transport (key in `DATA/p2p`) and the raft node (data in
@@ -207,6 +213,7 @@ impl ClusterNode {
             failed: Mutex::new(None),
             liveness: Mutex::new(super::heal::Liveness::default()),
             anchor_counters: Default::default(),
+            extension: std::sync::OnceLock::new(),
         });
         let handler = Arc::downgrade(&node);
         node.transport
@@ -962,6 +969,35 @@ impl ClusterNode {
         self.call_within(to, request, RPC_TIMEOUT)
     }
 
+    /// Sets the handler of extension requests (once; later calls are ignored).
+    pub fn set_extension(&self, handler: ExtensionHandler) {
+        let _ = self.extension.set(handler);
+    }
+
+    /// Sends an extension request to node `to` (this node included) and
+    /// returns its reply, waiting at most `timeout`.
+    pub fn call_extension(
+        &self,
+        to: NodeId,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, NodeError> {
+        if to == self.id {
+            return self.serve_extension(to, &request);
+        }
+        match self.call_within(to, &RpcRequest::Extension(request), timeout)? {
+            RpcReply::Extension(reply) => Ok(reply),
+            other => Err(failed_reply(other)),
+        }
+    }
+
+    fn serve_extension(&self, from: NodeId, request: &[u8]) -> Result<Vec<u8>, NodeError> {
+        match self.extension.get() {
+            Some(handler) => handler(from, request),
+            None => Err(NodeError::unavailable("this node is not serving that yet")),
+        }
+    }
+
     /// [`ClusterNode::call`] with its own bound on the wait.
     pub fn call_within(
         &self,
@@ -1042,6 +1078,10 @@ impl ClusterNode {
             }
             RpcRequest::Status { groups } => RpcReply::Status(self.local_status(&groups)),
             RpcRequest::AnchorMark { group, epoch } => self.serve_mark(group, epoch),
+            RpcRequest::Extension(request) => match self.serve_extension(from, &request) {
+                Ok(reply) => RpcReply::Extension(reply),
+                Err(e) => reply_error(e),
+            },
         }
     }
 

@@ -38,6 +38,10 @@ pub enum RpcRequest {
         plan: Vec<u8>,
         linearizable: bool,
     },
+    /// A request of a service built on the cluster (Proof of Traffic's
+    /// settlement), encoded by that service; see
+    /// [`super::ClusterNode::set_extension`].
+    Extension(Vec<u8>),
 }
 
 /// One replica's state, for `GET /v1/cluster`.
@@ -98,6 +102,8 @@ pub enum RpcReply {
         partial: Vec<u8>,
         proofs: Vec<u8>,
     },
+    /// The extension's reply, encoded by it.
+    Extension(Vec<u8>),
 }
 
 impl RpcReply {

@@ -152,6 +152,43 @@ pub fn read_account(shard: &Shard, address: &Address) -> Result<ReadAccount, Led
     }
 }
 
+/// Every account holding a reservation of `epoch` or before.
+pub fn with_reservations(
+    shard: &Shard,
+    epoch: u64,
+) -> Result<Vec<(Address, ReadAccount)>, LedgerError> {
+    if !has_collection(shard) {
+        return Ok(Vec::new());
+    }
+    let docs = shard.scan(
+        TRAFFIC_COLLECTION,
+        std::ops::Bound::Included("account:"),
+        std::ops::Bound::Excluded("account;"),
+        false,
+    )?;
+    let mut out = Vec::new();
+    for item in docs {
+        let (id, doc) = item?;
+        let state: AccountState = serde_json::from_str(field(&doc, "state")?)
+            .map_err(|e| LedgerError::Corrupt(format!("{id}: {e}")))?;
+        if !state.reservations.iter().any(|r| r.epoch <= epoch) {
+            continue;
+        }
+        let address = id
+            .strip_prefix("account:")
+            .and_then(|a| a.parse::<Address>().ok())
+            .ok_or_else(|| LedgerError::Corrupt(format!("{id} names no address")))?;
+        out.push((
+            address,
+            ReadAccount {
+                state,
+                hash: Some(doc_hash(&doc)),
+            },
+        ));
+    }
+    Ok(out)
+}
+
 fn account_doc(address: &Address, state: &AccountState) -> Value {
     // Plain data always encodes.
     let text = serde_json::to_string(state).unwrap_or_default();

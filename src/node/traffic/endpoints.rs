@@ -78,6 +78,20 @@ pub struct DepositReply {
     pub account: AccountReply,
 }
 
+/// `GET /v1/settlements?from=E&limit=N`: settlement records from epoch E on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SettlementsReply {
+    pub settlements: Vec<super::settle::SettlementRecord>,
+}
+
+#[derive(Deserialize)]
+struct SettlementsQuery {
+    #[serde(default)]
+    from: u64,
+    #[serde(default = "default_limit")]
+    limit: u64,
+}
+
 #[derive(Deserialize)]
 struct ReceiptsQuery {
     #[serde(default = "one")]
@@ -104,6 +118,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(traffic: Arc<Traffic>) -> Router
         .route("/v1/accounts/{address}", get(account))
         .route("/v1/receipts", get(receipts))
         .route("/v1/accounts/{address}/deposits", post(deposit))
+        .route("/v1/settlements", get(settlements))
         .with_state(traffic)
 }
 
@@ -270,6 +285,23 @@ fn chain_error(e: stratosdb_chain_anchor::ChainError) -> BackendError {
         }
         other => BackendError::internal(other.to_string()),
     }
+}
+
+async fn settlements(
+    State(traffic): State<Arc<Traffic>>,
+    query: Result<Query<SettlementsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, BackendError> {
+    let Query(query) =
+        query.map_err(|e| BackendError::bad_request("invalid_request", e.body_text()))?;
+    let limit = query.limit.clamp(1, 1000) as usize;
+    let reply = blocking(&traffic, move |t| {
+        let meta = t.node.metadata(true).map_err(super::node_error)?;
+        let settlements =
+            super::settle::list(&meta, query.from, limit).map_err(super::node_error)?;
+        Ok(SettlementsReply { settlements })
+    })
+    .await?;
+    json(&reply)
 }
 
 async fn receipts(

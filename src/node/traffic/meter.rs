@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use stratosdb_verifier::traffic::{RECEIPT_VERSION, Receipt};
 
 use super::{Payer, Traffic, blocking};
-use crate::node::backend::{BackendError, ErrorClass};
+use crate::node::backend::BackendError;
 
 /// The response header that carries the receipt (JSON).
 pub const RECEIPT_HEADER: &str = "x-stratos-receipt";
@@ -47,16 +47,13 @@ pub fn metered(mut response: Response, documents: u64, read_only: bool) -> Respo
     response
 }
 
-fn too_large() -> BackendError {
-    BackendError::new(
-        ErrorClass::TooLarge,
-        "body_too_large",
-        "the request body is over the node's limit",
-    )
-}
-
-pub async fn paid(State(traffic): State<Arc<Traffic>>, request: Request, next: Next) -> Response {
-    match charge(traffic, request, next).await {
+/// The middleware; its state is the traffic service and the body limit.
+pub async fn paid(
+    State((traffic, limit)): State<(Arc<Traffic>, usize)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match charge(traffic, limit, request, next).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -64,15 +61,16 @@ pub async fn paid(State(traffic): State<Arc<Traffic>>, request: Request, next: N
 
 async fn charge(
     traffic: Arc<Traffic>,
+    limit: usize,
     request: Request,
     next: Next,
 ) -> Result<Response, BackendError> {
     let (parts, body) = request.into_parts();
     // The outer layers enforce the body limit; an error here is that limit
     // (or a client that went away).
-    let bytes = axum::body::to_bytes(body, usize::MAX)
+    let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|_| crate::node::http::too_large(limit))?;
     let path = parts
         .uri
         .path_and_query()

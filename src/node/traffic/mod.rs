@@ -16,6 +16,7 @@ pub mod auth;
 pub mod endpoints;
 pub mod meter;
 pub mod receipts;
+pub mod settle;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -140,6 +141,18 @@ impl Traffic {
                 }
             })
             .map_err(|e| BackendError::internal(format!("cannot start a thread: {e}")))?;
+        let server = Arc::downgrade(&traffic);
+        traffic
+            .node
+            .set_extension(Arc::new(move |from, bytes| match server.upgrade() {
+                Some(t) => t.serve_settlement(from, bytes),
+                None => Err(NodeError::unavailable("the node is stopping")),
+            }));
+        let settler = traffic.clone();
+        std::thread::Builder::new()
+            .name("traffic-settle".into())
+            .spawn(move || settler.settle_loop())
+            .map_err(|e| BackendError::internal(format!("cannot start a thread: {e}")))?;
         Ok(traffic)
     }
 
@@ -164,8 +177,12 @@ impl Traffic {
         &self.receipts
     }
 
+    /// The epoch requests are served in: the newest started, or the one
+    /// after the last that a settlement closed on this node.
     pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+        self.epoch
+            .load(Ordering::Acquire)
+            .max(self.receipts.floor())
     }
 
     /// The cluster id (once the metadata group has recorded it).

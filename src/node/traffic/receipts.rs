@@ -6,6 +6,7 @@
 //! sent, and the file is synced in the background at least every
 //! [`SYNC_EVERY`]; settlement reads the log.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,22 @@ struct Inner {
     file: File,
     next: u64,
     dirty: bool,
+    /// Bytes of whole receipts in the file.
+    end: u64,
+    /// No receipt is issued in an epoch below this (a settlement closed it).
+    floor: u64,
+    /// The receipts of each epoch: epochs only grow along the log, so each
+    /// epoch's receipts are one run of sequences.
+    epochs: BTreeMap<u64, Span>,
+}
+
+/// An epoch's receipts in the log: sequences `first..=last`, the first at
+/// byte `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub first: u64,
+    pub last: u64,
+    pub offset: u64,
 }
 
 /// The log, shared by the request handlers.
@@ -66,7 +83,7 @@ impl ReceiptLog {
             .create(true)
             .open(&path)
             .map_err(io)?;
-        let (last, intact) = scan(&file, &path)?;
+        let (last, intact, epochs) = scan(&file, &path)?;
         if intact < file.metadata().map_err(io)?.len() {
             tracing::warn!(path = %path.display(), "cutting a torn receipt off the log's end");
             file.set_len(intact).map_err(io)?;
@@ -80,6 +97,9 @@ impl ReceiptLog {
                 file,
                 next: last + 1,
                 dirty: false,
+                end: intact,
+                floor: 0,
+                epochs,
             }),
             stopped: Arc::new(AtomicBool::new(false)),
         });
@@ -108,10 +128,27 @@ impl ReceiptLog {
         self.key.verifying_key().to_bytes()
     }
 
+    /// This node's signature on a settlement report's hash.
+    pub fn sign_report(
+        &self,
+        report_hash: &[u8; 32],
+    ) -> stratosdb_verifier::traffic::ReportSignature {
+        stratosdb_verifier::traffic::ReportSignature::sign(&self.key, report_hash)
+    }
+
+    /// The lowest epoch a receipt can still be issued in.
+    pub fn floor(&self) -> u64 {
+        self.inner.lock().floor
+    }
+
     /// Numbers, signs and writes `receipt` (its `sequence`, `node_key` and
-    /// `signature` are set here), and returns it.
+    /// `signature` are set here), and returns it. Its epoch is raised to the
+    /// newest one of the log and to the floor, if it is below them (a
+    /// request that began before its epoch was closed is billed in the next).
     pub fn issue(&self, mut receipt: Receipt) -> Result<Receipt, ReceiptLogError> {
         let mut inner = self.inner.lock();
+        let newest = inner.epochs.keys().next_back().copied().unwrap_or(0);
+        receipt.epoch = receipt.epoch.max(inner.floor).max(newest);
         receipt.sequence = inner.next;
         receipt.sign(&self.key);
         let mut line = serde_json::to_vec(&receipt).unwrap_or_default();
@@ -123,9 +160,63 @@ impl ReceiptLog {
                 path: self.path.display().to_string(),
                 source,
             })?;
+        let (sequence, offset) = (inner.next, inner.end);
+        inner
+            .epochs
+            .entry(receipt.epoch)
+            .and_modify(|span| span.last = sequence)
+            .or_insert(Span {
+                first: sequence,
+                last: sequence,
+                offset,
+            });
         inner.next += 1;
+        inner.end += line.len() as u64;
         inner.dirty = true;
         Ok(receipt)
+    }
+
+    /// Closes `epoch`: no receipt is issued in it (or before it) any more.
+    /// Returns its receipts, read back from the file.
+    pub fn close(&self, epoch: u64) -> Result<Vec<Receipt>, ReceiptLogError> {
+        let span = {
+            let mut inner = self.inner.lock();
+            inner.floor = inner.floor.max(epoch.saturating_add(1));
+            inner.epochs.get(&epoch).copied()
+        };
+        let Some(span) = span else {
+            return Ok(Vec::new());
+        };
+        self.read_span(span)
+    }
+
+    /// The receipts of `epoch` issued so far.
+    pub fn epoch_receipts(&self, epoch: u64) -> Result<Vec<Receipt>, ReceiptLogError> {
+        let span = self.inner.lock().epochs.get(&epoch).copied();
+        span.map_or(Ok(Vec::new()), |s| self.read_span(s))
+    }
+
+    fn read_span(&self, span: Span) -> Result<Vec<Receipt>, ReceiptLogError> {
+        let io = |source| ReceiptLogError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let mut file = File::open(&self.path).map_err(io)?;
+        file.seek(SeekFrom::Start(span.offset)).map_err(io)?;
+        let mut out = Vec::with_capacity((span.last + 1 - span.first) as usize);
+        let mut lines = BufReader::new(file).lines();
+        for sequence in span.first..=span.last {
+            let line = lines
+                .next()
+                .ok_or_else(|| ReceiptLogError::Corrupt {
+                    path: self.path.display().to_string(),
+                    line: sequence,
+                    reason: "the log ends before it".into(),
+                })?
+                .map_err(io)?;
+            out.push(parse(&line, sequence, &self.path)?);
+        }
+        Ok(out)
     }
 
     /// Syncs what was written since the last sync.
@@ -196,11 +287,13 @@ fn parse(line: &str, sequence: u64, path: &Path) -> Result<Receipt, ReceiptLogEr
     Ok(receipt)
 }
 
-/// The last whole receipt's sequence and the byte length of the whole lines.
-fn scan(file: &File, path: &Path) -> Result<(u64, u64), ReceiptLogError> {
+/// The last whole receipt's sequence, the byte length of the whole lines,
+/// and each epoch's span.
+fn scan(file: &File, path: &Path) -> Result<(u64, u64, BTreeMap<u64, Span>), ReceiptLogError> {
     let mut reader = BufReader::new(file);
     let mut line = String::new();
     let (mut last, mut intact) = (0u64, 0u64);
+    let mut epochs = BTreeMap::new();
     loop {
         line.clear();
         let n = reader
@@ -213,8 +306,16 @@ fn scan(file: &File, path: &Path) -> Result<(u64, u64), ReceiptLogError> {
             break;
         }
         match parse(line.trim_end(), last + 1, path) {
-            Ok(_) => {
+            Ok(receipt) => {
                 last += 1;
+                epochs
+                    .entry(receipt.epoch)
+                    .and_modify(|span: &mut Span| span.last = last)
+                    .or_insert(Span {
+                        first: last,
+                        last,
+                        offset: intact,
+                    });
                 intact += n as u64;
             }
             // Only a torn last line may be dropped; damage before it is not
@@ -229,7 +330,7 @@ fn scan(file: &File, path: &Path) -> Result<(u64, u64), ReceiptLogError> {
             }
         }
     }
-    Ok((last, intact))
+    Ok((last, intact, epochs))
 }
 
 #[cfg(test)]
@@ -283,5 +384,16 @@ mod tests {
             [2, 3, 4]
         );
         assert!(read.iter().all(|r| r.verify().is_ok()));
+
+        // Closing epoch 3 moves later receipts to epoch 4; each epoch's
+        // receipts read back as one run, across a reopen too.
+        assert_eq!(log.close(3).unwrap().len(), 4);
+        let late = log.issue(blank()).unwrap();
+        assert_eq!((late.epoch, late.sequence), (4, 5));
+        drop(log);
+        let log = ReceiptLog::open(dir.path(), SigningKey::from_bytes(&[9; 32])).unwrap();
+        assert_eq!(log.epoch_receipts(4).unwrap(), [late]);
+        assert_eq!(log.epoch_receipts(3).unwrap().len(), 4);
+        assert!(log.epoch_receipts(2).unwrap().is_empty());
     }
 }

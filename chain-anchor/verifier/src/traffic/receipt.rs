@@ -129,7 +129,7 @@ impl Receipt {
     }
 }
 
-mod signature_hex {
+pub(super) mod signature_hex {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(sig: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
