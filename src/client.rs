@@ -24,9 +24,10 @@ use stratosdb_verifier::Verified;
 use crate::verified::{Anchors, Policy, ProvenReply, Rejection, projection_of, verify_reply};
 
 use crate::node::traffic::endpoints::{
-    AccountReply, DepositReply, DepositRequest, PricesReply, ReceiptsReply,
+    AccountReply, DepositReply, DepositRequest, PricesReply, ReceiptsReply, SettlementsReply,
 };
 use crate::node::traffic::meter::RECEIPT_HEADER;
+use crate::node::traffic::settle::SettlementRecord;
 use stratosdb_chain_anchor::DepositAuthorization;
 use stratosdb_verifier::traffic::DepositEntry;
 
@@ -255,6 +256,30 @@ impl Client {
     pub fn account(&self, address: &Address) -> Result<AccountReply, ClientError> {
         let text = self.call("GET", &format!("/v1/accounts/{address}"), None)?;
         serde_json::from_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// `GET /v1/settlements`: every settlement record from epoch `from` on.
+    pub fn settlements(&self, from: u64) -> Result<Vec<SettlementRecord>, ClientError> {
+        let mut out: Vec<SettlementRecord> = Vec::new();
+        let mut next = from;
+        loop {
+            let text = self.call(
+                "GET",
+                &format!("/v1/settlements?from={next}&limit=1000"),
+                None,
+            )?;
+            let page: SettlementsReply =
+                serde_json::from_str(&text).map_err(|e| self.protocol(e))?;
+            let Some(last) = page.settlements.last().map(|r| r.epoch) else {
+                return Ok(out);
+            };
+            let full = page.settlements.len() == 1000;
+            out.extend(page.settlements);
+            if !full {
+                return Ok(out);
+            }
+            next = last + 1;
+        }
     }
 
     /// Deposits `amount` wei for `signer`'s account on a cluster on the local
@@ -825,6 +850,7 @@ fn is_public(path: &str) -> bool {
             | "/v1/cluster/join"
             | "/metrics"
             | "/v1/receipts"
+            | "/v1/settlements"
     ) || path.starts_with("/v1/accounts/")
 }
 

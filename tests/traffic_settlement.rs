@@ -227,6 +227,41 @@ fn an_epoch_settles_once_payers_pay_and_nodes_earn_their_receipts_fees() {
         .map(|n| wei(&account(cluster.url(0), n.earnings_account.as_ref().unwrap())["earned"]))
         .sum();
     assert_eq!(earned, billed(&alice) + billed(&bob));
+
+    // The auditor agrees, settlement by settlement...
+    let audit = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+            .args(["audit", "--settlements", "--connect", url, "--ledger"])
+            .arg(&ledger_dir)
+            .output()
+            .unwrap()
+    };
+    let out = audit(cluster.url(2));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("ok      settlement of epoch"), "{text}");
+    assert!(
+        text.contains("signed by 3 of 3 nodes, on the chain at ledger:"),
+        "{text}"
+    );
+    // ...and catches a receipt inflated after the fact on a node's disk.
+    let file = cluster.data(1).join("receipts").join("receipts.jsonl");
+    let log = std::fs::read_to_string(&file).unwrap();
+    let at = log.find("\"fee\":\"").unwrap() + 7;
+    let digit = log.as_bytes()[at];
+    let inflated = if digit == b'9' { b'8' } else { digit + 1 };
+    let mut bytes = log.into_bytes();
+    bytes[at] = inflated;
+    std::fs::write(&file, bytes).unwrap();
+    let out = audit(cluster.url(0));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAILED  settlement of epoch"), "{text}");
+    assert!(text.contains("the receipts: receipt"), "{text}");
 }
 
 #[test]

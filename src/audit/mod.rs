@@ -4,11 +4,14 @@
 //!
 //! - `ledger`: a local ledger's whole hash chain, signatures and anchors;
 //! - `data`: an embedded data folder's documents against its latest anchor;
-//! - `proofs`: a saved reply with proofs against the anchors on the chain.
+//! - `proofs`: a saved reply with proofs against the anchors on the chain;
+//! - `settlements`: a cluster's settled epochs against their receipts, the
+//!   chain and the nodes' keys.
 
 mod data;
 mod ledger;
 mod proofs;
+mod settlements;
 
 use std::path::PathBuf;
 
@@ -33,6 +36,14 @@ pub struct AuditArgs {
     /// With --proofs: refuse unanchored proofs.
     #[arg(long, requires = "proofs")]
     require_anchored: bool,
+    /// Every settled epoch of the cluster at --connect: rebuilt from the
+    /// receipts its nodes serve, its signatures against the nodes' keys, and
+    /// its entry on the chain (--ledger DIR).
+    #[arg(long, requires = "connect")]
+    settlements: bool,
+    /// A node's API, http://HOST:PORT (with --settlements).
+    #[arg(long)]
+    connect: Option<String>,
 }
 
 /// The verdicts so far.
@@ -72,8 +83,10 @@ impl Audit {
 
 /// Runs the checks asked for; `Ok(false)` if any failed.
 pub fn run(args: AuditArgs) -> anyhow::Result<bool> {
-    if args.ledger.is_none() && args.data.is_none() && args.proofs.is_none() {
-        anyhow::bail!("say what to audit: --ledger DIR, --data DIR and/or --proofs FILE");
+    if args.ledger.is_none() && args.data.is_none() && args.proofs.is_none() && !args.settlements {
+        anyhow::bail!(
+            "say what to audit: --ledger DIR, --data DIR, --proofs FILE and/or --settlements --connect URL"
+        );
     }
     let mut audit = Audit {
         failures: 0,
@@ -81,6 +94,11 @@ pub fn run(args: AuditArgs) -> anyhow::Result<bool> {
     };
     if let Some(dir) = &args.ledger {
         ledger::check(&mut audit, dir, None);
+    }
+    if args.settlements
+        && let Some(url) = &args.connect
+    {
+        settlements::check(&mut audit, url, args.ledger.as_deref());
     }
     if let Some(dir) = &args.data {
         data::check(&mut audit, dir);

@@ -1,0 +1,164 @@
+//! The settlements of a cluster (`--settlements --connect URL`): each settled
+//! epoch's volume report rebuilt from the receipts its serving nodes give
+//! out, checked against the report the cluster recorded, against the chain's
+//! entry (the report's hash) and against the node keys of the cluster map
+//! (two thirds of the nodes signed it).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use stratosdb::client::Client;
+use stratosdb::node::traffic::settle::SettlementRecord;
+use stratosdb_chain_anchor::{Chain, LedgerKey, LocalLedger};
+use stratosdb_verifier::traffic::{Receipt, VolumeReport};
+
+use super::Audit;
+
+pub fn check(audit: &mut Audit, url: &str, ledger: Option<&Path>) {
+    let what = format!("settlements of {url}");
+    let client = match Client::new(url) {
+        Ok(c) => c,
+        Err(e) => return audit.failed(&what, &e.to_string()),
+    };
+    let map = match client.cluster() {
+        Ok(m) => m,
+        Err(e) => return audit.failed(&what, &format!("reading the cluster map: {e}")),
+    };
+    let chain: Option<LocalLedger> = match ledger {
+        None => None,
+        Some(dir) if !dir.join(stratosdb_chain_anchor::LOG_FILE).is_file() => {
+            return audit.failed(&what, &format!("no ledger in {}", dir.display()));
+        }
+        // A throwaway key: the audit only reads.
+        Some(dir) => match LocalLedger::open(dir, LedgerKey::from_secret_bytes(rand::random())) {
+            Ok(l) => Some(l),
+            Err(e) => return audit.failed(&what, &format!("ledger {}: {e}", dir.display())),
+        },
+    };
+    if chain.is_none() {
+        audit.note("no chain given (--ledger DIR): the recorded entries cannot be checked");
+    }
+    // Node key → a client of that node's API.
+    let mut nodes: HashMap<[u8; 32], (String, Client)> = HashMap::new();
+    for n in &map.nodes {
+        let Some(key) = n
+            .node_key
+            .as_deref()
+            .and_then(|k| stratosdb_chain_anchor::hex_hash(k).ok())
+        else {
+            continue;
+        };
+        if let Ok(c) = Client::new(&n.http) {
+            nodes.insert(key, (n.id.clone(), c));
+        }
+    }
+    let records = match client.settlements(0) {
+        Ok(r) => r,
+        Err(e) => return audit.failed(&what, &format!("reading the settlements: {e}")),
+    };
+    let settled: Vec<&SettlementRecord> = records
+        .iter()
+        .filter(|r| r.status == stratosdb::node::traffic::settle::SettlementStatus::Settled)
+        .collect();
+    audit.note(&format!(
+        "{} settlement records, {} settled",
+        records.len(),
+        settled.len()
+    ));
+    let bar = audit.progress(settled.len() as u64, "checking settlements");
+    for record in settled {
+        let item = format!("settlement of epoch {}", record.epoch);
+        match check_one(record, &nodes, chain.as_ref()) {
+            Ok(summary) => audit.ok(&format!("{item}: {summary}")),
+            Err(reason) => audit.failed(&item, &reason),
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+}
+
+fn check_one(
+    record: &SettlementRecord,
+    nodes: &HashMap<[u8; 32], (String, Client)>,
+    chain: Option<&LocalLedger>,
+) -> Result<String, String> {
+    let report = &record.report;
+    report.check().map_err(|e| e.to_string())?;
+    if report.hash() != record.report_hash {
+        return Err("the recorded report hash is not the report's".into());
+    }
+    // The receipts, fetched from each serving node, with one on each side
+    // to show the range leaves none of the epoch out.
+    let mut per_node = Vec::new();
+    for volume in &report.node_volumes {
+        let short = hex::encode(&volume.node_key[..4]);
+        let (id, client) = nodes
+            .get(&volume.node_key)
+            .ok_or_else(|| format!("node {short}… is not in the cluster map"))?;
+        let from = volume.first_sequence.saturating_sub(1).max(1);
+        let limit = volume.last_sequence + 2 - from;
+        let reply = client
+            .node_receipts(from, limit)
+            .map_err(|e| format!("fetching node {id}'s receipts: {e}"))?;
+        let (inside, outside): (Vec<Receipt>, Vec<Receipt>) = reply
+            .receipts
+            .into_iter()
+            .partition(|r| (volume.first_sequence..=volume.last_sequence).contains(&r.sequence));
+        if let Some(r) = outside.iter().find(|r| r.epoch == record.epoch) {
+            return Err(format!(
+                "node {id}'s receipt #{} is of epoch {} but outside the report's range {}..={}",
+                r.sequence, record.epoch, volume.first_sequence, volume.last_sequence
+            ));
+        }
+        per_node.push((volume.node_key, inside));
+    }
+    let rebuilt = VolumeReport::from_receipts(report.cluster_id, record.epoch, &per_node)
+        .map_err(|e| format!("the receipts: {e}"))?;
+    if &rebuilt != report {
+        return Err(format!(
+            "the receipts give {} wei over {} payers, the report says {} wei over {}",
+            rebuilt.total_fee,
+            rebuilt.wallet_volumes.len(),
+            report.total_fee,
+            report.wallet_volumes.len()
+        ));
+    }
+    // The members who sign must be the map's nodes; two thirds of them signed.
+    if let Some(stranger) = record.members.iter().find(|k| !nodes.contains_key(*k)) {
+        return Err(format!(
+            "member {}… is not a node of the cluster map",
+            hex::encode(&stranger[..4])
+        ));
+    }
+    record
+        .entry()
+        .verify(&record.members)
+        .map_err(|e| e.to_string())?;
+    let mut on_chain = String::from("chain not checked");
+    if let Some(chain) = chain {
+        match chain.read_settlement(&report.cluster_id, record.epoch) {
+            Ok(Some((reference, entry))) => {
+                if entry.report_hash != record.report_hash {
+                    return Err(format!(
+                        "the chain's entry {reference} holds another report hash"
+                    ));
+                }
+                entry
+                    .verify(&record.members)
+                    .map_err(|e| format!("the chain's entry: {e}"))?;
+                on_chain = format!("on the chain at {reference}");
+            }
+            Ok(None) => return Err("not on the chain".into()),
+            Err(e) => return Err(format!("reading the chain: {e}")),
+        }
+    }
+    let receipts: u64 = report.node_volumes.iter().map(|n| n.receipts()).sum();
+    Ok(format!(
+        "{receipts} receipts of {} node(s) for {} payer(s), {} wei, signed by {} of {} nodes, {on_chain}",
+        report.node_volumes.len(),
+        report.wallet_volumes.len(),
+        report.total_fee,
+        record.signatures.len(),
+        record.members.len()
+    ))
+}
