@@ -367,7 +367,7 @@ impl Client {
     fn take_receipt(
         &self,
         header: &str,
-        signed: Option<(&RequestAuth, [u8; 32])>,
+        signed: Option<(&RequestAuth, [u8; 32], [u8; 32])>,
         body: &str,
     ) -> Result<(), ClientError> {
         let Some(book) = &self.receipts else {
@@ -380,7 +380,10 @@ impl Client {
         let receipt: Receipt =
             serde_json::from_str(header).map_err(|e| refuse(format!("malformed: {e}")))?;
         receipt.verify().map_err(|e| refuse(e.to_string()))?;
-        if let Some((auth, cluster_id)) = signed {
+        if let Some((auth, cluster_id, request_hash)) = signed {
+            if receipt.request_hash != request_hash {
+                return Err(refuse("it names another request".into()));
+            }
             if receipt.payer != auth.address {
                 return Err(refuse(format!(
                     "it bills {}, not this client's account {}",
@@ -753,13 +756,14 @@ impl Client {
                 };
                 let auth = self.sign(payment, method, path, wire_body)?;
                 let cluster_id = payment.cluster_id.get().copied().unwrap_or_default();
-                Some((auth, cluster_id))
+                let hash = auth.request_hash(&cluster_id, method, path, wire_body);
+                Some((auth, cluster_id, hash))
             }
             _ => None,
         };
         let headers: Vec<(&str, String)> = signed
             .as_ref()
-            .map(|(auth, _)| auth.headers().to_vec())
+            .map(|(auth, _, _)| auth.headers().to_vec())
             .unwrap_or_default();
         let sent = match method {
             "GET" | "DELETE" => {
@@ -808,7 +812,7 @@ impl Client {
         if let Some(receipt) = receipt {
             self.take_receipt(
                 &receipt,
-                signed.as_ref().map(|(auth, id)| (auth, *id)),
+                signed.as_ref().map(|(auth, id, hash)| (auth, *id, *hash)),
                 &text,
             )?;
         }
