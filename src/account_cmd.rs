@@ -44,6 +44,13 @@ pub enum AccountCommand {
         key_file: PathBuf,
         /// `1.5`, `1.5 STOS`, `42 wei`.
         amount: String,
+        /// The Stratos chain's EVM JSON-RPC URL, for a cluster on Stratos
+        /// (the transfer is sent there with the key file's account).
+        #[arg(long)]
+        rpc: Option<String>,
+        /// The Stratos chain's EVM chain id.
+        #[arg(long, default_value_t = stratosdb_chain_anchor::stratos::STRATOS_CHAIN_ID)]
+        chain_id: u64,
     },
 }
 
@@ -93,6 +100,8 @@ pub fn run(command: AccountCommand) -> anyhow::Result<()> {
             connect,
             key_file,
             amount,
+            rpc,
+            chain_id,
         } => {
             let signer = load_signer(&key_file)?;
             let amount = wei::parse_amount(&amount)
@@ -101,15 +110,35 @@ pub fn run(command: AccountCommand) -> anyhow::Result<()> {
             let prices = client
                 .prices()
                 .with_context(|| format!("reading the cluster's terms from {connect}"))?;
-            if let Some(to) = prices.settlement_address {
-                anyhow::bail!(
-                    "this cluster holds its STOS at {to} on the Stratos chain: a deposit there \
-                     is a transfer, which this command does not send yet"
-                );
-            }
-            let reply = client
-                .deposit_signed(&signer, amount)
-                .with_context(|| format!("depositing at {connect}"))?;
+            let reply = match prices.settlement_address {
+                None => client
+                    .deposit_signed(&signer, amount)
+                    .with_context(|| format!("depositing at {connect}"))?,
+                Some(to) => {
+                    let rpc = rpc.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "this cluster holds its STOS at {to} on the Stratos chain: give \
+                             --rpc URL (and --chain-id N) to send the deposit there"
+                        )
+                    })?;
+                    let chain = stratosdb_chain_anchor::StratosChain::connect(
+                        &stratosdb_chain_anchor::StratosConfig {
+                            rpc_url: rpc.clone(),
+                            chain_id,
+                            key_file: key_file.clone(),
+                        },
+                    )
+                    .with_context(|| format!("connecting to the Stratos chain at {rpc}"))?;
+                    use stratosdb_chain_anchor::Chain as _;
+                    let reference = chain
+                        .transfer(to, amount)
+                        .with_context(|| format!("sending {amount} wei to {to}"))?;
+                    println!("sent {amount} wei to {to}: {reference}");
+                    client
+                        .deposit_transfer(&signer.address(), &reference.to_string())
+                        .with_context(|| format!("crediting {reference} at {connect}"))?
+                }
+            };
             println!(
                 "deposited {} STOS ({} wei) for {}: {}",
                 wei::format_stos(reply.amount),

@@ -158,6 +158,21 @@ fn check_settled(
     fees
 }
 
+/// Runs `stratosdb ARGS`; it must succeed. Its stdout.
+fn cli_ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 fn account(url: &str, address: &str) -> Json {
     parse(&raw("GET", &format!("{url}/v1/accounts/{address}"), None).1)
 }
@@ -322,4 +337,142 @@ fn killing_nodes_and_the_settling_leader_mid_run_debits_nobody_twice_and_loses_n
         issued >= billed,
         "the clients kept {billed} wei of receipts, the nodes {issued}"
     );
+}
+
+#[path = "../chain-anchor/tests/support/anvil.rs"]
+mod anvil;
+
+fn balance_on_chain(anvil: &anvil::Anvil, address: &str) -> u128 {
+    let hex = anvil.rpc("eth_getBalance", serde_json::json!([address, "latest"]));
+    u128::from_str_radix(hex.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+#[test]
+fn on_anvil_a_deposit_pays_for_queries_and_the_settlement_moves_balances_by_the_fees() {
+    let anvil = anvil::Anvil::start();
+    let (cluster_key, settlement_address) = anvil.funded_key("cluster-key");
+    let (user_key, user_address) = anvil.funded_key("user-key");
+    let rpc = anvil.url();
+    let flags = [
+        "--no-dev",
+        "--anchor-interval",
+        "1s",
+        "--chain",
+        "stratos",
+        "--rpc",
+        &rpc,
+        "--chain-id",
+        "2048",
+        "--key-file",
+        cluster_key.to_str().unwrap(),
+        "--price-per-kib",
+        "1000000 wei",
+        "--price-per-document",
+        "50000 wei",
+    ];
+    let mut cluster = TestCluster::start_with(1, &flags);
+    let url = cluster.url(0).to_string();
+    let prices = parse(&raw("GET", &format!("{url}/v1/prices"), None).1);
+    assert_eq!(
+        prices["settlement_address"]
+            .as_str()
+            .unwrap()
+            .to_lowercase(),
+        settlement_address
+    );
+
+    // The deposit: a real transfer from the user's key, credited once.
+    let user_before = balance_on_chain(&anvil, &user_address);
+    let deposit = 3_000_000_000_000_000u128; // 0.003 STOS
+    let os = |t: &'static str| std::ffi::OsStr::new(t);
+    let text = cli_ok(&[
+        os("account"),
+        os("deposit"),
+        os("--connect"),
+        url.as_ref(),
+        os("--key-file"),
+        user_key.as_os_str(),
+        os("--rpc"),
+        rpc.as_ref(),
+        os("--chain-id"),
+        os("2048"),
+        os("0.003"),
+    ]);
+    assert!(text.contains("deposited 0.003 STOS"), "{text}");
+    let reference = text
+        .split_whitespace()
+        .find(|w| w.starts_with("evm:2048:"))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    // On the chain: the user paid the deposit and the transfer's gas, to
+    // the wei, and the transfer went to the settlement address.
+    let tx_hash = reference.trim_start_matches("evm:2048:");
+    let tx = anvil.rpc("eth_getTransactionByHash", serde_json::json!([tx_hash]));
+    assert_eq!(
+        tx["to"].as_str().unwrap().to_lowercase(),
+        settlement_address
+    );
+    let receipt = anvil.rpc("eth_getTransactionReceipt", serde_json::json!([tx_hash]));
+    let quantity =
+        |v: &Json| u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let gas = quantity(&receipt["gasUsed"]) * quantity(&receipt["effectiveGasPrice"]);
+    assert_eq!(
+        balance_on_chain(&anvil, &user_address),
+        user_before - deposit - gas
+    );
+    // Posting the same transfer again: 409.
+    let body = serde_json::json!({ "reference": reference }).to_string();
+    let (status, again) = raw(
+        "POST",
+        &format!("{url}/v1/accounts/{user_address}/deposits"),
+        Some(body.as_bytes()),
+    );
+    assert_eq!(status, 409, "{again}");
+
+    // Queries, paid from the deposit.
+    let key_text = std::fs::read_to_string(&user_key).unwrap();
+    let secret: [u8; 32] = hex::decode(key_text.trim().trim_start_matches("0x"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let user = RequestSigner::from_bytes(&secret).unwrap();
+    assert_eq!(user.address().to_string().to_lowercase(), user_address);
+    let client = Client::new(&url).unwrap().signing(user.clone());
+    client.sql("CREATE COLLECTION t").unwrap();
+    for i in 0..20 {
+        client
+            .put("t", &format!("d{i}"), &serde_json::json!({"n": i}))
+            .unwrap();
+        client.sql("SELECT * FROM t").unwrap();
+    }
+    let last_epoch = client.last_receipt().unwrap().epoch;
+    let (_, fees) = client.receipt_totals();
+    let records = settled_through(&mut cluster, last_epoch);
+    for r in records.iter().filter(|r| r["status"] == "settled") {
+        assert!(
+            r["reference"].as_str().unwrap().starts_with("evm:2048:0x"),
+            "{r}"
+        );
+    }
+    let a = account(&url, &user_address);
+    assert_eq!(wei(&a["deposited"]), deposit);
+    assert_eq!(wei(&a["spent"]), fees, "{a}");
+    assert_eq!(wei(&a["available"]), deposit - fees, "{a}");
+    let map = cluster.api(0).cluster().unwrap();
+    let node_account = map.nodes[0].earnings_account.clone().unwrap();
+    assert_eq!(wei(&account(&url, &node_account)["earned"]), fees);
+
+    // The auditor checks each settlement against the EVM chain.
+    let text = cli_ok(&[
+        os("audit"),
+        os("--settlements"),
+        os("--connect"),
+        url.as_ref(),
+        os("--rpc"),
+        rpc.as_ref(),
+        os("--chain-id"),
+        os("2048"),
+    ]);
+    assert!(text.contains("on the chain at evm:2048:0x"), "{text}");
 }

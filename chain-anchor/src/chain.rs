@@ -227,6 +227,56 @@ pub trait Chain: Send + Sync {
         Err(self.no_funds("read settlements"))
     }
 
+    /// The settlement entry recorded at `reference`.
+    fn read_settlement_at(&self, reference: &ChainRef) -> Result<SettlementEntry, ChainError> {
+        let _ = reference;
+        Err(self.no_funds("read settlements"))
+    }
+
+    /// Prepares the transaction that records `entry`, without sending it
+    /// (the cluster records it first, as it does an anchor's); `replacing`
+    /// a dropped one takes its place. The default, for a backend that
+    /// appends at once (the local ledger), has nothing to prepare.
+    fn prepare_settlement(
+        &self,
+        entry: &SettlementEntry,
+        replacing: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ChainError> {
+        let _ = (entry, replacing);
+        Ok(serde_json::json!({ "backend": self.info().kind }))
+    }
+
+    /// Sends a prepared settlement (again: harmless).
+    fn send_settlement(
+        &self,
+        entry: &SettlementEntry,
+        detail: &serde_json::Value,
+    ) -> Result<(), ChainError> {
+        let _ = detail;
+        self.record_settlement(entry).map(|_| ())
+    }
+
+    /// Where a prepared settlement stands.
+    fn settlement_status(
+        &self,
+        entry: &SettlementEntry,
+        detail: &serde_json::Value,
+    ) -> Result<SubmissionStatus, ChainError> {
+        let _ = detail;
+        Ok(
+            match self.read_settlement(&entry.cluster_id, entry.epoch)? {
+                Some((reference, held)) if held.report_hash == entry.report_hash => {
+                    SubmissionStatus::Included(reference)
+                }
+                Some((reference, _)) => SubmissionStatus::Failed(format!(
+                    "epoch {} is settled with another report at {reference}",
+                    entry.epoch
+                )),
+                None => SubmissionStatus::Dropped,
+            },
+        )
+    }
+
     /// Sends `amount` wei from this backend's key to `to` and waits for its
     /// inclusion: an account's deposit to the settlement address.
     fn transfer(&self, to: Address, amount: u128) -> Result<ChainRef, ChainError> {

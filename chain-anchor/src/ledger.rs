@@ -671,6 +671,11 @@ impl Chain for LocalLedger {
         )
     }
 
+    fn read_settlement_at(&self, reference: &ChainRef) -> Result<SettlementEntry, ChainError> {
+        self.read_entry(reference, "settlement", |e| e.settlement())
+            .map(|(_, entry)| entry)
+    }
+
     fn read_settlement(
         &self,
         cluster_id: &[u8; 32],

@@ -9,6 +9,7 @@
 //! `tokio::task::spawn_blocking`), never from inside an async runtime, where
 //! they return [`ChainError::Misuse`].
 
+mod funds;
 mod key;
 mod rpc;
 mod tx;
@@ -76,6 +77,24 @@ impl StratosChain {
     /// configured chain (`eth_chainId`), failing clearly otherwise.
     pub fn connect(config: &StratosConfig) -> Result<StratosChain, ChainError> {
         let signer = load_key_file(&config.key_file)?;
+        Self::connect_with(config, signer)
+    }
+
+    /// A backend that only reads (an auditor's): a random key that never
+    /// signs anything, so no key file is needed.
+    pub fn connect_read_only(rpc_url: &str, chain_id: u64) -> Result<StratosChain, ChainError> {
+        let config = StratosConfig {
+            rpc_url: rpc_url.to_string(),
+            chain_id,
+            key_file: PathBuf::new(),
+        };
+        Self::connect_with(&config, PrivateKeySigner::random())
+    }
+
+    fn connect_with(
+        config: &StratosConfig,
+        signer: PrivateKeySigner,
+    ) -> Result<StratosChain, ChainError> {
         let rpc = Rpc::new(&config.rpc_url)?;
         let actual: U64 = rpc.call("eth_chainId", NO_PARAMS)?;
         if actual.to::<u64>() != config.chain_id {
@@ -218,6 +237,57 @@ impl Receipt {
 }
 
 impl Chain for StratosChain {
+    fn settlement_address(&self) -> Option<stratosdb_verifier::traffic::Address> {
+        Some(self.funds_settlement_address())
+    }
+
+    fn read_deposit(
+        &self,
+        cluster_id: &[u8; 32],
+        reference: &ChainRef,
+    ) -> Result<crate::DepositRecord, ChainError> {
+        self.funds_read_deposit(cluster_id, reference)
+    }
+
+    fn transfer(
+        &self,
+        to: stratosdb_verifier::traffic::Address,
+        amount: u128,
+    ) -> Result<ChainRef, ChainError> {
+        self.funds_transfer(to, amount)
+    }
+
+    fn prepare_settlement(
+        &self,
+        entry: &stratosdb_verifier::traffic::SettlementEntry,
+        replacing: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ChainError> {
+        self.funds_prepare_settlement(entry, replacing)
+    }
+
+    fn send_settlement(
+        &self,
+        entry: &stratosdb_verifier::traffic::SettlementEntry,
+        detail: &serde_json::Value,
+    ) -> Result<(), ChainError> {
+        self.funds_send_settlement(entry, detail)
+    }
+
+    fn settlement_status(
+        &self,
+        entry: &stratosdb_verifier::traffic::SettlementEntry,
+        detail: &serde_json::Value,
+    ) -> Result<SubmissionStatus, ChainError> {
+        self.funds_settlement_status(entry, detail)
+    }
+
+    fn read_settlement_at(
+        &self,
+        reference: &ChainRef,
+    ) -> Result<stratosdb_verifier::traffic::SettlementEntry, ChainError> {
+        self.funds_read_settlement_at(reference)
+    }
+
     fn info(&self) -> ChainInfo {
         ChainInfo {
             kind: "stratos".into(),

@@ -44,6 +44,12 @@ pub struct AuditArgs {
     /// A node's API, http://HOST:PORT (with --settlements).
     #[arg(long)]
     connect: Option<String>,
+    /// With --settlements on a Stratos cluster: the chain's EVM JSON-RPC URL.
+    #[arg(long, conflicts_with = "ledger")]
+    rpc: Option<String>,
+    /// The Stratos chain's EVM chain id (with --rpc).
+    #[arg(long, default_value_t = stratosdb_chain_anchor::stratos::STRATOS_CHAIN_ID)]
+    chain_id: u64,
 }
 
 /// The verdicts so far.
@@ -98,7 +104,12 @@ pub fn run(args: AuditArgs) -> anyhow::Result<bool> {
     if args.settlements
         && let Some(url) = &args.connect
     {
-        settlements::check(&mut audit, url, args.ledger.as_deref());
+        settlements::check(
+            &mut audit,
+            url,
+            args.ledger.as_deref(),
+            args.rpc.as_deref().map(|rpc| (rpc, args.chain_id)),
+        );
     }
     if let Some(dir) = &args.data {
         data::check(&mut audit, dir);

@@ -9,12 +9,12 @@ use std::path::Path;
 
 use stratosdb::client::Client;
 use stratosdb::node::traffic::settle::SettlementRecord;
-use stratosdb_chain_anchor::{Chain, LedgerKey, LocalLedger};
+use stratosdb_chain_anchor::{Chain, ChainRef, LedgerKey, LocalLedger};
 use stratosdb_verifier::traffic::{Receipt, VolumeReport};
 
 use super::Audit;
 
-pub fn check(audit: &mut Audit, url: &str, ledger: Option<&Path>) {
+pub fn check(audit: &mut Audit, url: &str, ledger: Option<&Path>, rpc: Option<(&str, u64)>) {
     let what = format!("settlements of {url}");
     let client = match Client::new(url) {
         Ok(c) => c,
@@ -24,19 +24,29 @@ pub fn check(audit: &mut Audit, url: &str, ledger: Option<&Path>) {
         Ok(m) => m,
         Err(e) => return audit.failed(&what, &format!("reading the cluster map: {e}")),
     };
-    let chain: Option<LocalLedger> = match ledger {
-        None => None,
-        Some(dir) if !dir.join(stratosdb_chain_anchor::LOG_FILE).is_file() => {
+    let chain: Option<Box<dyn Chain>> = match (ledger, rpc) {
+        (_, Some((rpc, chain_id))) => {
+            match stratosdb_chain_anchor::StratosChain::connect_read_only(rpc, chain_id) {
+                Ok(c) => Some(Box::new(c)),
+                Err(e) => return audit.failed(&what, &format!("the chain at {rpc}: {e}")),
+            }
+        }
+        (None, None) => None,
+        (Some(dir), None) if !dir.join(stratosdb_chain_anchor::LOG_FILE).is_file() => {
             return audit.failed(&what, &format!("no ledger in {}", dir.display()));
         }
         // A throwaway key: the audit only reads.
-        Some(dir) => match LocalLedger::open(dir, LedgerKey::from_secret_bytes(rand::random())) {
-            Ok(l) => Some(l),
-            Err(e) => return audit.failed(&what, &format!("ledger {}: {e}", dir.display())),
-        },
+        (Some(dir), None) => {
+            match LocalLedger::open(dir, LedgerKey::from_secret_bytes(rand::random())) {
+                Ok(l) => Some(Box::new(l)),
+                Err(e) => return audit.failed(&what, &format!("ledger {}: {e}", dir.display())),
+            }
+        }
     };
     if chain.is_none() {
-        audit.note("no chain given (--ledger DIR): the recorded entries cannot be checked");
+        audit.note(
+            "no chain given (--ledger DIR or --rpc URL): the recorded entries cannot be checked",
+        );
     }
     // Node key → a client of that node's API.
     let mut nodes: HashMap<[u8; 32], (String, Client)> = HashMap::new();
@@ -68,7 +78,7 @@ pub fn check(audit: &mut Audit, url: &str, ledger: Option<&Path>) {
     let bar = audit.progress(settled.len() as u64, "checking settlements");
     for record in settled {
         let item = format!("settlement of epoch {}", record.epoch);
-        match check_one(record, &nodes, chain.as_ref()) {
+        match check_one(record, &nodes, chain.as_deref()) {
             Ok(summary) => audit.ok(&format!("{item}: {summary}")),
             Err(reason) => audit.failed(&item, &reason),
         }
@@ -80,7 +90,7 @@ pub fn check(audit: &mut Audit, url: &str, ledger: Option<&Path>) {
 fn check_one(
     record: &SettlementRecord,
     nodes: &HashMap<[u8; 32], (String, Client)>,
-    chain: Option<&LocalLedger>,
+    chain: Option<&dyn Chain>,
 ) -> Result<String, String> {
     let report = &record.report;
     report.check().map_err(|e| e.to_string())?;
@@ -136,21 +146,26 @@ fn check_one(
         .map_err(|e| e.to_string())?;
     let mut on_chain = String::from("chain not checked");
     if let Some(chain) = chain {
-        match chain.read_settlement(&report.cluster_id, record.epoch) {
-            Ok(Some((reference, entry))) => {
-                if entry.report_hash != record.report_hash {
-                    return Err(format!(
-                        "the chain's entry {reference} holds another report hash"
-                    ));
-                }
-                entry
-                    .verify(&record.members)
-                    .map_err(|e| format!("the chain's entry: {e}"))?;
-                on_chain = format!("on the chain at {reference}");
-            }
-            Ok(None) => return Err("not on the chain".into()),
-            Err(e) => return Err(format!("reading the chain: {e}")),
+        let reference: ChainRef = record
+            .reference
+            .as_deref()
+            .ok_or("settled without a chain reference")?
+            .parse()
+            .map_err(|e| format!("its chain reference: {e}"))?;
+        let entry = chain
+            .read_settlement_at(&reference)
+            .map_err(|e| format!("reading {reference} on the chain: {e}"))?;
+        if (entry.cluster_id, entry.epoch, entry.report_hash)
+            != (report.cluster_id, record.epoch, record.report_hash)
+        {
+            return Err(format!(
+                "the chain's entry {reference} is of another cluster, epoch or report"
+            ));
         }
+        entry
+            .verify(&record.members)
+            .map_err(|e| format!("the chain's entry: {e}"))?;
+        on_chain = format!("on the chain at {reference}");
     }
     let receipts: u64 = report.node_volumes.iter().map(|n| n.receipts()).sum();
     Ok(format!(

@@ -244,18 +244,16 @@ impl Traffic {
                         "the deposit names another cluster (see GET /v1/prices for this one's id)",
                     ));
                 }
-                self.config
-                    .chain
-                    .record_deposit(authorization)
-                    .map_err(chain_error)?
+                let chain = self.config.chain.clone();
+                let authorization = authorization.clone();
+                off_runtime(move || chain.record_deposit(&authorization))?.map_err(chain_error)?
             }
             DepositRequest::Transfer { reference } => {
                 let reference: ChainRef = reference.parse().map_err(|e| {
                     BackendError::bad_request("invalid_deposit", format!("reference: {e}"))
                 })?;
-                self.config
-                    .chain
-                    .read_deposit(&cluster_id, &reference)
+                let chain = self.config.chain.clone();
+                off_runtime(move || chain.read_deposit(&cluster_id, &reference))?
                     .map_err(chain_error)?
             }
         };
@@ -270,6 +268,20 @@ impl Traffic {
         }
         Ok(record)
     }
+}
+
+/// Runs a chain call on a plain thread: the Stratos backend blocks on its
+/// own runtime and refuses to run inside tokio's (the blocking pool
+/// included).
+fn off_runtime<T: Send + 'static>(
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BackendError> {
+    std::thread::Builder::new()
+        .name("chain-call".into())
+        .spawn(call)
+        .map_err(|e| BackendError::internal(format!("cannot start a thread: {e}")))?
+        .join()
+        .map_err(|_| BackendError::internal("a chain call panicked"))
 }
 
 fn chain_error(e: stratosdb_chain_anchor::ChainError) -> BackendError {

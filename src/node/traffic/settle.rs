@@ -26,6 +26,7 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use stratosdb_chain_anchor::{ChainError, SubmissionStatus};
 use stratosdb_engine::proof::hash::doc_hash;
 use stratosdb_engine::{Command, Hash, Op, Shard, Value};
 use stratosdb_replication::{METADATA_GROUP, NodeId};
@@ -73,6 +74,11 @@ pub struct SettlementRecord {
     /// The nodes that did not report (ids), settled as serving nothing.
     pub absent: Vec<String>,
     pub signatures: Vec<ReportSignature>,
+    /// The chain submissions prepared, the newest last: each is recorded
+    /// before it is sent, and every one is looked for before another is
+    /// made, so a new leader never puts a second settlement on the chain.
+    #[serde(default)]
+    pub submissions: Vec<serde_json::Value>,
     /// The chain's reference of the recorded settlement.
     pub reference: Option<String>,
     pub started_ms: u64,
@@ -366,6 +372,7 @@ impl Traffic {
             members: members.iter().map(|(_, k)| *k).collect(),
             absent,
             signatures: Vec::new(),
+            submissions: Vec::new(),
             reference: None,
             started_ms: now_ms(),
             reason: None,
@@ -459,15 +466,49 @@ impl Traffic {
                 }
             }
             SettlementStatus::Recording => {
-                let reference = self
-                    .config
-                    .chain
-                    .record_settlement(&record.entry())
-                    .map_err(|e| {
-                        NodeError::unavailable(format!("recording the settlement: {e}"))
-                    })?;
-                record.reference = Some(reference.to_string());
-                record.status = SettlementStatus::Recorded;
+                let chain = &self.config.chain;
+                let entry = record.entry();
+                let unavailable = |e: ChainError| {
+                    NodeError::unavailable(format!("recording the settlement: {e}"))
+                };
+                let Some(latest) = record.submissions.last().cloned() else {
+                    // Prepared and recorded first; sent on the next round.
+                    let detail = chain
+                        .prepare_settlement(&entry, None)
+                        .map_err(unavailable)?;
+                    record.submissions.push(detail);
+                    return self.update(read, &record, Vec::new());
+                };
+                let mut latest_status = SubmissionStatus::Dropped;
+                for (i, detail) in record.submissions.iter().enumerate().rev() {
+                    let status = chain
+                        .settlement_status(&entry, detail)
+                        .map_err(unavailable)?;
+                    if let SubmissionStatus::Included(reference) = status {
+                        record.reference = Some(reference.to_string());
+                        record.status = SettlementStatus::Recorded;
+                        return self.update(read, &record, Vec::new());
+                    }
+                    if i + 1 == record.submissions.len() {
+                        latest_status = status;
+                    }
+                }
+                let why = match latest_status {
+                    SubmissionStatus::Pending | SubmissionStatus::Included(_) => return Ok(()),
+                    SubmissionStatus::Dropped => match chain.send_settlement(&entry, &latest) {
+                        Ok(()) => return Ok(()),
+                        Err(ChainError::Refused(why)) => why,
+                        Err(e) => return Err(unavailable(e)),
+                    },
+                    SubmissionStatus::Failed(why) => why,
+                };
+                // None of them is on the chain and the latest cannot be:
+                // a replacement, recorded before it is sent.
+                tracing::warn!(epoch = record.epoch, %why, "replacing a settlement submission");
+                let detail = chain
+                    .prepare_settlement(&entry, Some(&latest))
+                    .map_err(unavailable)?;
+                record.submissions.push(detail);
                 self.update(read, &record, Vec::new())
             }
             SettlementStatus::Recorded => {
