@@ -84,7 +84,7 @@ pub fn run(command: AccountCommand) -> anyhow::Result<()> {
             print_addresses(&address);
             let line = |name: &str, amount: u128| {
                 println!(
-                    "{name:<10} {:>30} STOS  ({amount} wei)",
+                    "{name:<10} {:>30}  ({amount} wei)",
                     wei::format_stos(amount)
                 );
             };
@@ -140,14 +140,14 @@ pub fn run(command: AccountCommand) -> anyhow::Result<()> {
                 }
             };
             println!(
-                "deposited {} STOS ({} wei) for {}: {}",
+                "deposited {} ({} wei) for {}: {}",
                 wei::format_stos(reply.amount),
                 reply.amount,
                 signer.address(),
                 reply.reference
             );
             println!(
-                "available {} STOS ({} wei)",
+                "available {} ({} wei)",
                 wei::format_stos(reply.account.available),
                 reply.account.available
             );

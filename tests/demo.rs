@@ -261,6 +261,39 @@ fn the_demo_loads_kills_a_node_heals_and_checks_the_roots() {
         out.contains("ok      epoch "),
         "no anchored epoch audited:\n{out}"
     );
+    // Then an account pays for queries, a receipt per reply; the epochs are
+    // settled (its spending equals its receipts) and the audit of the
+    // settlements passes.
+    assert!(
+        out.contains("== 11. Paying for traffic: receipts, a settlement and its audit"),
+        "{out}"
+    );
+    assert!(
+        out.contains("3 receipts checked (node signature, fee, request, bytes)"),
+        "{out}"
+    );
+    assert!(out.contains("settled in "), "{out}");
+    let spent = out
+        .lines()
+        .find(|l| l.contains(", spent ") && l.contains("(its receipts: "))
+        .unwrap_or_else(|| panic!("no account line in:\n{out}"));
+    let between = |from: &str, to: &str| {
+        let start = spent.find(from).unwrap() + from.len();
+        spent[start..].split(to).next().unwrap().to_string()
+    };
+    assert_eq!(
+        between(", spent ", " wei"),
+        between("(its receipts: ", ")"),
+        "{spent}"
+    );
+    assert!(out.contains("ok      settlement of epoch "), "{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("audit passed: "))
+            .count(),
+        2,
+        "the ledger's and the settlements' audits:\n{out}"
+    );
     // The given folder stays, with each node's log.
     assert!(folder.join("node1.log").is_file());
 }

@@ -133,6 +133,11 @@ fn check_settled(
             .collect();
         let rebuilt = VolumeReport::from_receipts(report.cluster_id, epoch, &of_epoch).unwrap();
         assert_eq!(rebuilt, report, "epoch {epoch}");
+        if report.node_volumes.is_empty() {
+            // No traffic: settled at once, nothing signed or recorded.
+            assert!(record["reference"].is_null(), "{record}");
+            continue;
+        }
         // On the chain once, with two thirds of the nodes' signatures.
         let (reference, entry) = ledger
             .read_settlement(&report.cluster_id, epoch)
@@ -449,7 +454,10 @@ fn on_anvil_a_deposit_pays_for_queries_and_the_settlement_moves_balances_by_the_
     let last_epoch = client.last_receipt().unwrap().epoch;
     let (_, fees) = client.receipt_totals();
     let records = settled_through(&mut cluster, last_epoch);
-    for r in records.iter().filter(|r| r["status"] == "settled") {
+    for r in records
+        .iter()
+        .filter(|r| r["status"] == "settled" && r["report"]["total_fee"] != "0")
+    {
         assert!(
             r["reference"].as_str().unwrap().starts_with("evm:2048:0x"),
             "{r}"

@@ -44,6 +44,10 @@ pub struct AuditArgs {
     /// A node's API, http://HOST:PORT (with --settlements).
     #[arg(long)]
     connect: Option<String>,
+    /// With --settlements: start at this epoch (the receipts of earlier
+    /// ones may be on nodes that are gone).
+    #[arg(long, default_value_t = 0, requires = "settlements")]
+    from_epoch: u64,
     /// With --settlements on a Stratos cluster: the chain's EVM JSON-RPC URL.
     #[arg(long, conflicts_with = "ledger")]
     rpc: Option<String>,
@@ -107,6 +111,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<bool> {
         settlements::check(
             &mut audit,
             url,
+            args.from_epoch,
             args.ledger.as_deref(),
             args.rpc.as_deref().map(|rpc| (rpc, args.chain_id)),
         );

@@ -6,7 +6,9 @@
 //! applied index, then stop everything (or, with `--keep`, leave it running).
 //! The nodes anchor an epoch every second on one shared local ledger: the
 //! demo shows the anchors, reads verified against them, and audits the
-//! ledger at the end.
+//! ledger; then an account deposits, pays for queries (a signed receipt per
+//! reply), and the demo waits for the settlement of those epochs and audits
+//! it.
 //!
 //! The steps talk to the nodes only through the HTTP API (the Rust client),
 //! as an application would.
@@ -15,6 +17,7 @@ mod anchors;
 mod checks;
 mod nodes;
 mod people;
+mod traffic;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
@@ -206,7 +209,10 @@ fn run_in(args: &DemoArgs, folder: &DemoFolder, started: Instant) -> anyhow::Res
     step("10. Auditing the ledger");
     anchors::audit(&ledger)?;
 
-    step("11. Done");
+    step("11. Paying for traffic: receipts, a settlement and its audit");
+    traffic::pay_and_settle(&cluster.running_urls()[0], &ledger)?;
+
+    step("12. Done");
     if args.keep {
         print_keep(&cluster, folder);
         cluster.keep();

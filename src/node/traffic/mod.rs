@@ -367,7 +367,7 @@ impl Traffic {
             "insufficient_funds",
             format!(
                 "the account {payer} cannot pay for this request: it costs at least {} wei \
-                 ({} STOS) and the account has {} wei available ({} deposited, {} reserved \
+                 ({}) and the account has {} wei available ({} deposited, {} reserved \
                  by nodes for traffic not yet settled); deposit more with \
                  `stratosdb account deposit --connect URL --key-file F AMOUNT`",
                 fee,

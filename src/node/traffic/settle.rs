@@ -16,8 +16,9 @@
 //!    applies exactly once (`settled`).
 //!
 //! Each step is recorded before the next is taken, so a new leader resumes
-//! where the last one stopped. A node that does not report within
-//! [`COLLECT_TIMEOUT`] is settled as having served nothing that epoch; a
+//! where the last one stopped. A node that does not report (waited for
+//! [`COLLECT_GRACE`] unless the cluster map has it down) is settled as
+//! having served nothing that epoch; a
 //! report that cannot gather two thirds within [`SIGN_GIVE_UP`] is `failed`
 //! (nobody is charged, the reservations are returned).
 
@@ -282,8 +283,14 @@ impl Traffic {
     /// leader acts).
     pub(super) fn settle_loop(self: &std::sync::Arc<Self>) {
         let mut signing_since: Option<(u64, Instant)> = None;
+        let mut progressed = false;
         while !self.stopped.load(std::sync::atomic::Ordering::Acquire) {
-            std::thread::sleep(SETTLE_POLL);
+            // Steps that made progress are followed at once (an epoch is
+            // four steps); otherwise the loop waits.
+            if !progressed {
+                std::thread::sleep(SETTLE_POLL);
+            }
+            progressed = false;
             let leads = self
                 .node
                 .raft
@@ -292,16 +299,34 @@ impl Traffic {
             if !leads {
                 continue;
             }
+            let before = self.newest_step();
             if let Err(e) = self.settle_round(&mut signing_since) {
                 tracing::debug!(error = %e, "settlement round");
+                continue;
             }
+            progressed = self.newest_step() != before;
         }
+    }
+
+    /// Where settlement stands, as this replica has it: the newest record's
+    /// epoch, status and submissions.
+    fn newest_step(&self) -> Option<(u64, SettlementStatus, usize)> {
+        let meta = self.node.metadata(false).ok()?;
+        newest(&meta)
+            .ok()
+            .flatten()
+            .map(|(r, _)| (r.epoch, r.status, r.submissions.len()))
     }
 
     fn settle_round(&self, signing_since: &mut Option<(u64, Instant)>) -> Result<(), NodeError> {
         let meta = self.node.metadata(true)?;
         match newest(&meta)? {
-            Some((record, hash)) if !matches!(record.status, SettlementStatus::Settled) => {
+            Some((record, hash))
+                if !matches!(
+                    record.status,
+                    SettlementStatus::Settled | SettlementStatus::Failed
+                ) =>
+            {
                 self.advance(record, hash, signing_since)
             }
             last => {
@@ -321,13 +346,13 @@ impl Traffic {
         }
     }
 
-    /// The cluster's nodes: id and key.
-    fn members(&self) -> Vec<(NodeId, [u8; 32])> {
+    /// The cluster's nodes: id, key, and whether the map has them up.
+    fn members(&self) -> Vec<(NodeId, [u8; 32], bool)> {
         let map = self.node.map();
         map.nodes
             .values()
             .filter(|n| !map.removed.contains(&n.id))
-            .filter_map(|n| Some((n.id, node_key_of(&n.peer_id)?)))
+            .filter_map(|n| Some((n.id, node_key_of(&n.peer_id)?, n.up)))
             .collect()
     }
 
@@ -338,6 +363,36 @@ impl Traffic {
             .map_err(|e| NodeError::new("malformed", format!("settlement reply: {e}"), false))
     }
 
+    /// Asks every member the map has up, all at once; a member the map has
+    /// down is not asked (its answer is an error).
+    fn ask_all(
+        &self,
+        members: &[(NodeId, [u8; 32], bool)],
+        request: &SettleRequest,
+    ) -> Vec<Result<SettleReply, NodeError>> {
+        std::thread::scope(|scope| {
+            let asks: Vec<_> = members
+                .iter()
+                .map(|&(id, _, up)| {
+                    scope.spawn(move || {
+                        if up {
+                            self.ask(id, request)
+                        } else {
+                            Err(NodeError::unavailable("the node is down"))
+                        }
+                    })
+                })
+                .collect();
+            asks.into_iter()
+                .map(|a| {
+                    a.join().unwrap_or_else(|_| {
+                        Err(NodeError::unavailable("a settlement call panicked"))
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// Step 1: close the epoch everywhere, merge the volumes, record the
     /// report. Until `without_absent`, a node that does not answer makes it
     /// wait (its receipts would be lost to the settlement).
@@ -346,30 +401,41 @@ impl Traffic {
         let members = self.members();
         let mut parts = Vec::new();
         let mut absent = Vec::new();
-        for (id, _) in &members {
-            match self.ask(*id, &SettleRequest::Close { epoch }) {
+        // Nodes the cluster has declared down are not waited for.
+        let mut waited = Vec::new();
+        let answers = self.ask_all(&members, &SettleRequest::Close { epoch });
+        for ((id, _, up), answer) in members.iter().zip(answers) {
+            match answer {
                 Ok(SettleReply::Volume(part)) => parts.push(part),
                 Ok(SettleReply::Refused(why)) => {
                     tracing::warn!(node = %show_id(*id), epoch, %why, "a node's volume was refused");
                     absent.push(show_id(*id));
                 }
-                Ok(SettleReply::Signed(_)) | Err(_) => absent.push(show_id(*id)),
+                Ok(SettleReply::Signed(_)) | Err(_) => {
+                    absent.push(show_id(*id));
+                    if *up {
+                        waited.push(show_id(*id));
+                    }
+                }
             }
         }
-        if !absent.is_empty() && !without_absent {
+        if !waited.is_empty() && !without_absent {
             return Err(NodeError::unavailable(format!(
                 "waiting for node(s) {} to report their volume of epoch {epoch}",
-                absent.join(", ")
+                waited.join(", ")
             )));
         }
         let report = VolumeReport::merge(cluster, epoch, &parts)
             .map_err(|e| NodeError::new("internal", e.to_string(), false))?;
-        let record = SettlementRecord {
+        // An epoch without traffic has nothing to sign or record: it is
+        // settled at once (its reservations returned).
+        let empty = report.node_volumes.is_empty();
+        let mut record = SettlementRecord {
             epoch,
             status: SettlementStatus::Signing,
             report_hash: report.hash(),
             report,
-            members: members.iter().map(|(_, k)| *k).collect(),
+            members: members.iter().map(|(_, k, _)| *k).collect(),
             absent,
             signatures: Vec::new(),
             submissions: Vec::new(),
@@ -377,14 +443,19 @@ impl Traffic {
             started_ms: now_ms(),
             reason: None,
         };
+        let mut returns = Vec::new();
+        if empty {
+            record.status = SettlementStatus::Settled;
+            returns = self.settle_accounts(&record, false)?;
+        }
         // An insert: if another leader recorded this epoch's report first,
         // this one is refused and theirs stands.
-        let command = Command {
-            ops: vec![Op::Insert {
-                collection: TRAFFIC_COLLECTION.into(),
-                doc: record_doc(&record),
-            }],
-        };
+        let mut ops = vec![Op::Insert {
+            collection: TRAFFIC_COLLECTION.into(),
+            doc: record_doc(&record),
+        }];
+        ops.append(&mut returns);
+        let command = Command { ops };
         self.node.propose(METADATA_GROUP, &command).map(|_| ())
     }
 
@@ -428,16 +499,17 @@ impl Traffic {
                 };
                 let hash = record.report_hash;
                 let mut signatures = Vec::new();
-                for (id, key) in self.members() {
-                    if !record.members.contains(&key) {
-                        continue;
-                    }
-                    if let Ok(SettleReply::Signed(s)) = self.ask(
-                        id,
-                        &SettleRequest::Sign {
-                            report: record.report.clone(),
-                        },
-                    ) && s.node_key == key
+                let signers: Vec<_> = self
+                    .members()
+                    .into_iter()
+                    .filter(|(_, key, _)| record.members.contains(key))
+                    .collect();
+                let request = SettleRequest::Sign {
+                    report: record.report.clone(),
+                };
+                for ((_, key, _), answer) in signers.iter().zip(self.ask_all(&signers, &request)) {
+                    if let Ok(SettleReply::Signed(s)) = answer
+                        && s.node_key == *key
                     {
                         signatures.push(s);
                     }
