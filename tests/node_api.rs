@@ -434,7 +434,25 @@ fn cluster_map_reports_the_root_the_data_implies() {
     let node_info = &map["nodes"][0];
     assert_eq!(
         keys(node_info),
-        ["http", "id", "p2p", "state", "up", "zone"]
+        [
+            "earnings_account",
+            "http",
+            "id",
+            "node_key",
+            "p2p",
+            "state",
+            "up",
+            "zone"
+        ]
+    );
+    // The node key is the ed25519 key its PeerId carries (64 hex digits);
+    // its earnings account an address.
+    assert_eq!(node_info["node_key"].as_str().unwrap().len(), 64);
+    assert!(
+        node_info["earnings_account"]
+            .as_str()
+            .unwrap()
+            .starts_with("0x")
     );
     assert_eq!(node_info["id"], me.as_str());
     assert_eq!(
