@@ -1,0 +1,234 @@
+//! Proof of Traffic's costs, each against a baseline measured in the same run:
+//!
+//! - `requests`: point reads by `_id` through a real `stratosdb node`
+//!   process (`--dev`, this build's binary) from 4 client threads, 64
+//!   requests a batch: signed by a funded account (EIP-191 headers checked,
+//!   the nonce remembered, the fee metered, a receipt signed) vs unsigned
+//!   (billed to the dev account: metered and receipted, but no signature to
+//!   recover). Requests are signed before the clock starts, so the client's
+//!   signing does not count: the ratio is the node's cost of a signature.
+//! - `settlement_100k`: what a node does to settle an epoch of 100,000
+//!   receipts (read them back from its receipt log, check each receipt's
+//!   signature and fee, fold them into its volume report) vs reading and
+//!   parsing the same receipts alone.
+//!
+//!   cargo bench --bench traffic
+//!   python3 benches/ratios.py
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ed25519_dalek::SigningKey;
+use stratosdb::client::Client;
+use stratosdb::node::traffic::receipts::ReceiptLog;
+use stratosdb_verifier::traffic::{
+    Address, Prices, RECEIPT_VERSION, Receipt, RequestAuth, RequestSigner, VolumeReport,
+};
+
+const THREADS: usize = 4;
+const BATCH: usize = 64;
+const DOCUMENTS: usize = 200;
+const RECEIPTS: u64 = 100_000;
+
+struct Node {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node() -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+        .args([
+            "node",
+            "--dev",
+            "--http",
+            "127.0.0.1:0",
+            "--anchor-interval",
+            "10s",
+        ])
+        .arg("--data")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .split_whitespace()
+        .last()
+        .expect("the node's first line names its URL")
+        .to_string();
+    let node = Node {
+        child,
+        url,
+        _dir: dir,
+    };
+    let client = Client::new(&node.url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.health().is_err() {
+        assert!(Instant::now() < deadline, "the node did not become healthy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while client.sql("CREATE COLLECTION t").is_err() {
+        assert!(Instant::now() < deadline, "the collection was not created");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..DOCUMENTS {
+        client
+            .put(
+                "t",
+                &format!("d{i}"),
+                &serde_json::json!({"n": i, "name": "x".repeat(200)}),
+            )
+            .unwrap();
+    }
+    node
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// One batch: `BATCH` GETs from `THREADS` threads, each with its headers.
+fn batch(agent: &ureq::Agent, url: &str, signed: &[Option<RequestAuth>]) -> Duration {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for chunk in signed.chunks(BATCH / THREADS) {
+            scope.spawn(move || {
+                for (i, auth) in chunk.iter().enumerate() {
+                    let path = format!("/v1/collections/t/docs/d{}", i % DOCUMENTS);
+                    let mut request = agent.get(format!("{url}{path}"));
+                    if let Some(auth) = auth {
+                        for (name, value) in auth.headers() {
+                            request = request.header(name, value);
+                        }
+                    }
+                    let mut response = request.call().unwrap();
+                    assert_eq!(response.status().as_u16(), 200);
+                    let _ = response.body_mut().read_to_string().unwrap();
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
+fn requests(c: &mut Criterion) {
+    let node = start_node();
+    let client = Client::new(&node.url).unwrap();
+    let cluster_id = client.prices().unwrap().cluster_id;
+    let payer = RequestSigner::from_bytes(&[7; 32]).unwrap();
+    client
+        .deposit_signed(
+            &payer,
+            1_000_000 * stratosdb_verifier::traffic::wei::WEI_PER_STOS,
+        )
+        .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut group = c.benchmark_group("requests");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("unsigned_dev", |b| {
+        b.iter_custom(|iters| {
+            let none = vec![None; BATCH];
+            (0..iters).map(|_| batch(&agent, &node.url, &none)).sum()
+        })
+    });
+    group.bench_function("signed", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                // Signed before the clock starts: the node's cost only.
+                let auths: Vec<Option<RequestAuth>> = (0..BATCH)
+                    .map(|k| {
+                        let chunk = BATCH / THREADS;
+                        let path = format!("/v1/collections/t/docs/d{}", (k % chunk) % DOCUMENTS);
+                        Some(payer.sign_request(
+                            &cluster_id,
+                            "GET",
+                            &path,
+                            b"",
+                            now_ms(),
+                            rand::random(),
+                        ))
+                    })
+                    .collect();
+                total += batch(&agent, &node.url, &auths);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+/// A receipt log of `RECEIPTS` receipts of epoch 1 from a few payers.
+fn receipt_log() -> (tempfile::TempDir, Arc<ReceiptLog>, [u8; 32]) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[3; 32]);
+    let log = ReceiptLog::open(dir.path(), key).unwrap();
+    let prices = Prices {
+        wei_per_kib: 1_000_000_000_000,
+        wei_per_document: 100_000_000_000,
+    };
+    for n in 0..RECEIPTS {
+        let bytes = 200 + n % 800;
+        log.issue(Receipt {
+            version: RECEIPT_VERSION,
+            cluster_id: [1; 32],
+            node_key: [0; 32],
+            sequence: 0,
+            epoch: 1,
+            payer: Address([(n % 16) as u8; 20]),
+            request_hash: [(n % 251) as u8; 32],
+            bytes,
+            documents: 1,
+            prices,
+            fee: prices.fee(bytes, 1).unwrap(),
+            signature: [0; 64],
+        })
+        .unwrap();
+    }
+    let key = log.node_key();
+    (dir, log, key)
+}
+
+fn settlement(c: &mut Criterion) {
+    let (_dir, log, key) = receipt_log();
+    let mut group = c.benchmark_group("settlement_100k");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(RECEIPTS));
+    group.bench_function("read_receipts", |b| {
+        b.iter(|| assert_eq!(log.epoch_receipts(1).unwrap().len() as u64, RECEIPTS))
+    });
+    group.bench_function("node_volume", |b| {
+        b.iter(|| {
+            let receipts = log.epoch_receipts(1).unwrap();
+            let report = VolumeReport::from_receipts([1; 32], 1, &[(key, receipts)]).unwrap();
+            assert_eq!(report.wallet_volumes.len(), 16);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, requests, settlement);
+criterion_main!(benches);
