@@ -52,6 +52,21 @@ pub enum AccountCommand {
         #[arg(long, default_value_t = stratosdb_chain_anchor::stratos::STRATOS_CHAIN_ID)]
         chain_id: u64,
     },
+    /// Takes unspent STOS back: debited at once, then paid out on the chain
+    /// (a ledger entry, or a transfer from the settlement address); waits
+    /// until it is paid.
+    Withdraw {
+        /// A node's API, http://HOST:PORT.
+        #[arg(long)]
+        connect: String,
+        #[arg(long)]
+        key_file: PathBuf,
+        /// `1.5`, `1.5 STOS`, `42 wei`.
+        amount: String,
+        /// Give up waiting for the payout after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
 }
 
 pub fn run(command: AccountCommand) -> anyhow::Result<()> {
@@ -95,6 +110,46 @@ pub fn run(command: AccountCommand) -> anyhow::Result<()> {
             line("withdrawn", account.withdrawn);
             line("earned", account.earned);
             Ok(())
+        }
+        AccountCommand::Withdraw {
+            connect,
+            key_file,
+            amount,
+            timeout,
+        } => {
+            let signer = load_signer(&key_file)?;
+            let amount = wei::parse_amount(&amount)
+                .map_err(|e| anyhow::anyhow!("{amount:?} is not an amount: {e}"))?;
+            let client = Client::new(&connect)?.signing(signer.clone());
+            let reply = client
+                .withdraw(amount)
+                .with_context(|| format!("withdrawing at {connect}"))?;
+            println!(
+                "withdrawal {} of {} ({amount} wei) debited; available {} wei; paying out...",
+                reply.payout.id,
+                wei::format_stos(amount),
+                reply.account.available
+            );
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            loop {
+                let paid = client
+                    .payouts(&signer.address())?
+                    .into_iter()
+                    .find(|p| p.id == reply.payout.id)
+                    .and_then(|p| p.reference);
+                if let Some(reference) = paid {
+                    println!("paid out to {}: {reference}", signer.address());
+                    return Ok(());
+                }
+                if std::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "withdrawal {} is debited but not paid out after {timeout} s; \
+                         the cluster keeps paying it (see GET /v1/payouts)",
+                        reply.payout.id
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
         }
         AccountCommand::Deposit {
             connect,

@@ -24,9 +24,11 @@ use stratosdb_verifier::Verified;
 use crate::verified::{Anchors, Policy, ProvenReply, Rejection, projection_of, verify_reply};
 
 use crate::node::traffic::endpoints::{
-    AccountReply, DepositReply, DepositRequest, PricesReply, ReceiptsReply, SettlementsReply,
+    AccountReply, DepositReply, DepositRequest, PayoutsReply, PricesReply, ReceiptsReply,
+    SettlementsReply, WithdrawalReply, WithdrawalRequest,
 };
 use crate::node::traffic::meter::RECEIPT_HEADER;
+use crate::node::traffic::payouts::PayoutRecord;
 use crate::node::traffic::settle::SettlementRecord;
 use stratosdb_chain_anchor::DepositAuthorization;
 use stratosdb_verifier::traffic::DepositEntry;
@@ -280,6 +282,30 @@ impl Client {
             }
             next = last + 1;
         }
+    }
+
+    /// Withdraws `amount` wei of this client's (signing) account: debited at
+    /// once, paid out on the chain shortly after (see [`Client::payouts`]).
+    pub fn withdraw(&self, amount: u128) -> Result<WithdrawalReply, ClientError> {
+        let account = self.payer().ok_or_else(|| ClientError::Protocol {
+            url: self.base.clone(),
+            reason: "a withdrawal needs a signing client (Client::signing)".into(),
+        })?;
+        let body =
+            serde_json::to_string(&WithdrawalRequest { amount }).map_err(|e| self.protocol(e))?;
+        let text = self.call(
+            "POST",
+            &format!("/v1/accounts/{account}/withdrawals"),
+            Some(body),
+        )?;
+        serde_json::from_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// `GET /v1/payouts?account=…`: the account's withdrawals and their state.
+    pub fn payouts(&self, account: &Address) -> Result<Vec<PayoutRecord>, ClientError> {
+        let text = self.call("GET", &format!("/v1/payouts?account={account}"), None)?;
+        let reply: PayoutsReply = serde_json::from_str(&text).map_err(|e| self.protocol(e))?;
+        Ok(reply.payouts)
     }
 
     /// Deposits `amount` wei for `signer`'s account on a cluster on the local
@@ -855,7 +881,8 @@ fn is_public(path: &str) -> bool {
             | "/metrics"
             | "/v1/receipts"
             | "/v1/settlements"
-    ) || path.starts_with("/v1/accounts/")
+            | "/v1/payouts"
+    ) || (path.starts_with("/v1/accounts/") && !path.ends_with("/withdrawals"))
 }
 
 fn doc_path(collection: &str, id: &str) -> String {

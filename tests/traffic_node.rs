@@ -10,7 +10,7 @@ use stratosdb_verifier::traffic::{Address, DepositEntry, Prices, Receipt, Reques
 mod common;
 use common::cluster::TestCluster;
 use common::http::{assert_error, parse, raw};
-use common::traffic::{cluster_id, new_signer, node_receipts, now_ms, send, sign};
+use common::traffic::{cli, cluster_id, new_signer, node_receipts, now_ms, send, sign};
 
 fn prices(url: &str) -> Prices {
     let (status, text) = raw("GET", &format!("{url}/v1/prices"), None);
@@ -341,4 +341,112 @@ fn deposits_are_credited_once_and_two_nodes_never_serve_past_the_balance() {
     client1.deposit_signed(&who, 100_000).unwrap();
     client1.sql("SELECT * FROM t WHERE _id = 'd3'").unwrap();
     assert_eq!(client1.last_receipt().unwrap().sequence, last + 1);
+}
+
+#[test]
+fn a_withdrawal_is_signed_debited_once_and_paid_out_on_the_ledger() {
+    let cluster = TestCluster::start_with(1, &["--no-dev"]);
+    let url = cluster.url(0).to_string();
+    let cluster_id = cluster_id(&url);
+    let who = new_signer();
+    let me = who.address().to_string();
+    let client = Client::new(&url).unwrap().signing(who.clone());
+    client.deposit_signed(&who, 1000).unwrap();
+    let path = format!("/v1/accounts/{me}/withdrawals");
+    let body = br#"{"amount": "400"}"#;
+
+    // Unsigned, or signed by another account: refused, nothing debited.
+    let (s, t, _) = send("POST", &url, &path, body, None);
+    assert_error((s, t), 401, "unsigned");
+    let other = sign(&new_signer(), &cluster_id, "POST", &path, body);
+    let (s, t, _) = send("POST", &url, &path, body, Some(&other));
+    assert_error((s, t), 401, "not_the_account");
+    // More than is available: 402.
+    match client.withdraw(1500) {
+        Err(ClientError::Api {
+            status: 402, code, ..
+        }) => assert_eq!(code, "insufficient_funds"),
+        other => panic!("expected 402, got {other:?}"),
+    }
+    assert_eq!(account(&url, &me)["withdrawn"], "0");
+
+    // A signed withdrawal: debited at once; the same signed request again
+    // is a replay.
+    let auth = sign(&who, &cluster_id, "POST", &path, body);
+    let (s, t, _) = send("POST", &url, &path, body, Some(&auth));
+    assert_eq!(s, 200, "{t}");
+    let reply = parse(&t);
+    assert_eq!(reply["account"]["withdrawn"], "400");
+    assert_eq!(reply["account"]["available"], "600");
+    assert_eq!(reply["payout"]["status"], "pending");
+    let (s, t, _) = send("POST", &url, &path, body, Some(&auth));
+    assert_error((s, t), 401, "replayed_request");
+
+    // Paid out on the ledger, once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let paid = loop {
+        let payouts = client.payouts(&who.address()).unwrap();
+        assert_eq!(payouts.len(), 1);
+        if let Some(r) = &payouts[0].reference {
+            break r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not paid out: {payouts:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(paid.starts_with("ledger:"), "{paid}");
+    let report =
+        stratosdb_chain_anchor::verify_ledger(&cluster.data(0).join("ledger"), &mut |_, _| {})
+            .unwrap();
+    assert!(report.ok());
+    assert_eq!(
+        report.kinds.get(&4),
+        Some(&1),
+        "one payout entry: {:?}",
+        report.kinds
+    );
+    let after = account(&url, &me);
+    assert_eq!(
+        (after["deposited"].clone(), after["withdrawn"].clone()),
+        (json!("1000"), json!("400"))
+    );
+
+    // The CLI: a new account's key file, a deposit, a withdrawal.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.key");
+    let run = |args: &[&str]| cli(args);
+    let key_arg = key.to_str().unwrap();
+    let created = run(&["account", "new", "--key-file", key_arg]);
+    assert!(created.contains("stratos address  st1"), "{created}");
+    run(&[
+        "account",
+        "deposit",
+        "--connect",
+        &url,
+        "--key-file",
+        key_arg,
+        "5000 wei",
+    ]);
+    let out = run(&[
+        "account",
+        "withdraw",
+        "--connect",
+        &url,
+        "--key-file",
+        key_arg,
+        "1200 wei",
+    ]);
+    assert!(out.contains("paid out to 0x"), "{out}");
+    let balance = run(&[
+        "account",
+        "balance",
+        "--connect",
+        &url,
+        "--key-file",
+        key_arg,
+    ]);
+    assert!(balance.contains("(3800 wei)"), "{balance}");
+    assert!(balance.contains("(1200 wei)"), "{balance}");
 }

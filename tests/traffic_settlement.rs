@@ -15,7 +15,7 @@ use stratosdb_verifier::traffic::{Receipt, RequestSigner, VolumeReport};
 mod common;
 use common::cluster::TestCluster;
 use common::http::{parse, raw};
-use common::traffic::{new_signer, node_receipts};
+use common::traffic::{cli, new_signer, node_receipts};
 
 const SETTLE_WAIT: Duration = Duration::from_secs(90);
 
@@ -161,21 +161,6 @@ fn check_settled(
         }
     }
     fees
-}
-
-/// Runs `stratosdb ARGS`; it must succeed. Its stdout.
-fn cli_ok(args: &[&std::ffi::OsStr]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratosdb"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
 }
 
 fn account(url: &str, address: &str) -> Json {
@@ -390,7 +375,7 @@ fn on_anvil_a_deposit_pays_for_queries_and_the_settlement_moves_balances_by_the_
     let user_before = balance_on_chain(&anvil, &user_address);
     let deposit = 3_000_000_000_000_000u128; // 0.003 STOS
     let os = |t: &'static str| std::ffi::OsStr::new(t);
-    let text = cli_ok(&[
+    let text = cli(&[
         os("account"),
         os("deposit"),
         os("--connect"),
@@ -471,8 +456,26 @@ fn on_anvil_a_deposit_pays_for_queries_and_the_settlement_moves_balances_by_the_
     let node_account = map.nodes[0].earnings_account.clone().unwrap();
     assert_eq!(wei(&account(&url, &node_account)["earned"]), fees);
 
+    // A withdrawal: debited at once, paid out by a transfer from the
+    // settlement address, the user's balance up by exactly the amount.
+    let before = balance_on_chain(&anvil, &user_address);
+    let back = 1_000_000_000_000_000u128;
+    let withdrawal = client.withdraw(back).unwrap();
+    assert_eq!(withdrawal.account.available, deposit - fees - back);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let paid = loop {
+        let payouts = client.payouts(&user.address()).unwrap();
+        if let Some(r) = payouts.iter().find_map(|p| p.reference.clone()) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "not paid out: {payouts:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(paid.starts_with("evm:2048:0x"), "{paid}");
+    assert_eq!(balance_on_chain(&anvil, &user_address), before + back);
+
     // The auditor checks each settlement against the EVM chain.
-    let text = cli_ok(&[
+    let text = cli(&[
         os("audit"),
         os("--settlements"),
         os("--connect"),

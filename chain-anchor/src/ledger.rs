@@ -13,9 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ed25519_dalek::{Signer as _, SigningKey};
 use parking_lot::Mutex;
 use stratosdb_verifier::ledger::{
-    Block, ENTRY_DEPOSIT, ENTRY_SETTLEMENT, Entry, FILE_HEADER, LogReader, frame,
+    Block, ENTRY_DEPOSIT, ENTRY_PAYOUT, ENTRY_SETTLEMENT, Entry, FILE_HEADER, LogReader, frame,
 };
-use stratosdb_verifier::traffic::{Address, DepositEntry, SettlementEntry};
+use stratosdb_verifier::traffic::{Address, DepositEntry, PayoutEntry, SettlementEntry};
 use stratosdb_verifier::{AnchorPayload, Hash, VerifyError};
 
 mod verify;
@@ -24,7 +24,7 @@ pub use verify::{LedgerAnchor, LedgerReport, verify_ledger};
 
 use crate::ChainError;
 use crate::chain::{AnchorRecord, Chain, ChainInfo, ChainRef, Submission, SubmissionStatus};
-use crate::{DepositAuthorization, DepositRecord};
+use crate::{DepositAuthorization, DepositRecord, Payout};
 
 /// The ledger's file inside its folder.
 pub const LOG_FILE: &str = "ledger.log";
@@ -109,6 +109,8 @@ struct Index {
     deposits: HashMap<(Hash, Address, [u8; 16]), (u64, DepositEntry)>,
     /// (cluster id, epoch) → (height, entry) of its settlement (the first).
     settlements: HashMap<(Hash, u64), (u64, SettlementEntry)>,
+    /// (cluster id, payout id) → (height, entry) of the payout (the first).
+    payouts: HashMap<(Hash, u64), (u64, PayoutEntry)>,
 }
 
 impl Index {
@@ -294,6 +296,12 @@ impl LocalLedger {
                     .entry((deposit.cluster_id, deposit.account, deposit.nonce))
                     .or_insert((block.height, deposit));
             }
+            if let Some(Ok(payout)) = block.entry.payout() {
+                index
+                    .payouts
+                    .entry((payout.cluster_id, payout.id))
+                    .or_insert((block.height, payout));
+            }
             if let Some(settlement) = block.entry.settlement() {
                 let settlement = settlement.map_err(|e| {
                     integrity(VerifyError::LedgerBlock {
@@ -357,6 +365,11 @@ impl LocalLedger {
             index
                 .anchors
                 .insert((payload.cluster_id, payload.epoch), (block.height, payload));
+        }
+        if let Some(Ok(payout)) = block.entry.payout() {
+            index
+                .payouts
+                .insert((payout.cluster_id, payout.id), (block.height, payout));
         }
         if let Some(Ok(settlement)) = block.entry.settlement() {
             index.settlements.insert(
@@ -669,6 +682,59 @@ impl Chain for LocalLedger {
                 None => Ok(None),
             },
         )
+    }
+
+    fn prepare_payout(
+        &self,
+        payout: &Payout,
+        _replacing: Option<&Payout>,
+    ) -> Result<Payout, ChainError> {
+        Ok(Payout {
+            detail: serde_json::json!({ "backend": "local" }),
+            ..payout.clone()
+        })
+    }
+
+    /// Appends the payout (entry kind 4) once per cluster and id.
+    fn send_payout(&self, payout: &Payout) -> Result<(), ChainError> {
+        let entry = PayoutEntry {
+            cluster_id: payout.cluster_id,
+            id: payout.id,
+            to: payout.to,
+            amount: payout.amount,
+        };
+        self.append(
+            Entry {
+                kind: ENTRY_PAYOUT,
+                data: entry.encode(),
+            },
+            |index| match index.payouts.get(&(entry.cluster_id, entry.id)) {
+                Some((height, held)) if held == &entry => Ok(Some(reference(index, *height))),
+                Some((height, _)) => Err(ChainError::Refused(format!(
+                    "payout {} is on the ledger with other terms at {}",
+                    entry.id,
+                    reference(index, *height)
+                ))),
+                None => Ok(None),
+            },
+        )
+        .map(|_| ())
+    }
+
+    fn payout_status(&self, payout: &Payout) -> Result<SubmissionStatus, ChainError> {
+        self.with_shared(|_, index| {
+            Ok(match index.payouts.get(&(payout.cluster_id, payout.id)) {
+                Some((height, held)) if (held.to, held.amount) == (payout.to, payout.amount) => {
+                    SubmissionStatus::Included(reference(index, *height))
+                }
+                Some((height, _)) => SubmissionStatus::Failed(format!(
+                    "payout {} is on the ledger with other terms at {}",
+                    payout.id,
+                    reference(index, *height)
+                )),
+                None => SubmissionStatus::Dropped,
+            })
+        })
     }
 
     fn read_settlement_at(&self, reference: &ChainRef) -> Result<SettlementEntry, ChainError> {

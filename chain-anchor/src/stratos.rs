@@ -288,6 +288,22 @@ impl Chain for StratosChain {
         self.funds_read_settlement_at(reference)
     }
 
+    fn prepare_payout(
+        &self,
+        payout: &crate::Payout,
+        replacing: Option<&crate::Payout>,
+    ) -> Result<crate::Payout, ChainError> {
+        self.funds_prepare_payout(payout, replacing)
+    }
+
+    fn send_payout(&self, payout: &crate::Payout) -> Result<(), ChainError> {
+        self.funds_send_payout(payout)
+    }
+
+    fn payout_status(&self, payout: &crate::Payout) -> Result<SubmissionStatus, ChainError> {
+        self.funds_payout_status(payout)
+    }
+
     fn info(&self) -> ChainInfo {
         ChainInfo {
             kind: "stratos".into(),

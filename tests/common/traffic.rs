@@ -96,3 +96,22 @@ pub fn node_receipts(url: &str) -> Vec<stratosdb_verifier::traffic::Receipt> {
     let log: serde_json::Value = serde_json::from_str(&text).unwrap();
     serde_json::from_value(log["receipts"].clone()).unwrap()
 }
+
+/// Runs `stratosdb ARGS`, which must succeed; its stdout.
+pub fn cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}: {text}{}",
+        args.iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}

@@ -28,10 +28,11 @@ fn to_alloy(a: traffic::Address) -> Address {
     Address::from(a.0)
 }
 
-/// A signed settlement transaction, as the cluster records it before it is
-/// sent (so that it is only ever sent again, or replaced with the same nonce).
+/// A signed settlement or payout transaction, as the cluster records it
+/// before it is sent (so that it is only ever sent again, or replaced with
+/// the same nonce).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct SettlementDetail {
+pub(crate) struct TxDetail {
     pub raw: String,
     pub tx_hash: String,
     pub nonce: u64,
@@ -59,6 +60,15 @@ fn signer_of(envelope: &TxEnvelope) -> Result<Address, String> {
         }
     };
     recovered.map_err(|e| format!("bad signature: {e}"))
+}
+
+fn payout_entry(payout: &crate::Payout) -> traffic::PayoutEntry {
+    traffic::PayoutEntry {
+        cluster_id: payout.cluster_id,
+        id: payout.id,
+        to: payout.to,
+        amount: payout.amount,
+    }
 }
 
 impl StratosChain {
@@ -249,20 +259,22 @@ impl StratosChain {
         })
     }
 
-    /// Signs the settlement transaction (to itself, calldata the entry); a
-    /// replacement takes the replaced one's nonce and higher fees, so at
-    /// most one of them is ever included.
-    pub(crate) fn funds_prepare_settlement(
+    /// Signs a transaction to `to` carrying `value` and `input`; a
+    /// replacement takes the replaced one's nonce and higher fees (so at
+    /// most one of them is ever included), or a fresh nonce when another
+    /// transaction of this key has taken that one.
+    fn prepare_tx(
         &self,
-        entry: &SettlementEntry,
+        to: Address,
+        value: u128,
+        input: Vec<u8>,
         replacing: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, ChainError> {
-        let input = entry.encode();
         let (nonce, fees) = match replacing {
             None => (self.nonce(self.address(), "pending")?, self.fees()?),
             Some(old) => {
-                let old: SettlementDetail = serde_json::from_value(old.clone())
-                    .map_err(|e| ChainError::Refused(format!("settlement detail: {e}")))?;
+                let old: TxDetail = serde_json::from_value(old.clone())
+                    .map_err(|e| ChainError::Refused(format!("transaction detail: {e}")))?;
                 let parse = |s: &str| s.parse::<u128>().unwrap_or(0);
                 let old_fees = Fees {
                     max_fee_per_gas: parse(&old.max_fee_per_gas),
@@ -280,13 +292,13 @@ impl StratosChain {
         };
         let data = format!("0x{}", hex::encode(&input));
         let call = serde_json::json!({
-            "from": self.address(), "to": self.address(), "value": "0x0",
+            "from": self.address(), "to": to, "value": format!("{value:#x}"),
             "data": data, "input": data,
         });
         let gas: U64 = self.rpc.call("eth_estimateGas", (call,))?;
         let gas = gas.to::<u64>();
-        let (raw, hash) = self.sign_tx(nonce, gas + gas / 10, fees, self.address(), 0, input)?;
-        let detail = SettlementDetail {
+        let (raw, hash) = self.sign_tx(nonce, gas + gas / 10, fees, to, value, input)?;
+        let detail = TxDetail {
             raw: format!("0x{}", hex::encode(&raw)),
             tx_hash: format!("0x{}", hex::encode(hash)),
             nonce,
@@ -296,20 +308,62 @@ impl StratosChain {
         serde_json::to_value(detail).map_err(|e| ChainError::Refused(e.to_string()))
     }
 
-    fn settlement_tx(
+    /// The signed bytes of a recorded transaction, checked to carry `input`.
+    fn recorded_tx(
         &self,
-        entry: &SettlementEntry,
         detail: &serde_json::Value,
+        input: &[u8],
     ) -> Result<(Vec<u8>, [u8; 32]), ChainError> {
-        let bad = |why: String| ChainError::Refused(format!("settlement detail: {why}"));
-        let d: SettlementDetail =
-            serde_json::from_value(detail.clone()).map_err(|e| bad(e.to_string()))?;
+        let bad = |why: String| ChainError::Refused(format!("transaction detail: {why}"));
+        let d: TxDetail = serde_json::from_value(detail.clone()).map_err(|e| bad(e.to_string()))?;
         let raw = hex::decode(d.raw.trim_start_matches("0x")).map_err(|e| bad(e.to_string()))?;
         let envelope = TxEnvelope::decode_2718_exact(&raw).map_err(|e| bad(e.to_string()))?;
-        if envelope.input().as_ref() != entry.encode().as_slice() {
-            return Err(bad("its transaction carries another settlement".into()));
+        if envelope.input().as_ref() != input {
+            return Err(bad("its transaction carries something else".into()));
         }
-        Ok((raw.clone(), keccak256(&raw).0))
+        let hash = keccak256(&raw).0;
+        Ok((raw, hash))
+    }
+
+    /// The settlement transaction: to itself, its calldata the entry.
+    pub(crate) fn funds_prepare_settlement(
+        &self,
+        entry: &SettlementEntry,
+        replacing: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ChainError> {
+        self.prepare_tx(self.address(), 0, entry.encode(), replacing)
+    }
+
+    /// The payout transaction: `amount` to its account, its calldata the
+    /// payout entry.
+    pub(crate) fn funds_prepare_payout(
+        &self,
+        payout: &crate::Payout,
+        replacing: Option<&crate::Payout>,
+    ) -> Result<crate::Payout, ChainError> {
+        let detail = self.prepare_tx(
+            to_alloy(payout.to),
+            payout.amount,
+            payout_entry(payout).encode(),
+            replacing.map(|r| &r.detail),
+        )?;
+        Ok(crate::Payout {
+            detail,
+            ..payout.clone()
+        })
+    }
+
+    pub(crate) fn funds_send_payout(&self, payout: &crate::Payout) -> Result<(), ChainError> {
+        let (raw, hash) = self.recorded_tx(&payout.detail, &payout_entry(payout).encode())?;
+        self.send_raw(&raw, hash)
+    }
+
+    pub(crate) fn funds_payout_status(
+        &self,
+        payout: &crate::Payout,
+    ) -> Result<SubmissionStatus, ChainError> {
+        let (_, hash) = self.recorded_tx(&payout.detail, &payout_entry(payout).encode())?;
+        self.tx_status(hash)
     }
 
     pub(crate) fn funds_send_settlement(
@@ -317,7 +371,7 @@ impl StratosChain {
         entry: &SettlementEntry,
         detail: &serde_json::Value,
     ) -> Result<(), ChainError> {
-        let (raw, hash) = self.settlement_tx(entry, detail)?;
+        let (raw, hash) = self.recorded_tx(detail, &entry.encode())?;
         self.send_raw(&raw, hash)
     }
 
@@ -326,7 +380,7 @@ impl StratosChain {
         entry: &SettlementEntry,
         detail: &serde_json::Value,
     ) -> Result<SubmissionStatus, ChainError> {
-        let (_, hash) = self.settlement_tx(entry, detail)?;
+        let (_, hash) = self.recorded_tx(detail, &entry.encode())?;
         self.tx_status(hash)
     }
 

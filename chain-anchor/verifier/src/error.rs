@@ -38,6 +38,9 @@ pub enum VerifyError {
     /// not check out.
     #[error("settlement: {0}")]
     BadSettlement(String),
+    /// A payout entry that does not decode.
+    #[error("payout: {0}")]
+    BadPayout(String),
     /// A deposit entry that does not check out.
     #[error("deposit: {0}")]
     BadDeposit(String),

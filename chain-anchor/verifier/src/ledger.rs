@@ -52,6 +52,10 @@ pub const ENTRY_DEPOSIT: u8 = 2;
 /// nodes' signatures ([`crate::traffic::SettlementEntry::encode`]).
 pub const ENTRY_SETTLEMENT: u8 = 3;
 
+/// Entry kind 4: a payout to an account
+/// ([`crate::traffic::PayoutEntry::encode`]).
+pub const ENTRY_PAYOUT: u8 = 4;
+
 /// What a block records: a kind byte and its bytes. The ledger checks the
 /// kinds it knows ([`ENTRY_ANCHOR`]); others are carried as they are.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +79,11 @@ impl Entry {
     /// against the cluster's nodes by whoever knows them).
     pub fn settlement(&self) -> Option<Result<crate::traffic::SettlementEntry, VerifyError>> {
         (self.kind == ENTRY_SETTLEMENT).then(|| crate::traffic::SettlementEntry::decode(&self.data))
+    }
+
+    /// The payout of a kind-4 entry, decoded.
+    pub fn payout(&self) -> Option<Result<crate::traffic::PayoutEntry, VerifyError>> {
+        (self.kind == ENTRY_PAYOUT).then(|| crate::traffic::PayoutEntry::decode(&self.data))
     }
 
     /// The deposit of a kind-2 entry, checked (its account's signature).
@@ -230,6 +239,9 @@ impl Block {
         }
         if let Some(Err(e)) = self.entry.settlement() {
             return Err(self.broken(format!("settlement entry: {e}")));
+        }
+        if let Some(Err(e)) = self.entry.payout() {
+            return Err(self.broken(format!("payout entry: {e}")));
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 
 mod address;
 mod deposit;
+mod payout;
 mod receipt;
 mod request;
 mod settlement;
@@ -21,6 +22,7 @@ pub mod wei;
 
 pub use address::Address;
 pub use deposit::{DEPOSIT_LEN, DepositEntry, deposit_message};
+pub use payout::{PAYOUT_LEN, PayoutEntry};
 pub use receipt::{Prices, RECEIPT_VERSION, Receipt};
 pub use request::{
     HEADER_ADDRESS, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, RequestAuth, RequestSigner,

@@ -92,6 +92,34 @@ struct SettlementsQuery {
     limit: u64,
 }
 
+/// `POST /v1/accounts/{address}/withdrawals`' body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalRequest {
+    #[serde(with = "wei::string")]
+    pub amount: u128,
+}
+
+/// The withdrawal's reply: its payout (pending until paid on the chain)
+/// and the account after the debit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WithdrawalReply {
+    pub payout: super::payouts::PayoutRecord,
+    pub account: AccountReply,
+}
+
+/// `GET /v1/payouts?account=0x…`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PayoutsReply {
+    pub payouts: Vec<super::payouts::PayoutRecord>,
+}
+
+#[derive(Deserialize)]
+struct PayoutsQuery {
+    #[serde(default)]
+    account: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct ReceiptsQuery {
     #[serde(default = "one")]
@@ -119,6 +147,8 @@ pub fn routes<S: Clone + Send + Sync + 'static>(traffic: Arc<Traffic>) -> Router
         .route("/v1/receipts", get(receipts))
         .route("/v1/accounts/{address}/deposits", post(deposit))
         .route("/v1/settlements", get(settlements))
+        .route("/v1/accounts/{address}/withdrawals", post(withdraw))
+        .route("/v1/payouts", get(payouts))
         .with_state(traffic)
 }
 
@@ -311,6 +341,68 @@ async fn settlements(
         let settlements =
             super::settle::list(&meta, query.from, limit).map_err(super::node_error)?;
         Ok(SettlementsReply { settlements })
+    })
+    .await?;
+    json(&reply)
+}
+
+/// A withdrawal must be signed by its account (a request signature; on a
+/// `--dev` cluster an unsigned one speaks for the dev account only).
+async fn withdraw(
+    State(traffic): State<Arc<Traffic>>,
+    Path(address): Path<String>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, BackendError> {
+    let address = parse_address(&address)?;
+    let raw = raw.map_err(|e| BackendError::bad_request("bad_body", e.body_text()))?;
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string());
+    let payer = traffic.authenticate("POST", &path, &raw, |name| {
+        headers.get(name).and_then(|v| v.to_str().ok())
+    })?;
+    if payer.address != address {
+        return Err(BackendError::new(
+            crate::node::ErrorClass::Unauthorized,
+            "not_the_account",
+            format!(
+                "a withdrawal from {address} must be signed by that account, not {}",
+                payer.address
+            ),
+        ));
+    }
+    let request: WithdrawalRequest = serde_json::from_slice(&raw).map_err(|e| {
+        BackendError::bad_request(
+            "invalid_request",
+            format!("a withdrawal is {{\"amount\": \"WEI\"}}: {e}"),
+        )
+    })?;
+    // The signed request names the payout: a replay is refused as such.
+    let id = u64::from_be_bytes(payer.request_hash[..8].try_into().unwrap_or_default());
+    let reply = blocking(&traffic, move |t| {
+        let (payout, state) = t.withdraw(&address, request.amount, id)?;
+        Ok(WithdrawalReply {
+            payout,
+            account: AccountReply::new(address, &state),
+        })
+    })
+    .await?;
+    json(&reply)
+}
+
+async fn payouts(
+    State(traffic): State<Arc<Traffic>>,
+    query: Result<Query<PayoutsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, BackendError> {
+    let Query(query) =
+        query.map_err(|e| BackendError::bad_request("invalid_request", e.body_text()))?;
+    let account = query.account.as_deref().map(parse_address).transpose()?;
+    let reply = blocking(&traffic, move |t| {
+        let meta = t.node.metadata(true).map_err(super::node_error)?;
+        let payouts = super::payouts::list(&meta, account.as_ref()).map_err(super::node_error)?;
+        Ok(PayoutsReply { payouts })
     })
     .await?;
     json(&reply)

@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod auth;
 pub mod endpoints;
 pub mod meter;
+pub mod payouts;
 pub mod receipts;
 pub mod settle;
 

@@ -299,6 +299,9 @@ impl Traffic {
             if !leads {
                 continue;
             }
+            if let Err(e) = self.payout_round() {
+                tracing::debug!(error = %e, "payout round");
+            }
             let before = self.newest_step();
             if let Err(e) = self.settle_round(&mut signing_since) {
                 tracing::debug!(error = %e, "settlement round");
