@@ -132,9 +132,18 @@ impl Traffic {
             ));
         }
         let cluster_id = self.cluster_id()?;
-        let request_hash = auth
-            .verify(&cluster_id, method, path_and_query, body)
+        let request_hash = auth.request_hash(&cluster_id, method, path_and_query, body);
+        let signer = super::recover::recover(&request_hash, &auth.signature)
             .map_err(|e| unauthorized("bad_signature", e.to_string()))?;
+        if signer != auth.address {
+            return Err(unauthorized(
+                "bad_signature",
+                format!(
+                    "the signature is not by {} (it does not match this request, or was made by another key)",
+                    auth.address
+                ),
+            ));
+        }
         if !self.replay.first_time(auth.address, &auth)? {
             return Err(unauthorized(
                 "replayed_request",

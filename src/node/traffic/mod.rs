@@ -17,6 +17,7 @@ pub mod endpoints;
 pub mod meter;
 pub mod payouts;
 pub mod receipts;
+pub mod recover;
 pub mod settle;
 
 use std::collections::HashMap;

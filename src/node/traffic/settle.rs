@@ -238,7 +238,7 @@ impl Traffic {
                     .map_err(|e| NodeError::new("internal", e.to_string(), false))?;
                 let key = self.receipts.node_key();
                 let cluster = self.cluster_id().map_err(be)?;
-                match VolumeReport::from_receipts(cluster, epoch, &[(key, receipts)]) {
+                match VolumeReport::from_own_receipts(cluster, epoch, key, receipts) {
                     Ok(part) => SettleReply::Volume(part),
                     Err(e) => SettleReply::Refused(e.to_string()),
                 }
@@ -267,7 +267,7 @@ impl Traffic {
             .close(report.epoch)
             .map_err(|e| e.to_string())?;
         let key = self.receipts.node_key();
-        let mine = VolumeReport::from_receipts(cluster, report.epoch, &[(key, receipts)])
+        let mine = VolumeReport::from_own_receipts(cluster, report.epoch, key, receipts)
             .map_err(|e| e.to_string())?;
         let listed = report.node_volumes.iter().find(|n| n.node_key == key);
         if listed != mine.node_volumes.first() {

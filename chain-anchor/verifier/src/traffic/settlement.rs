@@ -100,6 +100,27 @@ impl VolumeReport {
         epoch: u64,
         nodes: &[([u8; 32], Vec<Receipt>)],
     ) -> Result<VolumeReport, VerifyError> {
+        Self::build(cluster_id, epoch, nodes, true)
+    }
+
+    /// [`VolumeReport::from_receipts`] for a node's own receipts, read from
+    /// its own log: every check but the node's signature on each, which is
+    /// most of the cost (the auditor checks those).
+    pub fn from_own_receipts(
+        cluster_id: Hash,
+        epoch: u64,
+        node_key: [u8; 32],
+        receipts: Vec<Receipt>,
+    ) -> Result<VolumeReport, VerifyError> {
+        Self::build(cluster_id, epoch, &[(node_key, receipts)], false)
+    }
+
+    fn build(
+        cluster_id: Hash,
+        epoch: u64,
+        nodes: &[([u8; 32], Vec<Receipt>)],
+        check_signatures: bool,
+    ) -> Result<VolumeReport, VerifyError> {
         let mut wallets: std::collections::BTreeMap<Address, WalletVolume> = Default::default();
         let mut node_volumes = Vec::new();
         for (key, receipts) in nodes {
@@ -116,7 +137,11 @@ impl VolumeReport {
                 fee: 0,
             };
             for (i, r) in receipts.iter().enumerate() {
-                r.verify()?;
+                if check_signatures {
+                    r.verify()?;
+                } else {
+                    r.check_fee()?;
+                }
                 let at = format!("receipt {}#{}", hex::encode(&key[..4]), r.sequence);
                 if &r.node_key != key {
                     return Err(refused(format!("{at} is signed by another node")));

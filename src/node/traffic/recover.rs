@@ -1,0 +1,75 @@
+//! The node's recovery of a request's signer, with libsecp256k1: the same
+//! answers as the verifier's [`stratosdb_verifier::traffic::recover`] (k256,
+//! which must build for wasm32), several times faster, which is most of what
+//! a signed request costs the node (`BENCHMARKS.md`).
+
+use std::sync::OnceLock;
+
+use secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature};
+use secp256k1::{Message, Secp256k1, VerifyOnly};
+use stratosdb_verifier::VerifyError;
+use stratosdb_verifier::traffic::{Address, keccak256};
+
+fn context() -> &'static Secp256k1<VerifyOnly> {
+    static CONTEXT: OnceLock<Secp256k1<VerifyOnly>> = OnceLock::new();
+    CONTEXT.get_or_init(Secp256k1::verification_only)
+}
+
+/// The address whose key made `signature` (r ‖ s ‖ v) over `prehash`;
+/// refused as the verifier refuses: v not 27, 28, 0 or 1, a high s, a
+/// signature that recovers no key.
+pub fn recover(prehash: &[u8; 32], signature: &[u8; 65]) -> Result<Address, VerifyError> {
+    let bad = |why: &str| VerifyError::BadRequestSignature(why.to_string());
+    let v = match signature[64] {
+        27 | 28 => signature[64] - 27,
+        0 | 1 => signature[64],
+        _ => return Err(bad("signature's v is not 27 or 28")),
+    };
+    // Only low-s signatures: a high-s twin would be a second spelling.
+    let plain =
+        Signature::from_compact(&signature[..64]).map_err(|_| bad("malformed signature"))?;
+    let mut low = plain;
+    low.normalize_s();
+    if low != plain {
+        return Err(bad(
+            "signature's s is not in the lower half of the curve order",
+        ));
+    }
+    let id = RecoveryId::try_from(i32::from(v)).map_err(|_| bad("bad recovery id"))?;
+    let recoverable = RecoverableSignature::from_compact(&signature[..64], id)
+        .map_err(|_| bad("malformed signature"))?;
+    let key = context()
+        .recover_ecdsa(Message::from_digest(*prehash), &recoverable)
+        .map_err(|_| bad("the signature does not recover to any key"))?;
+    let uncompressed = key.serialize_uncompressed();
+    let digest = keccak256(&uncompressed[1..]);
+    let mut address = [0u8; 20];
+    address.copy_from_slice(&digest[12..]);
+    Ok(Address(address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratosdb_verifier::traffic::{RequestSigner, eip191_hash};
+
+    /// Differential: every signature, and every one-bit change of one,
+    /// gets the same answer here as from the verifier.
+    #[test]
+    fn agrees_with_the_verifier() {
+        for seed in 1..=20u8 {
+            let signer = RequestSigner::from_bytes(&[seed; 32]).unwrap();
+            let message = format!("request {seed}");
+            let signature = signer.sign_message(message.as_bytes());
+            let hash = eip191_hash(message.as_bytes());
+            assert_eq!(recover(&hash, &signature).unwrap(), signer.address());
+            for bit in (0..65 * 8).step_by(7) {
+                let mut changed = signature;
+                changed[bit / 8] ^= 1 << (bit % 8);
+                let ours = recover(&hash, &changed).ok();
+                let theirs = stratosdb_verifier::traffic::recover(&hash, &changed).ok();
+                assert_eq!(ours, theirs, "seed {seed}, bit {bit}");
+            }
+        }
+    }
+}
