@@ -133,7 +133,9 @@ impl Traffic {
         }
         let cluster_id = self.cluster_id()?;
         let request_hash = auth.request_hash(&cluster_id, method, path_and_query, body);
-        let signer = super::recover::recover(&request_hash, &auth.signature)
+        let signer = self
+            .keys
+            .check(&auth.address, &request_hash, &auth.signature)
             .map_err(|e| unauthorized("bad_signature", e.to_string()))?;
         if signer != auth.address {
             return Err(unauthorized(

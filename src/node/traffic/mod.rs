@@ -93,6 +93,8 @@ pub struct Traffic {
     config: TrafficConfig,
     receipts: Arc<ReceiptLog>,
     replay: auth::ReplayMemory,
+    /// Public keys of the payers seen (signature checks without recovery).
+    keys: recover::KeyCache,
     holds: Mutex<HashMap<Address, Hold>>,
     /// One reservation at a time on this node (they would race on the same
     /// account documents anyway).
@@ -119,6 +121,7 @@ impl Traffic {
         let traffic = Arc::new(Traffic {
             node,
             replay: auth::ReplayMemory::new(config.window),
+            keys: recover::KeyCache::default(),
             config,
             receipts,
             holds: Mutex::new(HashMap::new()),

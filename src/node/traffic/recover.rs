@@ -3,10 +3,12 @@
 //! which must build for wasm32), several times faster, which is most of what
 //! a signed request costs the node (`BENCHMARKS.md`).
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use parking_lot::RwLock;
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature};
-use secp256k1::{Message, Secp256k1, VerifyOnly};
+use secp256k1::{Message, PublicKey, Secp256k1, VerifyOnly};
 use stratosdb_verifier::VerifyError;
 use stratosdb_verifier::traffic::{Address, keccak256};
 
@@ -15,10 +17,65 @@ fn context() -> &'static Secp256k1<VerifyOnly> {
     CONTEXT.get_or_init(Secp256k1::verification_only)
 }
 
+/// Most public keys remembered (a few MB); past it the memory starts over.
+const MAX_KEYS: usize = 100_000;
+
+/// The public keys of the addresses seen: a request from a known address is
+/// checked by verifying its signature with that key, cheaper than
+/// recovering the key again (and the same answer: an address names one key).
+#[derive(Default)]
+pub struct KeyCache {
+    keys: RwLock<HashMap<Address, PublicKey>>,
+}
+
+impl KeyCache {
+    /// Whether `signature` over `prehash` is `claimed`'s: by its known key,
+    /// else by recovery (whose key is then remembered).
+    pub fn check(
+        &self,
+        claimed: &Address,
+        prehash: &[u8; 32],
+        signature: &[u8; 65],
+    ) -> Result<Address, VerifyError> {
+        let known = self.keys.read().get(claimed).copied();
+        if let Some(key) = known
+            && let Ok(plain) = Signature::from_compact(&signature[..64])
+            && matches!(signature[64], 27 | 28 | 0 | 1)
+        {
+            let mut low = plain;
+            low.normalize_s();
+            if low == plain
+                && context()
+                    .verify_ecdsa(Message::from_digest(*prehash), &plain, &key)
+                    .is_ok()
+            {
+                return Ok(*claimed);
+            }
+        }
+        // Unknown, or not valid for the known key: recovery says why.
+        let (address, key) = recover_key(prehash, signature)?;
+        if &address == claimed {
+            let mut keys = self.keys.write();
+            if keys.len() >= MAX_KEYS {
+                keys.clear();
+            }
+            keys.insert(address, key);
+        }
+        Ok(address)
+    }
+}
+
 /// The address whose key made `signature` (r ‖ s ‖ v) over `prehash`;
 /// refused as the verifier refuses: v not 27, 28, 0 or 1, a high s, a
 /// signature that recovers no key.
 pub fn recover(prehash: &[u8; 32], signature: &[u8; 65]) -> Result<Address, VerifyError> {
+    recover_key(prehash, signature).map(|(address, _)| address)
+}
+
+fn recover_key(
+    prehash: &[u8; 32],
+    signature: &[u8; 65],
+) -> Result<(Address, PublicKey), VerifyError> {
     let bad = |why: &str| VerifyError::BadRequestSignature(why.to_string());
     let v = match signature[64] {
         27 | 28 => signature[64] - 27,
@@ -45,7 +102,7 @@ pub fn recover(prehash: &[u8; 32], signature: &[u8; 65]) -> Result<Address, Veri
     let digest = keccak256(&uncompressed[1..]);
     let mut address = [0u8; 20];
     address.copy_from_slice(&digest[12..]);
-    Ok(Address(address))
+    Ok((Address(address), key))
 }
 
 #[cfg(test)]
@@ -57,18 +114,30 @@ mod tests {
     /// gets the same answer here as from the verifier.
     #[test]
     fn agrees_with_the_verifier() {
+        let cache = KeyCache::default();
         for seed in 1..=20u8 {
             let signer = RequestSigner::from_bytes(&[seed; 32]).unwrap();
             let message = format!("request {seed}");
             let signature = signer.sign_message(message.as_bytes());
             let hash = eip191_hash(message.as_bytes());
             assert_eq!(recover(&hash, &signature).unwrap(), signer.address());
+            assert_eq!(
+                cache.check(&signer.address(), &hash, &signature).unwrap(),
+                signer.address()
+            );
             for bit in (0..65 * 8).step_by(7) {
                 let mut changed = signature;
                 changed[bit / 8] ^= 1 << (bit % 8);
                 let ours = recover(&hash, &changed).ok();
                 let theirs = stratosdb_verifier::traffic::recover(&hash, &changed).ok();
                 assert_eq!(ours, theirs, "seed {seed}, bit {bit}");
+                // With the key known, the same verdict on the claim.
+                let cached = cache.check(&signer.address(), &hash, &changed).ok();
+                assert_eq!(
+                    cached == Some(signer.address()),
+                    theirs == Some(signer.address()),
+                    "seed {seed}, bit {bit}"
+                );
             }
         }
     }
