@@ -39,6 +39,9 @@ PAIRS = [
     ("proof against the latest mark vs against the current root", "anchored_prove/anchored", "anchored_prove/current_root"),
     ("raft apply of single writes, a mark every 1000 vs no marks", "apply_with_marks/mark_every_1000", "apply_with_marks/no_marks"),
     ("raft apply of single writes, a mark every 100 vs no marks", "apply_with_marks/mark_every_100", "apply_with_marks/no_marks"),
+    ("signed + metered point reads vs unsigned --dev ones (traffic)", "requests/signed", "requests/unsigned_dev"),
+    ("a node's settlement of 100k receipts vs reading them back", "settlement_100k/node_volume", "settlement_100k/read_receipts"),
+    ("the auditor's check of 100k receipts vs reading them back", "settlement_100k/audit_volume", "settlement_100k/read_receipts"),
 ]
 
 
