@@ -449,4 +449,54 @@ fn a_withdrawal_is_signed_debited_once_and_paid_out_on_the_ledger() {
     ]);
     assert!(balance.contains("(3800 wei)"), "{balance}");
     assert!(balance.contains("(1200 wei)"), "{balance}");
+
+    // The shell signs with the key file and keeps every receipt, checked
+    // (this cluster's default prices want more than 3800 wei).
+    run(&[
+        "account",
+        "deposit",
+        "--connect",
+        &url,
+        "--key-file",
+        key_arg,
+        "0.001",
+    ]);
+    let receipts = dir.path().join("r.jsonl");
+    let out = run(&[
+        "shell",
+        "--connect",
+        &url,
+        "--key-file",
+        key_arg,
+        "--receipts",
+        receipts.to_str().unwrap(),
+        "--format",
+        "json",
+        "-c",
+        "CREATE COLLECTION s; INSERT INTO s VALUES ('{\"_id\": \"a\"}'); SELECT * FROM s",
+    ]);
+    assert!(out.contains("\"_id\":\"a\""), "{out}");
+    let kept: Vec<Receipt> = std::fs::read_to_string(&receipts)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(kept.len(), 3, "one receipt per statement");
+    let shown = run(&["account", "show", "--key-file", key_arg]);
+    for r in &kept {
+        r.verify().unwrap();
+        assert!(shown.contains(&r.payer.to_string()), "{shown}");
+    }
+    // Without the key file, the same shell is refused (401).
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+        .args(["shell", "--connect", &url, "-c", "SELECT * FROM s"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!refused.status.success(), "{text}");
+    assert!(text.contains("not signed"), "{text}");
 }
