@@ -56,8 +56,8 @@ pub struct NodeArgs {
     #[arg(long, value_parser = parse_amount)]
     price_per_document: Option<u128>,
     /// How far a signed request's timestamp may be from the node's clock:
-    /// 30s, 5m.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    /// 30s, 2m.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
     request_window: std::time::Duration,
     /// Largest request body the API accepts, in bytes.
     #[arg(long, default_value_t = node::DEFAULT_BODY_LIMIT)]

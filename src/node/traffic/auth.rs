@@ -14,7 +14,7 @@ use crate::node::backend::{BackendError, ErrorClass};
 /// Most nonces remembered at once; past it, signed requests are refused
 /// with 503 until old ones expire (a flood cannot make the node forget a
 /// nonce that is still inside the window).
-pub const MAX_NONCES: usize = 1_000_000;
+pub const MAX_NONCES: usize = 2_000_000;
 
 fn unauthorized(code: &str, message: impl Into<String>) -> BackendError {
     BackendError::new(ErrorClass::Unauthorized, code, message)
