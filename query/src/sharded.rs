@@ -68,6 +68,12 @@ pub trait ShardedStore: Send + Sync {
     fn shard_of(&self, collection: &str, id: &str) -> Result<u32>;
     /// The catalog (indexes, multikey flags, document count) of one shard.
     fn shard_catalog(&self, collection: &str, shard: u32) -> Result<Arc<CollectionInfo>>;
+    /// [`ShardedStore::shard_catalog`] reflecting every DDL acknowledged
+    /// before the call (what `SHOW INDEXES` reports). A store whose catalog
+    /// reads may lag (a follower replica) overrides it.
+    fn shard_catalog_fresh(&self, collection: &str, shard: u32) -> Result<Arc<CollectionInfo>> {
+        self.shard_catalog(collection, shard)
+    }
     /// Runs the per-shard part of a plan on one shard; its answer and the applied index it read at.
     fn execute_partial(
         &self,
@@ -281,15 +287,25 @@ impl<S: ShardedStore> ShardedDatabase<S> {
     /// each multikey if it is on any shard, and the documents of all shards
     /// (see [`planning_catalog`]).
     pub fn catalog(&self, collection: &str) -> Result<Arc<CollectionInfo>> {
+        self.catalog_with(collection, false)
+    }
+
+    /// The catalog, `fresh`: reflecting every DDL acknowledged before.
+    fn catalog_with(&self, collection: &str, fresh: bool) -> Result<Arc<CollectionInfo>> {
+        let read = |shard| {
+            if fresh {
+                self.store.shard_catalog_fresh(collection, shard)
+            } else {
+                self.store.shard_catalog(collection, shard)
+            }
+        };
         let count = self.store.shard_count(collection)?;
         if count <= 1 {
-            return self.store.shard_catalog(collection, 0);
+            return read(0);
         }
-        let catalogs = each((0..count).collect(), |shard| {
-            self.store.shard_catalog(collection, shard)
-        })
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
+        let catalogs = each((0..count).collect(), read)
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(planning_catalog(catalogs)?))
     }
 
@@ -465,7 +481,7 @@ impl<S: ShardedStore> ShardedDatabase<S> {
                 rows_result(&["collection", "documents", "indexes"], rows)
             }
             Statement::ShowIndexes(collection) => {
-                let info = self.catalog(collection)?;
+                let info = self.catalog_with(collection, true)?;
                 let rows = info
                     .indexes
                     .iter()

@@ -321,6 +321,26 @@ impl ShardedStore for ClusterStore {
         self.catalog_of(group, collection, false)
     }
 
+    /// The leader's catalog: a follower replica may not have applied an
+    /// index acknowledged a moment ago.
+    fn shard_catalog_fresh(
+        &self,
+        collection: &str,
+        shard: u32,
+    ) -> Result<Arc<CollectionInfo>, QueryError> {
+        let group = self.group(collection, shard)?;
+        if self.node.hosts(group) {
+            // The local replica after a read index: what a linearizable
+            // read sees.
+            if let Ok(shard) = readable_shard(&self.node, group, true) {
+                return shard
+                    .collection(collection)
+                    .map_err(|e| error_in(collection, NodeError::from(e)));
+            }
+        }
+        self.catalog_of(group, collection, true)
+    }
+
     fn execute_partial(
         &self,
         shard: u32,
