@@ -117,6 +117,44 @@ impl Index {
     fn height(&self) -> u64 {
         self.hashes.len() as u64
     }
+
+    /// Indexes the next block, read at `offset` with hash `hash`: its entry
+    /// by kind (the first anchor of an epoch, deposit of a nonce, payout of
+    /// an id or settlement of an epoch is the one that counts).
+    fn add(&mut self, block: &Block, offset: u64, hash: Hash) -> Result<(), VerifyError> {
+        let broken = |what: &str, e: VerifyError| VerifyError::LedgerBlock {
+            height: block.height,
+            reason: format!("{what} entry: {e}"),
+        };
+        if let Some(payload) = block.entry.anchor_payload() {
+            let payload = payload.map_err(|e| broken("anchor", e))?;
+            self.anchors
+                .entry((payload.cluster_id, payload.epoch))
+                .or_insert((block.height, payload));
+        }
+        if let Some(deposit) = block.entry.deposit() {
+            let deposit = deposit.map_err(|e| broken("deposit", e))?;
+            self.deposits
+                .entry((deposit.cluster_id, deposit.account, deposit.nonce))
+                .or_insert((block.height, deposit));
+        }
+        if let Some(payout) = block.entry.payout() {
+            let payout = payout.map_err(|e| broken("payout", e))?;
+            self.payouts
+                .entry((payout.cluster_id, payout.id))
+                .or_insert((block.height, payout));
+        }
+        if let Some(settlement) = block.entry.settlement() {
+            let settlement = settlement.map_err(|e| broken("settlement", e))?;
+            self.settlements
+                .entry((settlement.cluster_id, settlement.epoch))
+                .or_insert((block.height, settlement));
+        }
+        self.offsets.push(offset);
+        self.hashes.push(hash);
+        self.last_time = block.timestamp_ms;
+        Ok(())
+    }
 }
 
 /// The local ledger in a folder, appending blocks signed with one key.
@@ -271,52 +309,9 @@ impl LocalLedger {
             block
                 .verify_link(index.height(), &previous, index.last_time)
                 .map_err(integrity)?;
-            if let Some(payload) = block.entry.anchor_payload() {
-                let payload = payload.map_err(|e| {
-                    integrity(VerifyError::LedgerBlock {
-                        height: block.height,
-                        reason: format!("anchor entry: {e}"),
-                    })
-                })?;
-                // The first anchor of an epoch is the one that counts.
-                index
-                    .anchors
-                    .entry((payload.cluster_id, payload.epoch))
-                    .or_insert((block.height, payload));
-            }
-            if let Some(deposit) = block.entry.deposit() {
-                let deposit = deposit.map_err(|e| {
-                    integrity(VerifyError::LedgerBlock {
-                        height: block.height,
-                        reason: format!("deposit entry: {e}"),
-                    })
-                })?;
-                index
-                    .deposits
-                    .entry((deposit.cluster_id, deposit.account, deposit.nonce))
-                    .or_insert((block.height, deposit));
-            }
-            if let Some(Ok(payout)) = block.entry.payout() {
-                index
-                    .payouts
-                    .entry((payout.cluster_id, payout.id))
-                    .or_insert((block.height, payout));
-            }
-            if let Some(settlement) = block.entry.settlement() {
-                let settlement = settlement.map_err(|e| {
-                    integrity(VerifyError::LedgerBlock {
-                        height: block.height,
-                        reason: format!("settlement entry: {e}"),
-                    })
-                })?;
-                index
-                    .settlements
-                    .entry((settlement.cluster_id, settlement.epoch))
-                    .or_insert((block.height, settlement));
-            }
-            index.offsets.push(base + read.offset);
-            index.hashes.push(block.hash());
-            index.last_time = block.timestamp_ms;
+            index
+                .add(&block, base + read.offset, block.hash())
+                .map_err(integrity)?;
         }
         let end = base + reader.offset() as u64;
         index.end = end.max(FILE_HEADER.len() as u64);
@@ -361,31 +356,8 @@ impl LocalLedger {
             .and_then(|_| file.write_all(&record))
             .and_then(|_| file.sync_data())
             .map_err(io_error("appending to", &path))?;
-        if let Some(Ok(payload)) = block.entry.anchor_payload() {
-            index
-                .anchors
-                .insert((payload.cluster_id, payload.epoch), (block.height, payload));
-        }
-        if let Some(Ok(payout)) = block.entry.payout() {
-            index
-                .payouts
-                .insert((payout.cluster_id, payout.id), (block.height, payout));
-        }
-        if let Some(Ok(settlement)) = block.entry.settlement() {
-            index.settlements.insert(
-                (settlement.cluster_id, settlement.epoch),
-                (block.height, settlement),
-            );
-        }
-        if let Some(Ok(deposit)) = block.entry.deposit() {
-            index.deposits.insert(
-                (deposit.cluster_id, deposit.account, deposit.nonce),
-                (block.height, deposit),
-            );
-        }
-        index.offsets.push(index.end);
-        index.hashes.push(hash);
-        index.last_time = block.timestamp_ms;
+        // The block was built here from a checked entry: it indexes.
+        index.add(&block, index.end, hash).map_err(integrity)?;
         index.end += record.len() as u64;
         Ok(ChainRef::Ledger {
             height: block.height,

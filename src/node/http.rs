@@ -87,7 +87,10 @@ pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
             (traffic.clone(), config.body_limit),
             traffic::meter::paid,
         ));
-        routes = routes.merge(traffic::endpoints::routes(traffic.clone()));
+        routes = routes.merge(traffic::endpoints::routes(
+            traffic.clone(),
+            config.body_limit,
+        ));
     }
     if config.faults.is_some() {
         routes = routes.route("/v1/admin/faults", get(get_faults).post(set_faults));
@@ -183,13 +186,30 @@ async fn blocking<T: Send + 'static>(
 
 /// The body, or the API's error: 413 past the limit.
 fn body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, BackendError> {
+    request_body(state.body_limit, body)
+}
+
+/// The body, or the API's error: 413 past `limit`.
+pub(crate) fn request_body(
+    limit: usize,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, BackendError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large(state.body_limit)
+            too_large(limit)
         } else {
             BackendError::bad_request("bad_body", rejection.body_text())
         }
     })
+}
+
+/// A route's query parameters, or 400 `invalid_request`.
+pub(crate) fn query_params<T>(
+    params: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, BackendError> {
+    params
+        .map(|Query(p)| p)
+        .map_err(|e| BackendError::bad_request("invalid_request", e.body_text()))
 }
 
 /// Parses a JSON body into `T`: malformed JSON and JSON of the wrong shape
@@ -475,8 +495,7 @@ async fn get_doc(
     Path((collection, id)): Path<(String, String)>,
     params: Result<Query<ReadParams>, axum::extract::rejection::QueryRejection>,
 ) -> Reply {
-    let Query(params) =
-        params.map_err(|e| BackendError::bad_request("invalid_request", e.body_text()))?;
+    let params = query_params(params)?;
     if params.proof {
         return get_doc_proven(state, collection, id, params.consistency).await;
     }
@@ -667,8 +686,7 @@ async fn anchors(
     State(state): State<AppState>,
     params: Result<Query<AnchorsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Reply {
-    let Query(query) =
-        params.map_err(|e| BackendError::bad_request("invalid_request", e.body_text()))?;
+    let query = query_params(params)?;
     let reply = blocking(&state, move |b| b.anchors(&query)).await?;
     let text = serde_json::to_string(&reply)
         .map_err(|e| BackendError::internal(format!("encoding the anchors: {e}")))?;

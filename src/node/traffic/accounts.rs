@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use stratosdb_engine::proof::hash::doc_hash;
 use stratosdb_engine::{Command, Hash, Op, Shard, Value};
@@ -122,11 +123,69 @@ pub enum LedgerError {
     Corrupt(String),
 }
 
-fn field<'a>(doc: &'a Value, name: &str) -> Result<&'a str, LedgerError> {
-    match doc.as_object().and_then(|o| o.get(name)) {
-        Some(Value::String(s)) => Ok(s),
-        _ => Err(LedgerError::Corrupt(format!("a document has no {name}"))),
+impl From<LedgerError> for crate::node::cluster::NodeError {
+    fn from(e: LedgerError) -> Self {
+        let code = match e {
+            LedgerError::Store(_) => "storage",
+            LedgerError::Corrupt(_) => "corruption",
+        };
+        crate::node::cluster::NodeError::new(code, e.to_string(), false)
     }
+}
+
+/// A document of the traffic ledger: `{"_id": id, field: value as JSON}`.
+pub fn json_doc<T: Serialize>(id: String, field: &str, value: &T) -> Value {
+    let mut doc = BTreeMap::new();
+    doc.insert("_id".to_string(), Value::String(id));
+    // Plain data always encodes.
+    doc.insert(
+        field.to_string(),
+        Value::String(serde_json::to_string(value).unwrap_or_default()),
+    );
+    Value::Object(doc)
+}
+
+/// The value [`json_doc`] put in `field`, and the document's hash (the
+/// precondition of its next change).
+pub fn from_json_doc<T: DeserializeOwned>(
+    doc: &Value,
+    field: &str,
+) -> Result<(T, Hash), LedgerError> {
+    let id = match doc.as_object().and_then(|o| o.get("_id")) {
+        Some(Value::String(id)) => id.as_str(),
+        _ => "a document",
+    };
+    let text = match doc.as_object().and_then(|o| o.get(field)) {
+        Some(Value::String(s)) => s,
+        _ => return Err(LedgerError::Corrupt(format!("{id} has no {field}"))),
+    };
+    let value =
+        serde_json::from_str(text).map_err(|e| LedgerError::Corrupt(format!("{id}: {e}")))?;
+    Ok((value, doc_hash(doc)))
+}
+
+/// Up to `limit` documents whose `_id` starts with `prefix` (which ends
+/// with `:`), from `_id` `from` on, in `_id` order (`reverse`: from the
+/// last back).
+pub fn scan_prefix(
+    shard: &Shard,
+    prefix: &str,
+    from: &str,
+    reverse: bool,
+    limit: usize,
+) -> Result<Vec<(String, Value)>, LedgerError> {
+    if !has_collection(shard) {
+        return Ok(Vec::new());
+    }
+    // Every id with the prefix sorts below the prefix with ':' raised to ';'.
+    let end = format!("{};", prefix.trim_end_matches(':'));
+    let docs = shard.scan(
+        TRAFFIC_COLLECTION,
+        std::ops::Bound::Included(from.max(prefix)),
+        std::ops::Bound::Excluded(end.as_str()),
+        reverse,
+    )?;
+    Ok(docs.take(limit).collect::<Result<Vec<_>, _>>()?)
 }
 
 pub fn read_account(shard: &Shard, address: &Address) -> Result<ReadAccount, LedgerError> {
@@ -142,11 +201,10 @@ pub fn read_account(shard: &Shard, address: &Address) -> Result<ReadAccount, Led
             hash: None,
         }),
         Some(doc) => {
-            let state = serde_json::from_str(field(&doc, "state")?)
-                .map_err(|e| LedgerError::Corrupt(format!("account {address}: {e}")))?;
+            let (state, hash) = from_json_doc(&doc, "state")?;
             Ok(ReadAccount {
                 state,
-                hash: Some(doc_hash(&doc)),
+                hash: Some(hash),
             })
         }
     }
@@ -157,20 +215,9 @@ pub fn with_reservations(
     shard: &Shard,
     epoch: u64,
 ) -> Result<Vec<(Address, ReadAccount)>, LedgerError> {
-    if !has_collection(shard) {
-        return Ok(Vec::new());
-    }
-    let docs = shard.scan(
-        TRAFFIC_COLLECTION,
-        std::ops::Bound::Included("account:"),
-        std::ops::Bound::Excluded("account;"),
-        false,
-    )?;
     let mut out = Vec::new();
-    for item in docs {
-        let (id, doc) = item?;
-        let state: AccountState = serde_json::from_str(field(&doc, "state")?)
-            .map_err(|e| LedgerError::Corrupt(format!("{id}: {e}")))?;
+    for (id, doc) in scan_prefix(shard, "account:", "account:", false, usize::MAX)? {
+        let (state, hash): (AccountState, Hash) = from_json_doc(&doc, "state")?;
         if !state.reservations.iter().any(|r| r.epoch <= epoch) {
             continue;
         }
@@ -182,7 +229,7 @@ pub fn with_reservations(
             address,
             ReadAccount {
                 state,
-                hash: Some(doc_hash(&doc)),
+                hash: Some(hash),
             },
         ));
     }
@@ -190,12 +237,7 @@ pub fn with_reservations(
 }
 
 fn account_doc(address: &Address, state: &AccountState) -> Value {
-    // Plain data always encodes.
-    let text = serde_json::to_string(state).unwrap_or_default();
-    let mut doc = BTreeMap::new();
-    doc.insert("_id".to_string(), Value::String(account_id(address)));
-    doc.insert("state".to_string(), Value::String(text));
-    Value::Object(doc)
+    json_doc(account_id(address), "state", state)
 }
 
 /// The ops that replace the account read as `read` by `state`.
@@ -244,28 +286,20 @@ pub fn read_prices(shard: &Shard) -> Result<Option<Prices>, LedgerError> {
     let Some(doc) = shard.get(TRAFFIC_COLLECTION, PRICES_ID)? else {
         return Ok(None);
     };
-    serde_json::from_str(field(&doc, "prices")?)
-        .map(Some)
-        .map_err(|e| LedgerError::Corrupt(format!("prices: {e}")))
+    from_json_doc(&doc, "prices").map(|(prices, _)| Some(prices))
 }
 
 /// The founding command: the collection, the prices, and on a `--dev`
 /// cluster the dev account with `dev_funds` deposited. One command, so it
 /// applies whole or not at all.
 pub fn bootstrap(prices: &Prices, dev_account: Option<(Address, u128)>) -> Command {
-    let mut prices_doc = BTreeMap::new();
-    prices_doc.insert("_id".to_string(), Value::String(PRICES_ID.into()));
-    prices_doc.insert(
-        "prices".to_string(),
-        Value::String(serde_json::to_string(prices).unwrap_or_default()),
-    );
     let mut ops = vec![
         Op::CreateCollection {
             name: TRAFFIC_COLLECTION.into(),
         },
         Op::Insert {
             collection: TRAFFIC_COLLECTION.into(),
-            doc: Value::Object(prices_doc),
+            doc: json_doc(PRICES_ID.into(), "prices", prices),
         },
     ];
     if let Some((address, funds)) = dev_account {

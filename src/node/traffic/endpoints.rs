@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +17,7 @@ use stratosdb_chain_anchor::{ChainRef, DepositAuthorization, DepositRecord};
 
 use super::{Traffic, blocking};
 use crate::node::backend::BackendError;
+use crate::node::http::{query_params, request_body};
 
 /// `GET /v1/prices`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,7 +141,10 @@ fn default_limit() -> u64 {
 }
 
 /// The routes, for the API's router.
-pub fn routes<S: Clone + Send + Sync + 'static>(traffic: Arc<Traffic>) -> Router<S> {
+pub fn routes<S: Clone + Send + Sync + 'static>(
+    traffic: Arc<Traffic>,
+    body_limit: usize,
+) -> Router<S> {
     Router::new()
         .route("/v1/prices", get(prices))
         .route("/v1/accounts/{address}", get(account))
@@ -149,7 +153,33 @@ pub fn routes<S: Clone + Send + Sync + 'static>(traffic: Arc<Traffic>) -> Router
         .route("/v1/settlements", get(settlements))
         .route("/v1/accounts/{address}/withdrawals", post(withdraw))
         .route("/v1/payouts", get(payouts))
-        .with_state(traffic)
+        .with_state(Endpoints {
+            traffic,
+            body_limit: BodyLimit(body_limit),
+        })
+}
+
+/// The routes' state: the service, and the API's body limit (for the 413
+/// of a chunked body past it).
+#[derive(Clone)]
+struct Endpoints {
+    traffic: Arc<Traffic>,
+    body_limit: BodyLimit,
+}
+
+#[derive(Clone, Copy)]
+struct BodyLimit(usize);
+
+impl FromRef<Endpoints> for Arc<Traffic> {
+    fn from_ref(state: &Endpoints) -> Arc<Traffic> {
+        state.traffic.clone()
+    }
+}
+
+impl FromRef<Endpoints> for BodyLimit {
+    fn from_ref(state: &Endpoints) -> BodyLimit {
+        state.body_limit
+    }
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Response, BackendError> {
@@ -214,11 +244,12 @@ impl AccountReply {
 /// account's signature on a ledger deposit, its own transfer on Stratos).
 async fn deposit(
     State(traffic): State<Arc<Traffic>>,
+    State(BodyLimit(limit)): State<BodyLimit>,
     Path(address): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, BackendError> {
     let address = parse_address(&address)?;
-    let raw = raw.map_err(|e| BackendError::bad_request("bad_body", e.body_text()))?;
+    let raw = request_body(limit, raw)?;
     let request: DepositRequest = serde_json::from_slice(&raw).map_err(|e| {
         BackendError::bad_request(
             "invalid_request",
@@ -333,8 +364,7 @@ async fn settlements(
     State(traffic): State<Arc<Traffic>>,
     query: Result<Query<SettlementsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, BackendError> {
-    let Query(query) =
-        query.map_err(|e| BackendError::bad_request("invalid_request", e.body_text()))?;
+    let query = query_params(query)?;
     let limit = query.limit.clamp(1, 1000) as usize;
     let reply = blocking(&traffic, move |t| {
         let meta = t.node.metadata(true).map_err(super::node_error)?;
@@ -350,13 +380,14 @@ async fn settlements(
 /// `--dev` cluster an unsigned one speaks for the dev account only).
 async fn withdraw(
     State(traffic): State<Arc<Traffic>>,
+    State(BodyLimit(limit)): State<BodyLimit>,
     Path(address): Path<String>,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, BackendError> {
     let address = parse_address(&address)?;
-    let raw = raw.map_err(|e| BackendError::bad_request("bad_body", e.body_text()))?;
+    let raw = request_body(limit, raw)?;
     let path = uri
         .path_and_query()
         .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string());
@@ -396,8 +427,7 @@ async fn payouts(
     State(traffic): State<Arc<Traffic>>,
     query: Result<Query<PayoutsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, BackendError> {
-    let Query(query) =
-        query.map_err(|e| BackendError::bad_request("invalid_request", e.body_text()))?;
+    let query = query_params(query)?;
     let account = query.account.as_deref().map(parse_address).transpose()?;
     let reply = blocking(&traffic, move |t| {
         let meta = t.node.metadata(true).map_err(super::node_error)?;
@@ -412,8 +442,7 @@ async fn receipts(
     State(traffic): State<Arc<Traffic>>,
     query: Result<Query<ReceiptsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, BackendError> {
-    let Query(query) =
-        query.map_err(|e| BackendError::bad_request("invalid_request", e.body_text()))?;
+    let query = query_params(query)?;
     let from = query.from.max(1);
     let limit = query.limit.clamp(1, MAX_RECEIPTS);
     let reply = blocking(&traffic, move |t| {

@@ -130,7 +130,7 @@ async fn charge(
     } else {
         traffic.give_back(&payer.address, epoch, estimate - fee);
     }
-    let receipt = issue(
+    let (_, text) = issue(
         &traffic,
         &payer,
         epoch,
@@ -139,14 +139,13 @@ async fn charge(
         metered.documents,
         fee,
     )?;
-    let text = serde_json::to_string(&receipt)
-        .map_err(|e| BackendError::internal(format!("encoding a receipt: {e}")))?;
     if let Ok(value) = HeaderValue::from_str(&text) {
         head.headers.insert(RECEIPT_HEADER, value);
     }
     Ok(Response::from_parts(head, Body::from(body)))
 }
 
+/// Signs and logs the reply's receipt; returns it with its JSON as logged.
 fn issue(
     traffic: &Traffic,
     payer: &Payer,
@@ -155,7 +154,7 @@ fn issue(
     body: &Bytes,
     documents: u64,
     fee: u128,
-) -> Result<Receipt, BackendError> {
+) -> Result<(Receipt, String), BackendError> {
     let receipt = Receipt {
         version: RECEIPT_VERSION,
         cluster_id: traffic.cluster_id()?,
@@ -172,6 +171,6 @@ fn issue(
     };
     traffic
         .receipts()
-        .issue(receipt)
+        .issue_json(receipt)
         .map_err(|e| BackendError::internal(e.to_string()))
 }

@@ -174,10 +174,6 @@ impl Traffic {
         accounts::bootstrap(prices, dev_funds.map(|funds| (DEV_ACCOUNT, funds)))
     }
 
-    pub fn is_dev(&self) -> bool {
-        self.config.dev
-    }
-
     pub fn receipts(&self) -> &ReceiptLog {
         &self.receipts
     }
@@ -292,35 +288,24 @@ impl Traffic {
         fee: u128,
         earlier: Option<(u64, u128)>,
     ) -> Result<u128, BackendError> {
-        for _ in 0..ACCOUNT_RETRIES {
-            let meta = self.node.metadata(true).map_err(node_error)?;
-            let read = accounts::read_account(&meta, payer).map_err(ledger_error)?;
-            let mut next = read.state.clone();
-            if let Some((old_epoch, left)) = earlier {
-                next.release(self.node.id, old_epoch, left);
-            }
-            let available = next.available();
-            if available < fee {
-                return Err(self.unfunded(payer, &next, fee));
-            }
-            let grant = (available / 8).clamp(fee, available);
-            next.reserve(self.node.id, epoch, grant);
-            let command = Command {
-                ops: accounts::write_account(payer, &read, &next),
-            };
-            match self.node.propose(METADATA_GROUP, &command) {
-                Ok(_) => return Ok(grant),
-                // Another node changed the account between the read and
-                // the apply: read again.
-                Err(e) if e.code == "write_conflict" => continue,
-                Err(e) => return Err(node_error(e)),
-            }
-        }
-        Err(BackendError::new(
-            ErrorClass::Unavailable,
-            "contention",
-            format!("the account {payer} is changed by too many nodes at once; retry"),
-        ))
+        let node = self.node.id;
+        self.change_account(
+            payer,
+            |_, read| {
+                let mut next = read.clone();
+                if let Some((old_epoch, left)) = earlier {
+                    next.release(node, old_epoch, left);
+                }
+                let available = next.available();
+                if available < fee {
+                    return Err(self.unfunded(payer, &next, fee));
+                }
+                let grant = (available / 8).clamp(fee, available);
+                next.reserve(node, epoch, grant);
+                Ok((next, Vec::new(), grant))
+            },
+            || BackendError::internal("a reservation inserts nothing"),
+        )
     }
 
     /// Credits a deposit read from the chain, once: a second credit of the
@@ -330,7 +315,6 @@ impl Traffic {
         record: &stratosdb_chain_anchor::DepositRecord,
         key: &str,
     ) -> Result<AccountState, BackendError> {
-        let reference = key.to_string();
         let credited = || {
             BackendError::new(
                 ErrorClass::Conflict,
@@ -338,30 +322,52 @@ impl Traffic {
                 format!("the deposit {} was credited already", record.reference),
             )
         };
+        self.change_account(
+            &record.account,
+            |meta, read| {
+                if accounts::is_credited(meta, key).map_err(ledger_error)? {
+                    return Err(credited());
+                }
+                let mut next = read.clone();
+                next.deposited = next.deposited.saturating_add(record.amount);
+                Ok((next.clone(), vec![accounts::mark_credited(key)], next))
+            },
+            credited,
+        )
+    }
+
+    /// Changes `address`'s account in group 0 against concurrent changes:
+    /// `change` gets the replica and the account as read, and returns the
+    /// next state, operations that apply with it (in one command) and a
+    /// result. Another change applied between the read and the proposal
+    /// makes it read again; an insert among the operations that finds its
+    /// document there already is `duplicate()`.
+    fn change_account<R>(
+        &self,
+        address: &Address,
+        mut change: impl FnMut(
+            &stratosdb_engine::Shard,
+            &AccountState,
+        )
+            -> Result<(AccountState, Vec<stratosdb_engine::Op>, R), BackendError>,
+        duplicate: impl Fn() -> BackendError,
+    ) -> Result<R, BackendError> {
         for _ in 0..ACCOUNT_RETRIES {
             let meta = self.node.metadata(true).map_err(node_error)?;
-            if accounts::is_credited(&meta, &reference).map_err(ledger_error)? {
-                return Err(credited());
-            }
-            let read = accounts::read_account(&meta, &record.account).map_err(ledger_error)?;
-            let mut next = read.state.clone();
-            next.deposited = next.deposited.saturating_add(record.amount);
-            let mut ops = vec![accounts::mark_credited(&reference)];
-            ops.extend(accounts::write_account(&record.account, &read, &next));
+            let read = accounts::read_account(&meta, address).map_err(ledger_error)?;
+            let (next, mut ops, result) = change(&meta, &read.state)?;
+            ops.extend(accounts::write_account(address, &read, &next));
             match self.node.propose(METADATA_GROUP, &Command { ops }) {
-                Ok(_) => return Ok(next),
+                Ok(_) => return Ok(result),
                 Err(e) if e.code == "write_conflict" => continue,
-                Err(e) if e.code == "duplicate_id" => return Err(credited()),
+                Err(e) if e.code == "duplicate_id" => return Err(duplicate()),
                 Err(e) => return Err(node_error(e)),
             }
         }
         Err(BackendError::new(
             ErrorClass::Unavailable,
             "contention",
-            format!(
-                "the account {} is changed by too many nodes at once; retry",
-                record.account
-            ),
+            format!("the account {address} is changed by too many nodes at once; retry"),
         ))
     }
 

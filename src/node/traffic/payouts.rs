@@ -5,18 +5,14 @@
 //! submission recorded before it is sent, all of them looked for before
 //! another is made.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
-
 use serde::{Deserialize, Serialize};
 use stratosdb_chain_anchor::{ChainError, Payout, SubmissionStatus};
-use stratosdb_engine::proof::hash::doc_hash;
 use stratosdb_engine::{Command, Hash, Op, Shard, Value};
 use stratosdb_replication::METADATA_GROUP;
 use stratosdb_verifier::traffic::{Address, wei};
 
+use super::Traffic;
 use super::accounts::{self, AccountState, TRAFFIC_COLLECTION};
-use super::{ACCOUNT_RETRIES, Traffic, ledger_error, node_error};
 use crate::node::backend::{BackendError, ErrorClass};
 use crate::node::cluster::NodeError;
 
@@ -48,29 +44,7 @@ fn record_id(id: u64) -> String {
 }
 
 fn record_doc(record: &PayoutRecord) -> Value {
-    let mut doc = BTreeMap::new();
-    doc.insert("_id".to_string(), Value::String(record_id(record.id)));
-    doc.insert(
-        "record".to_string(),
-        Value::String(serde_json::to_string(record).unwrap_or_default()),
-    );
-    Value::Object(doc)
-}
-
-fn decode(doc: &Value) -> Result<(PayoutRecord, Hash), NodeError> {
-    let text = match doc.as_object().and_then(|o| o.get("record")) {
-        Some(Value::String(s)) => s,
-        _ => {
-            return Err(NodeError::new(
-                "corruption",
-                "a payout has no record",
-                false,
-            ));
-        }
-    };
-    let record = serde_json::from_str(text)
-        .map_err(|e| NodeError::new("corruption", format!("payout record: {e}"), false))?;
-    Ok((record, doc_hash(doc)))
+    accounts::json_doc(record_id(record.id), "record", record)
 }
 
 /// Every payout record (of `account`, when given), oldest id first.
@@ -83,16 +57,10 @@ pub fn list(shard: &Shard, account: Option<&Address>) -> Result<Vec<PayoutRecord
 }
 
 fn scan(shard: &Shard) -> Result<Vec<(PayoutRecord, Hash)>, NodeError> {
-    if !shard.collections().iter().any(|c| c == TRAFFIC_COLLECTION) {
-        return Ok(Vec::new());
-    }
-    let docs = shard.scan(
-        TRAFFIC_COLLECTION,
-        Bound::Included("payout:"),
-        Bound::Excluded("payout;"),
-        false,
-    )?;
-    docs.map(|item| decode(&item?.1)).collect()
+    accounts::scan_prefix(shard, "payout:", "payout:", false, usize::MAX)?
+        .iter()
+        .map(|(_, doc)| Ok(accounts::from_json_doc(doc, "record")?))
+        .collect()
 }
 
 impl Traffic {
@@ -119,46 +87,37 @@ impl Traffic {
             reference: None,
             requested_ms: super::auth::now_ms(),
         };
-        for _ in 0..ACCOUNT_RETRIES {
-            let meta = self.node.metadata(true).map_err(node_error)?;
-            let read = accounts::read_account(&meta, account).map_err(ledger_error)?;
-            if read.state.available() < amount {
-                return Err(BackendError::new(
-                    ErrorClass::PaymentRequired,
-                    "insufficient_funds",
-                    format!(
-                        "the account {account} has {} wei available ({} reserved for traffic \
-                         not yet settled), less than the {amount} wei asked for",
-                        read.state.available(),
-                        read.state.reserved()
-                    ),
-                ));
-            }
-            let mut next = read.state.clone();
-            next.withdrawn = next.withdrawn.saturating_add(amount);
-            let mut ops = accounts::write_account(account, &read, &next);
-            ops.push(Op::Insert {
-                collection: TRAFFIC_COLLECTION.into(),
-                doc: record_doc(&record),
-            });
-            match self.node.propose(METADATA_GROUP, &Command { ops }) {
-                Ok(_) => return Ok((record, next)),
-                Err(e) if e.code == "write_conflict" => continue,
-                Err(e) if e.code == "duplicate_id" => {
+        self.change_account(
+            account,
+            |_, read| {
+                if read.available() < amount {
                     return Err(BackendError::new(
-                        ErrorClass::Conflict,
-                        "duplicate_withdrawal",
-                        format!("withdrawal {id} was made already"),
+                        ErrorClass::PaymentRequired,
+                        "insufficient_funds",
+                        format!(
+                            "the account {account} has {} wei available ({} reserved for \
+                             traffic not yet settled), less than the {amount} wei asked for",
+                            read.available(),
+                            read.reserved()
+                        ),
                     ));
                 }
-                Err(e) => return Err(node_error(e)),
-            }
-        }
-        Err(BackendError::new(
-            ErrorClass::Unavailable,
-            "contention",
-            format!("the account {account} is changed by too many nodes at once; retry"),
-        ))
+                let mut next = read.clone();
+                next.withdrawn = next.withdrawn.saturating_add(amount);
+                let insert = Op::Insert {
+                    collection: TRAFFIC_COLLECTION.into(),
+                    doc: record_doc(&record),
+                };
+                Ok((next.clone(), vec![insert], (record.clone(), next)))
+            },
+            || {
+                BackendError::new(
+                    ErrorClass::Conflict,
+                    "duplicate_withdrawal",
+                    format!("withdrawal {id} was made already"),
+                )
+            },
+        )
     }
 
     /// On the metadata leader: moves every pending payout one step on.

@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
@@ -43,8 +43,6 @@ struct Inner {
     dirty: bool,
     /// Bytes of whole receipts in the file.
     end: u64,
-    /// No receipt is issued in an epoch below this (a settlement closed it).
-    floor: u64,
     /// The receipts of each epoch: epochs only grow along the log, so each
     /// epoch's receipts are one run of sequences.
     epochs: BTreeMap<u64, Span>,
@@ -64,6 +62,9 @@ pub struct ReceiptLog {
     path: PathBuf,
     key: SigningKey,
     inner: Mutex<Inner>,
+    /// No receipt is issued in an epoch below this (a settlement closed it);
+    /// read on every request, so kept outside the lock.
+    floor: AtomicU64,
     stopped: Arc<AtomicBool>,
 }
 
@@ -98,9 +99,9 @@ impl ReceiptLog {
                 next: last + 1,
                 dirty: false,
                 end: intact,
-                floor: 0,
                 epochs,
             }),
+            floor: AtomicU64::new(0),
             stopped: Arc::new(AtomicBool::new(false)),
         });
         let syncer = Arc::downgrade(&log);
@@ -138,28 +139,32 @@ impl ReceiptLog {
 
     /// The lowest epoch a receipt can still be issued in.
     pub fn floor(&self) -> u64 {
-        self.inner.lock().floor
+        self.floor.load(Ordering::Acquire)
     }
 
     /// Numbers, signs and writes `receipt` (its `sequence`, `node_key` and
     /// `signature` are set here), and returns it. Its epoch is raised to the
     /// newest one of the log and to the floor, if it is below them (a
     /// request that began before its epoch was closed is billed in the next).
-    pub fn issue(&self, mut receipt: Receipt) -> Result<Receipt, ReceiptLogError> {
+    pub fn issue(&self, receipt: Receipt) -> Result<Receipt, ReceiptLogError> {
+        self.issue_json(receipt).map(|(receipt, _)| receipt)
+    }
+
+    /// [`ReceiptLog::issue`], with the receipt's JSON as written (what the
+    /// reply's header carries).
+    pub fn issue_json(&self, mut receipt: Receipt) -> Result<(Receipt, String), ReceiptLogError> {
         let mut inner = self.inner.lock();
         let newest = inner.epochs.keys().next_back().copied().unwrap_or(0);
-        receipt.epoch = receipt.epoch.max(inner.floor).max(newest);
+        receipt.epoch = receipt.epoch.max(self.floor()).max(newest);
         receipt.sequence = inner.next;
         receipt.sign(&self.key);
-        let mut line = serde_json::to_vec(&receipt).unwrap_or_default();
-        line.push(b'\n');
+        // Plain data always encodes.
+        let json = serde_json::to_string(&receipt).unwrap_or_default();
+        let line = format!("{json}\n");
         inner
             .file
-            .write_all(&line)
-            .map_err(|source| ReceiptLogError::Io {
-                path: self.path.display().to_string(),
-                source,
-            })?;
+            .write_all(line.as_bytes())
+            .map_err(self.io_error())?;
         let (sequence, offset) = (inner.next, inner.end);
         inner
             .epochs
@@ -173,15 +178,17 @@ impl ReceiptLog {
         inner.next += 1;
         inner.end += line.len() as u64;
         inner.dirty = true;
-        Ok(receipt)
+        Ok((receipt, json))
     }
 
     /// Closes `epoch`: no receipt is issued in it (or before it) any more.
     /// Returns its receipts, read back from the file.
     pub fn close(&self, epoch: u64) -> Result<Vec<Receipt>, ReceiptLogError> {
         let span = {
-            let mut inner = self.inner.lock();
-            inner.floor = inner.floor.max(epoch.saturating_add(1));
+            // Under the lock, so no receipt of `epoch` is being issued.
+            let inner = self.inner.lock();
+            self.floor
+                .fetch_max(epoch.saturating_add(1), Ordering::AcqRel);
             inner.epochs.get(&epoch).copied()
         };
         let Some(span) = span else {
@@ -197,15 +204,31 @@ impl ReceiptLog {
     }
 
     fn read_span(&self, span: Span) -> Result<Vec<Receipt>, ReceiptLogError> {
-        let io = |source| ReceiptLogError::Io {
+        self.read_lines(span.offset, span.first, span.first, span.last)
+    }
+
+    fn io_error(&self) -> impl Fn(std::io::Error) -> ReceiptLogError + '_ {
+        |source| ReceiptLogError::Io {
             path: self.path.display().to_string(),
             source,
-        };
-        let mut file = File::open(&self.path).map_err(io)?;
-        file.seek(SeekFrom::Start(span.offset)).map_err(io)?;
-        let mut out = Vec::with_capacity((span.last + 1 - span.first) as usize);
+        }
+    }
+
+    /// The receipts `from..=to`, reading the file from byte `offset`, where
+    /// receipt `first` starts (`first <= from`).
+    fn read_lines(
+        &self,
+        offset: u64,
+        first: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Receipt>, ReceiptLogError> {
+        let mut file = File::open(&self.path).map_err(self.io_error())?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(self.io_error())?;
+        let mut out = Vec::with_capacity(to.saturating_sub(from).saturating_add(1) as usize);
         let mut lines = BufReader::new(file).lines();
-        for sequence in span.first..=span.last {
+        for sequence in first..=to {
             let line = lines
                 .next()
                 .ok_or_else(|| ReceiptLogError::Corrupt {
@@ -213,8 +236,10 @@ impl ReceiptLog {
                     line: sequence,
                     reason: "the log ends before it".into(),
                 })?
-                .map_err(io)?;
-            out.push(parse(&line, sequence, &self.path)?);
+                .map_err(self.io_error())?;
+            if sequence >= from {
+                out.push(parse(&line, sequence, &self.path)?);
+            }
         }
         Ok(out)
     }
@@ -235,27 +260,21 @@ impl ReceiptLog {
         Ok(())
     }
 
-    /// The receipts with sequences in `from..=to`, read back from the file.
+    /// The receipts with sequences in `from..=to` (`to` at most the last
+    /// issued), read back from the file from the start of the epoch that
+    /// holds `from`.
     pub fn read(&self, from: u64, to: u64) -> Result<Vec<Receipt>, ReceiptLogError> {
-        let file = File::open(&self.path).map_err(|source| ReceiptLogError::Io {
-            path: self.path.display().to_string(),
-            source,
-        })?;
-        let mut out = Vec::new();
-        for (n, line) in BufReader::new(file).lines().enumerate() {
-            let sequence = n as u64 + 1;
-            if sequence > to {
-                break;
-            }
-            let line = line.map_err(|source| ReceiptLogError::Io {
-                path: self.path.display().to_string(),
-                source,
-            })?;
-            if sequence >= from {
-                out.push(parse(&line, sequence, &self.path)?);
-            }
-        }
-        Ok(out)
+        let (offset, first) = {
+            let inner = self.inner.lock();
+            // Epochs only grow along the log: the spans are in sequence order.
+            inner
+                .epochs
+                .values()
+                .take_while(|span| span.first <= from)
+                .last()
+                .map_or((0, 1), |span| (span.offset, span.first))
+        };
+        self.read_lines(offset, first, from.max(first), to)
     }
 
     /// The last sequence issued (0: none yet).
@@ -392,7 +411,11 @@ mod tests {
         assert_eq!((late.epoch, late.sequence), (4, 5));
         drop(log);
         let log = ReceiptLog::open(dir.path(), SigningKey::from_bytes(&[9; 32])).unwrap();
-        assert_eq!(log.epoch_receipts(4).unwrap(), [late]);
+        assert_eq!(log.epoch_receipts(4).unwrap(), std::slice::from_ref(&late));
+        // A range across epochs, read from the start of the first one's.
+        let across: Vec<u64> = log.read(3, 5).unwrap().iter().map(|r| r.sequence).collect();
+        assert_eq!(across, [3, 4, 5]);
+        assert_eq!(log.read(5, 5).unwrap(), [late]);
         assert_eq!(log.epoch_receipts(3).unwrap().len(), 4);
         assert!(log.epoch_receipts(2).unwrap().is_empty());
     }

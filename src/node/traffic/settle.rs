@@ -23,12 +23,10 @@
 //! (nobody is charged, the reservations are returned).
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use stratosdb_chain_anchor::{ChainError, SubmissionStatus};
-use stratosdb_engine::proof::hash::doc_hash;
 use stratosdb_engine::{Command, Hash, Op, Shard, Value};
 use stratosdb_replication::{METADATA_GROUP, NodeId};
 use stratosdb_verifier::traffic::{
@@ -127,75 +125,29 @@ fn record_id(epoch: u64) -> String {
 }
 
 fn record_doc(record: &SettlementRecord) -> Value {
-    let mut doc = BTreeMap::new();
-    doc.insert("_id".to_string(), Value::String(record_id(record.epoch)));
-    doc.insert(
-        "record".to_string(),
-        Value::String(serde_json::to_string(record).unwrap_or_default()),
-    );
-    Value::Object(doc)
+    accounts::json_doc(record_id(record.epoch), "record", record)
 }
 
 type ReadRecord = (SettlementRecord, Hash);
 
-fn decode(doc: &Value) -> Result<ReadRecord, NodeError> {
-    let text = match doc.as_object().and_then(|o| o.get("record")) {
-        Some(Value::String(s)) => s,
-        _ => {
-            return Err(NodeError::new(
-                "corruption",
-                "a settlement has no record",
-                false,
-            ));
-        }
-    };
-    let record = serde_json::from_str(text)
-        .map_err(|e| NodeError::new("corruption", format!("settlement record: {e}"), false))?;
-    Ok((record, doc_hash(doc)))
-}
-
 /// Up to `limit` settlement records from epoch `from` on, in epoch order.
 pub fn list(shard: &Shard, from: u64, limit: usize) -> Result<Vec<SettlementRecord>, NodeError> {
-    if !shard.collections().iter().any(|c| c == TRAFFIC_COLLECTION) {
-        return Ok(Vec::new());
-    }
-    let lower = record_id(from);
-    let docs = shard.scan(
-        TRAFFIC_COLLECTION,
-        Bound::Included(lower.as_str()),
-        Bound::Excluded("settlement;"),
-        false,
-    )?;
-    let mut out = Vec::new();
-    for item in docs.take(limit) {
-        let (_, doc) = item?;
-        out.push(decode(&doc)?.0);
-    }
-    Ok(out)
+    accounts::scan_prefix(shard, "settlement:", &record_id(from), false, limit)?
+        .iter()
+        .map(|(_, doc)| Ok(accounts::from_json_doc(doc, "record")?.0))
+        .collect()
 }
 
 fn newest(shard: &Shard) -> Result<Option<ReadRecord>, NodeError> {
-    if !shard.collections().iter().any(|c| c == TRAFFIC_COLLECTION) {
-        return Ok(None);
-    }
-    let mut docs = shard.scan(
-        TRAFFIC_COLLECTION,
-        Bound::Included("settlement:"),
-        Bound::Excluded("settlement;"),
-        true,
-    )?;
-    match docs.next() {
-        Some(item) => Ok(Some(decode(&item?.1)?)),
-        None => Ok(None),
-    }
+    let last = accounts::scan_prefix(shard, "settlement:", "settlement:", true, 1)?;
+    Ok(last
+        .first()
+        .map(|(_, doc)| accounts::from_json_doc(doc, "record"))
+        .transpose()?)
 }
 
 /// Accounts a settlement changes: as read, and as they will be.
 type Changes = BTreeMap<Address, (accounts::ReadAccount, accounts::AccountState)>;
-
-fn ledger(e: accounts::LedgerError) -> NodeError {
-    NodeError::new("internal", e.to_string(), false)
-}
 
 /// The next state of `address` in `changes`, read first if it is not there.
 fn account_mut<'a>(
@@ -206,7 +158,7 @@ fn account_mut<'a>(
     Ok(match changes.entry(address) {
         std::collections::btree_map::Entry::Occupied(o) => &mut o.into_mut().1,
         std::collections::btree_map::Entry::Vacant(v) => {
-            let read = accounts::read_account(meta, &address).map_err(ledger)?;
+            let read = accounts::read_account(meta, &address)?;
             let next = read.state.clone();
             &mut v.insert((read, next)).1
         }
@@ -614,7 +566,7 @@ impl Traffic {
     ) -> Result<Vec<Op>, NodeError> {
         let meta = self.node.metadata(true)?;
         let mut changes = Changes::new();
-        for (address, read) in accounts::with_reservations(&meta, record.epoch).map_err(ledger)? {
+        for (address, read) in accounts::with_reservations(&meta, record.epoch)? {
             let mut next = read.state.clone();
             next.reservations.retain(|r| r.epoch > record.epoch);
             changes.insert(address, (read, next));

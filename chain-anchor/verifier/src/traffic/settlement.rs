@@ -86,6 +86,28 @@ pub fn fold(hashes: &[Hash]) -> Hash {
     h.finalize().into()
 }
 
+/// Adds to `payer`'s wallet volume in `wallets`.
+fn add_volume(
+    wallets: &mut std::collections::BTreeMap<Address, WalletVolume>,
+    payer: Address,
+    receipts: u64,
+    bytes: u64,
+    documents: u64,
+    fee: u128,
+) {
+    let w = wallets.entry(payer).or_insert(WalletVolume {
+        payer,
+        receipts: 0,
+        bytes: 0,
+        documents: 0,
+        fee: 0,
+    });
+    w.receipts = w.receipts.saturating_add(receipts);
+    w.bytes = w.bytes.saturating_add(bytes);
+    w.documents = w.documents.saturating_add(documents);
+    w.fee = w.fee.saturating_add(fee);
+}
+
 fn refused(why: String) -> VerifyError {
     VerifyError::BadSettlement(why)
 }
@@ -162,17 +184,7 @@ impl VolumeReport {
                 volume.bytes = volume.bytes.saturating_add(r.bytes);
                 volume.documents = volume.documents.saturating_add(r.documents);
                 volume.fee = volume.fee.saturating_add(r.fee);
-                let w = wallets.entry(r.payer).or_insert(WalletVolume {
-                    payer: r.payer,
-                    receipts: 0,
-                    bytes: 0,
-                    documents: 0,
-                    fee: 0,
-                });
-                w.receipts += 1;
-                w.bytes = w.bytes.saturating_add(r.bytes);
-                w.documents = w.documents.saturating_add(r.documents);
-                w.fee = w.fee.saturating_add(r.fee);
+                add_volume(&mut wallets, r.payer, 1, r.bytes, r.documents, r.fee);
             }
             node_volumes.push(volume);
         }
@@ -235,17 +247,14 @@ impl VolumeReport {
             }
             node_volumes.extend(part.node_volumes.iter().cloned());
             for w in &part.wallet_volumes {
-                let sum = wallets.entry(w.payer).or_insert(WalletVolume {
-                    payer: w.payer,
-                    receipts: 0,
-                    bytes: 0,
-                    documents: 0,
-                    fee: 0,
-                });
-                sum.receipts = sum.receipts.saturating_add(w.receipts);
-                sum.bytes = sum.bytes.saturating_add(w.bytes);
-                sum.documents = sum.documents.saturating_add(w.documents);
-                sum.fee = sum.fee.saturating_add(w.fee);
+                add_volume(
+                    &mut wallets,
+                    w.payer,
+                    w.receipts,
+                    w.bytes,
+                    w.documents,
+                    w.fee,
+                );
             }
         }
         let merged = VolumeReport::assemble(cluster_id, epoch, wallets, node_volumes);
