@@ -40,6 +40,7 @@ PAIRS = [
     ("raft apply of single writes, a mark every 1000 vs no marks", "apply_with_marks/mark_every_1000", "apply_with_marks/no_marks"),
     ("raft apply of single writes, a mark every 100 vs no marks", "apply_with_marks/mark_every_100", "apply_with_marks/no_marks"),
     ("signed + metered point reads vs unsigned --dev ones (traffic)", "requests/signed", "requests/unsigned_dev"),
+    ("  the node's CPU per request, signed vs unsigned --dev (traffic)", "requests_node_cpu/signed", "requests_node_cpu/unsigned_dev"),
     ("a node's settlement of 100k receipts vs reading them back", "settlement_100k/node_volume", "settlement_100k/read_receipts"),
     ("the auditor's check of 100k receipts vs reading them back", "settlement_100k/audit_volume", "settlement_100k/read_receipts"),
 ]

@@ -7,6 +7,9 @@
 //!   (billed to the dev account: metered and receipted, but no signature to
 //!   recover). Requests are signed before the clock starts, so the client's
 //!   signing does not count: the ratio is the node's cost of a signature.
+//!   `requests` times each batch on the wall clock; `requests_node_cpu`
+//!   measures the node process's CPU time for it (`/proc/PID/stat`), which
+//!   the client threads sharing the machine's cores do not blur.
 //! - `settlement_100k`: what a node does to settle an epoch of 100,000
 //!   receipts (`node_volume`: read them back from its receipt log, check
 //!   each one's fee and sequence, fold them into its volume report) and
@@ -134,8 +137,34 @@ fn batch(agent: &ureq::Agent, url: &str, signed: &[Option<RequestAuth>]) -> Dura
     started.elapsed()
 }
 
+/// The node process's CPU time so far (user + system, all its threads,
+/// from `/proc/PID/stat`, in clock ticks).
+fn node_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (in parentheses): utime is the 12th, stime the 13th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf reads a constant of the running system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / per_second)
+}
+
+/// `BATCH` point reads, signed by `payer` (signed before the clock starts:
+/// the node's cost only) or unsigned.
+fn auths(payer: Option<&RequestSigner>, cluster_id: &[u8; 32]) -> Vec<Option<RequestAuth>> {
+    (0..BATCH)
+        .map(|k| {
+            let chunk = BATCH / THREADS;
+            let path = format!("/v1/collections/t/docs/d{}", (k % chunk) % DOCUMENTS);
+            payer.map(|p| p.sign_request(cluster_id, "GET", &path, b"", now_ms(), rand::random()))
+        })
+        .collect()
+}
+
 fn requests(c: &mut Criterion) {
     let node = start_node();
+    let pid = node.child.id();
     let client = Client::new(&node.url).unwrap();
     let cluster_id = client.prices().unwrap().cluster_id;
     let payer = RequestSigner::from_bytes(&[7; 32]).unwrap();
@@ -149,39 +178,29 @@ fn requests(c: &mut Criterion) {
         .http_status_as_error(false)
         .build()
         .into();
-    let mut group = c.benchmark_group("requests");
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("unsigned_dev", |b| {
-        b.iter_custom(|iters| {
-            let none = vec![None; BATCH];
-            (0..iters).map(|_| batch(&agent, &node.url, &none)).sum()
-        })
-    });
-    group.bench_function("signed", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                // Signed before the clock starts: the node's cost only.
-                let auths: Vec<Option<RequestAuth>> = (0..BATCH)
-                    .map(|k| {
-                        let chunk = BATCH / THREADS;
-                        let path = format!("/v1/collections/t/docs/d{}", (k % chunk) % DOCUMENTS);
-                        Some(payer.sign_request(
-                            &cluster_id,
-                            "GET",
-                            &path,
-                            b"",
-                            now_ms(),
-                            rand::random(),
-                        ))
-                    })
-                    .collect();
-                total += batch(&agent, &node.url, &auths);
-            }
-            total
-        })
-    });
-    group.finish();
+    // Wall time of a batch, and the node's CPU time for it: the client
+    // threads share this machine's cores with the node, so the second says
+    // what a signature costs the node itself, and what bounds its
+    // throughput when its clients are elsewhere.
+    for (group, cpu) in [("requests", false), ("requests_node_cpu", true)] {
+        let mut group = c.benchmark_group(group);
+        group.throughput(Throughput::Elements(BATCH as u64));
+        for (name, signer) in [("unsigned_dev", None), ("signed", Some(&payer))] {
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let auths = auths(signer, &cluster_id);
+                        let before = node_cpu(pid);
+                        let wall = batch(&agent, &node.url, &auths);
+                        total += if cpu { node_cpu(pid) - before } else { wall };
+                    }
+                    total
+                })
+            });
+        }
+        group.finish();
+    }
 }
 
 /// A receipt log of `RECEIPTS` receipts of epoch 1 from a few payers.

@@ -356,6 +356,36 @@ impl Client {
         serde_json::from_str(&text).map_err(|e| self.protocol(e))
     }
 
+    /// The node's receipts `from..=to` (as many as it has), fetched `page`
+    /// at a time: the node answers at most
+    /// [`MAX_RECEIPTS`](crate::node::traffic::endpoints::MAX_RECEIPTS) a
+    /// request, fewer than asked for.
+    pub fn node_receipts_range(
+        &self,
+        from: u64,
+        to: u64,
+        page: u64,
+    ) -> Result<Vec<Receipt>, ClientError> {
+        let page = page.max(1);
+        let mut receipts = Vec::new();
+        let mut at = from.max(1);
+        while at <= to {
+            let reply = self.node_receipts(at, page.min(to - at + 1))?;
+            let Some(next) = reply.receipts.last().map(|r| r.sequence + 1) else {
+                break;
+            };
+            if next <= at {
+                return Err(self.protocol(format!(
+                    "the node answered receipts from #{at} with #{}",
+                    next - 1
+                )));
+            }
+            receipts.extend(reply.receipts.into_iter().filter(|r| r.sequence <= to));
+            at = next;
+        }
+        Ok(receipts)
+    }
+
     /// `GET /v1/receipts?from=N&limit=M`: the node's own receipt log.
     pub fn node_receipts(&self, from: u64, limit: u64) -> Result<ReceiptsReply, ClientError> {
         let text = self.call(

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use stratosdb::client::Client;
+use stratosdb::node::traffic::endpoints::MAX_RECEIPTS;
 use stratosdb::node::traffic::settle::SettlementRecord;
 use stratosdb_chain_anchor::{Chain, ChainRef, LedgerKey, LocalLedger};
 use stratosdb_verifier::traffic::{Receipt, VolumeReport};
@@ -116,12 +117,11 @@ fn check_one(
             .get(&volume.node_key)
             .ok_or_else(|| format!("node {short}… is not in the cluster map"))?;
         let from = volume.first_sequence.saturating_sub(1).max(1);
-        let limit = volume.last_sequence + 2 - from;
-        let reply = client
-            .node_receipts(from, limit)
+        let to = volume.last_sequence + 1;
+        let receipts = client
+            .node_receipts_range(from, to, MAX_RECEIPTS)
             .map_err(|e| format!("fetching node {id}'s receipts: {e}"))?;
-        let (inside, outside): (Vec<Receipt>, Vec<Receipt>) = reply
-            .receipts
+        let (inside, outside): (Vec<Receipt>, Vec<Receipt>) = receipts
             .into_iter()
             .partition(|r| (volume.first_sequence..=volume.last_sequence).contains(&r.sequence));
         if let Some(r) = outside.iter().find(|r| r.epoch == record.epoch) {
