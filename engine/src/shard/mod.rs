@@ -5,11 +5,14 @@
 //! - this file: the handle, opening (catalog, Merkle rebuild), the catalog;
 //! - `read.rs`: point reads, scans, index scans, root and proofs;
 //! - `anchored.rs`: anchor marks and proofs against the latest one;
+//! - `export.rs`: the documents and the changes since the mark, page by page;
 //! - `write.rs`: writes and raft applies, run as one atomic batch each;
 //! - `writer.rs`: what each operation does inside a batch;
 //! - `maintenance.rs`: DDL that runs in chunks (index builds, garbage).
 
 mod anchored;
+mod export;
+pub use export::{ExportPage, ExportedDocument, MarkChange};
 mod generation;
 mod maintenance;
 mod read;

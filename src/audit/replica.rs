@@ -1,0 +1,399 @@
+//! One replica of a running cluster's shard (`--connect URL --shard C/N`):
+//! its documents, exported page by page from the replica itself, re-hashed;
+//! its root as of its latest anchor mark rebuilt from them (and the keys
+//! changed since the mark, with their hashes then) and compared with the
+//! leaf of that epoch's anchor, which is read from the chain
+//! (`docs/chain.md`, "Auditing a replica").
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use stratosdb::api::{
+    AnchorsQuery, ClusterMap, ExportPart, ExportQuery, ExportedDocument, MarkInfo, ShardExport,
+};
+use stratosdb::client::Client;
+use stratosdb_chain_anchor::{Chain, ChainRef, Hash, ShardLeaf, cluster_root, hex_hash};
+use stratosdb_verifier::leaves::sort_leaves;
+
+use super::Audit;
+use super::rehash::Rehash;
+
+/// Exports tried before giving up when the shard's latest mark keeps
+/// changing under the export (a new epoch while it runs).
+const EXPORT_ATTEMPTS: u32 = 5;
+/// How long the audit waits for the epoch of the replica's latest mark to
+/// end (anchored, failed or skipped): it may still be being sealed.
+const EPOCH_WAIT: Duration = Duration::from_secs(120);
+
+/// What `--shard` names: a collection and a shard number.
+fn parse_shard(spec: &str) -> Option<(&str, u32)> {
+    let (collection, shard) = spec.rsplit_once('/')?;
+    Some((collection, shard.parse().ok()?)).filter(|(c, _)| !c.is_empty())
+}
+
+pub fn check(audit: &mut Audit, url: &str, spec: &str, client: Client, chain: Option<&dyn Chain>) {
+    let Some((collection, shard)) = parse_shard(spec) else {
+        return audit.failed(
+            &format!("--shard {spec}"),
+            "name a shard as COLLECTION/NUMBER, e.g. users/0",
+        );
+    };
+    let what = format!("shard {collection}/{shard}");
+    let map = match client.cluster() {
+        Ok(m) => m,
+        Err(e) => return audit.failed(&what, &format!("reading the cluster map at {url}: {e}")),
+    };
+    let (node, replica) = match choose_replica(audit, &map, &client, collection, shard) {
+        Ok(chosen) => chosen,
+        Err(why) => return audit.failed(&what, &why),
+    };
+    let bar = audit.progress(0, "exporting the shard");
+    let export = fetch(&replica, collection, shard, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let export = match export {
+        Ok(e) => e,
+        Err(why) => return audit.failed(&what, &format!("exporting it from node {node}: {why}")),
+    };
+    let where_ = format!(" (shard {collection}/{shard} on node {node})");
+    let mut rehash = Rehash::default();
+    for d in &export.documents {
+        let recorded = hex_hash(&d.hash).ok();
+        rehash.add(collection, &d.id, &d.document, recorded);
+    }
+    rehash.report(
+        audit,
+        &format!(
+            "{} documents of {collection}/{shard} exported from node {node}",
+            export.documents.len()
+        ),
+        &where_,
+    );
+    compare_current(audit, &what, &node, &export, &rehash);
+    let Some(mark) = export.mark.clone() else {
+        return audit.failed(
+            &what,
+            &format!("node {node}'s replica has no anchor mark yet: nothing of it was anchored"),
+        );
+    };
+    // The state at the mark: each changed key's hash then, every other's now.
+    let mut at_mark = rehash.hashes.clone();
+    for (key, hash) in &export.changes {
+        match hash {
+            Some(h) => at_mark.insert(*key, *h),
+            None => at_mark.remove(key),
+        };
+    }
+    let mark_root = Rehash::root(&at_mark);
+    let anchored = match anchored_leaf(audit, &client, chain, &map, collection, shard, mark.epoch) {
+        Ok(found) => found,
+        Err(why) => {
+            return audit.failed(&format!("{what}: the leaf of epoch {}", mark.epoch), &why);
+        }
+    };
+    let (leaf, reference) = anchored;
+    let subject = format!(
+        "{what} on node {node}: its root as of its mark for epoch {} (raft index {}), rebuilt from {} documents and {} keys changed since",
+        mark.epoch,
+        mark.raft_index,
+        export.documents.len(),
+        export.changes.len()
+    );
+    let against = format!(
+        "the leaf anchored in epoch {} at {reference} (raft index {})",
+        mark.epoch, leaf.raft_index
+    );
+    if leaf.raft_index != mark.raft_index {
+        return audit.failed(
+            &subject,
+            &format!(
+                "the replica's mark is at raft index {}, {against}",
+                mark.raft_index
+            ),
+        );
+    }
+    if leaf.root == mark_root {
+        audit.ok(&format!("{subject}, equals {against}"));
+    } else {
+        audit.failed(
+            &subject,
+            &rehash.why_different(
+                &against,
+                "no document differs from its recorded hash: documents were altered on disk together with their hashes, or the replica's records of the keys changed since the mark are false",
+            ),
+        );
+    }
+}
+
+/// The replica audited: the one on the node at the URL if it has one (what
+/// the auditor asked for: that node's copy), else the first replica of the
+/// map on a node that is up. Its node id and a client of that node.
+fn choose_replica(
+    audit: &Audit,
+    map: &ClusterMap,
+    client: &Client,
+    collection: &str,
+    shard: u32,
+) -> Result<(String, Client), String> {
+    let info = map
+        .shards
+        .iter()
+        .find(|s| s.collection == collection && s.shard == shard)
+        .ok_or_else(|| format!("the cluster map has no shard {shard} of {collection:?}"))?;
+    if info.replicas.iter().any(|r| r.node == map.self_id) {
+        audit.note(&format!(
+            "the replica on node {} (the node at {}, which hosts one)",
+            map.self_id,
+            client.url()
+        ));
+        return Ok((map.self_id.clone(), client.clone()));
+    }
+    for replica in &info.replicas {
+        let Some(node) = map.nodes.iter().find(|n| n.id == replica.node && n.up) else {
+            continue;
+        };
+        if let Ok(c) = Client::new(&node.http) {
+            audit.note(&format!(
+                "the replica on node {} at {} (the node at {} holds none; the map's first replica on a node that is up)",
+                node.id,
+                c.url(),
+                client.url()
+            ));
+            return Ok((node.id.clone(), c));
+        }
+    }
+    Err("no node that is up holds a replica of it".into())
+}
+
+/// A whole export, read under one anchor mark.
+struct Export {
+    mark: Option<MarkInfo>,
+    documents: Vec<ExportedDocument>,
+    /// Key hash → the document hash at the mark (`None`: absent then).
+    changes: BTreeMap<Hash, Option<Hash>>,
+    /// The replica's applied index and root on each page of documents.
+    states: Vec<(u64, String)>,
+}
+
+/// Exports the documents, then the keys changed since the mark. Reading the
+/// changes after the documents makes the state at the mark exact even while
+/// the shard is written to: a key changed after its page was read is among
+/// the changes, with its hash at the mark; one changed later was read as it
+/// was at the mark. The mark must stay the same throughout (each page is
+/// read in one state and says its mark; marks only move forward), or the
+/// export starts again.
+fn fetch(
+    client: &Client,
+    collection: &str,
+    shard: u32,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Export, String> {
+    for _ in 0..EXPORT_ATTEMPTS {
+        let mut export = Export {
+            mark: None,
+            documents: Vec::new(),
+            changes: BTreeMap::new(),
+            states: Vec::new(),
+        };
+        let mut first = true;
+        let mut same_mark = |page: &ShardExport, export: &mut Export| {
+            if std::mem::take(&mut first) {
+                export.mark = page.mark.clone();
+            }
+            export.mark == page.mark
+        };
+        let mut steady = true;
+        for part in [ExportPart::Documents, ExportPart::Changes] {
+            let mut after = None;
+            loop {
+                let query = ExportQuery {
+                    part,
+                    after: after.take(),
+                    limit: None,
+                };
+                let page = client
+                    .shard_export(collection, shard, &query)
+                    .map_err(|e| e.to_string())?;
+                if !same_mark(&page, &mut export) {
+                    steady = false;
+                    break;
+                }
+                if part == ExportPart::Documents {
+                    export.states.push((page.applied, page.root.clone()));
+                }
+                for c in &page.changes {
+                    let key = hex_hash(&c.key_hash).map_err(|e| format!("a change: {e}"))?;
+                    let hash = match &c.hash {
+                        Some(h) => Some(hex_hash(h).map_err(|e| format!("a change: {e}"))?),
+                        None => None,
+                    };
+                    export.changes.insert(key, hash);
+                }
+                export.documents.extend(page.documents);
+                progress(export.documents.len() as u64);
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            if !steady {
+                break;
+            }
+        }
+        if steady {
+            return Ok(export);
+        }
+    }
+    Err(format!(
+        "its latest anchor mark changed during each of {EXPORT_ATTEMPTS} exports"
+    ))
+}
+
+/// The root over the documents as they are now against the root the
+/// replica states, when nothing was written during the export.
+fn compare_current(audit: &mut Audit, what: &str, node: &str, export: &Export, rehash: &Rehash) {
+    let (Some(first), Some(last)) = (export.states.first(), export.states.last()) else {
+        return;
+    };
+    if first.0 != last.0 {
+        audit.note(&format!(
+            "{what} was written to during the export (raft index {} to {}): its current root is not compared",
+            first.0, last.0
+        ));
+        return;
+    }
+    let subject = format!(
+        "{what} on node {node}: its current root at raft index {}, recomputed from its documents",
+        last.0
+    );
+    let root = hex::encode(Rehash::root(&rehash.hashes));
+    if root == last.1 {
+        audit.ok(&format!("{subject}, equals the root the replica states"));
+    } else {
+        audit.failed(
+            &subject,
+            &rehash.why_different(
+                &format!("the root the replica states, {}", last.1),
+                "no document differs from its recorded hash",
+            ),
+        );
+    }
+}
+
+/// The leaf of `collection/shard` in epoch `epoch`, once the epoch is
+/// anchored, and the anchor's reference. The leaves come from the node's
+/// record of the epoch; with a chain, they must fold into the cluster root
+/// the chain holds at the record's reference (of this cluster and epoch,
+/// with as many leaves), so a node cannot make one up.
+fn anchored_leaf(
+    audit: &Audit,
+    client: &Client,
+    chain: Option<&dyn Chain>,
+    map: &ClusterMap,
+    collection: &str,
+    shard: u32,
+    epoch: u64,
+) -> Result<(ShardLeaf, String), String> {
+    let deadline = Instant::now() + EPOCH_WAIT;
+    let record = loop {
+        let reply = client
+            .anchors(AnchorsQuery {
+                limit: None,
+                epoch: Some(epoch),
+            })
+            .map_err(|e| format!("reading epoch {epoch}'s record: {e}"))?;
+        let record = reply
+            .anchors
+            .into_iter()
+            .find(|a| a.epoch == epoch)
+            .ok_or_else(|| format!("the node has no record of epoch {epoch}"))?;
+        match record.status.as_str() {
+            "anchored" => break record,
+            "failed" | "skipped" => {
+                return Err(format!(
+                    "epoch {epoch} ended {} ({}): the replica's latest mark was never anchored; audit again once a later epoch is",
+                    record.status,
+                    record.reason.unwrap_or_default()
+                ));
+            }
+            status if Instant::now() >= deadline => {
+                return Err(format!(
+                    "epoch {epoch} is still {status} after {}s",
+                    EPOCH_WAIT.as_secs()
+                ));
+            }
+            _ => std::thread::sleep(Duration::from_millis(300)),
+        }
+    };
+    let reference = record
+        .reference
+        .ok_or_else(|| format!("epoch {epoch} is anchored without a chain reference"))?;
+    let mut leaves = Vec::with_capacity(record.leaves.len());
+    for l in &record.leaves {
+        leaves.push(ShardLeaf {
+            collection: l.collection.clone(),
+            shard: l.shard,
+            raft_index: l.raft_index,
+            root: hex_hash(&l.root).map_err(|e| format!("a leaf's root: {e}"))?,
+        });
+    }
+    sort_leaves(&mut leaves);
+    match chain {
+        Some(chain) => check_on_chain(chain, map, &reference, epoch, &leaves)?,
+        None => audit.note(&format!(
+            "no chain given (--ledger DIR or --chain stratos --rpc URL): the leaf is the node's record of epoch {epoch}, not checked on the chain"
+        )),
+    }
+    let leaf = leaves
+        .into_iter()
+        .find(|l| l.collection == collection && l.shard == shard)
+        .ok_or_else(|| format!("epoch {epoch} anchored no leaf of {collection}/{shard}"))?;
+    Ok((leaf, reference))
+}
+
+fn check_on_chain(
+    chain: &dyn Chain,
+    map: &ClusterMap,
+    reference: &str,
+    epoch: u64,
+    leaves: &[ShardLeaf],
+) -> Result<(), String> {
+    let parsed: ChainRef = reference
+        .parse()
+        .map_err(|e| format!("epoch {epoch}'s reference {reference}: {e}"))?;
+    let anchor = chain
+        .read_anchor(&parsed)
+        .map_err(|e| format!("reading {reference} on the chain: {e}"))?;
+    let payload = anchor.payload;
+    if map.cluster_id.as_deref() != Some(hex::encode(payload.cluster_id).as_str()) {
+        return Err(format!(
+            "the anchor at {reference} is of cluster {}, not this cluster",
+            hex::encode(payload.cluster_id)
+        ));
+    }
+    if payload.epoch != epoch {
+        return Err(format!(
+            "the anchor at {reference} is of epoch {}, not {epoch}",
+            payload.epoch
+        ));
+    }
+    if payload.leaf_count as usize != leaves.len() || cluster_root(leaves) != payload.cluster_root {
+        return Err(format!(
+            "the node's {} leaves of epoch {epoch} do not fold into the cluster root anchored at {reference} ({} leaves)",
+            leaves.len(),
+            payload.leaf_count
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shard_names() {
+        assert_eq!(super::parse_shard("users/2"), Some(("users", 2)));
+        assert_eq!(super::parse_shard("a/b/0"), Some(("a/b", 0)));
+        assert_eq!(super::parse_shard("users"), None);
+        assert_eq!(super::parse_shard("/1"), None);
+        assert_eq!(super::parse_shard("users/x"), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! `stratosdb audit --connect URL --shard C/N` on a running cluster of three
+//! node processes anchoring on a shared local ledger, through the real
+//! binary: every replica of a shard passes, also right after writes that
+//! came after its latest anchor mark; then a document altered on one
+//! replica's disk (the node stopped, the record rewritten through sled, the
+//! node started again) fails the audit of that replica, naming the shard and
+//! the document, while another replica of the same shard still passes.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::cluster::{TestCluster, until_answered};
+use common::disk::{alter_document, set_int};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `stratosdb audit --connect URL --shard SPEC --ledger DIR`.
+fn audit(url: &str, spec: &str, ledger: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+        .args([
+            "audit",
+            "--connect",
+            url,
+            "--shard",
+            spec,
+            "--ledger",
+            ledger,
+        ])
+        .output()
+        .expect("the binary runs");
+    (out.status.success(), text(&out))
+}
+
+/// The audit, again every 500 ms until it passes (at most `WAIT`): right
+/// after the writes the shard may have no anchored mark yet.
+fn audit_passes(url: &str, spec: &str, ledger: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (ok, out) = audit(url, spec, ledger);
+        if ok {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "the audit never passed:\n{out}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_replica_is_audited_against_its_anchored_leaf_and_an_altered_document_is_named() {
+    let ledger = tempfile::tempdir().unwrap();
+    let ledger_dir = ledger.path().to_string_lossy().to_string();
+    let mut cluster =
+        TestCluster::start_with(3, &["--anchor-interval", "1s", "--ledger", &ledger_dir]);
+    let api = cluster.api(0);
+    let sql = "CREATE COLLECTION docs WITH (shards = 2, replicas = 3)";
+    let reply = until_answered(WAIT, sql, || api.sql(sql));
+    assert!(reply.ok(), "{}", reply.text);
+    for i in 0..20 {
+        let id = format!("d{i:02}");
+        let reply = until_answered(WAIT, &id, || api.put("docs", &id, &json!({"n": i})));
+        assert!(reply.ok(), "{}", reply.text);
+    }
+    let shard = stratosdb_engine::shard_of("docs", "d03", 2);
+    let spec = format!("docs/{shard}");
+
+    // Every replica passes; the node at the URL is the one audited.
+    for node in 0..3 {
+        let out = audit_passes(cluster.url(node), &spec, &ledger_dir);
+        assert!(
+            out.contains(&format!("the replica on node {}", cluster.id(node))),
+            "{out}"
+        );
+        assert!(out.contains("equals the leaf anchored in epoch"), "{out}");
+        assert!(out.contains("audit passed"), "{out}");
+    }
+    // Writes after the latest mark: the mark's root is rebuilt from the
+    // documents now and the keys changed since, with their hashes then.
+    let update = "UPDATE docs SET n = n + 100";
+    let reply = until_answered(WAIT, update, || api.sql(update));
+    assert!(reply.ok(), "{}", reply.text);
+    let delete = "DELETE FROM docs WHERE n = 105";
+    let reply = until_answered(WAIT, delete, || api.sql(delete));
+    assert!(reply.ok(), "{}", reply.text);
+    for spec in ["docs/0", "docs/1"] {
+        let (ok, out) = audit(cluster.url(2), spec, &ledger_dir);
+        assert!(ok, "{out}");
+    }
+
+    // Node 1's copy of d03 is altered on disk, its recorded hash kept.
+    cluster.stop(1);
+    alter_document(&cluster.data(1).join("db"), "d03", set_int("n", 7));
+    cluster.restart(1);
+    let (ok, out) = audit(cluster.url(1), &spec, &ledger_dir);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "FAILED  document docs/d03 (shard {spec} on node {})",
+            cluster.id(1)
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("FAILED  shard {spec} on node {}", cluster.id(1))),
+        "{out}"
+    );
+    assert!(out.contains("the first: docs/d03"), "{out}");
+    assert!(out.contains("audit FAILED"), "{out}");
+    // The same shard on node 0 is intact; the other shard of node 1 too.
+    let (ok, out) = audit(cluster.url(0), &spec, &ledger_dir);
+    assert!(ok, "{out}");
+    let other = format!("docs/{}", 1 - shard);
+    let (ok, out) = audit(cluster.url(1), &other, &ledger_dir);
+    assert!(ok, "{out}");
+    cluster.stop_all();
+}
