@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use stratosdb_engine::proof::canonical_json;
-use stratosdb_engine::{KvStore, Shard, Value};
+use stratosdb_engine::{AnchorMark, KvStore, Shard, Value};
 use stratosdb_verifier::{AnchorProof, ReadProof, ShardLeaf};
 
 use crate::ast::{Projection, Query};
@@ -52,6 +52,19 @@ pub fn proof_unsupported(query: &Query) -> Option<&'static str> {
 /// leaves), or `None` when that epoch is not anchored with exactly this leaf.
 pub trait AnchorLookup: Sync {
     fn anchor_of(&self, leaf: &ShardLeaf, epoch: u64) -> Option<AnchorProof>;
+
+    /// The leaf an anchor mark of shard `shard` of `collection` stands for:
+    /// a cluster's, `(collection, shard, the mark's raft index, its root)`
+    /// (the default); an embedded database's names no collection and the
+    /// epoch as its index (`docs/chain.md`).
+    fn leaf_of(&self, collection: &str, shard: u32, mark: &AnchorMark) -> ShardLeaf {
+        ShardLeaf {
+            collection: collection.to_string(),
+            shard,
+            raft_index: mark.raft_index,
+            root: mark.root,
+        }
+    }
 }
 
 /// No anchors known: every proof is unanchored.
@@ -88,25 +101,21 @@ fn anchor_proofs<K: KvStore>(
             (None, None) => true,
             _ => false,
         };
-        let leaf = ShardLeaf {
-            collection: collection.clone(),
-            shard: p.shard,
-            raft_index: a.mark.raft_index,
-            root: a.mark.root,
-        };
+        let leaf = anchors.leaf_of(&collection, p.shard, &a.mark);
         let known = match &lookup {
             Some((l, epoch, anchor)) if *l == leaf && *epoch == a.mark.epoch => anchor.clone(),
             _ => {
                 let anchor = anchors.anchor_of(&leaf, a.mark.epoch);
-                lookup = Some((leaf, a.mark.epoch, anchor.clone()));
+                lookup = Some((leaf.clone(), a.mark.epoch, anchor.clone()));
                 anchor
             }
         };
         if let (true, Some(anchor)) = (same, known) {
-            p.raft_index = a.mark.raft_index;
+            p.raft_index = leaf.raft_index;
             p.shard_root = a.mark.root;
             p.proof = a.proof;
             p.anchor = Some(anchor);
+            p.leaf_collection = (leaf.collection != collection).then(|| leaf.collection.clone());
         }
     }
     Ok(())
@@ -178,6 +187,7 @@ pub fn execute_proven<K: KvStore>(
                 proof,
                 document: doc,
                 anchor: None,
+                leaf_collection: None,
             });
         }
         anchor_proofs(shard, &mut proofs, anchors)?;
