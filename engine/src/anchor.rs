@@ -129,6 +129,11 @@ impl Marks {
         self.by_epoch.get(&epoch).copied()
     }
 
+    /// The mark of the newest epoch before the latest's.
+    pub fn before_latest(&self) -> Option<AnchorMark> {
+        self.by_epoch.values().rev().nth(1).copied()
+    }
+
     pub fn latest(&self) -> Option<AnchorMark> {
         self.by_epoch.last_key_value().map(|(_, m)| *m)
     }

@@ -204,4 +204,29 @@ fn documents_unchanged_since_an_anchored_mark_are_proved_to_the_anchor() {
             .iter()
             .all(|p| p.anchor.is_none() && p.verify(None).is_ok())
     );
+    // A newer mark, whose epoch is not anchored yet (being sealed): the
+    // proofs fall back to the mark before it, epoch 7, which is.
+    shard.record_anchor_mark(8).unwrap();
+    db.execute_one(
+        "UPDATE c SET n = 200 WHERE _id = 'k4'",
+        ReadConsistency::Linearizable,
+    )
+    .unwrap();
+    let q = select("SELECT * FROM c WHERE _id IN ('k2', 'k3', 'k4', 'gone')");
+    let mut plan = db.plan(&q).unwrap().shard;
+    plan.output = stratosdb_query::plan::ShardOutput::Documents;
+    let (_, proofs) = stratosdb_query::execute_proven(&shard, 0, &plan, &epoch).unwrap();
+    let by_id = |id: &str| proofs.iter().find(|p| p.id == id).unwrap();
+    for id in ["k2", "gone"] {
+        assert_eq!(
+            by_id(id).verify(Some(&epoch.payload)).unwrap(),
+            Verified::Anchored { epoch: 7 },
+            "{id}"
+        );
+    }
+    // Changed since mark 7 (k3) or since mark 8 (k4): unanchored.
+    for id in ["k3", "k4"] {
+        assert!(by_id(id).anchor.is_none(), "{id}");
+        assert!(by_id(id).verify(None).is_ok(), "{id}");
+    }
 }
