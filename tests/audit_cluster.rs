@@ -5,6 +5,9 @@
 //! replica's disk (the node stopped, the record rewritten through sled, the
 //! node started again) fails the audit of that replica, naming the shard and
 //! the document, while another replica of the same shard still passes.
+//! Also: `shell --connect URL --ledger DIR` with `\proof on` checks anchored
+//! proofs against the ledger, and `\save FILE` writes what `audit --proofs`
+//! passes.
 
 mod common;
 
@@ -84,6 +87,8 @@ fn a_replica_is_audited_against_its_anchored_leaf_and_an_altered_document_is_nam
         assert!(out.contains("equals the leaf anchored in epoch"), "{out}");
         assert!(out.contains("audit passed"), "{out}");
     }
+    saved_proofs_pass_the_audit(&cluster, &ledger_dir);
+
     // Writes after the latest mark: the mark's root is rebuilt from the
     // documents now and the keys changed since, with their hashes then.
     let update = "UPDATE docs SET n = n + 100";
@@ -123,4 +128,40 @@ fn a_replica_is_audited_against_its_anchored_leaf_and_an_altered_document_is_nam
     let (ok, out) = audit(cluster.url(1), &other, &ledger_dir);
     assert!(ok, "{out}");
     cluster.stop_all();
+}
+
+/// The shell on a node, `\proof on` against the cluster's ledger, a SELECT
+/// whose proofs are anchored, `\save FILE`; then `audit --proofs FILE`.
+fn saved_proofs_pass_the_audit(cluster: &TestCluster, ledger: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reply.json");
+    let script = format!(
+        "\\proof on\nSELECT _id, n FROM docs WHERE _id IN ('d01', 'd02', 'nope') ORDER BY _id;\n\\save {}\n",
+        file.display()
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+            .args(["shell", "--connect", cluster.url(1), "--ledger", ledger])
+            .args(["--format", "csv", "-c", &script])
+            .output()
+            .expect("the binary runs");
+        let printed = text(&out);
+        assert!(out.status.success(), "{printed}");
+        if printed.matches(",anchored (epoch ").count() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never anchored:\n{printed}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+        .arg("audit")
+        .arg("--proofs")
+        .arg(&file)
+        .args(["--ledger", ledger])
+        .output()
+        .expect("the binary runs");
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report.matches(": anchored (epoch ").count(), 3, "{report}");
 }

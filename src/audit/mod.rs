@@ -20,7 +20,8 @@ mod settlements;
 
 use std::path::{Path, PathBuf};
 
-use stratosdb_chain_anchor::{Chain, LedgerKey, LocalLedger, StratosChain};
+use stratosdb::verified::open_chain_reader;
+use stratosdb_chain_anchor::Chain;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -115,8 +116,8 @@ impl Audit {
     }
 }
 
-/// The chain anchors are read from (`None`: none given). The audit only
-/// reads: a ledger is opened with a throwaway key and never created.
+/// The chain anchors are read from (`None`: none given); the audit only
+/// reads.
 fn open_chain(args: &AuditArgs) -> Result<Option<Box<dyn Chain>>, String> {
     let kind = match (&args.chain, &args.ledger, &args.rpc) {
         (Some(kind), _, _) => kind.as_str(),
@@ -129,20 +130,13 @@ fn open_chain(args: &AuditArgs) -> Result<Option<Box<dyn Chain>>, String> {
             .rpc
             .as_deref()
             .ok_or("--chain stratos needs --rpc URL (and --chain-id N)")?;
-        return StratosChain::connect_read_only(rpc, args.chain_id)
-            .map(|c| Some(Box::new(c) as Box<dyn Chain>))
-            .map_err(|e| format!("the chain at {rpc}: {e}"));
+        return open_chain_reader(None, Some((rpc, args.chain_id)));
     }
-    let dir: &Path = args
+    let dir = args
         .ledger
         .as_deref()
         .ok_or("--chain local needs --ledger DIR")?;
-    if !dir.join(stratosdb_chain_anchor::LOG_FILE).is_file() {
-        return Err(format!("no ledger in {}", dir.display()));
-    }
-    LocalLedger::open(dir, LedgerKey::from_secret_bytes(rand::random()))
-        .map(|l| Some(Box::new(l) as Box<dyn Chain>))
-        .map_err(|e| format!("ledger {}: {e}", dir.display()))
+    open_chain_reader(Some(dir), None)
 }
 
 /// A client of the node at `url`, signing with `--key-file` if given.

@@ -52,7 +52,17 @@ pub fn run(args: ShellArgs) -> anyhow::Result<bool> {
                 Some(path) => Some(crate::account_cmd::load_signer(path)?),
                 None => None,
             };
-            Box::new(Remote::connect(url, signer, args.receipts.as_deref())?)
+            let chain = stratosdb::verified::open_chain_reader(
+                args.ledger.as_deref(),
+                args.rpc.as_deref().map(|rpc| (rpc, args.chain_id)),
+            )
+            .map_err(anyhow::Error::msg)?;
+            Box::new(Remote::connect(
+                url,
+                signer,
+                args.receipts.as_deref(),
+                chain,
+            )?)
         }
         None => Box::new(Embedded::open(
             &args.data,

@@ -254,9 +254,11 @@ impl ImportSink for Embedded {
 /// A node, through its HTTP API.
 pub struct Remote {
     client: Client,
-    /// `\proof on`: SELECTs ask for proofs, checked here without a chain
-    /// (each document against the root its replica states).
+    /// `\proof on`: SELECTs ask for proofs, checked here against `chain`
+    /// (without one, each document against the root its replica states,
+    /// and anchored proofs are refused).
     proofs: Proofs,
+    chain: Option<Box<dyn Chain>>,
 }
 
 impl Remote {
@@ -264,6 +266,7 @@ impl Remote {
         url: &str,
         signer: Option<stratosdb_verifier::traffic::RequestSigner>,
         receipts: Option<&std::path::Path>,
+        chain: Option<Box<dyn Chain>>,
     ) -> anyhow::Result<Remote> {
         let mut client = Client::new(url)?;
         if let Some(signer) = signer {
@@ -278,6 +281,7 @@ impl Remote {
         Ok(Remote {
             client,
             proofs: Proofs::default(),
+            chain,
         })
     }
 
@@ -328,7 +332,7 @@ impl Target for Remote {
                 .client
                 .sql_proven(text, stratosdb::api::Consistency::Linearizable)
                 .map_err(|e| e.to_string())?;
-            return self.proofs.verify(text, reply, None);
+            return self.proofs.verify(text, reply, self.chain.as_deref());
         }
         self.run_sql(text)
     }
