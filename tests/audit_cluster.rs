@@ -88,6 +88,7 @@ fn a_replica_is_audited_against_its_anchored_leaf_and_an_altered_document_is_nam
         assert!(out.contains("audit passed"), "{out}");
     }
     saved_proofs_pass_the_audit(&cluster, &ledger_dir);
+    a_node_without_the_shard_audits_another_replica(&cluster, &ledger_dir);
 
     // Writes after the latest mark: the mark's root is rebuilt from the
     // documents now and the keys changed since, with their hashes then.
@@ -164,4 +165,32 @@ fn saved_proofs_pass_the_audit(cluster: &TestCluster, ledger: &str) {
     let report = text(&out);
     assert!(out.status.success(), "{report}");
     assert_eq!(report.matches(": anchored (epoch ").count(), 3, "{report}");
+}
+
+/// A shard of one replica, audited through a node that holds none of it:
+/// the audit takes the replica on the node that does, and says so.
+fn a_node_without_the_shard_audits_another_replica(cluster: &TestCluster, ledger: &str) {
+    let api = cluster.api(0);
+    let sql = "CREATE COLLECTION solo WITH (shards = 1, replicas = 1)";
+    let reply = until_answered(WAIT, sql, || api.sql(sql));
+    assert!(reply.ok(), "{}", reply.text);
+    let reply = until_answered(WAIT, "solo", || api.put("solo", "s1", &json!({"n": 1})));
+    assert!(reply.ok(), "{}", reply.text);
+    let map = cluster.cluster_map(0);
+    let holder = map
+        .shards
+        .iter()
+        .find(|s| s.collection == "solo")
+        .and_then(|s| s.replicas.first())
+        .map(|r| r.node.clone())
+        .expect("solo/0 has a replica");
+    let other = (0..3)
+        .find(|&i| cluster.id(i) != holder)
+        .expect("a node without it");
+    let out = audit_passes(cluster.url(other), "solo/0", ledger);
+    assert!(
+        out.contains(&format!("the replica on node {holder} at ")),
+        "{out}"
+    );
+    assert!(out.contains("holds none"), "{out}");
 }
