@@ -180,13 +180,7 @@ impl MerkleTree {
     /// A proof of (`collection`, `id`) against the latest mark's root, with
     /// the mark's epoch and the document hash the key had then.
     pub fn prove_at_mark(&self, collection: &str, id: &str) -> Option<(u64, Proof, Option<Hash>)> {
-        let view = self.view.as_ref()?;
-        let node = |k: &NodeKey| match view.nodes.get(k) {
-            Some(at_mark) => at_mark.as_ref(),
-            None => self.nodes.get(k),
-        };
-        let (proof, doc) = prove_in(view.root, node, collection, id);
-        Some((view.epoch, proof, doc))
+        self.prove_in_view(self.view.as_ref()?, collection, id)
     }
 
     /// [`MerkleTree::prove_at_mark`] against the mark before the latest.
@@ -195,13 +189,21 @@ impl MerkleTree {
         collection: &str,
         id: &str,
     ) -> Option<(u64, Proof, Option<Hash>)> {
-        let previous = self.previous.as_ref()?;
-        let node = |k: &NodeKey| match previous.nodes.get(k) {
+        self.prove_in_view(self.previous.as_ref()?, collection, id)
+    }
+
+    fn prove_in_view(
+        &self,
+        view: &MarkView,
+        collection: &str,
+        id: &str,
+    ) -> Option<(u64, Proof, Option<Hash>)> {
+        let node = |k: &NodeKey| match view.nodes.get(k) {
             Some(at_mark) => at_mark.as_ref(),
             None => self.nodes.get(k),
         };
-        let (proof, doc) = prove_in(previous.root, node, collection, id);
-        Some((previous.epoch, proof, doc))
+        let (proof, doc) = prove_in(view.root, node, collection, id);
+        Some((view.epoch, proof, doc))
     }
 
     /// Rebuilds the view of the mark before the latest, of `epoch`, by

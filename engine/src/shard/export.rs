@@ -11,7 +11,7 @@ use stratosdb_proof::Value;
 use stratosdb_proof::hash::Hash;
 
 use super::{Shard, decode_stored, id_from_doc_key};
-use crate::anchor::AnchorMark;
+use crate::anchor::{AnchorMark, decode_mark_change};
 use crate::keys;
 use crate::storage::{KvStore, KvTree};
 use crate::{EngineError, Result};
@@ -134,8 +134,6 @@ impl<S: KvStore> Shard<S> {
                 Some(h) => Bound::Excluded(keys::mark_change_key(mark.epoch, h)),
                 None => Bound::Included(prefix.clone()),
             };
-            let corrupt =
-                || EngineError::Corruption("record of a change since an anchor mark".into());
             for item in self
                 .tree()
                 .range(lower, keys::successor_bound(&prefix), false)
@@ -145,16 +143,7 @@ impl<S: KvStore> Shard<S> {
                     break;
                 }
                 let (key, value) = item?;
-                let key_hash: Hash = key
-                    .as_ref()
-                    .get(prefix.len()..)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(corrupt)?;
-                let at_mark = match value.as_ref() {
-                    [] => None,
-                    hash => Some(hash.try_into().map_err(|_| corrupt())?),
-                };
-                items.push((key_hash, at_mark));
+                items.push(decode_mark_change(&prefix, key.as_ref(), value.as_ref())?);
             }
         }
         Ok(ExportPage {
