@@ -87,6 +87,7 @@ fn a_replica_is_audited_against_its_anchored_leaf_and_an_altered_document_is_nam
         assert!(out.contains("equals the leaf anchored in epoch"), "{out}");
         assert!(out.contains("audit passed"), "{out}");
     }
+    export_pages(&cluster);
     saved_proofs_pass_the_audit(&cluster, &ledger_dir);
     a_node_without_the_shard_audits_another_replica(&cluster, &ledger_dir);
 
@@ -193,4 +194,69 @@ fn a_node_without_the_shard_audits_another_replica(cluster: &TestCluster, ledger
         "{out}"
     );
     assert!(out.contains("holds none"), "{out}");
+}
+
+/// The export route: pages of 3 cover the shard's documents once, in `_id`
+/// order, as one page of all of them does; bad requests are answered with
+/// the API's codes.
+fn export_pages(cluster: &TestCluster) {
+    let api = cluster.api(2);
+    let get = |path: &str| {
+        let reply = api.call("GET", path, None).expect("the node answers");
+        (reply.status, reply.json())
+    };
+    let base = "/v1/collections/docs/shards/0/export";
+    let (status, all) = get(&format!("{base}?limit=10000"));
+    assert_eq!(status, 200, "{all}");
+    assert!(all["next"].is_null(), "{all}");
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["documents"]
+            .as_array()
+            .expect("documents")
+            .iter()
+            .map(|d| d["_id"].as_str().expect("an _id").to_string())
+            .collect()
+    };
+    let expected = ids(&all);
+    assert!(!expected.is_empty());
+    let mut paged = Vec::new();
+    let mut path = format!("{base}?limit=3");
+    for _ in 0..100 {
+        let (status, page) = get(&path);
+        assert_eq!(status, 200, "{page}");
+        assert!(page["documents"].as_array().unwrap().len() <= 3);
+        paged.extend(ids(&page));
+        match page["next"].as_str() {
+            Some(next) => path = format!("{base}?limit=3&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, expected);
+    let mut sorted = expected.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected);
+    let (status, changes) = get(&format!("{base}?part=changes"));
+    assert_eq!(status, 200, "{changes}");
+    assert!(changes["changes"].is_array(), "{changes}");
+    for (path, status, code) in [
+        (
+            "/v1/collections/docs/shards/x/export",
+            400,
+            "invalid_request",
+        ),
+        (&format!("{base}?limit=0") as &str, 400, "invalid_request"),
+        (&format!("{base}?part=other"), 400, "invalid_request"),
+        (
+            "/v1/collections/docs/shards/9/export",
+            404,
+            "shard_not_found",
+        ),
+    ] {
+        let (got, body) = get(path);
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+    }
 }

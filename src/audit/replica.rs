@@ -8,9 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use stratosdb::api::{
-    AnchorsQuery, ClusterMap, ExportPart, ExportQuery, ExportedDocument, MarkInfo, ShardExport,
-};
+use stratosdb::api::{AnchorsQuery, ClusterMap, ExportPart, ExportQuery, MarkInfo, ShardExport};
 use stratosdb::client::Client;
 use stratosdb_chain_anchor::{Chain, ChainRef, Hash, ShardLeaf, cluster_root, hex_hash};
 use stratosdb_verifier::leaves::sort_leaves;
@@ -55,20 +53,16 @@ pub fn check(audit: &mut Audit, url: &str, spec: &str, client: Client, chain: Op
         Err(why) => return audit.failed(&what, &format!("exporting it from node {node}: {why}")),
     };
     let where_ = format!(" (shard {collection}/{shard} on node {node})");
-    let mut rehash = Rehash::default();
-    for d in &export.documents {
-        let recorded = hex_hash(&d.hash).ok();
-        rehash.add(collection, &d.id, &d.document, recorded);
-    }
+    let rehash = &export.rehash;
     rehash.report(
         audit,
         &format!(
             "{} documents of {collection}/{shard} exported from node {node}",
-            export.documents.len()
+            export.documents
         ),
         &where_,
     );
-    compare_current(audit, &what, &node, &export, &rehash);
+    compare_current(audit, &what, &node, &export);
     let Some(mark) = export.mark.clone() else {
         return audit.failed(
             &what,
@@ -95,7 +89,7 @@ pub fn check(audit: &mut Audit, url: &str, spec: &str, client: Client, chain: Op
         "{what} on node {node}: its root as of its mark for epoch {} (raft index {}), rebuilt from {} documents and {} keys changed since",
         mark.epoch,
         mark.raft_index,
-        export.documents.len(),
+        export.documents,
         export.changes.len()
     );
     let against = format!(
@@ -164,10 +158,13 @@ fn choose_replica(
     Err("no node that is up holds a replica of it".into())
 }
 
-/// A whole export, read under one anchor mark.
+/// A whole export, read under one anchor mark: its documents re-hashed as
+/// they came (a page at a time, so the audit holds two hashes a document,
+/// not the documents).
 struct Export {
     mark: Option<MarkInfo>,
-    documents: Vec<ExportedDocument>,
+    documents: u64,
+    rehash: Rehash,
     /// Key hash → the document hash at the mark (`None`: absent then).
     changes: BTreeMap<Hash, Option<Hash>>,
     /// The replica's applied index and root on each page of documents.
@@ -190,7 +187,8 @@ fn fetch(
     for _ in 0..EXPORT_ATTEMPTS {
         let mut export = Export {
             mark: None,
-            documents: Vec::new(),
+            documents: 0,
+            rehash: Rehash::default(),
             changes: BTreeMap::new(),
             states: Vec::new(),
         };
@@ -228,8 +226,12 @@ fn fetch(
                     };
                     export.changes.insert(key, hash);
                 }
-                export.documents.extend(page.documents);
-                progress(export.documents.len() as u64);
+                for d in &page.documents {
+                    let recorded = hex_hash(&d.hash).ok();
+                    export.rehash.add(collection, &d.id, &d.document, recorded);
+                }
+                export.documents += page.documents.len() as u64;
+                progress(export.documents);
                 match page.next {
                     Some(next) => after = Some(next),
                     None => break,
@@ -250,7 +252,8 @@ fn fetch(
 
 /// The root over the documents as they are now against the root the
 /// replica states, when nothing was written during the export.
-fn compare_current(audit: &mut Audit, what: &str, node: &str, export: &Export, rehash: &Rehash) {
+fn compare_current(audit: &mut Audit, what: &str, node: &str, export: &Export) {
+    let rehash = &export.rehash;
     let (Some(first), Some(last)) = (export.states.first(), export.states.last()) else {
         return;
     };

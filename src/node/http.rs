@@ -697,10 +697,16 @@ async fn anchors(
 
 async fn export_shard(
     State(state): State<AppState>,
-    Path((collection, shard)): Path<(String, u32)>,
+    Path((collection, shard)): Path<(String, String)>,
     params: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Reply {
     let query = query_params(params)?;
+    let shard: u32 = shard.parse().map_err(|_| {
+        BackendError::bad_request(
+            "invalid_request",
+            format!("{} is not a shard number", json_string(&shard)),
+        )
+    })?;
     let page = blocking(&state, move |b| b.export_shard(&collection, shard, &query)).await?;
     let documents = page.documents.len() as u64;
     let text = serde_json::to_string(&page)
