@@ -45,12 +45,36 @@ pub fn check(audit: &mut Audit, url: &str, spec: &str, client: Client, chain: Op
         Ok(chosen) => chosen,
         Err(why) => return audit.failed(&what, &why),
     };
-    let bar = audit.progress(0, "exporting the shard");
-    let export = fetch(&replica, collection, shard, &mut |n| bar.set_position(n));
-    bar.finish_and_clear();
-    let export = match export {
-        Ok(e) => e,
-        Err(why) => return audit.failed(&what, &format!("exporting it from node {node}: {why}")),
+    // An export, and the anchored leaf of its mark's epoch; exported again
+    // (a bounded number of times) after the next epoch when that one ended
+    // without an anchor (failed or skipped).
+    let mut attempts = 0;
+    let (export, anchored) = loop {
+        attempts += 1;
+        let bar = audit.progress(0, "exporting the shard");
+        let export = fetch(&replica, collection, shard, &mut |n| bar.set_position(n));
+        bar.finish_and_clear();
+        let export = match export {
+            Ok(e) => e,
+            Err(why) => {
+                return audit.failed(&what, &format!("exporting it from node {node}: {why}"));
+            }
+        };
+        let Some(epoch) = export.mark.as_ref().map(|m| m.epoch) else {
+            break (export, None);
+        };
+        match anchored_leaf(audit, &client, chain, &map, collection, shard, epoch) {
+            Err(LeafError::NotAnchored(why)) if attempts < EXPORT_ATTEMPTS => {
+                audit.note(&format!("{why}: exporting again after the next epoch"));
+                if let Err(why) = wait_final(&client, epoch + 1) {
+                    break (export, Some(Err(why)));
+                }
+            }
+            Err(LeafError::NotAnchored(why) | LeafError::Other(why)) => {
+                break (export, Some(Err(why)));
+            }
+            Ok(found) => break (export, Some(Ok(found))),
+        }
     };
     let where_ = format!(" (shard {collection}/{shard} on node {node})");
     let rehash = &export.rehash;
@@ -63,7 +87,7 @@ pub fn check(audit: &mut Audit, url: &str, spec: &str, client: Client, chain: Op
         &where_,
     );
     compare_current(audit, &what, &node, &export);
-    let Some(mark) = export.mark.clone() else {
+    let (Some(mark), Some(anchored)) = (export.mark.clone(), anchored) else {
         return audit.failed(
             &what,
             &format!("node {node}'s replica has no anchor mark yet: nothing of it was anchored"),
@@ -78,7 +102,7 @@ pub fn check(audit: &mut Audit, url: &str, spec: &str, client: Client, chain: Op
         };
     }
     let mark_root = Rehash::root(&at_mark);
-    let anchored = match anchored_leaf(audit, &client, chain, &map, collection, shard, mark.epoch) {
+    let anchored = match anchored {
         Ok(found) => found,
         Err(why) => {
             return audit.failed(&format!("{what}: the leaf of epoch {}", mark.epoch), &why);
@@ -96,14 +120,22 @@ pub fn check(audit: &mut Audit, url: &str, spec: &str, client: Client, chain: Op
         "the leaf anchored in epoch {} at {reference} (raft index {})",
         mark.epoch, leaf.raft_index
     );
-    if leaf.raft_index != mark.raft_index {
-        return audit.failed(
-            &subject,
-            &format!(
-                "the replica's mark is at raft index {}, {against}",
-                mark.raft_index
-            ),
+    // What the replica itself recorded for the mark (from its trie, built
+    // from the recorded hashes) against the anchored leaf.
+    let own = format!(
+        "{what} on node {node}: its own mark for epoch {} (raft index {}, root {})",
+        mark.epoch, mark.raft_index, mark.root
+    );
+    if leaf.raft_index != mark.raft_index || hex::encode(leaf.root) != mark.root {
+        audit.failed(
+            &own,
+            &format!("is not {against}, root {}", hex::encode(leaf.root)),
         );
+    } else {
+        audit.ok(&format!("{own} is {against}"));
+    }
+    if leaf.raft_index != mark.raft_index {
+        return;
     }
     if leaf.root == mark_root {
         audit.ok(&format!("{subject}, equals {against}"));
@@ -282,6 +314,43 @@ fn compare_current(audit: &mut Audit, what: &str, node: &str, export: &Export) {
     }
 }
 
+/// Why an epoch's leaf is not there to compare with.
+enum LeafError {
+    /// The epoch ended failed or skipped: its marks were never anchored.
+    NotAnchored(String),
+    Other(String),
+}
+
+/// The record of `epoch` once it is final (anchored, failed or skipped),
+/// waiting at most [`EPOCH_WAIT`] (it may still be sealing or submitted).
+fn wait_final(client: &Client, epoch: u64) -> Result<stratosdb::api::AnchorInfo, String> {
+    let deadline = Instant::now() + EPOCH_WAIT;
+    loop {
+        let reply = client.anchors(AnchorsQuery {
+            limit: None,
+            epoch: Some(epoch),
+        });
+        let record = match reply {
+            Ok(reply) => reply.anchors.into_iter().find(|a| a.epoch == epoch),
+            // Not started yet.
+            Err(e) if e.code() == Some("epoch_not_found") => None,
+            Err(e) => return Err(format!("reading epoch {epoch}'s record: {e}")),
+        };
+        match record {
+            Some(r) if matches!(r.status.as_str(), "anchored" | "failed" | "skipped") => {
+                return Ok(r);
+            }
+            _ if Instant::now() >= deadline => {
+                return Err(format!(
+                    "epoch {epoch} did not end within {}s",
+                    EPOCH_WAIT.as_secs()
+                ));
+            }
+            _ => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+}
+
 /// The leaf of `collection/shard` in epoch `epoch`, once the epoch is
 /// anchored, and the anchor's reference. The leaves come from the node's
 /// record of the epoch; with a chain, they must fold into the cluster root
@@ -295,53 +364,33 @@ fn anchored_leaf(
     collection: &str,
     shard: u32,
     epoch: u64,
-) -> Result<(ShardLeaf, String), String> {
-    let deadline = Instant::now() + EPOCH_WAIT;
-    let record = loop {
-        let reply = client
-            .anchors(AnchorsQuery {
-                limit: None,
-                epoch: Some(epoch),
-            })
-            .map_err(|e| format!("reading epoch {epoch}'s record: {e}"))?;
-        let record = reply
-            .anchors
-            .into_iter()
-            .find(|a| a.epoch == epoch)
-            .ok_or_else(|| format!("the node has no record of epoch {epoch}"))?;
-        match record.status.as_str() {
-            "anchored" => break record,
-            "failed" | "skipped" => {
-                return Err(format!(
-                    "epoch {epoch} ended {} ({}): the replica's latest mark was never anchored; audit again once a later epoch is",
-                    record.status,
-                    record.reason.unwrap_or_default()
-                ));
-            }
-            status if Instant::now() >= deadline => {
-                return Err(format!(
-                    "epoch {epoch} is still {status} after {}s",
-                    EPOCH_WAIT.as_secs()
-                ));
-            }
-            _ => std::thread::sleep(Duration::from_millis(300)),
-        }
-    };
-    let reference = record
-        .reference
-        .ok_or_else(|| format!("epoch {epoch} is anchored without a chain reference"))?;
+) -> Result<(ShardLeaf, String), LeafError> {
+    let record = wait_final(client, epoch).map_err(LeafError::Other)?;
+    if record.status != "anchored" {
+        return Err(LeafError::NotAnchored(format!(
+            "epoch {epoch} of the replica's latest mark ended {} ({})",
+            record.status,
+            record.reason.unwrap_or_default()
+        )));
+    }
+    let other = LeafError::Other;
+    let reference = record.reference.ok_or_else(|| {
+        other(format!(
+            "epoch {epoch} is anchored without a chain reference"
+        ))
+    })?;
     let mut leaves = Vec::with_capacity(record.leaves.len());
     for l in &record.leaves {
         leaves.push(ShardLeaf {
             collection: l.collection.clone(),
             shard: l.shard,
             raft_index: l.raft_index,
-            root: hex_hash(&l.root).map_err(|e| format!("a leaf's root: {e}"))?,
+            root: hex_hash(&l.root).map_err(|e| other(format!("a leaf's root: {e}")))?,
         });
     }
     sort_leaves(&mut leaves);
     match chain {
-        Some(chain) => check_on_chain(chain, map, &reference, epoch, &leaves)?,
+        Some(chain) => check_on_chain(chain, map, &reference, epoch, &leaves).map_err(other)?,
         None => audit.note(&format!(
             "no chain given (--ledger DIR or --chain stratos --rpc URL): the leaf is the node's record of epoch {epoch}, not checked on the chain"
         )),
@@ -349,7 +398,11 @@ fn anchored_leaf(
     let leaf = leaves
         .into_iter()
         .find(|l| l.collection == collection && l.shard == shard)
-        .ok_or_else(|| format!("epoch {epoch} anchored no leaf of {collection}/{shard}"))?;
+        .ok_or_else(|| {
+            other(format!(
+                "epoch {epoch} anchored no leaf of {collection}/{shard}"
+            ))
+        })?;
     Ok((leaf, reference))
 }
 
