@@ -157,7 +157,12 @@ impl Anchorer {
         if last.root == Some(self.shard.root().map_err(engine_error)?) {
             return Ok(None);
         }
-        let epoch = last.epoch + 1;
+        // A mark newer than the ledger's next epoch (the ledger folder was
+        // replaced) cannot be followed by an older one: number on from it.
+        let epoch = match self.shard.latest_anchor_mark() {
+            Some(mark) if mark.epoch > last.epoch + 1 => mark.epoch + 1,
+            _ => last.epoch + 1,
+        };
         let root = self
             .shard
             .record_anchor_mark(epoch)
@@ -296,6 +301,27 @@ mod tests {
         let anchors = cluster_anchors(anchorer.ledger(), &anchorer.cluster_id()).unwrap();
         assert_eq!(anchors[1].1.epoch, 2);
         assert_eq!(anchors[1].1.previous, first.hash());
+    }
+
+    /// A folder whose ledger was removed: its shard's marks are newer than
+    /// the new ledger's epochs, so the epochs number on from the marks.
+    #[test]
+    fn a_replaced_ledger_numbers_on_from_the_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, anchorer) = open(dir.path());
+        insert(&engine, "a");
+        for _ in 0..3 {
+            insert(&engine, &format!("{}", rand::random::<u32>()));
+            anchorer.anchor_if_changed().unwrap().expect("an epoch");
+        }
+        drop((engine, anchorer));
+        std::fs::remove_dir_all(dir.path().join(LEDGER_DIR)).unwrap();
+        let (engine, anchorer) = open(dir.path());
+        insert(&engine, "b");
+        anchorer.anchor_if_changed().unwrap().expect("an epoch");
+        let anchors = cluster_anchors(anchorer.ledger(), &anchorer.cluster_id()).unwrap();
+        assert_eq!(anchors.len(), 1);
+        assert_eq!(anchors[0].1.epoch, 4);
     }
 
     #[test]
