@@ -241,3 +241,85 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
 }
+
+/// Documents per page of a shard export when `limit` is not given.
+pub const EXPORT_DEFAULT_LIMIT: u64 = 1_000;
+/// The most documents (or changes) a page of a shard export holds.
+pub const EXPORT_MAX_LIMIT: u64 = 10_000;
+/// A page of a shard export stops once its documents' stored records pass
+/// this many bytes (it holds at least one document).
+pub const EXPORT_PAGE_BYTES: usize = 4 << 20;
+
+/// Which part of a shard a page of its export holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportPart {
+    /// The documents, in `_id` order.
+    #[default]
+    Documents,
+    /// The keys changed since the shard's latest anchor mark, with their
+    /// document hashes at the mark, in key-hash order.
+    Changes,
+}
+
+/// `GET /v1/collections/{c}/shards/{n}/export`'s query: `?part=documents`
+/// (the default) or `changes`, `after` (the `next` of the page before: an
+/// `_id`, or a key hash in hex), `limit` (1000 by default, at most 10000).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    #[serde(default)]
+    pub part: ExportPart,
+    #[serde(default)]
+    pub after: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
+
+/// A shard's anchor mark: the epoch, the raft index of the mark's entry and
+/// the shard's root as of it (64 hex digits).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkInfo {
+    pub epoch: u64,
+    pub raft_index: u64,
+    pub root: String,
+}
+
+/// One page of a shard export, read from the answering node's own replica
+/// in one consistent state: `applied` and `root` (64 hex digits) are the
+/// replica's raft index and root as of the page, `mark` its latest anchor
+/// mark. `next` is the `after` of the part's next page (`null`: the part
+/// is done).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardExport {
+    pub collection: String,
+    pub shard: u32,
+    /// The node whose replica answered.
+    pub node: String,
+    pub applied: u64,
+    pub root: String,
+    pub mark: Option<MarkInfo>,
+    #[serde(default)]
+    pub documents: Vec<ExportedDocument>,
+    #[serde(default)]
+    pub changes: Vec<ExportedChange>,
+    pub next: Option<String>,
+}
+
+/// A stored document: `_id`, the hash its record holds (64 hex digits; the
+/// shard's trie is built from it) and the document as its bytes decode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedDocument {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub hash: String,
+    pub document: stratosdb_engine::Value,
+}
+
+/// A key changed since the latest anchor mark: its key hash and its
+/// document hash at the mark (`null`: the key was absent then).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedChange {
+    pub key_hash: String,
+    pub hash: Option<String>,
+}

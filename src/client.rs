@@ -34,8 +34,8 @@ use stratosdb_chain_anchor::DepositAuthorization;
 use stratosdb_verifier::traffic::DepositEntry;
 
 use crate::api::{
-    AnchorsQuery, AnchorsReply, ClusterMap, Consistency, ErrorBody, JoinReply, JoinRequest,
-    RemoveNodeReply, RemoveNodeRequest, SqlRequest,
+    AnchorsQuery, AnchorsReply, ClusterMap, Consistency, ErrorBody, ExportPart, ExportQuery,
+    JoinReply, JoinRequest, RemoveNodeReply, RemoveNodeRequest, ShardExport, SqlRequest,
 };
 
 /// Largest reply body read (rows of a big SELECT).
@@ -756,6 +756,32 @@ impl Client {
         } else {
             format!("/v1/anchors?{}", params.join("&"))
         };
+        let text = self.call("GET", &path, None)?;
+        serde_json::from_str(&text).map_err(|e| self.protocol(e))
+    }
+
+    /// One page of the export of shard `shard` of `collection` from the
+    /// node's own replica (`GET /v1/collections/{c}/shards/{n}/export`).
+    pub fn shard_export(
+        &self,
+        collection: &str,
+        shard: u32,
+        query: &ExportQuery,
+    ) -> Result<ShardExport, ClientError> {
+        let part = match query.part {
+            ExportPart::Documents => "documents",
+            ExportPart::Changes => "changes",
+        };
+        let mut path = format!(
+            "/v1/collections/{}/shards/{shard}/export?part={part}",
+            encode_segment(collection)
+        );
+        if let Some(after) = &query.after {
+            path.push_str(&format!("&after={}", encode_segment(after)));
+        }
+        if let Some(limit) = query.limit {
+            path.push_str(&format!("&limit={limit}"));
+        }
         let text = self.call("GET", &path, None)?;
         serde_json::from_str(&text).map_err(|e| self.protocol(e))
     }

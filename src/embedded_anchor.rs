@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use stratosdb_chain_anchor::{
-    AnchorPayload, Chain, ChainError, ChainRef, LedgerKey, LocalLedger, ShardLeaf, SubmissionStatus,
+    AnchorPayload, Chain, ChainError, ChainRef, LeafProof, LedgerKey, LocalLedger, ShardLeaf,
+    SubmissionStatus,
 };
-use stratosdb_engine::{Engine, Hash, Shard};
+use stratosdb_engine::{AnchorMark, Engine, Hash, Shard};
+use stratosdb_verifier::AnchorProof;
 
 /// The folder's cluster id file.
 pub const CLUSTER_ID_FILE: &str = "cluster-id";
@@ -82,11 +84,12 @@ pub fn cluster_anchors(
     Ok(all)
 }
 
-/// The last anchored epoch: its number, reference, and the shard root it
-/// anchored if that is the root the shard has now.
+/// The last anchored epoch: its number, reference, cluster root, and the
+/// shard root it anchored if that is the root the shard has now.
 struct Last {
     epoch: u64,
     reference: Option<ChainRef>,
+    cluster_root: Hash,
     root: Option<Hash>,
 }
 
@@ -113,12 +116,14 @@ impl Anchorer {
             Some((reference, payload)) => Last {
                 epoch: payload.epoch,
                 reference: Some(reference),
+                cluster_root: payload.cluster_root,
                 root: (leaf(payload.epoch, root).hash() == payload.cluster_root).then_some(root),
             },
             // An empty database needs no anchor.
             None => Last {
                 epoch: 0,
                 reference: None,
+                cluster_root: [0; 32],
                 root: Some(stratosdb_engine::proof::EMPTY_ROOT),
             },
         };
@@ -140,18 +145,31 @@ impl Anchorer {
     }
 
     /// Anchors the next epoch if the shard's root is not the one anchored
-    /// last; the writes it covers are made durable first.
+    /// last; the writes it covers are made durable first. The shard records
+    /// an anchor mark of the epoch (durably), and the root anchored is the
+    /// mark's, so that proofs of documents unchanged since can be proved to
+    /// it ([`stratosdb_engine::Shard::prove_anchored`]). A mark left by an
+    /// append that failed is the one its epoch anchors when tried again.
     pub fn anchor_if_changed(&self) -> Result<Option<ChainRef>, ChainError> {
         let mut last = self.last.lock();
         let engine_error =
             |e: stratosdb_engine::EngineError| ChainError::Unavailable(e.to_string());
-        let root = self.shard.root().map_err(engine_error)?;
-        if last.root == Some(root) {
+        if last.root == Some(self.shard.root().map_err(engine_error)?) {
             return Ok(None);
         }
+        // A mark newer than the ledger's next epoch (the ledger folder was
+        // replaced) cannot be followed by an older one: number on from it.
+        let epoch = match self.shard.latest_anchor_mark() {
+            Some(mark) if mark.epoch > last.epoch + 1 => mark.epoch + 1,
+            _ => last.epoch + 1,
+        };
+        let root = self
+            .shard
+            .record_anchor_mark(epoch)
+            .map_err(engine_error)?
+            .root;
         // The ledger must never hold a root the folder could lose in a crash.
         self.engine.flush().map_err(engine_error)?;
-        let epoch = last.epoch + 1;
         let payload = AnchorPayload {
             cluster_id: self.cluster_id,
             epoch,
@@ -166,6 +184,7 @@ impl Anchorer {
                 *last = Last {
                     epoch,
                     reference: Some(reference),
+                    cluster_root: payload.cluster_root,
                     root: Some(root),
                 };
                 Ok(Some(reference))
@@ -174,6 +193,30 @@ impl Anchorer {
                 "epoch {epoch} is not on the ledger after sending it: {other:?}"
             ))),
         }
+    }
+}
+
+/// Proofs of the embedded database's reads: its one leaf per epoch names no
+/// collection and has the epoch as its index; a mark's epoch is anchored
+/// when it is the last anchored epoch and its leaf's hash is the anchored
+/// cluster root (a tree of one leaf).
+impl stratosdb_query::AnchorLookup for Anchorer {
+    fn anchor_of(&self, shard_leaf: &ShardLeaf, epoch: u64) -> Option<AnchorProof> {
+        let last = self.last.lock();
+        let reference = last.reference?;
+        if last.epoch != epoch || shard_leaf.hash() != last.cluster_root {
+            return None;
+        }
+        Some(AnchorProof {
+            epoch,
+            cluster_root: last.cluster_root,
+            reference: reference.to_string(),
+            leaf_proof: LeafProof::new(std::slice::from_ref(shard_leaf), 0).ok()?,
+        })
+    }
+
+    fn leaf_of(&self, _collection: &str, _shard: u32, mark: &AnchorMark) -> ShardLeaf {
+        leaf(mark.epoch, mark.root)
     }
 }
 
@@ -258,6 +301,27 @@ mod tests {
         let anchors = cluster_anchors(anchorer.ledger(), &anchorer.cluster_id()).unwrap();
         assert_eq!(anchors[1].1.epoch, 2);
         assert_eq!(anchors[1].1.previous, first.hash());
+    }
+
+    /// A folder whose ledger was removed: its shard's marks are newer than
+    /// the new ledger's epochs, so the epochs number on from the marks.
+    #[test]
+    fn a_replaced_ledger_numbers_on_from_the_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, anchorer) = open(dir.path());
+        insert(&engine, "a");
+        for _ in 0..3 {
+            insert(&engine, &format!("{}", rand::random::<u32>()));
+            anchorer.anchor_if_changed().unwrap().expect("an epoch");
+        }
+        drop((engine, anchorer));
+        std::fs::remove_dir_all(dir.path().join(LEDGER_DIR)).unwrap();
+        let (engine, anchorer) = open(dir.path());
+        insert(&engine, "b");
+        anchorer.anchor_if_changed().unwrap().expect("an epoch");
+        let anchors = cluster_anchors(anchorer.ledger(), &anchorer.cluster_id()).unwrap();
+        assert_eq!(anchors.len(), 1);
+        assert_eq!(anchors[0].1.epoch, 4);
     }
 
     #[test]

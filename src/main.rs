@@ -61,6 +61,18 @@ pub struct ShellArgs {
     /// per line.
     #[arg(long, requires = "connect")]
     receipts: Option<PathBuf>,
+    /// With --connect: `\proof on` reads the anchors of proofs from this
+    /// local ledger (the cluster's `--ledger`); without a chain, anchored
+    /// proofs cannot be checked and are refused.
+    #[arg(long, requires = "connect")]
+    ledger: Option<PathBuf>,
+    /// With --connect: `\proof on` reads anchors from the Stratos chain at
+    /// this EVM JSON-RPC URL.
+    #[arg(long, requires = "connect", conflicts_with = "ledger")]
+    rpc: Option<String>,
+    /// The Stratos chain's EVM chain id (with --rpc).
+    #[arg(long, default_value_t = stratosdb_chain_anchor::stratos::STRATOS_CHAIN_ID)]
+    chain_id: u64,
     /// Run these `;`-separated statements and exit.
     #[arg(short = 'c', long = "command")]
     command: Option<String>,

@@ -3,8 +3,9 @@
 //! share. Anchors are read from the chain itself, never from the node.
 
 use std::collections::HashMap;
+use std::path::Path;
 
-use stratosdb_chain_anchor::{Chain, ChainRef};
+use stratosdb_chain_anchor::{Chain, ChainRef, LedgerKey, LocalLedger, StratosChain};
 use stratosdb_engine::Value;
 use stratosdb_query::ast::{Query, Statement};
 use stratosdb_verifier::{AnchorPayload, ReadProof, Verified, verify_rows};
@@ -67,6 +68,28 @@ pub enum Rejection {
     /// The chain could not be read.
     #[error("chain: {0}")]
     Chain(String),
+}
+
+/// A chain to read anchors from, for a reader that never writes: the local
+/// ledger in `ledger` (which must exist: it is not created, and it is opened
+/// with a throwaway key, so no block is ever signed), or the Stratos chain
+/// at `stratos` (RPC URL, chain id), read only. `None` if neither is given.
+pub fn open_chain_reader(
+    ledger: Option<&Path>,
+    stratos: Option<(&str, u64)>,
+) -> Result<Option<Box<dyn Chain>>, String> {
+    if let Some((rpc, chain_id)) = stratos {
+        return StratosChain::connect_read_only(rpc, chain_id)
+            .map(|c| Some(Box::new(c) as Box<dyn Chain>))
+            .map_err(|e| format!("the chain at {rpc}: {e}"));
+    }
+    let Some(dir) = ledger else { return Ok(None) };
+    if !dir.join(stratosdb_chain_anchor::LOG_FILE).is_file() {
+        return Err(format!("no ledger in {}", dir.display()));
+    }
+    LocalLedger::open(dir, LedgerKey::from_secret_bytes(rand::random()))
+        .map(|l| Some(Box::new(l) as Box<dyn Chain>))
+        .map_err(|e| format!("ledger {}: {e}", dir.display()))
 }
 
 /// Reads anchors from a chain once each.

@@ -3,10 +3,12 @@
 //! the shell closed) fails naming the document; a flipped byte of the ledger
 //! fails naming the block.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
-use stratosdb_proof::{Value, decode_value, encode_value};
+use common::disk::{alter_document, restore_document, set_int};
 
 fn stratosdb(args: &[&str], data: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stratosdb"))
@@ -38,41 +40,6 @@ fn audit(data: &Path) -> (bool, String) {
     (out.status.success(), text(&out))
 }
 
-/// Rewrites the stored document `_id` of the folder's sled files with
-/// `change` applied, leaving its recorded hash as it was. Returns the record
-/// before the change.
-fn alter_document(data: &Path, id: &str, change: impl Fn(&mut Value)) -> (sled::IVec, Vec<u8>) {
-    let db = sled::open(data).unwrap();
-    for name in db.tree_names() {
-        let tree = db.open_tree(&name).unwrap();
-        for item in tree.scan_prefix([0x01]) {
-            let (key, record) = item.unwrap();
-            if !key.ends_with(id.as_bytes()) {
-                continue;
-            }
-            let mut doc = decode_value(&record[32..]).unwrap();
-            change(&mut doc);
-            let mut altered = record[..32].to_vec();
-            encode_value(&doc, &mut altered);
-            tree.insert(&key, altered).unwrap();
-            db.flush().unwrap();
-            return (key, record.to_vec());
-        }
-    }
-    panic!("no document {id} in {}", data.display());
-}
-
-fn restore_document(data: &Path, key: &[u8], record: Vec<u8>) {
-    let db = sled::open(data).unwrap();
-    for name in db.tree_names() {
-        let tree = db.open_tree(&name).unwrap();
-        if tree.contains_key(key).unwrap() {
-            tree.insert(key, record.clone()).unwrap();
-        }
-    }
-    db.flush().unwrap();
-}
-
 #[test]
 fn the_audit_passes_then_names_an_altered_document_and_a_damaged_block() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,11 +66,7 @@ fn the_audit_passes_then_names_an_altered_document_and_a_damaged_block() {
     assert!(ok, "{out}");
     assert!(out.contains("equals the leaf anchored in epoch 2"), "{out}");
 
-    let (key, record) = alter_document(&data, "u2", |doc| {
-        if let Value::Object(fields) = doc {
-            fields.insert("age".into(), Value::Int(18));
-        }
-    });
+    let (key, record) = alter_document(&data, "u2", set_int("age", 18));
     let (ok, out) = audit(&data);
     assert!(!ok, "{out}");
     assert!(out.contains("FAILED  document users/u2"), "{out}");

@@ -3,7 +3,9 @@
 //! replicas' own marks and the ledger's payloads verify; the metadata
 //! leader SIGKILLed mid-run hands the epochs on without a second anchor for
 //! any epoch and without a gap; `--anchor-interval off` anchors nothing; a
-//! node with `--chain stratos` anchors on a real EVM node (anvil).
+//! node with `--chain stratos` anchors on a real EVM node (anvil), and
+//! `stratosdb audit --proofs FILE` and `--connect URL --shard C/N` check a
+//! saved proven reply and a replica against those anchors, read from anvil.
 
 #[path = "../chain-anchor/tests/support/anvil.rs"]
 mod anvil;
@@ -407,4 +409,67 @@ fn a_node_anchors_its_epochs_on_the_stratos_backend() {
         );
     }
     assert!(anchored >= 3, "{anchored} epochs anchored");
+    audit_against_stratos(&cluster, &rpc, &chain_id);
+}
+
+/// `stratosdb audit ARGS --chain stratos --rpc RPC --chain-id ID`.
+fn audit_on_chain(args: &[&str], rpc: &str, chain_id: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+        .arg("audit")
+        .args(args)
+        .args(["--chain", "stratos", "--rpc", rpc, "--chain-id", chain_id])
+        .output()
+        .expect("the binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A proven reply saved while its proofs are anchored passes `audit
+/// --proofs` with the anchors read from the EVM chain, and fails once a
+/// document in it is altered; a replica passes `audit --connect --shard`.
+fn audit_against_stratos(cluster: &TestCluster, rpc: &str, chain_id: &str) {
+    let client = cluster.client(0);
+    let sql = "SELECT * FROM users ORDER BY _id";
+    let deadline = std::time::Instant::now() + ANCHOR_WAIT;
+    let reply = loop {
+        let reply = client
+            .sql_proven(sql, stratosdb::api::Consistency::Linearizable)
+            .expect("a proven read");
+        if reply.proofs.iter().all(|p| p.anchor.is_some()) {
+            break reply;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reply whose proofs are all anchored"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("proofs.json");
+    std::fs::write(&saved, serde_json::to_string(&reply).unwrap()).unwrap();
+    let saved_arg = saved.to_string_lossy().to_string();
+    let (ok, out) = audit_on_chain(&["--proofs", &saved_arg], rpc, chain_id);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches(": anchored (epoch ").count(), 5, "{out}");
+    let text = std::fs::read_to_string(&saved).unwrap();
+    let tampered = dir.path().join("tampered.json");
+    std::fs::write(&tampered, text.replace(r#""u2""#, r#""u9""#)).unwrap();
+    let tampered_arg = tampered.to_string_lossy().to_string();
+    let (ok, out) = audit_on_chain(&["--proofs", &tampered_arg], rpc, chain_id);
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAILED  document"), "{out}");
+
+    for shard in ["users/0", "users/1"] {
+        let (ok, out) = audit_on_chain(
+            &["--connect", cluster.url(0), "--shard", shard],
+            rpc,
+            chain_id,
+        );
+        assert!(ok, "{out}");
+        assert!(out.contains("equals the leaf anchored in epoch"), "{out}");
+    }
 }

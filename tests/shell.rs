@@ -776,3 +776,93 @@ SHOW INDEXES FROM café;"#;
     let out = shell(dir.path(), &["-c", "CREATE COLLECTION 9lives"], None);
     assert!(!out.status.success());
 }
+
+/// `stratosdb audit --proofs FILE --ledger DIR`: whether it passed, and its output.
+fn audit_proofs(file: &Path, ledger: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+        .arg("audit")
+        .arg("--proofs")
+        .arg(file)
+        .arg("--ledger")
+        .arg(ledger)
+        .output()
+        .expect("the binary runs");
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    (out.status.success(), text)
+}
+
+/// The embedded shell with `\proof on`: SELECTs come with proofs verified
+/// against the folder's own ledger, anchored for documents unchanged since
+/// the last epoch (its anchor mark), unanchored for a document written
+/// since; `\save FILE` writes the reply that `audit --proofs FILE` passes,
+/// and fails once a proven document in the file is altered.
+#[test]
+fn embedded_proofs_are_verified_saved_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("db");
+    let ledger = data.join("ledger");
+    // The first session's exit anchors epoch 1 (and marks the shard).
+    let out = shell(&data, &["--anchor-interval", "0"], Some(SETUP));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let saved = dir.path().join("proofs.json");
+    let fresh = dir.path().join("fresh.json");
+    let script = format!(
+        "\\proof on\n\
+         SELECT name FROM users WHERE _id IN ('u1', 'u2', 'zz') ORDER BY _id;\n\
+         \\save {}\n\
+         INSERT INTO users VALUES ('{{\"_id\":\"u3\",\"name\":\"Cy\"}}');\n\
+         SELECT * FROM users WHERE _id = 'u3';\n\
+         \\save {}\n\
+         \\proof off\n\
+         SELECT name FROM users WHERE _id = 'u1';\n",
+        saved.display(),
+        fresh.display()
+    );
+    let out = shell(
+        &data,
+        &["--anchor-interval", "0", "--format", "csv"],
+        Some(&script),
+    );
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{err}");
+    assert!(text.contains("Ann,anchored (epoch 1)"), "{text}");
+    assert!(text.contains("\"Bob, Jr.\",anchored (epoch 1)"), "{text}");
+    assert!(text.contains("unanchored"), "{text}");
+    // With proofs off, no proof column.
+    assert!(text.lines().any(|l| l == "Ann"), "{text}");
+    assert!(
+        err.contains("saved the reply with proofs (2 rows)"),
+        "{err}"
+    );
+
+    let (ok, report) = audit_proofs(&saved, &ledger);
+    assert!(ok, "{report}");
+    assert!(report.contains("document users/0 _id \"u1\""), "{report}");
+    assert!(report.contains("anchored (epoch 1)"), "{report}");
+    assert!(report.contains("absent users/0 _id \"zz\""), "{report}");
+    let (ok, report) = audit_proofs(&fresh, &ledger);
+    assert!(ok, "{report}");
+    assert!(report.contains("unanchored"), "{report}");
+    // A saved document altered (its row too, so that they still agree):
+    // its proof no longer holds.
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(text.contains("\"Ann\""));
+    let tampered = dir.path().join("tampered.json");
+    std::fs::write(&tampered, text.replace("\"Ann\"", "\"Eve\"")).unwrap();
+    let (ok, report) = audit_proofs(&tampered, &ledger);
+    assert!(!ok, "{report}");
+    assert!(report.contains("FAILED  document"), "{report}");
+    // And a row that is not its document's projection.
+    let rows_only = dir.path().join("rows.json");
+    let row = text.replacen("\"name\": \"Ann\"", "\"name\": \"Eve\"", 1);
+    assert_ne!(row, text);
+    std::fs::write(&rows_only, row).unwrap();
+    let (ok, report) = audit_proofs(&rows_only, &ledger);
+    assert!(!ok, "{report}");
+
+    // Without a saved reply, \save says so.
+    let out = shell(&data, &[], Some(&format!("\\save {}\n", saved.display())));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no reply with proofs to save"));
+}

@@ -66,7 +66,6 @@ pub(crate) type MarkChange = (Hash, Option<Hash>);
 /// the mark (`None`: absent then), as stored.
 pub(crate) fn load_mark_changes<T: KvTree>(tree: &T, epoch: u64) -> Result<Vec<MarkChange>> {
     let prefix = keys::mark_change_prefix(epoch);
-    let corrupt = || EngineError::Corruption("record of a change since an anchor mark".into());
     let mut out = Vec::new();
     for item in tree.range(
         Bound::Included(prefix.clone()),
@@ -74,18 +73,24 @@ pub(crate) fn load_mark_changes<T: KvTree>(tree: &T, epoch: u64) -> Result<Vec<M
         false,
     ) {
         let (key, value) = item?;
-        let key_hash: Hash = key
-            .as_ref()
-            .get(prefix.len()..)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(corrupt)?;
-        let doc = match value.as_ref() {
-            [] => None,
-            hash => Some(hash.try_into().map_err(|_| corrupt())?),
-        };
-        out.push((key_hash, doc));
+        out.push(decode_mark_change(&prefix, key.as_ref(), value.as_ref())?);
     }
     Ok(out)
+}
+
+/// A stored change record under `prefix` (its mark's): the key hash and the
+/// document hash at the mark.
+pub(crate) fn decode_mark_change(prefix: &[u8], key: &[u8], value: &[u8]) -> Result<MarkChange> {
+    let corrupt = || EngineError::Corruption("record of a change since an anchor mark".into());
+    let key_hash: Hash = key
+        .get(prefix.len()..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let doc = match value {
+        [] => None,
+        hash => Some(hash.try_into().map_err(|_| corrupt())?),
+    };
+    Ok((key_hash, doc))
 }
 
 /// The stored value of a change record: the document hash, or nothing.
@@ -127,6 +132,11 @@ impl Marks {
 
     pub fn get(&self, epoch: u64) -> Option<AnchorMark> {
         self.by_epoch.get(&epoch).copied()
+    }
+
+    /// The mark of the newest epoch before the latest's.
+    pub fn before_latest(&self) -> Option<AnchorMark> {
+        self.by_epoch.values().rev().nth(1).copied()
     }
 
     pub fn latest(&self) -> Option<AnchorMark> {

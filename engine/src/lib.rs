@@ -49,8 +49,8 @@ pub use limits::Limits;
 pub use merkle::root_from_scratch;
 pub use routing::{assign_id, shard_of};
 pub use shard::{
-    ApplyOutcome, DocIter, Durability, IdIter, IndexRange, OpOutcome, ProvenSet, RawDocument,
-    Shard, ShardId, WriteResult,
+    ApplyOutcome, DocIter, Durability, ExportPage, ExportedDocument, IdIter, IndexRange,
+    MarkChange, OpOutcome, ProvenSet, RawDocument, Shard, ShardId, WriteResult,
 };
 pub use snapshot::SnapshotSummary;
 pub use storage::{KvStore, KvTree, SledStore};

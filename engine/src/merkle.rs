@@ -119,6 +119,8 @@ pub(crate) struct MerkleTree {
     /// The trie as of the latest anchor mark, kept as its difference from
     /// this one (`mark.rs`).
     view: Option<mark::MarkView>,
+    /// The trie as of the mark before the latest, kept the same way.
+    previous: Option<mark::MarkView>,
 }
 
 impl MerkleTree {
@@ -196,20 +198,25 @@ impl MerkleTree {
 
     /// Makes a transaction's changes part of the trie. While a mark's view
     /// is kept, each node replaced keeps its version of the mark (copy on
-    /// write); a batch that made a new mark brings the new mark's view.
+    /// write); a batch that made a new mark brings the new mark's view, and
+    /// the view it replaces becomes the previous mark's, kept the same way.
     pub fn commit(&mut self, txn: MerkleChanges) {
         if let Some(root) = txn.root {
             self.root = root;
         }
-        let mut keep = match txn.view {
-            mark::ViewChange::Kept { .. } => self.view.as_mut(),
-            mark::ViewChange::New(_) => None,
-        };
+        let new_mark = matches!(txn.view, mark::ViewChange::New(..));
+        if new_mark {
+            self.previous = self.view.take();
+        }
+        let mut keep = if new_mark { None } else { self.view.as_mut() };
         for (key, node) in txn.nodes {
             let before = match node {
                 Some(node) => self.nodes.insert(key, node),
                 None => self.nodes.remove(&key),
             };
+            if let Some(previous) = self.previous.as_mut() {
+                previous.nodes.entry(key).or_insert_with(|| before.clone());
+            }
             if let Some(view) = keep.as_mut() {
                 view.nodes.entry(key).or_insert(before);
             }

@@ -12,6 +12,7 @@ use crate::error::{QueryError, Result};
 use crate::exec::{Partial, Rows, execute_on_shard};
 use crate::filter::FindOptions;
 use crate::plan::{QueryPlan, ShardPlan};
+use crate::proven::{AnchorLookup, NoAnchors, ProvenRows};
 use crate::sharded::{ReadConsistency, ShardedDatabase, ShardedStore};
 
 /// What one statement returns.
@@ -59,6 +60,8 @@ struct OneShard {
     engine: Engine,
     shard: Shard,
     durability: Durability,
+    /// What proven reads know of anchored epochs ([`Database::set_anchors`]).
+    anchors: Arc<dyn AnchorLookup + Send>,
 }
 
 impl OneShard {
@@ -94,6 +97,15 @@ impl ShardedStore for OneShard {
     ) -> Result<(Partial, u64)> {
         let shard = self.only(shard)?;
         Ok((execute_on_shard(shard, plan)?, shard.applied_index()?))
+    }
+
+    fn execute_partial_proven(
+        &self,
+        shard: u32,
+        plan: &ShardPlan,
+        _consistency: ReadConsistency,
+    ) -> Result<(Partial, Vec<stratosdb_verifier::ReadProof>)> {
+        crate::proven::execute_proven(self.only(shard)?, shard, plan, self.anchors.as_ref())
     }
 
     fn write(&self, _collection: &str, shard: u32, ops: Vec<Op>) -> Result<Vec<OpOutcome>> {
@@ -152,6 +164,7 @@ impl Database {
                 engine,
                 shard,
                 durability: Durability::Sync,
+                anchors: Arc::new(NoAnchors),
             }),
         })
     }
@@ -168,6 +181,31 @@ impl Database {
     /// Whether writes wait for the disk (`Sync`, the default) or not.
     pub fn set_durability(&mut self, durability: Durability) {
         self.inner.store_mut().durability = durability;
+    }
+
+    /// What proven reads ([`Database::query_proven`]) know of anchored
+    /// epochs: without it, every proof is unanchored.
+    pub fn set_anchors(&mut self, anchors: Arc<dyn AnchorLookup + Send>) {
+        self.inner.store_mut().anchors = anchors;
+    }
+
+    /// Runs a query with proofs of every returned document (and of the
+    /// looked-up `_id`s that are absent), each to the shard's root, or to
+    /// its latest anchored mark's root with the anchor proof when the
+    /// document is unchanged since (`docs/chain.md`, "Verifiable reads").
+    ///
+    /// ```
+    /// use stratosdb_query::{Database, parse_statement, ast::Statement};
+    /// let db = Database::open_temporary().unwrap();
+    /// db.execute(r#"CREATE COLLECTION c; INSERT INTO c VALUES ('{"_id":"a","n":1}')"#).unwrap();
+    /// let Statement::Select(q) = parse_statement("SELECT n FROM c WHERE _id IN ('a', 'b')").unwrap() else { panic!() };
+    /// let proven = db.query_proven(&q).unwrap();
+    /// assert_eq!(proven.rows.rows[0].to_json_string(), r#"{"n":1}"#);
+    /// proven.proofs[0].verify(None).unwrap();
+    /// assert_eq!(proven.absent[0].id, "b");
+    /// ```
+    pub fn query_proven(&self, query: &Query) -> Result<ProvenRows> {
+        self.inner.query_proven(query, LINEARIZABLE)
     }
 
     /// Makes every write so far durable.

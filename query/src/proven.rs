@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use stratosdb_engine::proof::canonical_json;
-use stratosdb_engine::{KvStore, Shard, Value};
+use stratosdb_engine::{AnchorMark, KvStore, Shard, Value};
 use stratosdb_verifier::{AnchorProof, ReadProof, ShardLeaf};
 
 use crate::ast::{Projection, Query};
@@ -52,6 +52,19 @@ pub fn proof_unsupported(query: &Query) -> Option<&'static str> {
 /// leaves), or `None` when that epoch is not anchored with exactly this leaf.
 pub trait AnchorLookup: Sync {
     fn anchor_of(&self, leaf: &ShardLeaf, epoch: u64) -> Option<AnchorProof>;
+
+    /// The leaf an anchor mark of shard `shard` of `collection` stands for:
+    /// a cluster's, `(collection, shard, the mark's raft index, its root)`
+    /// (the default); an embedded database's names no collection and the
+    /// epoch as its index (`docs/chain.md`).
+    fn leaf_of(&self, collection: &str, shard: u32, mark: &AnchorMark) -> ShardLeaf {
+        ShardLeaf {
+            collection: collection.to_string(),
+            shard,
+            raft_index: mark.raft_index,
+            root: mark.root,
+        }
+    }
 }
 
 /// No anchors known: every proof is unanchored.
@@ -65,7 +78,9 @@ impl AnchorLookup for NoAnchors {
 
 /// Replaces each unanchored proof whose document is unchanged since the
 /// shard's latest anchor mark, and whose mark `anchors` knows as anchored,
-/// by the proof to the mark's root with its anchor proof.
+/// by the proof to the mark's root with its anchor proof. Those left
+/// unanchored (the latest mark's epoch is often still being sealed or
+/// submitted) are tried against the mark before it the same way.
 fn anchor_proofs<K: KvStore>(
     shard: &Shard<K>,
     proofs: &mut [ReadProof],
@@ -75,12 +90,34 @@ fn anchor_proofs<K: KvStore>(
         return Ok(());
     };
     let collection = first.collection.clone();
-    let ids: Vec<&str> = proofs.iter().map(|p| p.id.as_str()).collect();
-    let anchored = shard.prove_anchored_many(&collection, &ids)?;
-    // Every proof of the page is against the one latest mark: look its
-    // anchor up once (a lookup reads and decodes the epoch's record).
+    for previous in [false, true] {
+        let pending: Vec<&mut ReadProof> =
+            proofs.iter_mut().filter(|p| p.anchor.is_none()).collect();
+        if pending.is_empty() {
+            break;
+        }
+        let ids: Vec<&str> = pending.iter().map(|p| p.id.as_str()).collect();
+        let anchored = match previous {
+            false => shard.prove_anchored_many(&collection, &ids)?,
+            true => shard.prove_anchored_previous_many(&collection, &ids)?,
+        };
+        anchor_against_mark(&collection, pending, anchored, anchors);
+    }
+    Ok(())
+}
+
+/// [`anchor_proofs`] against one mark: `anchored` are the proofs to it of
+/// `proofs`' ids, in order.
+fn anchor_against_mark(
+    collection: &str,
+    proofs: Vec<&mut ReadProof>,
+    anchored: Vec<Option<stratosdb_engine::AnchoredProof>>,
+    anchors: &dyn AnchorLookup,
+) {
+    // Every proof of the page is against the one mark: look its anchor up
+    // once (a lookup reads and decodes the epoch's record).
     let mut lookup: Option<(ShardLeaf, u64, Option<AnchorProof>)> = None;
-    for (p, a) in proofs.iter_mut().zip(anchored) {
+    for (p, a) in proofs.into_iter().zip(anchored) {
         let Some(a) = a else { continue };
         // The document read must be the one as of the mark.
         let same = match (&a.doc, &p.document) {
@@ -88,28 +125,23 @@ fn anchor_proofs<K: KvStore>(
             (None, None) => true,
             _ => false,
         };
-        let leaf = ShardLeaf {
-            collection: collection.clone(),
-            shard: p.shard,
-            raft_index: a.mark.raft_index,
-            root: a.mark.root,
-        };
+        let leaf = anchors.leaf_of(collection, p.shard, &a.mark);
         let known = match &lookup {
             Some((l, epoch, anchor)) if *l == leaf && *epoch == a.mark.epoch => anchor.clone(),
             _ => {
                 let anchor = anchors.anchor_of(&leaf, a.mark.epoch);
-                lookup = Some((leaf, a.mark.epoch, anchor.clone()));
+                lookup = Some((leaf.clone(), a.mark.epoch, anchor.clone()));
                 anchor
             }
         };
         if let (true, Some(anchor)) = (same, known) {
-            p.raft_index = a.mark.raft_index;
+            p.raft_index = leaf.raft_index;
             p.shard_root = a.mark.root;
             p.proof = a.proof;
             p.anchor = Some(anchor);
+            p.leaf_collection = (leaf.collection != collection).then(|| leaf.collection.clone());
         }
     }
-    Ok(())
 }
 
 /// The projection of one document, as the query's rows are made.
@@ -178,6 +210,7 @@ pub fn execute_proven<K: KvStore>(
                 proof,
                 document: doc,
                 anchor: None,
+                leaf_collection: None,
             });
         }
         anchor_proofs(shard, &mut proofs, anchors)?;

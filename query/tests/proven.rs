@@ -135,6 +135,23 @@ impl stratosdb_query::AnchorLookup for Epoch {
     }
 }
 
+/// The shard plan of `sql` (for whole documents) and its proofs on the one
+/// shard of collection `c`, with `anchors`.
+fn proven(
+    db: &ShardedDatabase<LocalShards>,
+    sql: &str,
+    anchors: &dyn stratosdb_query::AnchorLookup,
+) -> (
+    stratosdb_query::plan::ShardPlan,
+    Vec<stratosdb_verifier::ReadProof>,
+) {
+    let shard = db.store().shard("c", 0).unwrap();
+    let mut plan = db.plan(&select(sql)).unwrap().shard;
+    plan.output = stratosdb_query::plan::ShardOutput::Documents;
+    let (_, proofs) = stratosdb_query::execute_proven(&shard, 0, &plan, anchors).unwrap();
+    (plan, proofs)
+}
+
 #[test]
 fn documents_unchanged_since_an_anchored_mark_are_proved_to_the_anchor() {
     let db = ShardedDatabase::new(LocalShards::temporary(1).unwrap());
@@ -176,10 +193,11 @@ fn documents_unchanged_since_an_anchored_mark_are_proved_to_the_anchor() {
         ReadConsistency::Linearizable,
     )
     .unwrap();
-    let q = select("SELECT * FROM c WHERE _id IN ('k2', 'k3', 'gone')");
-    let mut plan = db.plan(&q).unwrap().shard;
-    plan.output = stratosdb_query::plan::ShardOutput::Documents;
-    let (_, proofs) = stratosdb_query::execute_proven(&shard, 0, &plan, &epoch).unwrap();
+    let (plan, proofs) = proven(
+        &db,
+        "SELECT * FROM c WHERE _id IN ('k2', 'k3', 'gone')",
+        &epoch,
+    );
     let by_id = |id: &str| proofs.iter().find(|p| p.id == id).unwrap();
     // k2 and the absent _id: unchanged since the mark, so anchored.
     for id in ["k2", "gone"] {
@@ -204,4 +222,30 @@ fn documents_unchanged_since_an_anchored_mark_are_proved_to_the_anchor() {
             .iter()
             .all(|p| p.anchor.is_none() && p.verify(None).is_ok())
     );
+    // A newer mark, whose epoch is not anchored yet (being sealed): the
+    // proofs fall back to the mark before it, epoch 7, which is.
+    shard.record_anchor_mark(8).unwrap();
+    db.execute_one(
+        "UPDATE c SET n = 200 WHERE _id = 'k4'",
+        ReadConsistency::Linearizable,
+    )
+    .unwrap();
+    let (_, proofs) = proven(
+        &db,
+        "SELECT * FROM c WHERE _id IN ('k2', 'k3', 'k4', 'gone')",
+        &epoch,
+    );
+    let by_id = |id: &str| proofs.iter().find(|p| p.id == id).unwrap();
+    for id in ["k2", "gone"] {
+        assert_eq!(
+            by_id(id).verify(Some(&epoch.payload)).unwrap(),
+            Verified::Anchored { epoch: 7 },
+            "{id}"
+        );
+    }
+    // Changed since mark 7 (k3) or since mark 8 (k4): unanchored.
+    for id in ["k3", "k4"] {
+        assert!(by_id(id).anchor.is_none(), "{id}");
+        assert!(by_id(id).verify(None).is_ok(), "{id}");
+    }
 }

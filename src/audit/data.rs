@@ -9,11 +9,10 @@ use std::path::Path;
 use stratosdb::embedded_anchor::{LEDGER_DIR, leaf, read_cluster_id};
 use stratosdb_chain_anchor::{Hash, LedgerReport};
 use stratosdb_engine::proof::EMPTY_ROOT;
-use stratosdb_engine::proof::hash::to_hex;
-use stratosdb_engine::proof::hash::{doc_hash, key_hash};
-use stratosdb_engine::{Engine, EngineConfig, Shard, root_from_scratch};
+use stratosdb_engine::{Engine, EngineConfig, Shard};
 
 use super::Audit;
+use super::rehash::Rehash;
 
 pub fn check(audit: &mut Audit, dir: &Path) {
     let cluster = match read_cluster_id(dir) {
@@ -34,7 +33,7 @@ pub fn check(audit: &mut Audit, dir: &Path) {
             );
         }
     };
-    let Some((root, documents, damaged)) = rehash_documents(audit, &shard) else {
+    let Some((root, documents, rehash)) = rehash_documents(audit, &shard) else {
         return;
     };
     compare_with_anchor(
@@ -43,14 +42,14 @@ pub fn check(audit: &mut Audit, dir: &Path) {
         cluster.as_ref(),
         root,
         documents,
-        damaged,
+        &rehash,
     );
 }
 
 /// Re-hashes every document from its stored bytes, naming each one whose
 /// hash is not the one its record (and so the shard's trie) holds. Returns
-/// the root over the re-hashed documents, their number and how many differ.
-fn rehash_documents(audit: &mut Audit, shard: &Shard) -> Option<(Hash, u64, u64)> {
+/// the root over the re-hashed documents, their number and the re-hash.
+fn rehash_documents(audit: &mut Audit, shard: &Shard) -> Option<(Hash, u64, Rehash)> {
     let collections = shard.collections();
     let total: u64 = collections
         .iter()
@@ -58,8 +57,7 @@ fn rehash_documents(audit: &mut Audit, shard: &Shard) -> Option<(Hash, u64, u64)
         .map(|info| info.count)
         .sum();
     let bar = audit.progress(total, "re-hashing documents");
-    let mut leaves = Vec::new();
-    let mut damaged = 0u64;
+    let mut rehash = Rehash::default();
     let mut unreadable = false;
     for name in &collections {
         let scan = match shard.scan(name, Bound::Unbounded, Bound::Unbounded, false) {
@@ -80,26 +78,12 @@ fn rehash_documents(audit: &mut Audit, shard: &Shard) -> Option<(Hash, u64, u64)
                     continue;
                 }
             };
-            let hash = doc_hash(&doc);
             let recorded = shard
                 .get_raw(name, &id)
                 .ok()
                 .flatten()
                 .and_then(|raw| raw.hash().ok());
-            if recorded != Some(hash) {
-                damaged += 1;
-                bar.suspend(|| {
-                    audit.failed(
-                        &format!("document {name}/{id}"),
-                        &format!(
-                            "its stored bytes hash to {}, the shard's trie holds {}: it was altered on disk",
-                            to_hex(&hash),
-                            recorded.map(|h| to_hex(&h)).unwrap_or_else(|| "nothing".into())
-                        ),
-                    )
-                });
-            }
-            leaves.push((key_hash(name, &id), hash));
+            rehash.add(name, &id, &doc, recorded);
         }
     }
     bar.finish_and_clear();
@@ -110,14 +94,13 @@ fn rehash_documents(audit: &mut Audit, shard: &Shard) -> Option<(Hash, u64, u64)
         );
         return None;
     }
-    let count = leaves.len() as u64;
-    if damaged == 0 {
-        audit.ok(&format!(
-            "{count} documents in {} collections: each one's stored bytes hash to its record's hash",
-            collections.len()
-        ));
-    }
-    Some((root_from_scratch(&mut leaves), count, damaged))
+    let count = rehash.hashes.len() as u64;
+    rehash.report(
+        audit,
+        &format!("{count} documents in {} collections", collections.len()),
+        "",
+    );
+    Some((Rehash::root(&rehash.hashes), count, rehash))
 }
 
 fn compare_with_anchor(
@@ -126,7 +109,7 @@ fn compare_with_anchor(
     cluster: Option<&Hash>,
     root: Hash,
     documents: u64,
-    damaged: u64,
+    rehash: &Rehash,
 ) {
     let what = "the shard root recomputed from the documents";
     let latest = report.and_then(|r| {
@@ -147,12 +130,9 @@ fn compare_with_anchor(
     if leaf(epoch, root).hash() == anchor.payload.cluster_root {
         return audit.ok(&format!("{what} ({documents} documents) equals {against}"));
     }
-    let why = if damaged > 0 {
-        format!("differs from {against}: {damaged} altered document(s), named above")
-    } else {
-        format!(
-            "differs from {against}: the documents changed after it (a shell that did not exit cleanly) or were altered on disk together with their hashes"
-        )
-    };
+    let why = rehash.why_different(
+        &against,
+        "the documents changed after it (a shell that did not exit cleanly) or were altered on disk together with their hashes",
+    );
     audit.failed(what, &why);
 }

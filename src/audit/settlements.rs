@@ -5,12 +5,11 @@
 //! (two thirds of the nodes signed it).
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use stratosdb::client::Client;
 use stratosdb::node::traffic::endpoints::MAX_RECEIPTS;
 use stratosdb::node::traffic::settle::SettlementRecord;
-use stratosdb_chain_anchor::{Chain, ChainRef, LedgerKey, LocalLedger};
+use stratosdb_chain_anchor::{Chain, ChainRef};
 use stratosdb_verifier::traffic::{Receipt, VolumeReport};
 
 use super::Audit;
@@ -18,37 +17,14 @@ use super::Audit;
 pub fn check(
     audit: &mut Audit,
     url: &str,
+    client: Client,
     from_epoch: u64,
-    ledger: Option<&Path>,
-    rpc: Option<(&str, u64)>,
+    chain: Option<&dyn Chain>,
 ) {
     let what = format!("settlements of {url}");
-    let client = match Client::new(url) {
-        Ok(c) => c,
-        Err(e) => return audit.failed(&what, &e.to_string()),
-    };
     let map = match client.cluster() {
         Ok(m) => m,
         Err(e) => return audit.failed(&what, &format!("reading the cluster map: {e}")),
-    };
-    let chain: Option<Box<dyn Chain>> = match (ledger, rpc) {
-        (_, Some((rpc, chain_id))) => {
-            match stratosdb_chain_anchor::StratosChain::connect_read_only(rpc, chain_id) {
-                Ok(c) => Some(Box::new(c)),
-                Err(e) => return audit.failed(&what, &format!("the chain at {rpc}: {e}")),
-            }
-        }
-        (None, None) => None,
-        (Some(dir), None) if !dir.join(stratosdb_chain_anchor::LOG_FILE).is_file() => {
-            return audit.failed(&what, &format!("no ledger in {}", dir.display()));
-        }
-        // A throwaway key: the audit only reads.
-        (Some(dir), None) => {
-            match LocalLedger::open(dir, LedgerKey::from_secret_bytes(rand::random())) {
-                Ok(l) => Some(Box::new(l)),
-                Err(e) => return audit.failed(&what, &format!("ledger {}: {e}", dir.display())),
-            }
-        }
     };
     if chain.is_none() {
         audit.note(
@@ -85,7 +61,7 @@ pub fn check(
     let bar = audit.progress(settled.len() as u64, "checking settlements");
     for record in settled {
         let item = format!("settlement of epoch {}", record.epoch);
-        match check_one(record, &nodes, chain.as_deref()) {
+        match check_one(record, &nodes, chain) {
             Ok(summary) => audit.ok(&format!("{item}: {summary}")),
             Err(reason) => audit.failed(&item, &reason),
         }

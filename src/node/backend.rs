@@ -7,8 +7,8 @@ use stratosdb_engine::{EngineError, Value};
 use stratosdb_query::{FindOptions, QueryError, ShardRead, StatementResult};
 
 use crate::api::{
-    AnchorsQuery, AnchorsReply, ClusterMap, Consistency, JoinReply, JoinRequest, RemoveNodeReply,
-    RemoveNodeRequest,
+    AnchorsQuery, AnchorsReply, ClusterMap, Consistency, ExportQuery, JoinReply, JoinRequest,
+    RemoveNodeReply, RemoveNodeRequest, ShardExport,
 };
 
 /// What a node serves requests from.
@@ -89,6 +89,22 @@ pub trait Backend: Send + Sync + 'static {
         Err(BackendError::bad_request(
             "unsupported",
             "this node does not anchor epochs",
+        ))
+    }
+
+    /// One page of the export of shard `shard` of `collection` from this
+    /// node's own replica (never forwarded: an auditor chooses the replica
+    /// it checks by the node it asks).
+    fn export_shard(
+        &self,
+        collection: &str,
+        shard: u32,
+        query: &ExportQuery,
+    ) -> Result<ShardExport, BackendError> {
+        let _ = (collection, shard, query);
+        Err(BackendError::bad_request(
+            "unsupported",
+            "this node does not export shards",
         ))
     }
 

@@ -24,7 +24,8 @@ use super::backend::{Backend, BackendError, ErrorClass, PutOutcome};
 use super::metrics::Metrics;
 use super::traffic::{self, Traffic, meter::metered};
 use crate::api::{
-    AnchorsQuery, Consistency, ErrorBody, ErrorDetail, JoinRequest, RemoveNodeRequest, SqlRequest,
+    AnchorsQuery, Consistency, ErrorBody, ErrorDetail, ExportQuery, JoinRequest, RemoveNodeRequest,
+    SqlRequest,
 };
 use crate::rows::{json_row, json_rows, json_string};
 
@@ -80,7 +81,8 @@ pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
         )
         .route("/v1/collections/{c}/find", post(find))
         .route("/v1/cluster/remove-node", post(remove_node))
-        .route("/v1/anchors", get(anchors));
+        .route("/v1/anchors", get(anchors))
+        .route("/v1/collections/{c}/shards/{n}/export", get(export_shard));
     let mut routes = Router::new();
     if let Some(traffic) = &config.traffic {
         paid = paid.route_layer(middleware::from_fn_with_state(
@@ -691,6 +693,25 @@ async fn anchors(
     let text = serde_json::to_string(&reply)
         .map_err(|e| BackendError::internal(format!("encoding the anchors: {e}")))?;
     Ok(json(StatusCode::OK, text))
+}
+
+async fn export_shard(
+    State(state): State<AppState>,
+    Path((collection, shard)): Path<(String, String)>,
+    params: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Reply {
+    let query = query_params(params)?;
+    let shard: u32 = shard.parse().map_err(|_| {
+        BackendError::bad_request(
+            "invalid_request",
+            format!("{} is not a shard number", json_string(&shard)),
+        )
+    })?;
+    let page = blocking(&state, move |b| b.export_shard(&collection, shard, &query)).await?;
+    let documents = page.documents.len() as u64;
+    let text = serde_json::to_string(&page)
+        .map_err(|e| BackendError::internal(format!("encoding the export: {e}")))?;
+    Ok(metered(json(StatusCode::OK, text), documents, true))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -37,7 +37,10 @@ Commands (a command takes the rest of its line; it may follow a ';'):
   \import FILE INTO COLL [ON CONFLICT SKIP|REPLACE]
                           load a JSON Lines file (Ctrl-C stops it)
   \anchors [N]             the newest N epochs and their chain anchors
-  \proof on|off           with --connect: verify SELECTs' proofs, a proof column per row
+  \proof on|off           SELECTs come with proofs, verified (against the folder's ledger
+                          when embedded); a proof column per row
+  \save FILE              write the last reply with proofs to FILE, for
+                          stratosdb audit --proofs FILE
   \timing                 print the time each statement takes (on/off)
   \help                   this text
   \q                      quit"#;
@@ -49,7 +52,17 @@ pub fn run(args: ShellArgs) -> anyhow::Result<bool> {
                 Some(path) => Some(crate::account_cmd::load_signer(path)?),
                 None => None,
             };
-            Box::new(Remote::connect(url, signer, args.receipts.as_deref())?)
+            let chain = stratosdb::verified::open_chain_reader(
+                args.ledger.as_deref(),
+                args.rpc.as_deref().map(|rpc| (rpc, args.chain_id)),
+            )
+            .map_err(anyhow::Error::msg)?;
+            Box::new(Remote::connect(
+                url,
+                signer,
+                args.receipts.as_deref(),
+                chain,
+            )?)
         }
         None => Box::new(Embedded::open(
             &args.data,
@@ -281,6 +294,8 @@ impl Session {
                     Err(e) => self.fail(&e),
                 }
             }
+            ("\\save", [file]) => self.save(Path::new(file)),
+            ("\\save", _) => self.fail("usage: \\save FILE"),
             ("\\d", [name]) => self.describe(name),
             ("\\anchors", words) => match anchors::parse_limit(words) {
                 Some(limit) => self.anchors(limit),
@@ -299,6 +314,24 @@ impl Session {
             _ => self.fail(&format!(
                 "unknown command {line:?}; \\help lists the commands"
             )),
+        }
+    }
+
+    /// `\save FILE`: the last proven reply, as `audit --proofs` reads it.
+    fn save(&mut self, file: &Path) {
+        let Some(reply) = self.target.last_proven() else {
+            return self.fail("no reply with proofs to save: \\proof on, then a SELECT");
+        };
+        let written = serde_json::to_string_pretty(&reply)
+            .map_err(|e| e.to_string())
+            .and_then(|text| std::fs::write(file, text + "\n").map_err(|e| e.to_string()));
+        match written {
+            Ok(()) => self.info(&format!(
+                "saved the reply with proofs ({} rows) to {}",
+                reply.rows.len(),
+                file.display()
+            )),
+            Err(e) => self.fail(&format!("writing {}: {e}", file.display())),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -12,6 +13,10 @@ use stratosdb::embedded_anchor::{Anchorer, Ticker};
 use anyhow::Context;
 use stratosdb::api::{AnchorsQuery, AnchorsReply};
 use stratosdb::client::{Client, ClientError};
+use stratosdb::verified::{
+    Anchors, Policy, ProvenReply, describe_verdict, projection_of, verify_reply,
+};
+use stratosdb_chain_anchor::Chain;
 use stratosdb_engine::{Durability, Engine, EngineConfig, EngineError, Op, Value};
 use stratosdb_query::ast::Statement;
 use stratosdb_query::{Database, QueryError, StatementResult};
@@ -39,13 +44,10 @@ pub trait Target: ImportSink {
     }
     /// `\proof on|off`: ask for proofs of what SELECTs return and verify
     /// them, adding a `proof` column (anchored at an epoch, or unanchored).
-    fn set_proofs(&self, on: bool) -> Result<(), String> {
-        let _ = on;
-        Err(
-            "\\proof needs a node (--connect); an embedded folder is read from its own files"
-                .into(),
-        )
-    }
+    fn set_proofs(&self, on: bool) -> Result<(), String>;
+    /// The last reply with proofs a SELECT got under `\proof on`, verified,
+    /// as `\save` writes it (what `stratosdb audit --proofs FILE` reads).
+    fn last_proven(&self) -> Option<ProvenReply>;
     /// At a clean exit: an embedded folder anchors what changed.
     fn close(&self) -> Result<(), String> {
         Ok(())
@@ -59,6 +61,50 @@ pub struct Embedded {
     anchorer: Arc<Anchorer>,
     /// Anchors every `--anchor-interval`; stopped before the last anchor.
     ticker: Mutex<Option<Ticker>>,
+    proofs: Proofs,
+}
+
+/// `\proof on|off` and the last proven reply.
+#[derive(Default)]
+struct Proofs {
+    on: AtomicBool,
+    last: Mutex<Option<ProvenReply>>,
+}
+
+impl Proofs {
+    fn wanted(&self, parsed: &Statement) -> bool {
+        self.on.load(Ordering::Relaxed) && matches!(parsed, Statement::Select(_))
+    }
+
+    /// Verifies `reply` (a SELECT of `sql`) against `chain` (`None`: none,
+    /// anchored proofs are refused), keeps it as the last proven reply, and
+    /// gives its rows with a `proof` column (each row's verdict).
+    fn verify(
+        &self,
+        sql: &str,
+        reply: ProvenReply,
+        chain: Option<&dyn Chain>,
+    ) -> Result<StatementResult, String> {
+        let query = projection_of(Some(sql)).map_err(|e| e.to_string())?;
+        let mut anchors = Anchors::new(chain);
+        let verdicts = verify_reply(&reply, query.as_ref(), &mut anchors, &Policy::default())
+            .map_err(|e| format!("the reply's proofs do not check out: {e}"))?;
+        let mut columns = reply.columns.clone().unwrap_or_default();
+        columns.push("proof".to_string());
+        let rows = reply
+            .rows
+            .iter()
+            .zip(&verdicts)
+            .map(|(row, verdict)| {
+                let mut fields = row.as_object().cloned().unwrap_or_default();
+                let text = describe_verdict(verdict);
+                fields.insert("proof".to_string(), Value::from(text.as_str()));
+                Value::Object(fields)
+            })
+            .collect();
+        *self.last.lock() = Some(reply);
+        Ok(StatementResult::Rows { columns, rows })
+    }
 }
 
 impl Embedded {
@@ -67,13 +113,14 @@ impl Embedded {
             cache_bytes: cache_mb.saturating_mul(1 << 20),
             ..EngineConfig::default()
         };
-        let db = Engine::open(data, config)
+        let mut db = Engine::open(data, config)
             .map_err(QueryError::from)
             .and_then(Database::with_engine)
             .with_context(|| format!("cannot open the database in {}", data.display()))?;
         let anchorer = Anchorer::open(data, db.engine().clone(), db.shard().clone())
             .map(Arc::new)
             .with_context(|| format!("cannot open the ledger of {}", data.display()))?;
+        db.set_anchors(anchorer.clone());
         let ticker = (!anchor_interval.is_zero()).then(|| {
             Ticker::start(anchorer.clone(), anchor_interval, |e| {
                 eprintln!("error: anchoring: {e}")
@@ -84,6 +131,7 @@ impl Embedded {
             data: data.display().to_string(),
             anchorer,
             ticker: Mutex::new(ticker),
+            proofs: Proofs::default(),
         })
     }
 }
@@ -106,8 +154,30 @@ fn engine_write_error(e: EngineError) -> WriteError {
 }
 
 impl Target for Embedded {
-    fn run(&self, _text: &str, parsed: &Statement) -> Result<StatementResult, String> {
+    fn run(&self, text: &str, parsed: &Statement) -> Result<StatementResult, String> {
+        if let (true, Statement::Select(query)) = (self.proofs.wanted(parsed), parsed) {
+            let proven = self.db.query_proven(query).map_err(|e| e.to_string())?;
+            let reply = ProvenReply {
+                sql: Some(text.to_string()),
+                columns: Some(proven.rows.columns),
+                rows: proven.rows.rows,
+                proofs: proven.proofs,
+                absent: proven.absent,
+            };
+            return self
+                .proofs
+                .verify(text, reply, Some(self.anchorer.ledger() as &dyn Chain));
+        }
         self.db.run(parsed).map_err(|e| e.to_string())
+    }
+
+    fn set_proofs(&self, on: bool) -> Result<(), String> {
+        self.proofs.on.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn last_proven(&self) -> Option<ProvenReply> {
+        self.proofs.last.lock().clone()
     }
 
     fn run_sql(&self, sql: &str) -> Result<StatementResult, String> {
@@ -184,9 +254,11 @@ impl ImportSink for Embedded {
 /// A node, through its HTTP API.
 pub struct Remote {
     client: Client,
-    /// `\proof on`: SELECTs are verified by `verifier` (a client of the same node).
-    proofs: std::sync::atomic::AtomicBool,
-    verifier: Client,
+    /// `\proof on`: SELECTs ask for proofs, checked here against `chain`
+    /// (without one, each document against the root its replica states,
+    /// and anchored proofs are refused).
+    proofs: Proofs,
+    chain: Option<Box<dyn Chain>>,
 }
 
 impl Remote {
@@ -194,6 +266,7 @@ impl Remote {
         url: &str,
         signer: Option<stratosdb_verifier::traffic::RequestSigner>,
         receipts: Option<&std::path::Path>,
+        chain: Option<Box<dyn Chain>>,
     ) -> anyhow::Result<Remote> {
         let mut client = Client::new(url)?;
         if let Some(signer) = signer {
@@ -205,11 +278,10 @@ impl Remote {
         client
             .health()
             .with_context(|| format!("the node at {} is not serving", client.url()))?;
-        let verifier = client.clone().verifying_unanchored();
         Ok(Remote {
             client,
-            proofs: std::sync::atomic::AtomicBool::new(false),
-            verifier,
+            proofs: Proofs::default(),
+            chain,
         })
     }
 
@@ -241,30 +313,6 @@ impl Remote {
     }
 }
 
-impl Remote {
-    /// A SELECT with proofs, verified; each row gains a `proof` column.
-    fn run_verified(&self, sql: &str) -> Result<StatementResult, String> {
-        let (reply, verdicts) = self
-            .verifier
-            .sql_verified(sql, stratosdb::api::Consistency::Linearizable)
-            .map_err(|e| e.to_string())?;
-        let mut columns = reply.columns.unwrap_or_default();
-        columns.push("proof".to_string());
-        let rows = reply
-            .rows
-            .into_iter()
-            .zip(&verdicts)
-            .map(|(row, verdict)| {
-                let mut fields = row.as_object().cloned().unwrap_or_default();
-                let text = stratosdb::verified::describe_verdict(verdict);
-                fields.insert("proof".to_string(), Value::from(text.as_str()));
-                Value::Object(fields)
-            })
-            .collect();
-        Ok(StatementResult::Rows { columns, rows })
-    }
-}
-
 fn client_write_error(e: ClientError) -> WriteError {
     match e {
         ClientError::Api { code, message, .. } if code == "duplicate_id" => {
@@ -279,17 +327,23 @@ fn client_write_error(e: ClientError) -> WriteError {
 
 impl Target for Remote {
     fn run(&self, text: &str, parsed: &Statement) -> Result<StatementResult, String> {
-        if self.proofs.load(std::sync::atomic::Ordering::Relaxed)
-            && matches!(parsed, Statement::Select(_))
-        {
-            return self.run_verified(text);
+        if self.proofs.wanted(parsed) {
+            let reply = self
+                .client
+                .sql_proven(text, stratosdb::api::Consistency::Linearizable)
+                .map_err(|e| e.to_string())?;
+            return self.proofs.verify(text, reply, self.chain.as_deref());
         }
         self.run_sql(text)
     }
 
     fn set_proofs(&self, on: bool) -> Result<(), String> {
-        self.proofs.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.proofs.on.store(on, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn last_proven(&self) -> Option<ProvenReply> {
+        self.proofs.last.lock().clone()
     }
 
     fn run_sql(&self, sql: &str) -> Result<StatementResult, String> {

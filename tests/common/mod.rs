@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses some of them
 
 pub mod cluster;
+pub mod disk;
 pub mod faults;
 pub mod heal;
 pub mod http;

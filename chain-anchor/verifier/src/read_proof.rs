@@ -41,6 +41,11 @@ pub struct ReadProof {
     pub document: Option<Value>,
     /// The shard leaf's proof to an anchored cluster root; `None`: unanchored.
     pub anchor: Option<AnchorProof>,
+    /// The collection the shard's leaf names, when it is not `collection`:
+    /// an embedded database's one shard holds every collection, and its
+    /// leaf names none (`""`). Absent (the cluster's case): `collection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_collection: Option<String>,
 }
 
 /// Where a shard root was anchored: the epoch, the cluster root the node
@@ -69,7 +74,10 @@ impl ReadProof {
     /// The shard leaf this proof claims: what an anchor committed to.
     pub fn leaf(&self) -> ShardLeaf {
         ShardLeaf {
-            collection: self.collection.clone(),
+            collection: self
+                .leaf_collection
+                .clone()
+                .unwrap_or_else(|| self.collection.clone()),
             shard: self.shard,
             raft_index: self.raft_index,
             root: self.shard_root,
@@ -121,6 +129,7 @@ impl ReadProof {
     ///     proof: Proof::Inclusion(InclusionProof { collection: "c".into(), id: "a".into(), levels: vec![] }),
     ///     document: Some(doc),
     ///     anchor: Some(AnchorProof { epoch: 2, cluster_root: anchor.cluster_root, reference: "ledger:2:00".into(), leaf_proof: LeafProof::new(&leaves, 0).unwrap() }),
+    ///     leaf_collection: None,
     /// };
     /// bundle.verify_anchored(&anchor).unwrap();
     /// ```

@@ -1,6 +1,8 @@
 //! The trie as of the latest anchor mark, kept beside the current trie as
 //! their difference, so that a document unchanged since the mark can be
-//! proven against the mark's root (`docs/merkle.md`, "Anchor marks").
+//! proven against the mark's root (`docs/merkle.md`, "Anchor marks"); and
+//! the trie as of the mark before it, kept the same way, so that proofs can
+//! still be anchored while the latest mark's epoch is not anchored yet.
 //!
 //! - **Memory O(changes since the mark).** The view holds, for each node a
 //!   write replaced since the mark, the node as it was at the mark (copy on
@@ -11,7 +13,10 @@
 //!   batch, is the document hash at the mark of each key first changed after
 //!   it (`0x00 'p' epoch key_hash`). On open the view is rebuilt by undoing
 //!   those changes on a copy of the paths they touch, and its root must be the
-//!   mark's root.
+//!   mark's root. The previous mark's records are kept until the next mark:
+//!   undoing the latest mark's changes, then the previous one's, gives the
+//!   previous view (a key changed only since the latest mark had the same
+//!   hash at both). A previous view that cannot be rebuilt is left out.
 
 use std::collections::HashMap;
 
@@ -68,8 +73,10 @@ pub(crate) enum ViewChange {
         changed: HashMap<Hash, Option<Hash>>,
         cleaned: Option<bool>,
     },
-    /// The batch made a new mark: its view, with the batch's changes after it.
-    New(MarkView),
+    /// The batch made a new mark: its view, with the batch's changes after
+    /// it, and the keys the batch changed before it, first since the mark
+    /// before (with their hash at that mark: its records).
+    New(MarkView, HashMap<Hash, Option<Hash>>),
 }
 
 impl Default for ViewChange {
@@ -84,11 +91,11 @@ impl Default for ViewChange {
 impl ViewChange {
     /// A mark was made earlier in this batch and `key` has not been kept yet.
     pub(super) fn needs_node(&self, key: &NodeKey) -> bool {
-        matches!(self, ViewChange::New(view) if !view.nodes.contains_key(key))
+        matches!(self, ViewChange::New(view, _) if !view.nodes.contains_key(key))
     }
 
     pub(super) fn keep_node(&mut self, key: NodeKey, node: Option<Node>) {
-        if let ViewChange::New(view) = self {
+        if let ViewChange::New(view, _) = self {
             view.nodes.insert(key, node);
         }
     }
@@ -100,7 +107,7 @@ impl MerkleTxn<'_> {
     /// it holds the hash at the mark all the same, so it is harmless.
     pub(super) fn note_changed(&mut self, key: &Hash, before: Option<Hash>) {
         match &mut self.view {
-            ViewChange::New(view) => {
+            ViewChange::New(view, _) => {
                 view.changed.entry(*key).or_insert(before);
             }
             ViewChange::Kept { changed, .. } => {
@@ -116,28 +123,46 @@ impl MerkleTxn<'_> {
         }
     }
 
-    /// Starts the view of a mark made now: the trie as the batch has it so far.
+    /// Starts the view of a mark made now: the trie as the batch has it so
+    /// far. The batch's changes before it stay the records of the mark
+    /// before (which becomes the previous mark).
     pub fn start_mark(&mut self, epoch: u64) {
-        self.view = ViewChange::New(MarkView::new(epoch, self.current_root()));
-    }
-
-    /// What the batch must store for the latest mark: its epoch and, for each
-    /// key first changed since it, the key's document hash at the mark.
-    pub fn mark_records(&self) -> Option<(u64, Vec<MarkChange>)> {
-        let (epoch, changed) = match &self.view {
-            ViewChange::New(view) => (view.epoch, &view.changed),
-            ViewChange::Kept { changed, .. } => (self.base.view.as_ref()?.epoch, changed),
+        let before_mark = match std::mem::take(&mut self.view) {
+            ViewChange::Kept { changed, .. } => changed,
+            ViewChange::New(_, before_mark) => before_mark,
         };
-        Some((epoch, changed.iter().map(|(k, h)| (*k, *h)).collect()))
+        self.view = ViewChange::New(MarkView::new(epoch, self.current_root()), before_mark);
     }
 
-    /// Records of marks before this epoch may remain in storage.
+    /// What the batch must store: for the latest mark (and, in a batch that
+    /// made one, for the mark before it) the epoch and, for each key first
+    /// changed since it, the key's document hash at the mark.
+    pub fn mark_records(&self) -> Vec<(u64, Vec<MarkChange>)> {
+        let records = |epoch: u64, changed: &HashMap<Hash, Option<Hash>>| {
+            (epoch, changed.iter().map(|(k, h)| (*k, *h)).collect())
+        };
+        match (&self.view, self.base.view.as_ref()) {
+            (ViewChange::New(view, before_mark), before) => {
+                let mut out = vec![records(view.epoch, &view.changed)];
+                if let Some(before) = before.filter(|_| !before_mark.is_empty()) {
+                    out.push(records(before.epoch, before_mark));
+                }
+                out
+            }
+            (ViewChange::Kept { changed, .. }, Some(view)) => vec![records(view.epoch, changed)],
+            (ViewChange::Kept { .. }, None) => Vec::new(),
+        }
+    }
+
+    /// Records of marks before this epoch may remain in storage: those older
+    /// than the previous mark (or than the latest, with no previous view).
     pub fn stale_records_below(&self) -> Option<u64> {
         match &self.view {
-            ViewChange::New(view) => Some(view.epoch),
+            ViewChange::New(view, _) => Some(self.base.view.as_ref().unwrap_or(view).epoch),
             ViewChange::Kept { .. } => {
                 let view = self.base.view.as_ref()?;
-                view.stale_records.then_some(view.epoch)
+                let keep_from = self.base.previous.as_ref().unwrap_or(view).epoch;
+                view.stale_records.then_some(keep_from)
             }
         }
     }
@@ -145,7 +170,7 @@ impl MerkleTxn<'_> {
     /// Whether the batch deleted the last stale records.
     pub fn records_cleaned(&mut self, done: bool) {
         match &mut self.view {
-            ViewChange::New(view) => view.stale_records = !done,
+            ViewChange::New(view, _) => view.stale_records = !done,
             ViewChange::Kept { cleaned, .. } => *cleaned = Some(done),
         }
     }
@@ -155,13 +180,58 @@ impl MerkleTree {
     /// A proof of (`collection`, `id`) against the latest mark's root, with
     /// the mark's epoch and the document hash the key had then.
     pub fn prove_at_mark(&self, collection: &str, id: &str) -> Option<(u64, Proof, Option<Hash>)> {
-        let view = self.view.as_ref()?;
+        self.prove_in_view(self.view.as_ref()?, collection, id)
+    }
+
+    /// [`MerkleTree::prove_at_mark`] against the mark before the latest.
+    pub fn prove_at_previous_mark(
+        &self,
+        collection: &str,
+        id: &str,
+    ) -> Option<(u64, Proof, Option<Hash>)> {
+        self.prove_in_view(self.previous.as_ref()?, collection, id)
+    }
+
+    fn prove_in_view(
+        &self,
+        view: &MarkView,
+        collection: &str,
+        id: &str,
+    ) -> Option<(u64, Proof, Option<Hash>)> {
         let node = |k: &NodeKey| match view.nodes.get(k) {
             Some(at_mark) => at_mark.as_ref(),
             None => self.nodes.get(k),
         };
         let (proof, doc) = prove_in(view.root, node, collection, id);
         Some((view.epoch, proof, doc))
+    }
+
+    /// Rebuilds the view of the mark before the latest, of `epoch`, by
+    /// undoing the latest mark's recorded changes (`latest`) and then its
+    /// own (`changed`); `false` (and no previous view) if that does not lead
+    /// to `mark_root` (its records were partly deleted, say by a version
+    /// that kept none).
+    pub fn restore_previous_view(
+        &mut self,
+        epoch: u64,
+        mark_root: &Hash,
+        latest: &[MarkChange],
+        changed: &[MarkChange],
+    ) -> bool {
+        self.previous = None;
+        let mut undo = MerkleTxn::new(self);
+        for (key, doc) in latest.iter().chain(changed) {
+            undo.update(key, *doc);
+        }
+        let root = undo.current_root();
+        let nodes = undo.nodes.into_entries().collect();
+        if root.map_or(EMPTY_ROOT, |s| s.hash()) != *mark_root {
+            return false;
+        }
+        let mut view = MarkView::new(epoch, root);
+        view.nodes = nodes;
+        self.previous = Some(view);
+        true
     }
 
     /// Rebuilds the view of the mark of `epoch` from the stored document
@@ -204,11 +274,12 @@ impl MerkleTree {
 
     pub(super) fn view_memory_bytes(&self) -> usize {
         self.view.as_ref().map_or(0, MarkView::memory_bytes)
+            + self.previous.as_ref().map_or(0, MarkView::memory_bytes)
     }
 
     pub(super) fn commit_view(&mut self, change: ViewChange) {
         match change {
-            ViewChange::New(view) => self.view = Some(view),
+            ViewChange::New(view, _) => self.view = Some(view),
             ViewChange::Kept { changed, cleaned } => {
                 if let Some(view) = &mut self.view {
                     for (key, doc) in changed {

@@ -94,10 +94,55 @@ impl<S: KvStore> Shard<S> {
         collection: &str,
         ids: &[I],
     ) -> Result<Vec<Option<AnchoredProof>>> {
+        self.prove_at(collection, ids, false)
+    }
+
+    /// [`Shard::prove_anchored_many`] against the mark before the latest:
+    /// while the latest mark's epoch is not anchored yet (it is being
+    /// sealed or submitted, which with a short anchor interval is much of
+    /// the time), the one before it usually is. `None` for a document
+    /// changed since that mark, or when its view is not kept (after a
+    /// snapshot, until the next mark).
+    ///
+    /// ```
+    /// use stratosdb_engine::{Durability, Engine, Op, Value};
+    /// let shard = Engine::open_temporary().unwrap().shard(0).unwrap();
+    /// let doc = |s: &str| Value::from_json_str(s).unwrap();
+    /// shard.create_collection("c").unwrap();
+    /// shard.insert("c", doc(r#"{"_id":"a","n":1}"#)).unwrap();
+    /// let first = shard.record_anchor_mark(1).unwrap();
+    /// let a2 = Op::Upsert { collection: "c".into(), doc: doc(r#"{"_id":"a","n":2}"#) };
+    /// shard.write(vec![a2], Durability::Buffered).unwrap();
+    /// shard.record_anchor_mark(2).unwrap();
+    ///
+    /// // a changed between the marks: proved to mark 2, not to mark 1.
+    /// assert!(shard.prove_anchored_previous_many("c", &["a"]).unwrap()[0].is_none());
+    /// let b = shard.prove_anchored_previous_many("c", &["b"]).unwrap().pop().unwrap().unwrap();
+    /// assert_eq!(b.mark, first);
+    /// b.proof.verify(&first.root, None).unwrap();
+    /// ```
+    pub fn prove_anchored_previous_many<I: AsRef<str>>(
+        &self,
+        collection: &str,
+        ids: &[I],
+    ) -> Result<Vec<Option<AnchoredProof>>> {
+        self.prove_at(collection, ids, true)
+    }
+
+    fn prove_at<I: AsRef<str>>(
+        &self,
+        collection: &str,
+        ids: &[I],
+        previous: bool,
+    ) -> Result<Vec<Option<AnchoredProof>>> {
         // Holding the trie's lock keeps writers out, so documents, the mark
         // and its view agree.
         let merkle = self.inner.merkle.lock();
-        let Some(mark) = self.latest_anchor_mark() else {
+        let mark = match previous {
+            false => self.latest_anchor_mark(),
+            true => self.inner.marks.read().before_latest(),
+        };
+        let Some(mark) = mark else {
             return Ok(ids.iter().map(|_| None).collect());
         };
         let number = self.collection_number(collection).ok();
@@ -105,7 +150,11 @@ impl<S: KvStore> Shard<S> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let id = id.as_ref();
-            let Some((epoch, proof, at_mark)) = merkle.prove_at_mark(collection, id) else {
+            let at = match previous {
+                false => merkle.prove_at_mark(collection, id),
+                true => merkle.prove_at_previous_mark(collection, id),
+            };
+            let Some((epoch, proof, at_mark)) = at else {
                 out.push(None);
                 continue;
             };
@@ -169,7 +218,9 @@ mod tests {
     }
 
     /// Each write records the keys it changes first since the latest mark;
-    /// a new mark leaves the older records to be deleted a chunk per write.
+    /// a new mark keeps the records of the mark before it (its view is
+    /// rebuilt from them) and leaves older ones to be deleted a chunk per
+    /// write.
     #[test]
     fn older_marks_records_are_deleted_in_chunks() {
         let shard = Engine::open_temporary().unwrap().shard(0).unwrap();
@@ -187,19 +238,92 @@ mod tests {
             .unwrap();
         assert_eq!(records(&shard), vec![(1, many)]);
 
-        // The mark's own batch deletes a first chunk.
+        // Mark 1 is now the previous mark: its records stay.
         shard.record_anchor_mark(2).unwrap();
-        assert_eq!(records(&shard), vec![(1, many - MARK_CHANGE_CLEANUP)]);
-        shard
-            .write(vec![upsert(5, 3)], Durability::Buffered)
+        let write = |i, n| {
+            shard
+                .write(vec![upsert(i, n)], Durability::Buffered)
+                .unwrap()
+        };
+        write(5, 3);
+        write(6, 3);
+        assert_eq!(records(&shard), vec![(1, many), (2, 2)]);
+        // Mark 3 makes mark 1's records stale: a chunk per batch goes.
+        shard.record_anchor_mark(3).unwrap();
+        assert_eq!(
+            records(&shard),
+            vec![(1, many - MARK_CHANGE_CLEANUP), (2, 2)]
+        );
+        write(7, 4);
+        assert_eq!(records(&shard), vec![(1, 100), (2, 2), (3, 1)]);
+        write(8, 4);
+        assert_eq!(records(&shard), vec![(2, 2), (3, 2)]);
+        assert!(shard.prove_anchored("c", "d9").unwrap().is_some());
+        assert!(shard.prove_anchored("c", "d8").unwrap().is_none());
+        // Against mark 2: d5 and d6 changed before mark 3, d7 after it.
+        let at_2 = shard
+            .prove_anchored_previous_many("c", &["d5", "d7", "d9"])
             .unwrap();
-        assert_eq!(records(&shard), vec![(1, 100), (2, 1)]);
-        shard
-            .write(vec![upsert(6, 3)], Durability::Buffered)
+        assert!(at_2[0].is_none() && at_2[1].is_none());
+        assert_eq!(at_2[2].as_ref().unwrap().mark.epoch, 2);
+    }
+
+    /// Checks that `shard`'s previous-mark proofs of `ids` are those of
+    /// `at_mark` (a shard holding the mark's documents), for every id but
+    /// `changed` (changed since that mark: none).
+    fn assert_previous(shard: &Shard, at_mark: &Shard, ids: &[String], changed: &[&str]) {
+        let proofs = shard.prove_anchored_previous_many("c", ids).unwrap();
+        let mark = shard.anchor_mark(1).unwrap().unwrap();
+        assert_eq!(mark.root, at_mark.root().unwrap());
+        for (id, p) in ids.iter().zip(proofs) {
+            match p {
+                Some(p) => {
+                    assert!(!changed.contains(&id.as_str()), "{id}");
+                    assert_eq!(p.mark, mark);
+                    assert_eq!(p.proof, at_mark.prove("c", id).unwrap().1, "{id}");
+                }
+                None => assert!(changed.contains(&id.as_str()), "{id}"),
+            }
+        }
+    }
+
+    /// The previous mark's view proves what a shard holding the documents
+    /// of that mark proves, before and after a restart (rebuilt from both
+    /// marks' records), with writes in the batch that made the latest mark,
+    /// before and after it.
+    #[test]
+    fn the_previous_marks_view_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..40).map(|i| format!("d{i}")).collect();
+        let first: Vec<Op> = (0..30).map(|i| upsert(i, 0)).collect();
+        let at_1 = Engine::open_temporary().unwrap().shard(0).unwrap();
+        at_1.create_collection("c").unwrap();
+        at_1.write(first.clone(), Durability::Buffered).unwrap();
+        let changed = ["d0", "d1", "d2", "d3", "d4", "d10", "d11", "d35", "d36"];
+        {
+            let engine = Engine::open(dir.path(), crate::EngineConfig::default()).unwrap();
+            let shard = engine.shard(0).unwrap();
+            shard.create_collection("c").unwrap();
+            shard.write(first, Durability::Buffered).unwrap();
+            shard.record_anchor_mark(1).unwrap();
+            let between: Vec<Op> = (0..5).map(|i| upsert(i, 1)).collect();
+            shard.write(between, Durability::Buffered).unwrap();
+            // One batch: changes, the mark of epoch 2, more changes.
+            let entry = |ops: Vec<Op>| crate::Command { ops }.encode();
+            let before = entry(vec![upsert(10, 2), upsert(35, 2)]);
+            let mark = entry(vec![Op::AnchorMark { epoch: 2 }]);
+            let after = entry(vec![upsert(11, 3), upsert(0, 3), upsert(36, 3)]);
+            shard
+                .apply_batch(&[(100, &before), (101, &mark), (102, &after)])
+                .unwrap();
+            assert_previous(&shard, &at_1, &ids, &changed);
+            engine.flush().unwrap();
+        }
+        let reopened = Engine::open(dir.path(), crate::EngineConfig::default())
+            .unwrap()
+            .shard(0)
             .unwrap();
-        assert_eq!(records(&shard), vec![(2, 2)]);
-        assert!(shard.prove_anchored("c", "d7").unwrap().is_some());
-        assert!(shard.prove_anchored("c", "d6").unwrap().is_none());
+        assert_previous(&reopened, &at_1, &ids, &changed);
     }
 
     /// A damaged change record cannot pass for the mark's state: the shard

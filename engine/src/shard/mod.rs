@@ -5,11 +5,14 @@
 //! - this file: the handle, opening (catalog, Merkle rebuild), the catalog;
 //! - `read.rs`: point reads, scans, index scans, root and proofs;
 //! - `anchored.rs`: anchor marks and proofs against the latest one;
+//! - `export.rs`: the documents and the changes since the mark, page by page;
 //! - `write.rs`: writes and raft applies, run as one atomic batch each;
 //! - `writer.rs`: what each operation does inside a batch;
 //! - `maintenance.rs`: DDL that runs in chunks (index builds, garbage).
 
 mod anchored;
+mod export;
+pub use export::{ExportPage, ExportedDocument, MarkChange};
 mod generation;
 mod maintenance;
 mod read;
@@ -280,7 +283,7 @@ pub(crate) fn restore_mark_view<T: KvTree>(
     };
     let changes = load_mark_changes(tree, latest.epoch)?;
     merkle
-        .restore_view(latest.epoch, &latest.root, changes)
+        .restore_view(latest.epoch, &latest.root, changes.clone())
         .map_err(|found| {
             EngineError::Corruption(format!(
                 "the documents and the changes recorded since the anchor mark of epoch {} lead back to root {}, not the mark's root {}",
@@ -288,7 +291,14 @@ pub(crate) fn restore_mark_view<T: KvTree>(
                 to_hex(&found),
                 to_hex(&latest.root)
             ))
-        })
+        })?;
+    // The mark before: only an aid to anchoring proofs, so a view that its
+    // records do not rebuild (a snapshot carries none) is left out.
+    if let Some(previous) = marks.before_latest() {
+        let own = load_mark_changes(tree, previous.epoch)?;
+        merkle.restore_previous_view(previous.epoch, &previous.root, &changes, &own);
+    }
+    Ok(())
 }
 
 pub(crate) fn id_from_doc_key(key: &[u8], prefix_len: usize) -> Result<&str> {

@@ -154,7 +154,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
     /// document hash at the mark (so the mark's view survives a restart), and
     /// deletes a bounded chunk of an older mark's records.
     fn store_mark_changes(&mut self) -> Result<()> {
-        if let Some((epoch, changes)) = self.merkle.mark_records() {
+        for (epoch, changes) in self.merkle.mark_records() {
             for (key, doc) in changes {
                 self.txn
                     .put(keys::mark_change_key(epoch, &key), mark_change_value(doc));

@@ -5,6 +5,7 @@
 
 mod anchors;
 mod epochs;
+mod export;
 mod heal;
 mod node;
 mod rpc;
@@ -282,6 +283,15 @@ impl Backend for ClusterBackend {
             };
             BackendError::new(class, &e.code, e.message)
         })
+    }
+
+    fn export_shard(
+        &self,
+        collection: &str,
+        shard: u32,
+        query: &crate::api::ExportQuery,
+    ) -> Result<crate::api::ShardExport, BackendError> {
+        export::export_shard(&self.node, collection, shard, query)
     }
 
     fn remove_node(&self, request: &RemoveNodeRequest) -> Result<RemoveNodeReply, BackendError> {

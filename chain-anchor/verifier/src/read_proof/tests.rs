@@ -69,6 +69,7 @@ fn case(n: usize, target: &str) -> (ReadProof, AnchorPayload) {
             reference: "ledger:12:00".into(),
             leaf_proof: LeafProof::new(&leaves, index).unwrap(),
         }),
+        leaf_collection: None,
     };
     (bundle, payload)
 }
