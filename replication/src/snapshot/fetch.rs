@@ -1,9 +1,10 @@
 //! The fetcher: background threads that pull a snapshot's chunks from the
 //! node that has them, so the raft loop never waits on the network. The
 //! loop hands over a descriptor-only `MsgSnapshot`; a worker fetches the
-//! chunks in order into `snapshots/in` (each verified and synced), and once
-//! all are in queues the message back to the loop, which then steps it and
-//! installs from disk.
+//! chunks into `snapshots/in`, several in flight at once (`window`, none
+//! more than `window` chunks ahead of the first missing one), each verified
+//! and written at its place; the file is synced once all are in, and the
+//! message goes back to the loop, which then steps it and installs from disk.
 //!
 //! A broken transfer retries (backing off) until no chunk arrived for
 //! `stall_timeout`; it then gives up and keeps what it has: the next
@@ -33,6 +34,8 @@ pub(crate) struct FetchContext {
     pub counters: Arc<Counters>,
     /// Gives up after this long without a chunk.
     pub stall_timeout: Duration,
+    /// Chunk fetches of one transfer in flight at once.
+    pub window: usize,
     /// Queues a raft message for the node's loop.
     pub requeue: Box<dyn Fn(GroupMessage) -> Result<()> + Send + Sync>,
 }
@@ -166,6 +169,60 @@ fn run(context: &FetchContext, job: Job) {
     }
 }
 
+/// What a chunk fetch gave: its number and its bytes, or why not.
+type Fetched = (u32, Result<Vec<u8>>);
+
+/// Up to `window` chunk fetches of one transfer in flight at once, each on
+/// its own short-lived thread (the transport's fetch blocks). The helpers
+/// hold only shared handles, so a transfer that ends does not wait for the
+/// fetches still out: their answers are dropped.
+struct Pipeline {
+    requests: Option<mpsc::Sender<u32>>,
+    answers: mpsc::Receiver<Fetched>,
+}
+
+impl Pipeline {
+    fn start(context: &FetchContext, d: &SnapshotDescriptor, window: usize) -> Result<Pipeline> {
+        let (req_tx, req_rx) = mpsc::channel::<u32>();
+        let req_rx = Arc::new(Mutex::new(req_rx));
+        let (ans_tx, answers) = mpsc::channel::<Fetched>();
+        for i in 0..window {
+            let (rx, tx) = (req_rx.clone(), ans_tx.clone());
+            let transport = context.transport.clone();
+            let (from, key) = (d.sender, d.key);
+            std::thread::Builder::new()
+                .name(format!("snapshot-chunk-{}-{i}", key.group))
+                .spawn(move || {
+                    loop {
+                        let next = rx.lock().recv();
+                        let Ok(n) = next else { return };
+                        if tx.send((n, transport.fetch_chunk(from, &key, n))).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| ReplicationError::Corruption(format!("cannot start a thread: {e}")))?;
+        }
+        Ok(Pipeline {
+            requests: Some(req_tx),
+            answers,
+        })
+    }
+
+    fn ask(&self, n: u32) {
+        if let Some(tx) = &self.requests {
+            let _ = tx.send(n);
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // The helpers end once their current fetch is answered.
+        self.requests.take();
+    }
+}
+
 fn fetch(context: &FetchContext, job: &Job) -> Result<()> {
     let d = &job.descriptor;
     let key = d.key;
@@ -181,21 +238,52 @@ fn fetch(context: &FetchContext, job: &Job) -> Result<()> {
         TransferDirection::In,
         d.chunks.len() as u32,
         d.total_bytes(),
-        incoming.next_chunk(),
+        incoming.chunks_done(),
         incoming.bytes_done(),
     );
+    let window = context.window.max(1);
+    let pipeline = Pipeline::start(context, d, window.min(d.chunks.len().max(1)))?;
+    // The chunks still to ask for, in order; a failed one goes back in front.
+    let mut queue: std::collections::VecDeque<u32> = incoming.missing().collect();
+    let mut in_flight = 0usize;
     let mut last_progress = Instant::now();
     let mut pause = Duration::from_millis(20);
+    // A failed chunk is asked again once its pause is over.
+    let mut retry_at: Option<Instant> = None;
     while !incoming.is_full() {
         if job.cancel.load(Relaxed) {
             return Err(ReplicationError::Stopped);
         }
-        let n = incoming.next_chunk();
-        let fetched = context
-            .transport
-            .fetch_chunk(d.sender, &key, n)
-            .and_then(|bytes| incoming.append(&bytes).map(|()| bytes.len()));
-        match fetched {
+        // Keep `window` fetches out, none more than `window` chunks past the
+        // first missing one (bounds what arrives ahead of a slow chunk).
+        let first_missing = incoming.next_chunk();
+        if retry_at.is_none_or(|t| Instant::now() >= t) {
+            retry_at = None;
+            while in_flight < window {
+                match queue.front() {
+                    Some(&n) if (n as usize) < first_missing as usize + window => {
+                        queue.pop_front();
+                        if !incoming.has(n) {
+                            pipeline.ask(n);
+                            in_flight += 1;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let wait = retry_at.map_or(Duration::from_millis(100), |t| {
+            t.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100))
+        });
+        let (n, fetched) = match pipeline.answers.recv_timeout(wait) {
+            Ok(answer) => answer,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(ReplicationError::Stopped),
+        };
+        in_flight -= 1;
+        let stored = fetched.and_then(|bytes| incoming.put(n, &bytes).map(|()| bytes.len()));
+        match stored {
             Ok(len) => {
                 context
                     .counters
@@ -205,7 +293,7 @@ fn fetch(context: &FetchContext, job: &Job) -> Result<()> {
                     &key,
                     d.sender,
                     TransferDirection::In,
-                    n,
+                    incoming.chunks_done(),
                     incoming.bytes_done(),
                 );
                 last_progress = Instant::now();
@@ -221,8 +309,11 @@ fn fetch(context: &FetchContext, job: &Job) -> Result<()> {
             }
             Err(e) => {
                 tracing::debug!(group = key.group, chunk = n, error = %e, "snapshot chunk fetch failed; retrying");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(1));
+                queue.push_front(n);
+                if retry_at.is_none() {
+                    retry_at = Some(Instant::now() + pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
             }
         }
     }
@@ -282,6 +373,7 @@ mod tests {
                 transport: hub.transport(RECEIVER),
                 counters: Arc::default(),
                 stall_timeout: Duration::from_secs(5),
+                window: 4,
                 requeue: Box::new(move |m| {
                     tx.lock().send(m).map_err(|_| ReplicationError::Stopped)
                 }),

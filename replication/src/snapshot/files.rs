@@ -282,7 +282,8 @@ impl SnapshotFiles {
 
     /// Starts (or resumes) receiving a snapshot: drops the group's other
     /// incoming snapshots, refuses one that would put the incoming total over
-    /// the limit, and keeps the chunks already received that verify.
+    /// the limit, and keeps the chunks already received that verify (each at
+    /// its place in the file: chunks may arrive out of order).
     pub fn begin_incoming(&self, descriptor: &SnapshotDescriptor) -> Result<IncomingFile> {
         let key = descriptor.key;
         let prefix = format!("{}-", key.group);
@@ -317,30 +318,44 @@ impl SnapshotFiles {
             .truncate(false)
             .open(&part)
             .map_err(|e| io_err("cannot open", &part, e))?;
-        // Resume after the chunks that verify; cut what does not.
-        let mut next = 0u32;
-        let mut offset = 0u64;
+        // Resume with the chunks that verify, wherever they are; the others
+        // (never written, torn by a crash, or lost with the page cache) are
+        // fetched again.
+        let on_disk = file
+            .metadata()
+            .map_err(|e| io_err("cannot read", &part, e))?
+            .len();
+        let mut have = vec![false; descriptor.chunks.len()];
+        let mut bytes = 0u64;
         {
-            let mut reader = BufReader::new(&mut file);
+            let mut reader = BufReader::with_capacity(1 << 20, &mut file);
             let mut buf = Vec::new();
-            for info in &descriptor.chunks {
-                buf.resize(info.len as usize, 0);
-                if reader.read_exact(&mut buf).is_err() || !info.matches(&buf) {
+            let mut offset = 0u64;
+            for (n, info) in descriptor.chunks.iter().enumerate() {
+                let end = offset + u64::from(info.len);
+                if end > on_disk {
                     break;
                 }
-                next += 1;
-                offset += u64::from(info.len);
+                buf.resize(info.len as usize, 0);
+                if reader.read_exact(&mut buf).is_err() {
+                    break;
+                }
+                if info.matches(&buf) {
+                    have[n] = true;
+                    bytes += u64::from(info.len);
+                }
+                offset = end;
             }
         }
-        file.set_len(offset)
-            .map_err(|e| io_err("cannot truncate", &part, e))?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| io_err("cannot seek", &part, e))?;
+        // The file has the snapshot's size from the start (holes where chunks
+        // are missing), so a chunk is written at its offset in any order.
+        file.set_len(total)
+            .map_err(|e| io_err("cannot size", &part, e))?;
         Ok(IncomingFile {
             file,
             descriptor: descriptor.clone(),
-            next,
-            bytes: offset,
+            have,
+            bytes,
             part,
             done: self.in_path(&key, "chunks"),
             dir: self.in_dir.clone(),
@@ -419,11 +434,13 @@ impl SnapshotFiles {
     }
 }
 
-/// A snapshot being received: chunks are appended in order, each synced.
+/// A snapshot being received: each chunk verified, then written at its
+/// offset (in any order). Nothing is synced until [`IncomingFile::finish`].
 pub struct IncomingFile {
     file: File,
     descriptor: SnapshotDescriptor,
-    next: u32,
+    /// Chunks received and verified.
+    have: Vec<bool>,
     bytes: u64,
     part: PathBuf,
     done: PathBuf,
@@ -431,9 +448,25 @@ pub struct IncomingFile {
 }
 
 impl IncomingFile {
-    /// The first chunk not yet received and verified.
+    /// The first chunk not yet received and verified (the count of chunks
+    /// when all are in).
     pub fn next_chunk(&self) -> u32 {
-        self.next
+        self.missing().next().unwrap_or(self.have.len() as u32)
+    }
+
+    /// The chunks not yet received, in order.
+    pub fn missing(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.have.len() as u32).filter(|&n| !self.have[n as usize])
+    }
+
+    /// Whether chunk `n` is received and verified.
+    pub fn has(&self, n: u32) -> bool {
+        self.have.get(n as usize).copied().unwrap_or(false)
+    }
+
+    /// Chunks received and verified.
+    pub fn chunks_done(&self) -> u32 {
+        self.have.iter().filter(|&&h| h).count() as u32
     }
 
     /// Bytes received and verified.
@@ -442,13 +475,18 @@ impl IncomingFile {
     }
 
     pub fn is_full(&self) -> bool {
-        self.next as usize == self.descriptor.chunks.len()
+        self.have.iter().all(|&h| h)
     }
 
-    /// Appends the next chunk, if it is the one the descriptor announces,
-    /// durably.
-    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        let n = self.next;
+    /// Writes chunk `n` at its place if it is what the descriptor announces
+    /// (a chunk already here is left alone).
+    ///
+    /// Not synced here: a chunk is checked against its SHA-256 again when a
+    /// transfer resumes (after a crash a lost or torn chunk just does not
+    /// verify and is fetched again) and when the snapshot is installed, and
+    /// [`IncomingFile::finish`] syncs the file once before it is marked
+    /// complete. A sync per chunk bought nothing but a wait per chunk.
+    pub fn put(&mut self, n: u32, bytes: &[u8]) -> Result<()> {
         let info = self.descriptor.chunks.get(n as usize).ok_or_else(|| {
             ReplicationError::SnapshotCorrupt(format!("chunk {n} is past the snapshot's end"))
         })?;
@@ -458,17 +496,31 @@ impl IncomingFile {
                 bytes.len()
             )));
         }
+        if self.has(n) {
+            return Ok(());
+        }
+        let offset = self.descriptor.offset_of(n);
         self.file
-            .write_all(bytes)
-            .and_then(|()| self.file.sync_data())
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| self.file.write_all(bytes))
             .map_err(|e| io_err("cannot write", &self.part, e))?;
-        self.next += 1;
+        self.have[n as usize] = true;
         self.bytes += bytes.len() as u64;
         Ok(())
     }
 
-    /// Marks the snapshot complete (every chunk in): `.part` becomes `.chunks`.
+    /// Marks the snapshot complete (every chunk in, now synced): `.part`
+    /// becomes `.chunks`.
     pub fn finish(self) -> Result<()> {
+        if !self.is_full() {
+            return Err(ReplicationError::SnapshotCorrupt(format!(
+                "{} is missing chunks",
+                self.part.display()
+            )));
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| io_err("cannot sync", &self.part, e))?;
         fs::rename(&self.part, &self.done).map_err(|e| io_err("cannot rename", &self.part, e))?;
         sync_dir(&self.dir)
     }
@@ -520,7 +572,7 @@ mod tests {
     }
 
     #[test]
-    fn an_incoming_snapshot_resumes_after_the_chunks_that_verify() {
+    fn an_incoming_snapshot_resumes_with_the_chunks_that_verify_in_any_order() {
         let dir = tempfile::tempdir().unwrap();
         let files = SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30).unwrap();
         let (_engine, shard) = shard_with(100);
@@ -530,35 +582,45 @@ mod tests {
 
         let mut incoming = files.begin_incoming(&d).unwrap();
         assert_eq!(incoming.next_chunk(), 0);
-        for n in 0..5 {
-            incoming.append(&chunk(n)).unwrap();
+        // Chunks 0-4 and 7 arrive (out of order, as from several fetches in
+        // flight); a chunk at the wrong number (or corrupt) is refused.
+        for n in [1, 0, 7, 2, 4, 3] {
+            incoming.put(n, &chunk(n)).unwrap();
         }
-        // A chunk out of order (or corrupt) is refused and changes nothing.
-        assert!(incoming.append(&chunk(7)).is_err());
+        assert!(incoming.put(8, &chunk(9)).is_err());
+        assert!(!incoming.has(8));
         drop(incoming);
 
-        // Reopened (as after a restart): it resumes at chunk 5.
+        // Reopened (as after a restart): it has 0-4 and 7, nothing else.
         let files = SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30).unwrap();
         let incoming = files.begin_incoming(&d).unwrap();
         assert_eq!(incoming.next_chunk(), 5);
-        assert_eq!(incoming.bytes_done(), d.offset_of(5));
+        assert_eq!(incoming.chunks_done(), 6);
+        assert_eq!(
+            incoming.bytes_done(),
+            d.offset_of(5) + u64::from(d.chunks[7].len)
+        );
+        assert_eq!(
+            incoming.missing().take(3).collect::<Vec<_>>(),
+            vec![5, 6, 8]
+        );
         drop(incoming);
 
-        // A torn last chunk (half written before a crash) is cut off.
+        // A torn chunk (half of 7 overwritten before a crash) is fetched again.
         let part = files.in_path(&d.key, "part");
-        let half = &chunk(5)[..d.chunks[5].len as usize / 2];
-        OpenOptions::new()
-            .append(true)
-            .open(&part)
-            .unwrap()
-            .write_all(half)
+        let mut f = OpenOptions::new().write(true).open(&part).unwrap();
+        f.seek(SeekFrom::Start(d.offset_of(7))).unwrap();
+        f.write_all(&vec![0u8; d.chunks[7].len as usize / 2])
             .unwrap();
+        drop(f);
         let mut incoming = files.begin_incoming(&d).unwrap();
-        assert_eq!(incoming.next_chunk(), 5);
-        while !incoming.is_full() {
-            let n = incoming.next_chunk();
-            incoming.append(&chunk(n)).unwrap();
+        assert_eq!(incoming.chunks_done(), 5);
+        assert!(!incoming.has(7));
+        let missing: Vec<u32> = incoming.missing().collect();
+        for n in missing {
+            incoming.put(n, &chunk(n)).unwrap();
         }
+        assert!(incoming.is_full());
         incoming.finish().unwrap();
         assert!(files.is_complete(&d.key));
 
@@ -567,6 +629,20 @@ mod tests {
         files.install_incoming(&d, &target).unwrap();
         assert_eq!(target.root().unwrap(), shard.root().unwrap());
         assert!(!files.is_complete(&d.key), "installed files are removed");
+    }
+
+    #[test]
+    fn an_incomplete_snapshot_is_not_marked_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30).unwrap();
+        let (_engine, shard) = shard_with(20);
+        let d = files.export(&shard, 1024, 1, |_| Ok(4)).unwrap();
+        let mut incoming = files.begin_incoming(&d).unwrap();
+        incoming
+            .put(0, &files.read_outgoing_chunk(&d.key, 0).unwrap().0)
+            .unwrap();
+        assert!(incoming.finish().is_err());
+        assert!(!files.is_complete(&d.key));
     }
 
     #[test]
