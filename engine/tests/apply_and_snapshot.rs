@@ -5,8 +5,8 @@
 use std::ops::Bound;
 
 use stratosdb_engine::{
-    ApplyOutcome, Command, Engine, EngineConfig, EngineError, IndexRange, IndexSpec, Op,
-    PatchChange, Shard, Value,
+    ApplyOutcome, Command, Durability, Engine, EngineConfig, EngineError, IndexRange, IndexSpec,
+    Op, PatchChange, Shard, Value,
 };
 
 fn commands() -> Vec<Vec<u8>> {
@@ -326,4 +326,91 @@ fn a_removed_shard_is_gone_and_comes_back_empty() {
     let again = engine.shard(3).unwrap();
     assert!(again.collections().is_empty());
     assert_eq!(again.applied_index().unwrap(), 0);
+}
+
+/// Writes made in the middle of an export (to documents it already read, to
+/// ones it has not reached, deletes, inserts, a new collection) leave it what
+/// the shard was when it started: it imports to the root taken then.
+#[test]
+fn an_export_is_the_shard_at_its_start_while_writes_go_on() {
+    let engine = Engine::open_temporary().unwrap();
+    let source = engine.shard(5).unwrap();
+    let doc = |s: String| Value::from_json_str(&s).unwrap();
+    for c in ["a", "b"] {
+        source.create_collection(c).unwrap();
+        for i in 0..300 {
+            let d = format!(
+                r#"{{"_id":"{c}{i:04}","v":"old","pad":"{}"}}"#,
+                "x".repeat(100)
+            );
+            source.insert(c, doc(d)).unwrap();
+        }
+    }
+    let root_before = source.root().unwrap();
+    let upsert = |c: &str, id: &str| Op::Upsert {
+        collection: c.into(),
+        doc: doc(format!(r#"{{"_id":"{id}","v":"new"}}"#)),
+    };
+    let delete = |c: &str, id: &str| Op::Delete {
+        collection: c.into(),
+        id: id.into(),
+    };
+    let mut wrote = false;
+    let mut chunks = Vec::new();
+    let summary = source
+        .export_snapshot_paced(
+            4 << 10,
+            |c| {
+                chunks.push(c);
+                Ok(())
+            },
+            |read| {
+                if read != 150 || wrote {
+                    return;
+                }
+                wrote = true;
+                let ops = vec![
+                    upsert("a", "a0010"), // read already
+                    upsert("a", "a0200"), // not read yet
+                    delete("a", "a0250"), // not read yet: must still travel
+                    delete("a", "a0020"), // read already
+                    upsert("a", "a0999"), // new, past the cursor
+                    upsert("b", "b0100"), // another collection, not read yet
+                    delete("b", "b0005"), // deleted, then written again
+                    upsert("b", "b0005"),
+                    Op::CreateCollection { name: "c".into() },
+                ];
+                source.write(ops, Durability::Buffered).unwrap();
+                source.insert("c", doc(r#"{"_id":"c1"}"#.into())).unwrap();
+            },
+        )
+        .unwrap();
+    assert!(wrote, "the writes ran in the middle of the export");
+    assert_eq!(summary.root, root_before);
+    assert_eq!(summary.documents, 600);
+    assert_ne!(source.root().unwrap(), root_before, "the writes went in");
+
+    let target = Engine::open_temporary().unwrap().shard(5).unwrap();
+    let imported = target.import_snapshot(chunks).unwrap();
+    assert_eq!(imported.root, root_before);
+    assert_eq!(target.root().unwrap(), root_before);
+    for (c, id) in [
+        ("a", "a0010"),
+        ("a", "a0200"),
+        ("b", "b0100"),
+        ("b", "b0005"),
+    ] {
+        let got = target.get(c, id).unwrap().expect(id);
+        assert!(
+            got.to_json_string().contains(r#""v":"old""#),
+            "{id}: {got:?}"
+        );
+    }
+    assert!(target.get("a", "a0250").unwrap().is_some());
+    assert!(target.get("a", "a0999").unwrap().is_none());
+    assert!(!target.collections().contains(&"c".to_string()));
+    // Nothing is left registered: a later write is not recorded anywhere.
+    source
+        .write(vec![upsert("a", "a0001")], Durability::Buffered)
+        .unwrap();
 }
