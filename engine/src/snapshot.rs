@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bincode::{Decode, Encode};
 use stratosdb_proof::Value;
@@ -45,6 +46,41 @@ enum Chunk {
         changes: Vec<MarkChange>,
     },
     End,
+}
+
+/// A snapshot imported beside its shard and checked, not switched in yet
+/// ([`Shard::prepare_import`], then [`Shard::commit_import`]). Dropped
+/// without a commit, its tree is dropped too.
+pub struct PreparedImport<S: KvStore = crate::SledStore> {
+    shard: crate::ShardId,
+    generation: u64,
+    staging_name: String,
+    staging: Option<Shard<S>>,
+    summary: SnapshotSummary,
+    shared: Arc<crate::shared::Shared<S>>,
+}
+
+impl<S: KvStore> PreparedImport<S> {
+    /// What the snapshot holds (its applied index and root, checked).
+    pub fn summary(&self) -> &SnapshotSummary {
+        &self.summary
+    }
+
+    /// The shard it was prepared for.
+    pub fn shard_id(&self) -> crate::ShardId {
+        self.shard
+    }
+}
+
+impl<S: KvStore> Drop for PreparedImport<S> {
+    fn drop(&mut self) {
+        if let Some(staging) = self.staging.take() {
+            drop(staging);
+            // A tree that cannot be dropped now is an abandoned one, which
+            // the engine drops when it opens.
+            let _ = self.shared.store.drop_tree(&self.staging_name);
+        }
+    }
 }
 
 /// What a snapshot held.
@@ -321,26 +357,65 @@ impl<S: KvStore> Shard<S> {
         &self,
         chunks: impl IntoIterator<Item = Vec<u8>>,
     ) -> Result<SnapshotSummary> {
-        let mut merkle = self.inner.merkle.lock();
+        let prepared = self.prepare_import(chunks)?;
+        self.commit_import(prepared)
+    }
+
+    /// The slow half of [`Shard::import_snapshot`]: builds the snapshot's
+    /// contents in a tree of their own and checks them (every chunk sound,
+    /// the rebuilt root the exporter's), without touching the shard, which
+    /// serves (and is written) meanwhile. Each preparation has its own tree;
+    /// dropped without a commit, the tree goes.
+    pub fn prepare_import(
+        &self,
+        chunks: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<PreparedImport<S>> {
         let shared = &self.inner.shared;
-        let current = shared.directory.current_tree(self.id())?;
-        let (generation, staging_name) = shared.directory.next_tree(self.id())?;
+        // A tree of its own even if another preparation is pending.
+        let skip = shared.staging_seq.fetch_add(1, Ordering::Relaxed);
+        let (generation, staging_name) = shared.directory.next_tree(self.id(), skip)?;
         let staging_tree = shared.store.open_tree(&staging_name)?;
-        let result = self.fill_staging(staging_tree.clone(), chunks);
-        let (summary, staging) = match result {
-            Ok(ok) => ok,
+        match self.fill_staging(staging_tree, chunks) {
+            Ok((summary, staging)) => Ok(PreparedImport {
+                shard: self.id(),
+                generation,
+                staging_name,
+                staging: Some(staging),
+                summary,
+                shared: shared.clone(),
+            }),
             Err(e) => {
                 shared.store.drop_tree(&staging_name)?;
-                return Err(match e {
+                Err(match e {
                     EngineError::Storage(_) | EngineError::SnapshotRejected(_) => e,
                     // A write the snapshot's own contents made fail (a duplicate, a limit).
                     other => EngineError::SnapshotRejected(other.to_string()),
-                });
+                })
             }
+        }
+    }
+
+    /// The quick half of [`Shard::import_snapshot`]: switches the shard to a
+    /// prepared import (made durable first, so the directory never points at
+    /// a partial tree). Readers still on the old contents finish there.
+    pub fn commit_import(&self, mut prepared: PreparedImport<S>) -> Result<SnapshotSummary> {
+        if prepared.shard != self.id() {
+            return Err(EngineError::SnapshotRejected(format!(
+                "an import prepared for shard {} offered to shard {}",
+                prepared.shard,
+                self.id()
+            )));
+        }
+        let Some(staging) = prepared.staging.take() else {
+            return Err(EngineError::SnapshotRejected(
+                "the prepared import was already used".into(),
+            ));
         };
-        // Durable before the switch, so the directory never points at a partial tree.
+        let mut merkle = self.inner.merkle.lock();
+        let shared = &self.inner.shared;
+        let current = shared.directory.current_tree(self.id())?;
         shared.store.flush()?;
-        shared.directory.point(self.id(), generation)?;
+        shared.directory.point(self.id(), prepared.generation)?;
         shared.store.flush()?;
         let old = std::mem::replace(&mut *self.inner.tree.write(), staging.tree());
         *self.inner.catalog.write() = staging.inner.catalog.read().clone();
@@ -348,7 +423,7 @@ impl<S: KvStore> Shard<S> {
         *merkle = std::mem::take(&mut *staging.inner.merkle.lock());
         // Readers still on the old tree finish there; the last one drops it.
         Generation::retire(old, shared.clone(), current)?;
-        Ok(summary)
+        Ok(prepared.summary.clone())
     }
 
     fn fill_staging(

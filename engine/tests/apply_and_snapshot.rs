@@ -414,3 +414,53 @@ fn an_export_is_the_shard_at_its_start_while_writes_go_on() {
         .write(vec![upsert("a", "a0001")], Durability::Buffered)
         .unwrap();
 }
+
+/// An import is prepared beside the shard (which keeps its contents and
+/// takes writes meanwhile), two side by side each in a tree of its own; the
+/// one committed is what the shard then holds, the other is dropped.
+#[test]
+fn imports_are_prepared_beside_the_shard_then_committed() {
+    let doc = |s: String| Value::from_json_str(&s).unwrap();
+    let source = |n: usize| {
+        let shard = Engine::open_temporary().unwrap().shard(9).unwrap();
+        shard.create_collection("c").unwrap();
+        for i in 0..n {
+            shard
+                .insert("c", doc(format!(r#"{{"_id":"s{i:03}"}}"#)))
+                .unwrap();
+        }
+        let mut chunks = Vec::new();
+        let summary = shard
+            .export_snapshot(1 << 10, |c| {
+                chunks.push(c);
+                Ok(())
+            })
+            .unwrap();
+        (summary.root, chunks)
+    };
+    let (root_a, chunks_a) = source(50);
+    let (root_b, chunks_b) = source(80);
+
+    let engine = Engine::open_temporary().unwrap();
+    let target = engine.shard(9).unwrap();
+    target.create_collection("own").unwrap();
+    let before = target.root().unwrap();
+    let a = target.prepare_import(chunks_a).unwrap();
+    let b = target.prepare_import(chunks_b).unwrap();
+    assert_eq!(a.summary().root, root_a);
+    assert_eq!(b.summary().root, root_b);
+    // Untouched, and writable, while the imports wait.
+    assert_eq!(target.root().unwrap(), before);
+    target.insert("own", doc(r#"{"_id":"x"}"#.into())).unwrap();
+    drop(a);
+    let summary = target.commit_import(b).unwrap();
+    assert_eq!(summary.root, root_b);
+    assert_eq!(target.root().unwrap(), root_b);
+    assert_eq!(target.collection("c").unwrap().count, 80);
+    assert!(target.get("own", "x").is_err() || target.get("own", "x").unwrap().is_none());
+    // A preparation for another shard is refused by this one.
+    let other = engine.shard(10).unwrap();
+    let (_, chunks_c) = source(5);
+    let c = other.prepare_import(chunks_c).unwrap();
+    assert!(target.commit_import(c).is_err());
+}

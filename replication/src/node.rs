@@ -152,6 +152,13 @@ impl RaftNode {
                 counters: counters.clone(),
                 stall_timeout: config.snapshot_stall_timeout,
                 window: config.snapshot_fetch_window,
+                shard_of: {
+                    let engine = engine.clone();
+                    Box::new(move |g| {
+                        let ids = engine.shard_ids().ok()?;
+                        ids.contains(&g).then(|| engine.shard(g).ok()).flatten()
+                    })
+                },
                 requeue: Box::new(move |m: GroupMessage| {
                     requeue
                         .send(Request::Raft(vec![m]))

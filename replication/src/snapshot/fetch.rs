@@ -3,8 +3,10 @@
 //! loop hands over a descriptor-only `MsgSnapshot`; a worker fetches the
 //! chunks into `snapshots/in`, several in flight at once (`window`, none
 //! more than `window` chunks ahead of the first missing one), each verified
-//! and written at its place; the file is synced once all are in, and the
-//! message goes back to the loop, which then steps it and installs from disk.
+//! and written at its place; the file is synced once all are in, the
+//! snapshot is imported beside the group's shard (rebuilt and its root
+//! checked, still on the worker), and the message goes back to the loop,
+//! which then steps it and only switches the shard to the import.
 //!
 //! A broken transfer retries (backing off) until no chunk arrived for
 //! `stall_timeout`; it then gives up and keeps what it has: the next
@@ -25,6 +27,7 @@ use crate::codec::GroupMessage;
 use crate::counters::Counters;
 use crate::transport::Transport;
 use crate::{GroupId, NodeId, ReplicationError, Result};
+use stratosdb_engine::Shard;
 
 /// What the workers share.
 pub(crate) struct FetchContext {
@@ -36,6 +39,9 @@ pub(crate) struct FetchContext {
     pub stall_timeout: Duration,
     /// Chunk fetches of one transfer in flight at once.
     pub window: usize,
+    /// The node's shard of a group, if it still has it: a fetched snapshot
+    /// is imported beside it before its message goes back to the loop.
+    pub shard_of: Box<dyn Fn(GroupId) -> Option<Shard> + Send + Sync>,
     /// Queues a raft message for the node's loop.
     pub requeue: Box<dyn Fn(GroupMessage) -> Result<()> + Send + Sync>,
 }
@@ -149,6 +155,26 @@ fn run(context: &FetchContext, job: Job) {
                 .counters
                 .transfers
                 .end(key.group, from, TransferDirection::In, "fetched");
+            // The slow part of the install (rebuilding the shard beside the
+            // old one) runs here, not on the node's loop, which then only
+            // switches it in. If it cannot, the install imports it itself.
+            if !job.cancel.load(Relaxed)
+                && !context.files.is_prepared(&key)
+                && let Some(shard) = (context.shard_of)(key.group)
+            {
+                let started = Instant::now();
+                match context.files.prepare_incoming(&job.descriptor, &shard) {
+                    Ok(()) => tracing::info!(
+                        group = key.group,
+                        index = key.index,
+                        secs = started.elapsed().as_secs_f64(),
+                        "snapshot imported beside the shard"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(group = key.group, error = %e, "fetched snapshot not prepared")
+                    }
+                }
+            }
             if (context.requeue)(job.msg).is_err() {
                 tracing::debug!(group = key.group, "fetched snapshot for a stopped node");
             }
@@ -342,6 +368,10 @@ mod tests {
     }
 
     fn setup() -> Setup {
+        setup_with(Box::new(|_| None))
+    }
+
+    fn setup_with(shard_of: Box<dyn Fn(GroupId) -> Option<Shard> + Send + Sync>) -> Setup {
         let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let engine = Engine::open_temporary().unwrap();
         let shard = engine.shard(4).unwrap();
@@ -374,6 +404,7 @@ mod tests {
                 counters: Arc::default(),
                 stall_timeout: Duration::from_secs(5),
                 window: 4,
+                shard_of,
                 requeue: Box::new(move |m| {
                     tx.lock().send(m).map_err(|_| ReplicationError::Stopped)
                 }),
@@ -407,6 +438,26 @@ mod tests {
         let back = s.requeued.recv_timeout(Duration::from_secs(20)).unwrap();
         assert_eq!(back.msg.index, 7);
         assert!(s.receiver_files.is_complete(&s.descriptor.key));
+    }
+
+    #[test]
+    fn a_fetched_snapshot_is_imported_beside_the_shard_and_the_install_switches_it_in() {
+        let target_engine = Engine::open_temporary().unwrap();
+        let target = target_engine.shard(4).unwrap();
+        let found = target.clone();
+        let s = setup_with(Box::new(move |g| (g == 4).then(|| found.clone())));
+        s.fetcher.submit(s.descriptor.clone(), message(9));
+        s.requeued.recv_timeout(Duration::from_secs(20)).unwrap();
+        // Prepared before the message came back; the shard itself untouched.
+        assert!(s.receiver_files.is_prepared(&s.descriptor.key));
+        assert_ne!(target.root().unwrap(), s.descriptor.root);
+        s.receiver_files
+            .install_incoming(&s.descriptor, &target)
+            .unwrap();
+        assert_eq!(target.root().unwrap(), s.descriptor.root);
+        assert_eq!(target.applied_index().unwrap(), s.descriptor.key.index);
+        assert!(!s.receiver_files.is_prepared(&s.descriptor.key));
+        assert!(!s.receiver_files.is_complete(&s.descriptor.key));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
-use stratosdb_engine::Shard;
+use stratosdb_engine::{PreparedImport, Shard};
 
 use super::{ChunkInfo, SnapshotDescriptor, SnapshotKey};
 use crate::{GroupId, NodeId, ReplicationError, Result};
@@ -38,6 +38,9 @@ pub struct SnapshotFiles {
     max_bytes: u64,
     /// Descriptors of the exports being served, read once from disk.
     served: Mutex<HashMap<SnapshotKey, Arc<SnapshotDescriptor>>>,
+    /// Complete incoming snapshots already imported beside their shard by
+    /// the fetcher (one per group), for the loop's install to switch in.
+    prepared: Mutex<HashMap<GroupId, (SnapshotKey, PreparedImport)>>,
 }
 
 impl SnapshotFiles {
@@ -51,6 +54,7 @@ impl SnapshotFiles {
             expiry,
             max_bytes,
             served: Mutex::default(),
+            prepared: Mutex::default(),
         };
         for d in [&files.out_dir, &files.in_dir] {
             fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
@@ -362,15 +366,65 @@ impl SnapshotFiles {
         })
     }
 
-    /// Installs the complete incoming snapshot into the shard (each chunk
-    /// verified again as it is read), then removes its files.
+    /// Whether the complete incoming snapshot `key` is imported beside its
+    /// shard already.
+    pub fn is_prepared(&self, key: &SnapshotKey) -> bool {
+        self.prepared
+            .lock()
+            .get(&key.group)
+            .is_some_and(|(k, _)| k == key)
+    }
+
+    /// Imports the complete incoming snapshot beside `shard` (each chunk
+    /// verified again as it is read; the engine checks the root), off the
+    /// node's loop: [`SnapshotFiles::install_incoming`] then only switches it
+    /// in. Replaces the group's earlier preparation, if any.
+    pub fn prepare_incoming(&self, descriptor: &SnapshotDescriptor, shard: &Shard) -> Result<()> {
+        let key = descriptor.key;
+        self.prepared.lock().remove(&key.group);
+        let prepared = self.read_incoming(descriptor, |chunks| {
+            shard.prepare_import(chunks).map_err(ReplicationError::from)
+        })?;
+        check_summary(prepared.summary(), descriptor)?;
+        self.prepared.lock().insert(key.group, (key, prepared));
+        Ok(())
+    }
+
+    /// Installs the complete incoming snapshot into the shard, then removes
+    /// its files: switches in what [`SnapshotFiles::prepare_incoming`]
+    /// prepared, else imports it now (each chunk verified again as it is
+    /// read). The applied index and root are checked before the switch.
     pub fn install_incoming(&self, descriptor: &SnapshotDescriptor, shard: &Shard) -> Result<()> {
+        let key = descriptor.key;
+        let ready = match self.prepared.lock().remove(&key.group) {
+            Some((k, p)) if k == key && p.shard_id() == shard.id() => Some(p),
+            _ => None,
+        };
+        let prepared = match ready {
+            Some(p) => p,
+            None => self.read_incoming(descriptor, |chunks| {
+                shard.prepare_import(chunks).map_err(ReplicationError::from)
+            })?,
+        };
+        check_summary(prepared.summary(), descriptor)?;
+        shard.commit_import(prepared)?;
+        self.remove_incoming(&key);
+        Ok(())
+    }
+
+    /// Runs `import` over the chunks of the complete incoming snapshot, each
+    /// verified as it is read.
+    fn read_incoming<T>(
+        &self,
+        descriptor: &SnapshotDescriptor,
+        import: impl FnOnce(&mut dyn Iterator<Item = Vec<u8>>) -> Result<T>,
+    ) -> Result<T> {
         let key = descriptor.key;
         let path = self.in_path(&key, "chunks");
         let file = File::open(&path).map_err(|e| io_err("cannot open", &path, e))?;
-        let mut reader = BufReader::new(file);
+        let mut reader = BufReader::with_capacity(1 << 20, file);
         let failure: std::cell::RefCell<Option<ReplicationError>> = Default::default();
-        let chunks = descriptor.chunks.iter().enumerate().map_while(|(n, info)| {
+        let mut chunks = descriptor.chunks.iter().enumerate().map_while(|(n, info)| {
             let mut chunk = vec![0u8; info.len as usize];
             let read = reader.read_exact(&mut chunk);
             if let Err(e) = read {
@@ -386,18 +440,23 @@ impl SnapshotFiles {
             }
             Some(chunk)
         });
-        let installed = super::install(shard, chunks, key.index, &descriptor.root);
+        let imported = import(&mut chunks);
+        drop(chunks);
         // A chunk that could not be read explains the engine's refusal.
         if let Some(e) = failure.into_inner() {
             return Err(e);
         }
-        installed?;
-        self.remove_incoming(&key);
-        Ok(())
+        imported
     }
 
     /// Forgets an incoming snapshot (installed, or not wanted any more).
     pub fn remove_incoming(&self, key: &SnapshotKey) {
+        {
+            let mut prepared = self.prepared.lock();
+            if prepared.get(&key.group).is_some_and(|(k, _)| k == key) {
+                prepared.remove(&key.group);
+            }
+        }
         for ext in ["part", "chunks", "desc"] {
             let path = self.in_path(key, ext);
             if path.exists() {
@@ -422,6 +481,7 @@ impl SnapshotFiles {
             }
         }
         self.served.lock().retain(|k, _| k.group != group);
+        self.prepared.lock().remove(&group);
     }
 
     /// Bytes of incoming snapshot files on disk.
@@ -524,6 +584,27 @@ impl IncomingFile {
         fs::rename(&self.part, &self.done).map_err(|e| io_err("cannot rename", &self.part, e))?;
         sync_dir(&self.dir)
     }
+}
+
+/// An import stands where its descriptor says: at the snapshot's index, with
+/// its root.
+fn check_summary(
+    summary: &stratosdb_engine::SnapshotSummary,
+    descriptor: &SnapshotDescriptor,
+) -> Result<()> {
+    let index = descriptor.key.index;
+    if summary.applied_index != index {
+        return Err(ReplicationError::SnapshotCorrupt(format!(
+            "snapshot data stands at index {}, its metadata says {index}",
+            summary.applied_index
+        )));
+    }
+    if summary.root != descriptor.root {
+        return Err(ReplicationError::SnapshotCorrupt(
+            "the imported root differs from the descriptor's".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn list(dir: &Path) -> Result<Vec<PathBuf>> {
