@@ -327,6 +327,15 @@ pub fn plan_moves(map: &ClusterMap, limits: MoveLimits) -> Vec<PlannedMove> {
     planned
 }
 
+/// A count of 0 for every live node.
+fn live_zeroes(map: &ClusterMap) -> BTreeMap<NodeId, usize> {
+    map.nodes
+        .keys()
+        .filter(|&&n| map.is_live(n))
+        .map(|&n| (n, 0))
+        .collect()
+}
+
 /// A leadership hand-over [`plan_leader_moves`] asks for: the leader of
 /// `group` on `from` hands over to its replica on `to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,12 +374,7 @@ pub fn plan_leader_moves(
     max: usize,
     skip: impl Fn(GroupId) -> bool,
 ) -> Vec<LeaderMove> {
-    let mut led: BTreeMap<NodeId, usize> = map
-        .nodes
-        .keys()
-        .filter(|&&n| map.is_live(n))
-        .map(|&n| (n, 0))
-        .collect();
+    let mut led = live_zeroes(map);
     if led.is_empty() {
         return Vec::new();
     }
@@ -529,12 +533,7 @@ mod tests {
     }
 
     fn loads(map: &ClusterMap) -> BTreeMap<NodeId, usize> {
-        let mut out: BTreeMap<NodeId, usize> = map
-            .nodes
-            .keys()
-            .filter(|&&n| map.is_live(n))
-            .map(|&n| (n, 0))
-            .collect();
+        let mut out = live_zeroes(map);
         for s in map.shards.values() {
             for r in &s.replicas {
                 *out.entry(*r).or_default() += 1;

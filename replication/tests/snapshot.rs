@@ -190,15 +190,20 @@ impl Cluster {
         for i in 0..n {
             self.write(&format!("d{i:04}"));
         }
-        // The leader compacts on its ticks: wait until the log starts past
-        // anything node 3 has.
+        self.wait_compacted_past(3);
+    }
+
+    /// The leader compacts on its ticks: waits until its log starts past
+    /// anything `node` has; returns the leader and `node`'s applied index.
+    fn wait_compacted_past(&self, node: NodeId) -> (NodeId, u64) {
         let leader = self.leader();
-        let behind = self.applied(3);
+        let behind = self.applied(node);
         wait_for("the leader's log to be compacted", || {
             self.nodes[&leader]
                 .status(G)
                 .is_ok_and(|s| s.first_index > behind + 1)
         });
+        (leader, behind)
     }
 
     /// The chunks the leader served for one snapshot, and that snapshot.
@@ -553,13 +558,7 @@ fn an_export_does_not_hold_up_the_loop_or_the_shards_writers() {
     for i in 0..80 {
         c.write(&format!("s{i:03}"));
     }
-    let leader = c.leader();
-    let behind = c.applied(3);
-    wait_for("the leader's log to be compacted", || {
-        c.nodes[&leader]
-            .status(G)
-            .is_ok_and(|s| s.first_index > behind + 1)
-    });
+    let (leader, behind) = c.wait_compacted_past(3);
     let out = c.dirs[&leader].path().join("snapshots/out");
     let exporting = || {
         std::fs::read_dir(&out).is_ok_and(|d| {

@@ -652,12 +652,27 @@ mod tests {
         (engine, shard)
     }
 
-    #[test]
-    fn an_incoming_snapshot_resumes_with_the_chunks_that_verify_in_any_order() {
+    /// Snapshot files in a new folder, with an export of a shard of `docs`
+    /// documents in chunks of about 1 KiB.
+    fn exported(
+        docs: usize,
+    ) -> (
+        tempfile::TempDir,
+        Arc<SnapshotFiles>,
+        Engine,
+        Shard,
+        SnapshotDescriptor,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let files = SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30).unwrap();
-        let (_engine, shard) = shard_with(100);
+        let (engine, shard) = shard_with(docs);
         let d = files.export(&shard, 1024, 1, |_| Ok(4)).unwrap();
+        (dir, files, engine, shard, d)
+    }
+
+    #[test]
+    fn an_incoming_snapshot_resumes_with_the_chunks_that_verify_in_any_order() {
+        let (dir, files, _engine, shard, d) = exported(100);
         assert!(d.chunks.len() > 10, "{} chunks", d.chunks.len());
         let chunk = |n: u32| files.read_outgoing_chunk(&d.key, n).unwrap().0;
 
@@ -714,10 +729,7 @@ mod tests {
 
     #[test]
     fn an_incomplete_snapshot_is_not_marked_complete() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30).unwrap();
-        let (_engine, shard) = shard_with(20);
-        let d = files.export(&shard, 1024, 1, |_| Ok(4)).unwrap();
+        let (_dir, files, _engine, _shard, d) = exported(20);
         let mut incoming = files.begin_incoming(&d).unwrap();
         incoming
             .put(0, &files.read_outgoing_chunk(&d.key, 0).unwrap().0)
