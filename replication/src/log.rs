@@ -151,9 +151,9 @@ impl RaftLog {
         };
         let (i, t) = v.split_at(v.len().min(8));
         let truncated = u64_of(i, "truncated index")?;
-        Ok((truncated == index)
+        (truncated == index)
             .then(|| u64_of(t, "truncated term"))
-            .transpose()?)
+            .transpose()
     }
 
     fn stage(&self, f: impl FnOnce(&mut LogBatch) -> raft_engine::Result<()>) -> Result<()> {
