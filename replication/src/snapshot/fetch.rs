@@ -79,13 +79,9 @@ impl Fetcher {
                         // The lock is held only while waiting for the next job.
                         let job = rx.lock().recv();
                         let Ok(job) = job else { return };
-                        let group = job.descriptor.key.group;
                         let key = job.descriptor.key;
-                        run(&context, job);
-                        let mut jobs = jobs.lock();
-                        if jobs.get(&group).is_some_and(|(k, _)| *k == key) {
-                            jobs.remove(&group);
-                        }
+                        run(&context, job, &jobs);
+                        end_job(&jobs, &key);
                     }
                 })
                 .map_err(|e| ReplicationError::Corruption(format!("cannot start a thread: {e}")))?;
@@ -125,6 +121,14 @@ impl Fetcher {
 }
 
 impl Fetcher {
+    /// Whether a job for snapshot `key` runs (fetching or preparing it).
+    pub fn is_working_on(&self, key: &SnapshotKey) -> bool {
+        self.jobs
+            .lock()
+            .get(&key.group)
+            .is_some_and(|(k, _)| k == key)
+    }
+
     /// Stops the group's fetch, if one runs (its replica here is being
     /// deleted); it ends at its next chunk.
     pub fn cancel(&self, group: GroupId) {
@@ -146,7 +150,15 @@ impl Drop for Fetcher {
     }
 }
 
-fn run(context: &FetchContext, job: Job) {
+/// Forgets the job for `key`, if it is still the group's.
+fn end_job(jobs: &Jobs, key: &SnapshotKey) {
+    let mut jobs = jobs.lock();
+    if jobs.get(&key.group).is_some_and(|(k, _)| k == key) {
+        jobs.remove(&key.group);
+    }
+}
+
+fn run(context: &FetchContext, job: Job, jobs: &Jobs) {
     let key = job.descriptor.key;
     let from = job.descriptor.sender;
     match fetch(context, &job) {
@@ -175,6 +187,9 @@ fn run(context: &FetchContext, job: Job) {
                     }
                 }
             }
+            // Done before the message goes back: the loop installs a complete
+            // snapshot only when no job works on it.
+            end_job(jobs, &key);
             if (context.requeue)(job.msg).is_err() {
                 tracing::debug!(group = key.group, "fetched snapshot for a stopped node");
             }

@@ -386,7 +386,12 @@ impl SnapshotFiles {
             shard.prepare_import(chunks).map_err(ReplicationError::from)
         })?;
         check_summary(prepared.summary(), descriptor)?;
-        self.prepared.lock().insert(key.group, (key, prepared));
+        // Kept only if the snapshot was not installed (or dropped) meanwhile:
+        // its removal holds the same lock.
+        let mut map = self.prepared.lock();
+        if self.is_complete(&key) {
+            map.insert(key.group, (key, prepared));
+        }
         Ok(())
     }
 
@@ -451,11 +456,11 @@ impl SnapshotFiles {
 
     /// Forgets an incoming snapshot (installed, or not wanted any more).
     pub fn remove_incoming(&self, key: &SnapshotKey) {
-        {
-            let mut prepared = self.prepared.lock();
-            if prepared.get(&key.group).is_some_and(|(k, _)| k == key) {
-                prepared.remove(&key.group);
-            }
+        // Held while the files go, so a preparation finishing meanwhile is
+        // not kept for a snapshot that is gone.
+        let mut prepared = self.prepared.lock();
+        if prepared.get(&key.group).is_some_and(|(k, _)| k == key) {
+            prepared.remove(&key.group);
         }
         for ext in ["part", "chunks", "desc"] {
             let path = self.in_path(key, ext);
