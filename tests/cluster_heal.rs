@@ -1,6 +1,7 @@
 //! Self-healing with real `stratosdb node` processes on 127.0.0.1
 //! (`--down-after 2s`): nodes SIGKILLed while clients write, replicas
-//! rebuilt elsewhere, a killed node coming back, a node joining, a node
+//! rebuilt elsewhere, a killed node coming back, a node joining (and
+//! getting replicas and its share of the leaders), a node
 //! removed with `stratosdb cluster remove-node`, and a cluster founded by
 //! one node that survives the founder's death.
 //!
@@ -281,6 +282,20 @@ fn a_joining_node_gets_replicas_and_leaders() {
         leaders.get(&joiner_id).copied().unwrap_or(0) >= 1,
         "the joiner leads nothing: {leaders:?}"
     );
+    // Leaders too end up balanced: none of the 4 nodes leads more than
+    // ceil(8 / 4) + 1 of the 8 shards (the metadata leader has the others
+    // hand over).
+    retry_until(HEAL, "leaders balanced", || {
+        let map = cluster.api(0).cluster()?;
+        let leaders = leaders_per_node(&map);
+        let total: usize = leaders.values().sum();
+        let most = leaders.values().max().copied().unwrap_or(0);
+        if total == 8 && most <= 8usize.div_ceil(4) + 1 {
+            Ok(())
+        } else {
+            Err(format!("{leaders:?}"))
+        }
+    });
     for n in 0..40 {
         let reply = until_answered(TIMEOUT, "GET", || {
             cluster.api(joiner).get("j", &format!("d{n}"), false)

@@ -69,9 +69,14 @@ impl<T: KvTree> Directory<T> {
         }
     }
 
-    /// The name of the tree a snapshot import should fill.
-    pub fn next_tree(&self, id: ShardId) -> Result<(u64, String)> {
-        let next = self.generation(id)?.map_or(0, |g| g + 1);
+    /// The name of the tree a snapshot import should fill: a generation past
+    /// the current one, `skip` further (imports prepared side by side each
+    /// get their own; the engine's `staging_seq` makes `skip` unique).
+    pub fn next_tree(&self, id: ShardId, skip: u64) -> Result<(u64, String)> {
+        let next = self
+            .generation(id)?
+            .map_or(0, |g| g + 1)
+            .saturating_add(skip);
         Ok((next, tree_name(id, next)))
     }
 

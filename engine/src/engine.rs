@@ -82,6 +82,7 @@ impl<S: KvStore> Engine<S> {
                 config,
                 directory,
                 commit: GroupCommit::default(),
+                staging_seq: Default::default(),
             }),
             shards: Arc::new(Mutex::new(Shards {
                 open: HashMap::new(),

@@ -52,7 +52,7 @@ pub use shard::{
     ApplyOutcome, DocIter, Durability, ExportPage, ExportedDocument, IdIter, IndexRange,
     MarkChange, OpOutcome, ProvenSet, RawDocument, Shard, ShardId, WriteResult,
 };
-pub use snapshot::SnapshotSummary;
+pub use snapshot::{PreparedImport, SnapshotSummary};
 pub use storage::{KvStore, KvTree, SledStore};
 pub use stratosdb_proof as proof;
 pub use stratosdb_proof::{Hash, Object, Value};

@@ -12,6 +12,8 @@ pub(crate) struct Shared<S: KvStore> {
     pub config: EngineConfig,
     pub directory: Directory<S::Tree>,
     pub commit: GroupCommit,
+    /// Snapshot imports prepared so far: each gets a tree of its own.
+    pub staging_seq: std::sync::atomic::AtomicU64,
 }
 
 impl<S: KvStore> Shared<S> {

@@ -5,8 +5,8 @@
 use std::ops::Bound;
 
 use stratosdb_engine::{
-    ApplyOutcome, Command, Engine, EngineConfig, EngineError, IndexRange, IndexSpec, Op,
-    PatchChange, Shard, Value,
+    ApplyOutcome, Command, Durability, Engine, EngineConfig, EngineError, IndexRange, IndexSpec,
+    Op, PatchChange, Shard, Value,
 };
 
 fn commands() -> Vec<Vec<u8>> {
@@ -326,4 +326,141 @@ fn a_removed_shard_is_gone_and_comes_back_empty() {
     let again = engine.shard(3).unwrap();
     assert!(again.collections().is_empty());
     assert_eq!(again.applied_index().unwrap(), 0);
+}
+
+/// Writes made in the middle of an export (to documents it already read, to
+/// ones it has not reached, deletes, inserts, a new collection) leave it what
+/// the shard was when it started: it imports to the root taken then.
+#[test]
+fn an_export_is_the_shard_at_its_start_while_writes_go_on() {
+    let engine = Engine::open_temporary().unwrap();
+    let source = engine.shard(5).unwrap();
+    let doc = |s: String| Value::from_json_str(&s).unwrap();
+    for c in ["a", "b"] {
+        source.create_collection(c).unwrap();
+        for i in 0..300 {
+            let d = format!(
+                r#"{{"_id":"{c}{i:04}","v":"old","pad":"{}"}}"#,
+                "x".repeat(100)
+            );
+            source.insert(c, doc(d)).unwrap();
+        }
+    }
+    let root_before = source.root().unwrap();
+    let upsert = |c: &str, id: &str| Op::Upsert {
+        collection: c.into(),
+        doc: doc(format!(r#"{{"_id":"{id}","v":"new"}}"#)),
+    };
+    let delete = |c: &str, id: &str| Op::Delete {
+        collection: c.into(),
+        id: id.into(),
+    };
+    let mut wrote = false;
+    let mut chunks = Vec::new();
+    let summary = source
+        .export_snapshot_paced(
+            4 << 10,
+            |c| {
+                chunks.push(c);
+                Ok(())
+            },
+            |read| {
+                if read != 150 || wrote {
+                    return;
+                }
+                wrote = true;
+                let ops = vec![
+                    upsert("a", "a0010"), // read already
+                    upsert("a", "a0200"), // not read yet
+                    delete("a", "a0250"), // not read yet: must still travel
+                    delete("a", "a0020"), // read already
+                    upsert("a", "a0999"), // new, past the cursor
+                    upsert("b", "b0100"), // another collection, not read yet
+                    delete("b", "b0005"), // deleted, then written again
+                    upsert("b", "b0005"),
+                    Op::CreateCollection { name: "c".into() },
+                ];
+                source.write(ops, Durability::Buffered).unwrap();
+                source.insert("c", doc(r#"{"_id":"c1"}"#.into())).unwrap();
+            },
+        )
+        .unwrap();
+    assert!(wrote, "the writes ran in the middle of the export");
+    assert_eq!(summary.root, root_before);
+    assert_eq!(summary.documents, 600);
+    assert_ne!(source.root().unwrap(), root_before, "the writes went in");
+
+    let target = Engine::open_temporary().unwrap().shard(5).unwrap();
+    let imported = target.import_snapshot(chunks).unwrap();
+    assert_eq!(imported.root, root_before);
+    assert_eq!(target.root().unwrap(), root_before);
+    for (c, id) in [
+        ("a", "a0010"),
+        ("a", "a0200"),
+        ("b", "b0100"),
+        ("b", "b0005"),
+    ] {
+        let got = target.get(c, id).unwrap().expect(id);
+        assert!(
+            got.to_json_string().contains(r#""v":"old""#),
+            "{id}: {got:?}"
+        );
+    }
+    assert!(target.get("a", "a0250").unwrap().is_some());
+    assert!(target.get("a", "a0999").unwrap().is_none());
+    assert!(!target.collections().contains(&"c".to_string()));
+    // Nothing is left registered: a later write is not recorded anywhere.
+    source
+        .write(vec![upsert("a", "a0001")], Durability::Buffered)
+        .unwrap();
+}
+
+/// An import is prepared beside the shard (which keeps its contents and
+/// takes writes meanwhile), two side by side each in a tree of its own; the
+/// one committed is what the shard then holds, the other is dropped.
+#[test]
+fn imports_are_prepared_beside_the_shard_then_committed() {
+    let doc = |s: String| Value::from_json_str(&s).unwrap();
+    let source = |n: usize| {
+        let shard = Engine::open_temporary().unwrap().shard(9).unwrap();
+        shard.create_collection("c").unwrap();
+        for i in 0..n {
+            shard
+                .insert("c", doc(format!(r#"{{"_id":"s{i:03}"}}"#)))
+                .unwrap();
+        }
+        let mut chunks = Vec::new();
+        let summary = shard
+            .export_snapshot(1 << 10, |c| {
+                chunks.push(c);
+                Ok(())
+            })
+            .unwrap();
+        (summary.root, chunks)
+    };
+    let (root_a, chunks_a) = source(50);
+    let (root_b, chunks_b) = source(80);
+
+    let engine = Engine::open_temporary().unwrap();
+    let target = engine.shard(9).unwrap();
+    target.create_collection("own").unwrap();
+    let before = target.root().unwrap();
+    let a = target.prepare_import(chunks_a).unwrap();
+    let b = target.prepare_import(chunks_b).unwrap();
+    assert_eq!(a.summary().root, root_a);
+    assert_eq!(b.summary().root, root_b);
+    // Untouched, and writable, while the imports wait.
+    assert_eq!(target.root().unwrap(), before);
+    target.insert("own", doc(r#"{"_id":"x"}"#.into())).unwrap();
+    drop(a);
+    let summary = target.commit_import(b).unwrap();
+    assert_eq!(summary.root, root_b);
+    assert_eq!(target.root().unwrap(), root_b);
+    assert_eq!(target.collection("c").unwrap().count, 80);
+    assert!(target.get("own", "x").is_err() || target.get("own", "x").unwrap().is_none());
+    // A preparation for another shard is refused by this one.
+    let other = engine.shard(10).unwrap();
+    let (_, chunks_c) = source(5);
+    let c = other.prepare_import(chunks_c).unwrap();
+    assert!(target.commit_import(c).is_err());
 }

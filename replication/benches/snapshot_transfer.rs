@@ -77,7 +77,7 @@ fn transfer(c: &mut Criterion) {
             while !incoming.is_full() {
                 let n = incoming.next_chunk();
                 let chunk = receiver.fetch_chunk(SENDER, &d.key, n).expect("fetch");
-                incoming.append(&chunk).expect("append");
+                incoming.put(n, &chunk).expect("put");
             }
             incoming.finish().expect("finish");
             files_in.install_incoming(&d, &target).expect("install");

@@ -31,6 +31,9 @@ pub struct NodeConfig {
     pub snapshot_max_disk_bytes: u64,
     /// Snapshot transfers that run at once on this node (fetch threads).
     pub snapshot_fetchers: usize,
+    /// Chunk fetches one transfer keeps in flight (at most this many chunks
+    /// ahead of the first missing one are held in memory or on the way).
+    pub snapshot_fetch_window: usize,
     /// Snapshot chunk reads this node serves at once; more wait for a turn
     /// (up to `snapshot_stall_timeout / 4`), then are refused as busy and
     /// retried by their fetcher.
@@ -62,6 +65,7 @@ impl NodeConfig {
             snapshot_chunk_bytes: 1 << 20,
             snapshot_max_disk_bytes: 64 << 30,
             snapshot_fetchers: 2,
+            snapshot_fetch_window: 4,
             snapshot_serve_concurrency: 4,
             snapshot_stall_timeout: Duration::from_secs(10),
             snapshot_expiry: Duration::from_secs(600),

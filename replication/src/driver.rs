@@ -217,8 +217,9 @@ impl Driver {
     }
 
     /// Steps a message that arrived, except a snapshot whose chunks are not
-    /// here yet: that goes to the fetcher, which queues it again once they
-    /// are (raft installs only from complete, verified chunks).
+    /// here yet (or are being imported beside the shard): that goes to the
+    /// fetcher, which queues it again once they are (raft installs only from
+    /// complete, verified chunks).
     fn deliver(&mut self, group: GroupId, msg: Message) {
         let Some(g) = self.groups.get_mut(&group) else {
             tracing::debug!(group, "message for a group not on this node");
@@ -255,7 +256,10 @@ impl Driver {
                 return;
             }
         };
-        if self.files.is_complete(&key) {
+        // Complete, and not being prepared by the fetcher (which queues its
+        // own message once done): install. Otherwise the fetcher takes it
+        // (a duplicate of its job is dropped).
+        if self.files.is_complete(&key) && !self.fetcher.is_working_on(&key) {
             g.step(msg);
         } else {
             self.fetcher.submit(descriptor, GroupMessage { group, msg });

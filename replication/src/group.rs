@@ -538,16 +538,52 @@ impl Group {
 
     /// Whether enough applied entries piled up in the log to compact it.
     pub fn compaction_due(&self, config: &NodeConfig) -> bool {
-        let target = self.applied.saturating_sub(config.compact_keep);
-        target >= self.raw.store().truncated_index() + config.compact_after
+        self.compact_target(self.applied, config)
+            >= self.raw.store().truncated_index() + config.compact_after
     }
 
     /// Stages dropping log entries up to `durable_applied` less `keep` recent
     /// ones (for followers slightly behind). The caller made the shard
     /// durable at `durable_applied`, and writes the staged batch.
     pub fn compact(&mut self, durable_applied: u64, config: &NodeConfig) -> Result<()> {
-        let target = durable_applied.saturating_sub(config.compact_keep);
+        let target = self.compact_target(durable_applied, config);
+        if target <= self.raw.store().truncated_index() {
+            return Ok(());
+        }
         self.raw.mut_store().compact(target)
+    }
+
+    /// Where compaction may cut the log: `applied` less `keep`, but, on a
+    /// leader, not past the index of a snapshot a follower is receiving (nor
+    /// what a live follower has not matched yet): the follower needs the
+    /// entries after it once it installed it, or it needs another snapshot
+    /// (with writes going on, a copy and an install of a large shard take
+    /// longer than it takes to write `compact_after` entries). The log is
+    /// held back by at most `compact_after * HOLD_FACTOR` entries.
+    fn compact_target(&self, applied: u64, config: &NodeConfig) -> u64 {
+        const HOLD_FACTOR: u64 = 10;
+        let target = applied.saturating_sub(config.compact_keep);
+        if self.raw.raft.state != StateRole::Leader {
+            return target;
+        }
+        let me = self.raw.raft.id;
+        let needed = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|&(&id, _)| id != me)
+            .filter_map(|(_, pr)| match pr.state {
+                ProgressState::Snapshot => Some(pr.pending_snapshot),
+                _ if pr.recent_active => Some(pr.matched),
+                _ => None,
+            })
+            .min();
+        let floor = applied.saturating_sub(config.compact_after.saturating_mul(HOLD_FACTOR));
+        match needed {
+            Some(n) => target.min(n.max(floor)),
+            None => target,
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use raft_engine::{Command, LogBatch};
 use stratosdb_engine::Shard;
 
-use crate::snapshot::SnapshotFiles;
+use crate::snapshot::{SnapshotDescriptor, SnapshotFiles};
 use crate::{GroupId, NodeId, ReplicationError, Result};
 
 /// The raft-engine folder inside the node's data folder (beside sled's files).
@@ -139,6 +139,23 @@ impl RaftLog {
         Ok(())
     }
 
+    /// The term of entry `index` of `group` as written (an entry in the
+    /// log, or the one the log was truncated at), for threads other than the
+    /// loop; `None` if the log no longer knows it.
+    fn written_term(&self, group: u64, index: u64) -> Result<Option<u64>> {
+        if let Some(e) = self.engine.get_entry::<EntryExt>(group, index)? {
+            return Ok(Some(e.term));
+        }
+        let Some(v) = self.engine.get(group, KEY_TRUNCATED) else {
+            return Ok(None);
+        };
+        let (i, t) = v.split_at(v.len().min(8));
+        let truncated = u64_of(i, "truncated index")?;
+        (truncated == index)
+            .then(|| u64_of(t, "truncated term"))
+            .transpose()
+    }
+
     fn stage(&self, f: impl FnOnce(&mut LogBatch) -> raft_engine::Result<()>) -> Result<()> {
         Ok(f(&mut self.staged.lock())?)
     }
@@ -173,6 +190,18 @@ pub struct LogStore {
     /// The last snapshot built for a follower (its descriptor), reused while
     /// still recent enough and on disk.
     snapshot_cache: Mutex<Option<Snapshot>>,
+    /// The export running on its own thread, if one does.
+    export_job: Mutex<Option<ExportJob>>,
+}
+
+/// An export of the shard running on its own thread, so the node's loop
+/// (every group on the node) goes on while a large shard is written out.
+struct ExportJob {
+    /// The configuration's index when it started: the snapshot is taken
+    /// only if no membership change applied meanwhile (its metadata carries
+    /// the configuration at its index, which is then the current one).
+    conf_index: u64,
+    done: Arc<Mutex<Option<Result<SnapshotDescriptor>>>>,
 }
 
 impl LogStore {
@@ -201,6 +230,7 @@ impl LogStore {
             last_index: 0,
             snapshots,
             snapshot_cache: Mutex::new(None),
+            export_job: Mutex::new(None),
         };
         let exists = store.log.engine.get(store.group, KEY_TRUNCATED).is_some();
         store.load()?;
@@ -465,7 +495,9 @@ impl LogStore {
     /// A snapshot of the state machine at its applied index, at least
     /// `request_index`: exported to the snapshot files, its descriptor as
     /// the raft snapshot's data. Reused while it still reaches the log and
-    /// its files are there.
+    /// its files are there. The export runs on its own thread: until it is
+    /// done this answers `None` (raft's "temporarily unavailable", and raft
+    /// asks again on a later heartbeat response).
     fn build_snapshot(&self, request_index: u64) -> Result<Option<Snapshot>> {
         let mut cache = self.snapshot_cache.lock();
         let floor = self.truncated_index.max(request_index);
@@ -485,26 +517,73 @@ impl LogStore {
                 return Ok(Some(snap.clone()));
             }
         }
-        let descriptor = self.snapshots.files.export(
-            &self.shard,
-            self.snapshots.chunk_bytes,
-            self.snapshots.node,
-            |index| self.term(index).map_err(ReplicationError::Raft),
-        )?;
-        let index = descriptor.key.index;
-        if index < floor {
-            return Ok(None);
+        let mut job = self.export_job.lock();
+        let finished = job.as_ref().map(|j| j.done.lock().take());
+        match finished {
+            // Still running.
+            Some(None) => return Ok(None),
+            Some(Some(result)) => {
+                let started_at_conf = job.take().map(|j| j.conf_index);
+                match result {
+                    Ok(descriptor)
+                        if descriptor.key.index >= floor
+                            && started_at_conf == Some(self.conf_index) =>
+                    {
+                        let mut snap = Snapshot {
+                            data: descriptor.encode().into(),
+                            ..Default::default()
+                        };
+                        let meta = snap.mut_metadata();
+                        meta.index = descriptor.key.index;
+                        meta.term = descriptor.key.term;
+                        meta.set_conf_state(self.conf.clone());
+                        *cache = Some(snap.clone());
+                        return Ok(Some(snap));
+                    }
+                    // Too old, or a membership change applied meanwhile:
+                    // export again.
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(group = self.group, error = %e, "a snapshot export failed")
+                    }
+                }
+            }
+            None => {}
         }
-        let mut snap = Snapshot {
-            data: descriptor.encode().into(),
-            ..Default::default()
-        };
-        let meta = snap.mut_metadata();
-        meta.index = index;
-        meta.term = descriptor.key.term;
-        meta.set_conf_state(self.conf.clone());
-        *cache = Some(snap.clone());
-        Ok(Some(snap))
+        *job = Some(self.start_export()?);
+        Ok(None)
+    }
+
+    /// Starts exporting the shard on a thread of its own.
+    fn start_export(&self) -> Result<ExportJob> {
+        let done: Arc<Mutex<Option<Result<SnapshotDescriptor>>>> = Arc::default();
+        let (slot, export, shard, log, group) = (
+            done.clone(),
+            self.snapshots.clone(),
+            self.shard.clone(),
+            self.log.clone(),
+            self.group,
+        );
+        std::thread::Builder::new()
+            .name(format!("snapshot-export-{group}"))
+            .spawn(move || {
+                let result =
+                    export
+                        .files
+                        .export(&shard, export.chunk_bytes, export.node, |index| {
+                            log.written_term(group, index)?.ok_or_else(|| {
+                        ReplicationError::Corruption(format!(
+                            "group {group}: the term of index {index} is no longer in the log"
+                        ))
+                    })
+                        });
+                *slot.lock() = Some(result);
+            })
+            .map_err(|e| ReplicationError::Corruption(format!("cannot start a thread: {e}")))?;
+        Ok(ExportJob {
+            conf_index: self.conf_index,
+            done,
+        })
     }
 }
 

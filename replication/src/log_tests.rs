@@ -324,7 +324,14 @@ fn a_snapshot_is_built_from_the_shard_at_its_applied_index() {
     }
     .encode();
     log.shard.apply(3, &cmd).unwrap();
-    let snap = log.snapshot(0, 2).unwrap();
+    // The export runs on its own thread: "not yet" until it is done.
+    assert_eq!(
+        log.snapshot(0, 2),
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable
+        ))
+    );
+    let snap = snapshot_when_exported(log, 0);
     assert_eq!(snap.get_metadata().index, 3);
     assert_eq!(snap.get_metadata().term, 2);
     assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1]);
@@ -336,6 +343,21 @@ fn a_snapshot_is_built_from_the_shard_at_its_applied_index() {
             StorageError::SnapshotTemporarilyUnavailable
         ))
     );
+}
+
+/// Asks for a snapshot until the export thread has written it (bounded).
+fn snapshot_when_exported(log: &LogStore, request_index: u64) -> Snapshot {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match log.snapshot(request_index, 2) {
+            Ok(snap) => return snap,
+            Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)) => {
+                assert!(std::time::Instant::now() < deadline, "no export in 30 s");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("snapshot: {e}"),
+        }
+    }
 }
 
 /// An entry whose command creates the collection `c<index>`.

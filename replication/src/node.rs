@@ -151,6 +151,14 @@ impl RaftNode {
                 transport: transport.clone(),
                 counters: counters.clone(),
                 stall_timeout: config.snapshot_stall_timeout,
+                window: config.snapshot_fetch_window,
+                shard_of: {
+                    let engine = engine.clone();
+                    Box::new(move |g| {
+                        let ids = engine.shard_ids().ok()?;
+                        ids.contains(&g).then(|| engine.shard(g).ok()).flatten()
+                    })
+                },
                 requeue: Box::new(move |m: GroupMessage| {
                     requeue
                         .send(Request::Raft(vec![m]))
@@ -370,7 +378,7 @@ fn chunk_server(
             .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         counters
             .transfers
-            .chunk_done(key, by, TransferDirection::Out, n, bytes_through);
+            .chunk_done(key, by, TransferDirection::Out, n + 1, bytes_through);
         Ok(chunk)
     })
 }

@@ -327,6 +327,103 @@ pub fn plan_moves(map: &ClusterMap, limits: MoveLimits) -> Vec<PlannedMove> {
     planned
 }
 
+/// A count of 0 for every live node.
+fn live_zeroes(map: &ClusterMap) -> BTreeMap<NodeId, usize> {
+    map.nodes
+        .keys()
+        .filter(|&&n| map.is_live(n))
+        .map(|&n| (n, 0))
+        .collect()
+}
+
+/// A leadership hand-over [`plan_leader_moves`] asks for: the leader of
+/// `group` on `from` hands over to its replica on `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderMove {
+    pub group: GroupId,
+    pub from: NodeId,
+    pub to: NodeId,
+}
+
+/// Leadership hand-overs that balance the shard leaders across the live
+/// nodes, from the map's leader hints: while a live node leads more than
+/// `ceil(groups / live nodes) + 1` shards, one of its shards (with no
+/// replica move in flight, not in `skip`) goes to a live replica that leads
+/// fewer than `ceil(groups / live nodes)`, the one leading fewest first (then
+/// the lower id). At most `max` hand-overs; each takes the count of its
+/// source down and its target up, so no node is pushed over the bound.
+///
+/// ```
+/// use stratosdb_replication::{ClusterMap, MapCommand, NodeInfo, placement::plan_leader_moves};
+/// let mut map = ClusterMap::new();
+/// for id in 1..=3 {
+///     map.apply(&MapCommand::AddNode(NodeInfo::new(id, format!("p{id}"), String::new(), String::new()))).unwrap();
+/// }
+/// map.apply(&MapCommand::CreateCollection { name: "c".into(), shards: Some(6), replicas: Some(3) }).unwrap();
+/// let groups: Vec<_> = map.shards.keys().copied().collect();
+/// for g in groups {
+///     map.apply(&MapCommand::SetLeader { group: g, leader: Some(1) }).unwrap();
+/// }
+/// // Node 1 leads 6 of 6, over ceil(6 / 3) + 1 = 3: it hands over 3.
+/// let moves = plan_leader_moves(&map, 10, |_| false);
+/// assert_eq!(moves.len(), 3);
+/// assert!(moves.iter().all(|m| m.from == 1 && m.to != 1));
+/// ```
+pub fn plan_leader_moves(
+    map: &ClusterMap,
+    max: usize,
+    skip: impl Fn(GroupId) -> bool,
+) -> Vec<LeaderMove> {
+    let mut led = live_zeroes(map);
+    if led.is_empty() {
+        return Vec::new();
+    }
+    let mut leader_of: BTreeMap<GroupId, NodeId> = BTreeMap::new();
+    for shard in map.shards.values() {
+        if let Some(l) = shard.leader
+            && let Some(count) = led.get_mut(&l)
+        {
+            *count += 1;
+            leader_of.insert(shard.group, l);
+        }
+    }
+    let groups = leader_of.len();
+    let fair = groups.div_ceil(led.len());
+    let bound = fair + 1;
+    let mut planned = Vec::new();
+    while planned.len() < max {
+        // The most loaded node (the lower id on a tie).
+        let Some((&from, &count)) = led.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        else {
+            break;
+        };
+        if count <= bound {
+            break;
+        }
+        let mut best: Option<(usize, NodeId, GroupId)> = None;
+        for (&group, _) in leader_of.iter().filter(|&(_, &l)| l == from) {
+            let Some(shard) = map.shards.get(&group) else {
+                continue;
+            };
+            if !shard.moves.is_empty() || skip(group) {
+                continue;
+            }
+            for &to in &shard.replicas {
+                let Some(&n) = led.get(&to) else { continue };
+                if to != from && n < fair && best.is_none_or(|b| (n, to) < (b.0, b.1)) {
+                    best = Some((n, to, group));
+                }
+            }
+        }
+        let Some((_, to, group)) = best else { break };
+        *led.entry(from).or_default() -= 1;
+        *led.entry(to).or_default() += 1;
+        leader_of.insert(group, to);
+        planned.push(LeaderMove { group, from, to });
+    }
+    planned
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,12 +533,7 @@ mod tests {
     }
 
     fn loads(map: &ClusterMap) -> BTreeMap<NodeId, usize> {
-        let mut out: BTreeMap<NodeId, usize> = map
-            .nodes
-            .keys()
-            .filter(|&&n| map.is_live(n))
-            .map(|&n| (n, 0))
-            .collect();
+        let mut out = live_zeroes(map);
         for s in map.shards.values() {
             for r in &s.replicas {
                 *out.entry(*r).or_default() += 1;
@@ -552,5 +644,64 @@ mod tests {
         assert!(map.shards.values().all(|s| !s.replicas.contains(&2)));
         assert_eq!(map.apply(&MapCommand::RemoveNode { id: 2 }), Ok(true));
         assert!(map.removed.contains(&2) && !map.nodes.contains_key(&2));
+    }
+
+    #[test]
+    fn leaders_spread_until_none_leads_more_than_one_over_fair() {
+        use crate::MapCommand;
+        // Four nodes, 8 shards of 3 replicas, every leader on node 1.
+        let mut map = cluster(&[(1, None), (2, None), (3, None), (4, None)], 8, 3);
+        let groups: Vec<GroupId> = map.shards.keys().copied().collect();
+        for &g in &groups {
+            let first = map.shards[&g].replicas[0];
+            // Node 1 leads what it holds, the others go to their first replica.
+            let leader = if map.shards[&g].replicas.contains(&1) {
+                1
+            } else {
+                first
+            };
+            map.apply(&MapCommand::SetLeader {
+                group: g,
+                leader: Some(leader),
+            })
+            .unwrap();
+        }
+        let led = |map: &ClusterMap, n: NodeId| {
+            map.shards.values().filter(|s| s.leader == Some(n)).count()
+        };
+        assert!(led(&map, 1) > 3, "node 1 leads {}", led(&map, 1));
+        // One hand-over per round, rounds until none is planned.
+        for _ in 0..20 {
+            let moves = plan_leader_moves(&map, 1, |_| false);
+            let Some(m) = moves.first() else { break };
+            assert_eq!(moves.len(), 1);
+            assert!(map.shards[&m.group].replicas.contains(&m.to));
+            map.apply(&MapCommand::SetLeader {
+                group: m.group,
+                leader: Some(m.to),
+            })
+            .unwrap();
+        }
+        // ceil(8 / 4) + 1 = 3 at most on any node.
+        for n in 1..=4 {
+            assert!(led(&map, n) <= 3, "node {n} leads {}", led(&map, n));
+        }
+        // A shard with a move in flight, or skipped, does not move.
+        let mut all_on_1 = cluster(&[(1, None), (2, None), (3, None)], 6, 3);
+        for &g in all_on_1.shards.keys().copied().collect::<Vec<_>>().iter() {
+            all_on_1
+                .apply(&MapCommand::SetLeader {
+                    group: g,
+                    leader: Some(1),
+                })
+                .unwrap();
+        }
+        assert!(plan_leader_moves(&all_on_1, 10, |_| true).is_empty());
+        // A node that is down leads nothing that counts, and gets nothing.
+        all_on_1
+            .apply(&MapCommand::MarkNode { id: 3, up: false })
+            .unwrap();
+        let moves = plan_leader_moves(&all_on_1, 10, |_| false);
+        assert!(!moves.is_empty() && moves.iter().all(|m| m.to == 2));
     }
 }

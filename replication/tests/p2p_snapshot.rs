@@ -85,7 +85,7 @@ fn a_member_fetches_a_multi_chunk_snapshot_and_a_stranger_cannot() {
     while !incoming.is_full() {
         let n = incoming.next_chunk();
         let bytes = fetch(&b, a.node_id(), &descriptor.key, n);
-        incoming.append(&bytes).unwrap();
+        incoming.put(n, &bytes).unwrap();
     }
     incoming.finish().unwrap();
     let target_engine = Engine::open_temporary().unwrap();

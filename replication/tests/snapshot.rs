@@ -190,15 +190,20 @@ impl Cluster {
         for i in 0..n {
             self.write(&format!("d{i:04}"));
         }
-        // The leader compacts on its ticks: wait until the log starts past
-        // anything node 3 has.
+        self.wait_compacted_past(3);
+    }
+
+    /// The leader compacts on its ticks: waits until its log starts past
+    /// anything `node` has; returns the leader and `node`'s applied index.
+    fn wait_compacted_past(&self, node: NodeId) -> (NodeId, u64) {
         let leader = self.leader();
-        let behind = self.applied(3);
+        let behind = self.applied(node);
         wait_for("the leader's log to be compacted", || {
             self.nodes[&leader]
                 .status(G)
                 .is_ok_and(|s| s.first_index > behind + 1)
         });
+        (leader, behind)
     }
 
     /// The chunks the leader served for one snapshot, and that snapshot.
@@ -483,4 +488,107 @@ fn membership_changes_under_load_lose_no_acknowledged_write() {
     // Caught up by snapshot (under load with a short log, maybe twice: the
     // log can be compacted past it again before it catches up).
     assert!(c.nodes[&4].counters().snapshots_installed >= 1);
+}
+
+/// A command inserting `n` documents of about 300 bytes, `_id`s from `prefix`.
+fn bulk_insert(prefix: &str, n: usize) -> Command {
+    Command {
+        ops: (0..n)
+            .map(|i| Op::Insert {
+                collection: "c".into(),
+                doc: Value::from_json_str(&format!(
+                    r#"{{"_id":"{prefix}{i:05}","pad":"{}"}}"#,
+                    "p".repeat(280)
+                ))
+                .unwrap(),
+            })
+            .collect(),
+    }
+}
+
+/// The leader exports a large snapshot of group G on a thread of its own:
+/// meanwhile its loop goes on, and group H on the same nodes commits writes
+/// (each seen acknowledged between two sightings of the export's unfinished
+/// file), and so do writes to G itself (the export reads the shard as it
+/// was when it started, without keeping writers out).
+#[test]
+fn an_export_does_not_hold_up_the_loop_or_the_shards_writers() {
+    const H: GroupId = 2;
+    let c = Cluster::new(3);
+    for node in c.nodes.values() {
+        node.create_group(H, &[1, 2, 3]).unwrap();
+    }
+    let leader_of_h = |c: &Cluster| -> NodeId {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some((&id, _)) = c
+                .nodes
+                .iter()
+                .find(|(_, n)| n.status(H).is_ok_and(|s| s.is_leader))
+            {
+                return id;
+            }
+            assert!(Instant::now() < deadline, "no leader of H");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let propose_h = |c: &Cluster, cmd: &Command| -> bool {
+        let leader = leader_of_h(c);
+        matches!(
+            c.nodes[&leader]
+                .propose(H, cmd)
+                .wait(Duration::from_secs(5)),
+            Ok(ApplyOutcome::Applied(_))
+        )
+    };
+    let create = Command {
+        ops: vec![Op::CreateCollection { name: "c".into() }],
+    };
+    assert!(propose_h(&c, &create));
+
+    // Node 3 falls behind on G by some 20,000 documents, past compaction.
+    c.hub.partition(&[3], &[1, 2]);
+    for b in 0..40 {
+        match c.propose(&bulk_insert(&format!("b{b:02}-"), 500)) {
+            Ok(ApplyOutcome::Applied(_)) => {}
+            other => panic!("bulk insert {b}: {other:?}"),
+        }
+    }
+    // Enough entries for the leader to compact its log.
+    for i in 0..80 {
+        c.write(&format!("s{i:03}"));
+    }
+    let (leader, behind) = c.wait_compacted_past(3);
+    let out = c.dirs[&leader].path().join("snapshots/out");
+    let exporting = || {
+        std::fs::read_dir(&out).is_ok_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().ends_with("-export.tmp"))
+        })
+    };
+    assert!(!exporting());
+    c.hub.heal();
+    wait_for("the export to start", exporting);
+
+    // While the export's file is unfinished, writes to H and to G commit.
+    let (mut h_during, mut g_during, mut n) = (0, 0, 0);
+    while exporting() && n < 10_000 {
+        let h = propose_h(&c, &insert(&format!("h{n:05}")));
+        let g = c.nodes[&leader]
+            .propose(G, &insert(&format!("g{n:05}")))
+            .wait(Duration::from_secs(5));
+        let g = matches!(g, Ok(ApplyOutcome::Applied(_)));
+        if exporting() {
+            h_during += usize::from(h);
+            g_during += usize::from(g);
+        }
+        n += 1;
+    }
+    assert!(
+        h_during > 0 && g_during > 0,
+        "writes acknowledged during the export: {h_during} to H, {g_during} to G"
+    );
+    // And node 3 still catches up, by that snapshot and the entries after it.
+    let applied = c.converge(&[1, 2, 3], c.applied(leader));
+    assert!(applied > behind);
 }

@@ -119,7 +119,7 @@ impl<S: KvStore> Shard<S> {
         }
         let deleted = batch.len();
         if deleted > 0 {
-            tree.apply(batch)?;
+            super::apply_noted(&self.inner, &tree, batch)?;
             self.inner.shared.note_write();
         }
         Ok(deleted)

@@ -103,6 +103,20 @@ pub(crate) fn decode_stored(record: &[u8]) -> Result<Value> {
     decode_value(encoded).map_err(|e| EngineError::Corruption(format!("stored document: {e}")))
 }
 
+/// Writes `batch` to the shard's `tree`, first handing the snapshot exports
+/// that run the document records it is about to overwrite or delete.
+pub(crate) fn apply_noted<S: KvStore>(
+    inner: &ShardInner<S>,
+    tree: &S::Tree,
+    batch: WriteBatch,
+) -> Result<()> {
+    let views = inner.exports.lock().clone();
+    for view in views {
+        view.before_write(tree, &batch)?;
+    }
+    tree.apply(batch)
+}
+
 /// An iterator over documents as `(_id, document)`.
 pub type DocIter = Box<dyn Iterator<Item = Result<(String, Value)>> + Send>;
 /// An iterator over the `_id`s an index scan finds.
@@ -134,6 +148,9 @@ pub(crate) struct ShardInner<S: KvStore> {
     pub catalog: RwLock<HashMap<String, Arc<CollectionInfo>>>,
     /// The anchor marks kept, cached like the catalog.
     pub marks: RwLock<Marks>,
+    /// Snapshot exports reading the documents as they were when they
+    /// started: writers hand them what they overwrite first.
+    pub exports: Mutex<Vec<Arc<crate::snapshot::ExportView>>>,
 }
 
 impl<S: KvStore> Shard<S> {
@@ -153,6 +170,7 @@ impl<S: KvStore> Shard<S> {
                 merkle: Mutex::new(merkle),
                 catalog: RwLock::new(catalog),
                 marks: RwLock::new(marks),
+                exports: Mutex::new(Vec::new()),
             }),
         })
     }

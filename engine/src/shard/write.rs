@@ -9,7 +9,7 @@ use super::Shard;
 use super::writer::Writer;
 use crate::commit::Durability;
 use crate::merkle::MerkleTree;
-use crate::storage::{KvStore, KvTree};
+use crate::storage::KvStore;
 use crate::{AnchorMark, Command, EngineError, Op, Result, document};
 
 /// What one operation did.
@@ -229,7 +229,7 @@ impl<S: KvStore> Shard<S> {
         }
         let finished = writer.finish(applied_index)?;
         if !finished.batch.is_empty() {
-            tree.apply(finished.batch)?;
+            super::apply_noted(&self.inner, &tree, finished.batch)?;
             self.inner.shared.note_write();
         }
         merkle.commit(finished.merkle);

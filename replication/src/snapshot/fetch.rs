@@ -1,9 +1,12 @@
 //! The fetcher: background threads that pull a snapshot's chunks from the
 //! node that has them, so the raft loop never waits on the network. The
 //! loop hands over a descriptor-only `MsgSnapshot`; a worker fetches the
-//! chunks in order into `snapshots/in` (each verified and synced), and once
-//! all are in queues the message back to the loop, which then steps it and
-//! installs from disk.
+//! chunks into `snapshots/in`, several in flight at once (`window`, none
+//! more than `window` chunks ahead of the first missing one), each verified
+//! and written at its place; the file is synced once all are in, the
+//! snapshot is imported beside the group's shard (rebuilt and its root
+//! checked, still on the worker), and the message goes back to the loop,
+//! which then steps it and only switches the shard to the import.
 //!
 //! A broken transfer retries (backing off) until no chunk arrived for
 //! `stall_timeout`; it then gives up and keeps what it has: the next
@@ -24,6 +27,7 @@ use crate::codec::GroupMessage;
 use crate::counters::Counters;
 use crate::transport::Transport;
 use crate::{GroupId, NodeId, ReplicationError, Result};
+use stratosdb_engine::Shard;
 
 /// What the workers share.
 pub(crate) struct FetchContext {
@@ -33,6 +37,11 @@ pub(crate) struct FetchContext {
     pub counters: Arc<Counters>,
     /// Gives up after this long without a chunk.
     pub stall_timeout: Duration,
+    /// Chunk fetches of one transfer in flight at once.
+    pub window: usize,
+    /// The node's shard of a group, if it still has it: a fetched snapshot
+    /// is imported beside it before its message goes back to the loop.
+    pub shard_of: Box<dyn Fn(GroupId) -> Option<Shard> + Send + Sync>,
     /// Queues a raft message for the node's loop.
     pub requeue: Box<dyn Fn(GroupMessage) -> Result<()> + Send + Sync>,
 }
@@ -70,13 +79,9 @@ impl Fetcher {
                         // The lock is held only while waiting for the next job.
                         let job = rx.lock().recv();
                         let Ok(job) = job else { return };
-                        let group = job.descriptor.key.group;
                         let key = job.descriptor.key;
-                        run(&context, job);
-                        let mut jobs = jobs.lock();
-                        if jobs.get(&group).is_some_and(|(k, _)| *k == key) {
-                            jobs.remove(&group);
-                        }
+                        run(&context, job, &jobs);
+                        end_job(&jobs, &key);
                     }
                 })
                 .map_err(|e| ReplicationError::Corruption(format!("cannot start a thread: {e}")))?;
@@ -116,6 +121,14 @@ impl Fetcher {
 }
 
 impl Fetcher {
+    /// Whether a job for snapshot `key` runs (fetching or preparing it).
+    pub fn is_working_on(&self, key: &SnapshotKey) -> bool {
+        self.jobs
+            .lock()
+            .get(&key.group)
+            .is_some_and(|(k, _)| k == key)
+    }
+
     /// Stops the group's fetch, if one runs (its replica here is being
     /// deleted); it ends at its next chunk.
     pub fn cancel(&self, group: GroupId) {
@@ -137,7 +150,15 @@ impl Drop for Fetcher {
     }
 }
 
-fn run(context: &FetchContext, job: Job) {
+/// Forgets the job for `key`, if it is still the group's.
+fn end_job(jobs: &Jobs, key: &SnapshotKey) {
+    let mut jobs = jobs.lock();
+    if jobs.get(&key.group).is_some_and(|(k, _)| k == key) {
+        jobs.remove(&key.group);
+    }
+}
+
+fn run(context: &FetchContext, job: Job, jobs: &Jobs) {
     let key = job.descriptor.key;
     let from = job.descriptor.sender;
     match fetch(context, &job) {
@@ -146,6 +167,29 @@ fn run(context: &FetchContext, job: Job) {
                 .counters
                 .transfers
                 .end(key.group, from, TransferDirection::In, "fetched");
+            // The slow part of the install (rebuilding the shard beside the
+            // old one) runs here, not on the node's loop, which then only
+            // switches it in. If it cannot, the install imports it itself.
+            if !job.cancel.load(Relaxed)
+                && !context.files.is_prepared(&key)
+                && let Some(shard) = (context.shard_of)(key.group)
+            {
+                let started = Instant::now();
+                match context.files.prepare_incoming(&job.descriptor, &shard) {
+                    Ok(()) => tracing::info!(
+                        group = key.group,
+                        index = key.index,
+                        secs = started.elapsed().as_secs_f64(),
+                        "snapshot imported beside the shard"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(group = key.group, error = %e, "fetched snapshot not prepared")
+                    }
+                }
+            }
+            // Done before the message goes back: the loop installs a complete
+            // snapshot only when no job works on it.
+            end_job(jobs, &key);
             if (context.requeue)(job.msg).is_err() {
                 tracing::debug!(group = key.group, "fetched snapshot for a stopped node");
             }
@@ -166,6 +210,60 @@ fn run(context: &FetchContext, job: Job) {
     }
 }
 
+/// What a chunk fetch gave: its number and its bytes, or why not.
+type Fetched = (u32, Result<Vec<u8>>);
+
+/// Up to `window` chunk fetches of one transfer in flight at once, each on
+/// its own short-lived thread (the transport's fetch blocks). The helpers
+/// hold only shared handles, so a transfer that ends does not wait for the
+/// fetches still out: their answers are dropped.
+struct Pipeline {
+    requests: Option<mpsc::Sender<u32>>,
+    answers: mpsc::Receiver<Fetched>,
+}
+
+impl Pipeline {
+    fn start(context: &FetchContext, d: &SnapshotDescriptor, window: usize) -> Result<Pipeline> {
+        let (req_tx, req_rx) = mpsc::channel::<u32>();
+        let req_rx = Arc::new(Mutex::new(req_rx));
+        let (ans_tx, answers) = mpsc::channel::<Fetched>();
+        for i in 0..window {
+            let (rx, tx) = (req_rx.clone(), ans_tx.clone());
+            let transport = context.transport.clone();
+            let (from, key) = (d.sender, d.key);
+            std::thread::Builder::new()
+                .name(format!("snapshot-chunk-{}-{i}", key.group))
+                .spawn(move || {
+                    loop {
+                        let next = rx.lock().recv();
+                        let Ok(n) = next else { return };
+                        if tx.send((n, transport.fetch_chunk(from, &key, n))).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| ReplicationError::Corruption(format!("cannot start a thread: {e}")))?;
+        }
+        Ok(Pipeline {
+            requests: Some(req_tx),
+            answers,
+        })
+    }
+
+    fn ask(&self, n: u32) {
+        if let Some(tx) = &self.requests {
+            let _ = tx.send(n);
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // The helpers end once their current fetch is answered.
+        self.requests.take();
+    }
+}
+
 fn fetch(context: &FetchContext, job: &Job) -> Result<()> {
     let d = &job.descriptor;
     let key = d.key;
@@ -181,21 +279,52 @@ fn fetch(context: &FetchContext, job: &Job) -> Result<()> {
         TransferDirection::In,
         d.chunks.len() as u32,
         d.total_bytes(),
-        incoming.next_chunk(),
+        incoming.chunks_done(),
         incoming.bytes_done(),
     );
+    let window = context.window.max(1);
+    let pipeline = Pipeline::start(context, d, window.min(d.chunks.len().max(1)))?;
+    // The chunks still to ask for, in order; a failed one goes back in front.
+    let mut queue: std::collections::VecDeque<u32> = incoming.missing().collect();
+    let mut in_flight = 0usize;
     let mut last_progress = Instant::now();
     let mut pause = Duration::from_millis(20);
+    // A failed chunk is asked again once its pause is over.
+    let mut retry_at: Option<Instant> = None;
     while !incoming.is_full() {
         if job.cancel.load(Relaxed) {
             return Err(ReplicationError::Stopped);
         }
-        let n = incoming.next_chunk();
-        let fetched = context
-            .transport
-            .fetch_chunk(d.sender, &key, n)
-            .and_then(|bytes| incoming.append(&bytes).map(|()| bytes.len()));
-        match fetched {
+        // Keep `window` fetches out, none more than `window` chunks past the
+        // first missing one (bounds what arrives ahead of a slow chunk).
+        let first_missing = incoming.next_chunk();
+        if retry_at.is_none_or(|t| Instant::now() >= t) {
+            retry_at = None;
+            while in_flight < window {
+                match queue.front() {
+                    Some(&n) if (n as usize) < first_missing as usize + window => {
+                        queue.pop_front();
+                        if !incoming.has(n) {
+                            pipeline.ask(n);
+                            in_flight += 1;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let wait = retry_at.map_or(Duration::from_millis(100), |t| {
+            t.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100))
+        });
+        let (n, fetched) = match pipeline.answers.recv_timeout(wait) {
+            Ok(answer) => answer,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(ReplicationError::Stopped),
+        };
+        in_flight -= 1;
+        let stored = fetched.and_then(|bytes| incoming.put(n, &bytes).map(|()| bytes.len()));
+        match stored {
             Ok(len) => {
                 context
                     .counters
@@ -205,7 +334,7 @@ fn fetch(context: &FetchContext, job: &Job) -> Result<()> {
                     &key,
                     d.sender,
                     TransferDirection::In,
-                    n,
+                    incoming.chunks_done(),
                     incoming.bytes_done(),
                 );
                 last_progress = Instant::now();
@@ -221,8 +350,11 @@ fn fetch(context: &FetchContext, job: &Job) -> Result<()> {
             }
             Err(e) => {
                 tracing::debug!(group = key.group, chunk = n, error = %e, "snapshot chunk fetch failed; retrying");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(1));
+                queue.push_front(n);
+                if retry_at.is_none() {
+                    retry_at = Some(Instant::now() + pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
             }
         }
     }
@@ -251,6 +383,10 @@ mod tests {
     }
 
     fn setup() -> Setup {
+        setup_with(Box::new(|_| None))
+    }
+
+    fn setup_with(shard_of: Box<dyn Fn(GroupId) -> Option<Shard> + Send + Sync>) -> Setup {
         let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let engine = Engine::open_temporary().unwrap();
         let shard = engine.shard(4).unwrap();
@@ -282,6 +418,8 @@ mod tests {
                 transport: hub.transport(RECEIVER),
                 counters: Arc::default(),
                 stall_timeout: Duration::from_secs(5),
+                window: 4,
+                shard_of,
                 requeue: Box::new(move |m| {
                     tx.lock().send(m).map_err(|_| ReplicationError::Stopped)
                 }),
@@ -315,6 +453,26 @@ mod tests {
         let back = s.requeued.recv_timeout(Duration::from_secs(20)).unwrap();
         assert_eq!(back.msg.index, 7);
         assert!(s.receiver_files.is_complete(&s.descriptor.key));
+    }
+
+    #[test]
+    fn a_fetched_snapshot_is_imported_beside_the_shard_and_the_install_switches_it_in() {
+        let target_engine = Engine::open_temporary().unwrap();
+        let target = target_engine.shard(4).unwrap();
+        let found = target.clone();
+        let s = setup_with(Box::new(move |g| (g == 4).then(|| found.clone())));
+        s.fetcher.submit(s.descriptor.clone(), message(9));
+        s.requeued.recv_timeout(Duration::from_secs(20)).unwrap();
+        // Prepared before the message came back; the shard itself untouched.
+        assert!(s.receiver_files.is_prepared(&s.descriptor.key));
+        assert_ne!(target.root().unwrap(), s.descriptor.root);
+        s.receiver_files
+            .install_incoming(&s.descriptor, &target)
+            .unwrap();
+        assert_eq!(target.root().unwrap(), s.descriptor.root);
+        assert_eq!(target.applied_index().unwrap(), s.descriptor.key.index);
+        assert!(!s.receiver_files.is_prepared(&s.descriptor.key));
+        assert!(!s.receiver_files.is_complete(&s.descriptor.key));
     }
 
     #[test]

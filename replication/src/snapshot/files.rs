@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
-use stratosdb_engine::Shard;
+use stratosdb_engine::{PreparedImport, Shard};
 
 use super::{ChunkInfo, SnapshotDescriptor, SnapshotKey};
 use crate::{GroupId, NodeId, ReplicationError, Result};
@@ -38,6 +38,9 @@ pub struct SnapshotFiles {
     max_bytes: u64,
     /// Descriptors of the exports being served, read once from disk.
     served: Mutex<HashMap<SnapshotKey, Arc<SnapshotDescriptor>>>,
+    /// Complete incoming snapshots already imported beside their shard by
+    /// the fetcher (one per group), for the loop's install to switch in.
+    prepared: Mutex<HashMap<GroupId, (SnapshotKey, PreparedImport)>>,
 }
 
 impl SnapshotFiles {
@@ -51,6 +54,7 @@ impl SnapshotFiles {
             expiry,
             max_bytes,
             served: Mutex::default(),
+            prepared: Mutex::default(),
         };
         for d in [&files.out_dir, &files.in_dir] {
             fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
@@ -282,7 +286,8 @@ impl SnapshotFiles {
 
     /// Starts (or resumes) receiving a snapshot: drops the group's other
     /// incoming snapshots, refuses one that would put the incoming total over
-    /// the limit, and keeps the chunks already received that verify.
+    /// the limit, and keeps the chunks already received that verify (each at
+    /// its place in the file: chunks may arrive out of order).
     pub fn begin_incoming(&self, descriptor: &SnapshotDescriptor) -> Result<IncomingFile> {
         let key = descriptor.key;
         let prefix = format!("{}-", key.group);
@@ -317,45 +322,114 @@ impl SnapshotFiles {
             .truncate(false)
             .open(&part)
             .map_err(|e| io_err("cannot open", &part, e))?;
-        // Resume after the chunks that verify; cut what does not.
-        let mut next = 0u32;
-        let mut offset = 0u64;
+        // Resume with the chunks that verify, wherever they are; the others
+        // (never written, torn by a crash, or lost with the page cache) are
+        // fetched again.
+        let on_disk = file
+            .metadata()
+            .map_err(|e| io_err("cannot read", &part, e))?
+            .len();
+        let mut have = vec![false; descriptor.chunks.len()];
+        let mut bytes = 0u64;
         {
-            let mut reader = BufReader::new(&mut file);
+            let mut reader = BufReader::with_capacity(1 << 20, &mut file);
             let mut buf = Vec::new();
-            for info in &descriptor.chunks {
-                buf.resize(info.len as usize, 0);
-                if reader.read_exact(&mut buf).is_err() || !info.matches(&buf) {
+            let mut offset = 0u64;
+            for (n, info) in descriptor.chunks.iter().enumerate() {
+                let end = offset + u64::from(info.len);
+                if end > on_disk {
                     break;
                 }
-                next += 1;
-                offset += u64::from(info.len);
+                buf.resize(info.len as usize, 0);
+                if reader.read_exact(&mut buf).is_err() {
+                    break;
+                }
+                if info.matches(&buf) {
+                    have[n] = true;
+                    bytes += u64::from(info.len);
+                }
+                offset = end;
             }
         }
-        file.set_len(offset)
-            .map_err(|e| io_err("cannot truncate", &part, e))?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| io_err("cannot seek", &part, e))?;
+        // The file has the snapshot's size from the start (holes where chunks
+        // are missing), so a chunk is written at its offset in any order.
+        file.set_len(total)
+            .map_err(|e| io_err("cannot size", &part, e))?;
         Ok(IncomingFile {
             file,
             descriptor: descriptor.clone(),
-            next,
-            bytes: offset,
+            have,
+            bytes,
             part,
             done: self.in_path(&key, "chunks"),
             dir: self.in_dir.clone(),
         })
     }
 
-    /// Installs the complete incoming snapshot into the shard (each chunk
-    /// verified again as it is read), then removes its files.
+    /// Whether the complete incoming snapshot `key` is imported beside its
+    /// shard already.
+    pub fn is_prepared(&self, key: &SnapshotKey) -> bool {
+        self.prepared
+            .lock()
+            .get(&key.group)
+            .is_some_and(|(k, _)| k == key)
+    }
+
+    /// Imports the complete incoming snapshot beside `shard` (each chunk
+    /// verified again as it is read; the engine checks the root), off the
+    /// node's loop: [`SnapshotFiles::install_incoming`] then only switches it
+    /// in. Replaces the group's earlier preparation, if any.
+    pub fn prepare_incoming(&self, descriptor: &SnapshotDescriptor, shard: &Shard) -> Result<()> {
+        let key = descriptor.key;
+        self.prepared.lock().remove(&key.group);
+        let prepared = self.read_incoming(descriptor, |chunks| {
+            shard.prepare_import(chunks).map_err(ReplicationError::from)
+        })?;
+        check_summary(prepared.summary(), descriptor)?;
+        // Kept only if the snapshot was not installed (or dropped) meanwhile:
+        // its removal holds the same lock.
+        let mut map = self.prepared.lock();
+        if self.is_complete(&key) {
+            map.insert(key.group, (key, prepared));
+        }
+        Ok(())
+    }
+
+    /// Installs the complete incoming snapshot into the shard, then removes
+    /// its files: switches in what [`SnapshotFiles::prepare_incoming`]
+    /// prepared, else imports it now (each chunk verified again as it is
+    /// read). The applied index and root are checked before the switch.
     pub fn install_incoming(&self, descriptor: &SnapshotDescriptor, shard: &Shard) -> Result<()> {
+        let key = descriptor.key;
+        let ready = match self.prepared.lock().remove(&key.group) {
+            Some((k, p)) if k == key && p.shard_id() == shard.id() => Some(p),
+            _ => None,
+        };
+        let prepared = match ready {
+            Some(p) => p,
+            None => self.read_incoming(descriptor, |chunks| {
+                shard.prepare_import(chunks).map_err(ReplicationError::from)
+            })?,
+        };
+        check_summary(prepared.summary(), descriptor)?;
+        shard.commit_import(prepared)?;
+        self.remove_incoming(&key);
+        Ok(())
+    }
+
+    /// Runs `import` over the chunks of the complete incoming snapshot, each
+    /// verified as it is read.
+    fn read_incoming<T>(
+        &self,
+        descriptor: &SnapshotDescriptor,
+        import: impl FnOnce(&mut dyn Iterator<Item = Vec<u8>>) -> Result<T>,
+    ) -> Result<T> {
         let key = descriptor.key;
         let path = self.in_path(&key, "chunks");
         let file = File::open(&path).map_err(|e| io_err("cannot open", &path, e))?;
-        let mut reader = BufReader::new(file);
+        let mut reader = BufReader::with_capacity(1 << 20, file);
         let failure: std::cell::RefCell<Option<ReplicationError>> = Default::default();
-        let chunks = descriptor.chunks.iter().enumerate().map_while(|(n, info)| {
+        let mut chunks = descriptor.chunks.iter().enumerate().map_while(|(n, info)| {
             let mut chunk = vec![0u8; info.len as usize];
             let read = reader.read_exact(&mut chunk);
             if let Err(e) = read {
@@ -371,18 +445,23 @@ impl SnapshotFiles {
             }
             Some(chunk)
         });
-        let installed = super::install(shard, chunks, key.index, &descriptor.root);
+        let imported = import(&mut chunks);
+        drop(chunks);
         // A chunk that could not be read explains the engine's refusal.
         if let Some(e) = failure.into_inner() {
             return Err(e);
         }
-        installed?;
-        self.remove_incoming(&key);
-        Ok(())
+        imported
     }
 
     /// Forgets an incoming snapshot (installed, or not wanted any more).
     pub fn remove_incoming(&self, key: &SnapshotKey) {
+        // Held while the files go, so a preparation finishing meanwhile is
+        // not kept for a snapshot that is gone.
+        let mut prepared = self.prepared.lock();
+        if prepared.get(&key.group).is_some_and(|(k, _)| k == key) {
+            prepared.remove(&key.group);
+        }
         for ext in ["part", "chunks", "desc"] {
             let path = self.in_path(key, ext);
             if path.exists() {
@@ -407,6 +486,7 @@ impl SnapshotFiles {
             }
         }
         self.served.lock().retain(|k, _| k.group != group);
+        self.prepared.lock().remove(&group);
     }
 
     /// Bytes of incoming snapshot files on disk.
@@ -419,11 +499,13 @@ impl SnapshotFiles {
     }
 }
 
-/// A snapshot being received: chunks are appended in order, each synced.
+/// A snapshot being received: each chunk verified, then written at its
+/// offset (in any order). Nothing is synced until [`IncomingFile::finish`].
 pub struct IncomingFile {
     file: File,
     descriptor: SnapshotDescriptor,
-    next: u32,
+    /// Chunks received and verified.
+    have: Vec<bool>,
     bytes: u64,
     part: PathBuf,
     done: PathBuf,
@@ -431,9 +513,25 @@ pub struct IncomingFile {
 }
 
 impl IncomingFile {
-    /// The first chunk not yet received and verified.
+    /// The first chunk not yet received and verified (the count of chunks
+    /// when all are in).
     pub fn next_chunk(&self) -> u32 {
-        self.next
+        self.missing().next().unwrap_or(self.have.len() as u32)
+    }
+
+    /// The chunks not yet received, in order.
+    pub fn missing(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.have.len() as u32).filter(|&n| !self.have[n as usize])
+    }
+
+    /// Whether chunk `n` is received and verified.
+    pub fn has(&self, n: u32) -> bool {
+        self.have.get(n as usize).copied().unwrap_or(false)
+    }
+
+    /// Chunks received and verified.
+    pub fn chunks_done(&self) -> u32 {
+        self.have.iter().filter(|&&h| h).count() as u32
     }
 
     /// Bytes received and verified.
@@ -442,13 +540,18 @@ impl IncomingFile {
     }
 
     pub fn is_full(&self) -> bool {
-        self.next as usize == self.descriptor.chunks.len()
+        self.have.iter().all(|&h| h)
     }
 
-    /// Appends the next chunk, if it is the one the descriptor announces,
-    /// durably.
-    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        let n = self.next;
+    /// Writes chunk `n` at its place if it is what the descriptor announces
+    /// (a chunk already here is left alone).
+    ///
+    /// Not synced here: a chunk is checked against its SHA-256 again when a
+    /// transfer resumes (after a crash a lost or torn chunk just does not
+    /// verify and is fetched again) and when the snapshot is installed, and
+    /// [`IncomingFile::finish`] syncs the file once before it is marked
+    /// complete. A sync per chunk bought nothing but a wait per chunk.
+    pub fn put(&mut self, n: u32, bytes: &[u8]) -> Result<()> {
         let info = self.descriptor.chunks.get(n as usize).ok_or_else(|| {
             ReplicationError::SnapshotCorrupt(format!("chunk {n} is past the snapshot's end"))
         })?;
@@ -458,20 +561,55 @@ impl IncomingFile {
                 bytes.len()
             )));
         }
+        if self.has(n) {
+            return Ok(());
+        }
+        let offset = self.descriptor.offset_of(n);
         self.file
-            .write_all(bytes)
-            .and_then(|()| self.file.sync_data())
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| self.file.write_all(bytes))
             .map_err(|e| io_err("cannot write", &self.part, e))?;
-        self.next += 1;
+        self.have[n as usize] = true;
         self.bytes += bytes.len() as u64;
         Ok(())
     }
 
-    /// Marks the snapshot complete (every chunk in): `.part` becomes `.chunks`.
+    /// Marks the snapshot complete (every chunk in, now synced): `.part`
+    /// becomes `.chunks`.
     pub fn finish(self) -> Result<()> {
+        if !self.is_full() {
+            return Err(ReplicationError::SnapshotCorrupt(format!(
+                "{} is missing chunks",
+                self.part.display()
+            )));
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| io_err("cannot sync", &self.part, e))?;
         fs::rename(&self.part, &self.done).map_err(|e| io_err("cannot rename", &self.part, e))?;
         sync_dir(&self.dir)
     }
+}
+
+/// An import stands where its descriptor says: at the snapshot's index, with
+/// its root.
+fn check_summary(
+    summary: &stratosdb_engine::SnapshotSummary,
+    descriptor: &SnapshotDescriptor,
+) -> Result<()> {
+    let index = descriptor.key.index;
+    if summary.applied_index != index {
+        return Err(ReplicationError::SnapshotCorrupt(format!(
+            "snapshot data stands at index {}, its metadata says {index}",
+            summary.applied_index
+        )));
+    }
+    if summary.root != descriptor.root {
+        return Err(ReplicationError::SnapshotCorrupt(
+            "the imported root differs from the descriptor's".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn list(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -519,46 +657,71 @@ mod tests {
         (engine, shard)
     }
 
-    #[test]
-    fn an_incoming_snapshot_resumes_after_the_chunks_that_verify() {
+    /// Snapshot files in a new folder, with an export of a shard of `docs`
+    /// documents in chunks of about 1 KiB.
+    fn exported(
+        docs: usize,
+    ) -> (
+        tempfile::TempDir,
+        Arc<SnapshotFiles>,
+        Engine,
+        Shard,
+        SnapshotDescriptor,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let files = SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30).unwrap();
-        let (_engine, shard) = shard_with(100);
+        let (engine, shard) = shard_with(docs);
         let d = files.export(&shard, 1024, 1, |_| Ok(4)).unwrap();
+        (dir, files, engine, shard, d)
+    }
+
+    #[test]
+    fn an_incoming_snapshot_resumes_with_the_chunks_that_verify_in_any_order() {
+        let (dir, files, _engine, shard, d) = exported(100);
         assert!(d.chunks.len() > 10, "{} chunks", d.chunks.len());
         let chunk = |n: u32| files.read_outgoing_chunk(&d.key, n).unwrap().0;
 
         let mut incoming = files.begin_incoming(&d).unwrap();
         assert_eq!(incoming.next_chunk(), 0);
-        for n in 0..5 {
-            incoming.append(&chunk(n)).unwrap();
+        // Chunks 0-4 and 7 arrive (out of order, as from several fetches in
+        // flight); a chunk at the wrong number (or corrupt) is refused.
+        for n in [1, 0, 7, 2, 4, 3] {
+            incoming.put(n, &chunk(n)).unwrap();
         }
-        // A chunk out of order (or corrupt) is refused and changes nothing.
-        assert!(incoming.append(&chunk(7)).is_err());
+        assert!(incoming.put(8, &chunk(9)).is_err());
+        assert!(!incoming.has(8));
         drop(incoming);
 
-        // Reopened (as after a restart): it resumes at chunk 5.
+        // Reopened (as after a restart): it has 0-4 and 7, nothing else.
         let files = SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30).unwrap();
         let incoming = files.begin_incoming(&d).unwrap();
         assert_eq!(incoming.next_chunk(), 5);
-        assert_eq!(incoming.bytes_done(), d.offset_of(5));
+        assert_eq!(incoming.chunks_done(), 6);
+        assert_eq!(
+            incoming.bytes_done(),
+            d.offset_of(5) + u64::from(d.chunks[7].len)
+        );
+        assert_eq!(
+            incoming.missing().take(3).collect::<Vec<_>>(),
+            vec![5, 6, 8]
+        );
         drop(incoming);
 
-        // A torn last chunk (half written before a crash) is cut off.
+        // A torn chunk (half of 7 overwritten before a crash) is fetched again.
         let part = files.in_path(&d.key, "part");
-        let half = &chunk(5)[..d.chunks[5].len as usize / 2];
-        OpenOptions::new()
-            .append(true)
-            .open(&part)
-            .unwrap()
-            .write_all(half)
+        let mut f = OpenOptions::new().write(true).open(&part).unwrap();
+        f.seek(SeekFrom::Start(d.offset_of(7))).unwrap();
+        f.write_all(&vec![0u8; d.chunks[7].len as usize / 2])
             .unwrap();
+        drop(f);
         let mut incoming = files.begin_incoming(&d).unwrap();
-        assert_eq!(incoming.next_chunk(), 5);
-        while !incoming.is_full() {
-            let n = incoming.next_chunk();
-            incoming.append(&chunk(n)).unwrap();
+        assert_eq!(incoming.chunks_done(), 5);
+        assert!(!incoming.has(7));
+        let missing: Vec<u32> = incoming.missing().collect();
+        for n in missing {
+            incoming.put(n, &chunk(n)).unwrap();
         }
+        assert!(incoming.is_full());
         incoming.finish().unwrap();
         assert!(files.is_complete(&d.key));
 
@@ -567,6 +730,17 @@ mod tests {
         files.install_incoming(&d, &target).unwrap();
         assert_eq!(target.root().unwrap(), shard.root().unwrap());
         assert!(!files.is_complete(&d.key), "installed files are removed");
+    }
+
+    #[test]
+    fn an_incomplete_snapshot_is_not_marked_complete() {
+        let (_dir, files, _engine, _shard, d) = exported(20);
+        let mut incoming = files.begin_incoming(&d).unwrap();
+        incoming
+            .put(0, &files.read_outgoing_chunk(&d.key, 0).unwrap().0)
+            .unwrap();
+        assert!(incoming.finish().is_err());
+        assert!(!files.is_complete(&d.key));
     }
 
     #[test]

@@ -119,13 +119,14 @@ impl Transfers {
         );
     }
 
-    /// Chunk `chunk` (of `bytes`) moved for the transfer of `key` with `peer`.
+    /// A chunk moved for the transfer of `key` with `peer`: `chunks_done`
+    /// and `bytes_done` are how far it is now (they only grow).
     pub fn chunk_done(
         &self,
         key: &SnapshotKey,
         peer: NodeId,
         direction: TransferDirection,
-        chunk: u32,
+        chunks_done: u32,
         bytes_done: u64,
     ) {
         let mut entries = self.entries.write();
@@ -137,7 +138,7 @@ impl Transfers {
         }
         e.last_activity = Instant::now();
         let t = &mut e.transfer;
-        t.chunks_done = t.chunks_done.max(chunk + 1);
+        t.chunks_done = t.chunks_done.max(chunks_done);
         t.bytes_done = t.bytes_done.max(bytes_done);
         let tenths = (t.bytes_done * 10).checked_div(t.bytes_total).unwrap_or(10);
         if tenths > e.logged_tenths && tenths < 10 {

@@ -14,6 +14,12 @@
 //!   step at a time: add the target as a learner, promote it once its log
 //!   matches the leader's commit, remove the source, then tell the map.
 //!   Voters never drop below a quorum: the new voter comes before the removal.
+//! - Once no replica moves, the metadata leader balances the shard leaders
+//!   ([`placement::plan_leader_moves`], from the map's leader hints): a node
+//!   leading more than `ceil(groups / live nodes) + 1` shards is asked to
+//!   hand one over (raft's leadership transfer) to a replica on a node
+//!   leading fewer than `ceil(groups / live nodes)`; a few per round, and a
+//!   shard handed over is left alone while its new leader settles.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -39,6 +45,11 @@ const STEP_EVERY: Duration = Duration::from_millis(200);
 /// How long a membership change may take to apply before the next round
 /// looks again.
 const CONF_WAIT: Duration = Duration::from_secs(3);
+/// Leadership hand-overs the metadata leader asks for per round.
+const LEADER_MOVES_PER_ROUND: usize = 2;
+/// How long a shard handed over is left alone: its new leader puts its
+/// hint in the map meanwhile (or raft gave the transfer up).
+const LEADER_SETTLE: Duration = Duration::from_secs(5);
 
 /// The metadata leader's clocks: when each member last answered.
 #[derive(Default)]
@@ -49,6 +60,8 @@ pub struct Liveness {
     since: Option<Instant>,
     last_seen: HashMap<NodeId, Instant>,
     last_probe: Option<Instant>,
+    /// Shards whose leadership this node asked to hand over, and when.
+    leader_moves: HashMap<GroupId, Instant>,
 }
 
 /// Group 0's voter count for `live` live members: 3, or 5 with 5 or more.
@@ -97,8 +110,60 @@ impl ClusterNode {
         let map = self.map();
         self.shape_metadata_group(&map, &meta);
         self.start_moves(&map);
+        self.balance_leaders(&map);
         self.finish_removals(&map, &meta);
         Ok(())
+    }
+
+    /// Asks the nodes leading too many shards to hand some over (see the
+    /// module's documentation); only while no replica moves.
+    fn balance_leaders(&self, map: &ClusterMap) {
+        if map.shards.values().any(|s| !s.moves.is_empty()) {
+            return;
+        }
+        let settling: Vec<GroupId> = {
+            let mut clocks = self.liveness.lock();
+            clocks
+                .leader_moves
+                .retain(|_, at| at.elapsed() < LEADER_SETTLE);
+            clocks.leader_moves.keys().copied().collect()
+        };
+        let planned =
+            placement::plan_leader_moves(map, LEADER_MOVES_PER_ROUND, |g| settling.contains(&g));
+        for m in planned {
+            let asked = if m.from == self.id {
+                self.raft
+                    .transfer_leader(m.group, m.to)
+                    .map_err(NodeError::from)
+            } else {
+                let request = RpcRequest::TransferLeader {
+                    group: m.group,
+                    to: m.to,
+                };
+                match self.call(m.from, &request) {
+                    Ok(RpcReply::LeaderTransferring) => Ok(()),
+                    Ok(other) => Err(super::node::failed_reply(other)),
+                    Err(e) => Err(e),
+                }
+            };
+            match asked {
+                Ok(()) => {
+                    tracing::info!(
+                        group = m.group,
+                        from = %show_id(m.from),
+                        to = %show_id(m.to),
+                        "leadership handed over for balance"
+                    );
+                    self.liveness
+                        .lock()
+                        .leader_moves
+                        .insert(m.group, Instant::now());
+                }
+                Err(e) => {
+                    tracing::debug!(group = m.group, error = %e, "cannot hand over leadership")
+                }
+            }
+        }
     }
 
     /// `cluster remove-node`: refuses when the live nodes left could not
@@ -212,6 +277,7 @@ impl ClusterNode {
                     since: Some(now),
                     last_seen: HashMap::new(),
                     last_probe: clocks.last_probe,
+                    leader_moves: HashMap::new(),
                 };
             }
             let since = clocks.since.unwrap_or(now);

@@ -1082,6 +1082,15 @@ impl ClusterNode {
                 Ok(reply) => RpcReply::Extension(reply),
                 Err(e) => reply_error(e),
             },
+            RpcRequest::TransferLeader { group, to } => {
+                match self.raft.transfer_leader(group, to) {
+                    Ok(()) => RpcReply::LeaderTransferring,
+                    Err(ReplicationError::NotLeader { leader, .. }) => {
+                        RpcReply::NotLeader { leader }
+                    }
+                    Err(e) => reply_error(e.into()),
+                }
+            }
         }
     }
 

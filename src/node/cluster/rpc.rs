@@ -42,6 +42,9 @@ pub enum RpcRequest {
     /// settlement), encoded by that service; see
     /// [`super::ClusterNode::set_extension`].
     Extension(Vec<u8>),
+    /// Hand the leadership of `group` to its voter on `to` (the metadata
+    /// leader balancing the shard leaders); the receiver must lead it.
+    TransferLeader { group: GroupId, to: u64 },
 }
 
 /// One replica's state, for `GET /v1/cluster`.
@@ -104,6 +107,9 @@ pub enum RpcReply {
     },
     /// The extension's reply, encoded by it.
     Extension(Vec<u8>),
+    /// Raft started handing the leadership over (it completes, or is
+    /// abandoned after an election timeout, on its own).
+    LeaderTransferring,
 }
 
 impl RpcReply {
