@@ -7,7 +7,7 @@
 //! the end of a level moves up unchanged. Its root is the **cluster root**;
 //! an epoch with no shards has the empty root (32 zero bytes).
 
-use rs_merkle::{MerkleProof, MerkleTree, algorithms::Sha256 as MerkleSha256};
+use rs_merkle::{MerkleTree, algorithms::Sha256 as MerkleSha256};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -132,13 +132,9 @@ impl LeafProof {
                 self.count
             )));
         }
-        let proof = MerkleProof::<MerkleSha256>::new(self.hashes.clone());
-        let ok = proof.verify(
-            *root,
-            &[self.index as usize],
-            &[leaf.hash()],
-            self.count as usize,
-        );
+        let ok = self
+            .root_from(leaf.hash())
+            .is_some_and(|computed| computed == *root);
         if ok {
             Ok(())
         } else {
@@ -150,6 +146,40 @@ impl LeafProof {
                 root: hex::encode(root),
             })
         }
+    }
+}
+
+impl LeafProof {
+    /// The root the proof leads to from the leaf's hash, walking up
+    /// `rs_merkle`'s tree of `self.count` leaves: at each layer the node's
+    /// sibling is the next proof hash (a left sibling when the node's index
+    /// is odd), except for the last node of an odd layer, which moves up
+    /// unchanged. `None` unless the proof has exactly the hashes the walk
+    /// takes. (It is what `rs_merkle::MerkleProof::root` computes for one
+    /// leaf, without its allocations; the tests check them against each other.)
+    fn root_from(&self, leaf_hash: Hash) -> Option<Hash> {
+        let mut hashes = self.hashes.iter();
+        let mut node = leaf_hash;
+        let mut index = self.index as usize;
+        let mut count = self.count as usize;
+        let mut pair = [0u8; 64];
+        while count > 1 {
+            let lone = index.is_multiple_of(2) && index + 1 == count;
+            if !lone {
+                let sibling = hashes.next()?;
+                let (left, right) = if index.is_multiple_of(2) {
+                    (&node, sibling)
+                } else {
+                    (sibling, &node)
+                };
+                pair[..32].copy_from_slice(left);
+                pair[32..].copy_from_slice(right);
+                node = Sha256::digest(pair).into();
+            }
+            index /= 2;
+            count = count.div_ceil(2);
+        }
+        hashes.next().is_none().then_some(node)
     }
 }
 
@@ -199,6 +229,33 @@ mod tests {
                     if j != i {
                         assert!(proof.verify(other, &root).is_err(), "n={n} i={i} j={j}");
                     }
+                }
+            }
+        }
+    }
+
+    /// The walk computes what `rs_merkle` computes, for every leaf of every
+    /// tree size up to 70, and refuses a proof with a hash too few or too many.
+    #[test]
+    fn the_walk_agrees_with_rs_merkle() {
+        use rs_merkle::MerkleProof;
+        for n in 1..=70 {
+            let all = leaves(n);
+            let root = cluster_root(&all);
+            for i in 0..all.len() {
+                let proof = LeafProof::new(&all, i).unwrap();
+                let theirs = MerkleProof::<MerkleSha256>::new(proof.hashes.clone())
+                    .root(&[i], &[all[i].hash()], all.len())
+                    .unwrap();
+                assert_eq!(theirs, root, "n={n} i={i}");
+                assert_eq!(proof.root_from(all[i].hash()), Some(root), "n={n} i={i}");
+                let mut longer = proof.clone();
+                longer.hashes.push([7; 32]);
+                assert_eq!(longer.root_from(all[i].hash()), None);
+                if !proof.hashes.is_empty() {
+                    let mut shorter = proof.clone();
+                    shorter.hashes.pop();
+                    assert_eq!(shorter.root_from(all[i].hash()), None);
                 }
             }
         }

@@ -25,7 +25,7 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Int(i) => write_int(*i, out),
         Value::Float(f) => {
             // ECMAScript Number.prototype.toString, as RFC 8785 requires.
             let mut buf = ryu_js::Buffer::new();
@@ -44,23 +44,52 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
         }
         Value::Object(map) => {
             // RFC 8785 sorts keys by their UTF-16 code units, which differs from
-            // Rust's byte order for characters above U+FFFF.
-            let mut keys: Vec<&String> = map.keys().collect();
-            if keys.iter().any(|k| k.chars().any(|c| c as u32 > 0xFFFF)) {
-                keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-            }
+            // the map's byte order only for characters above U+FFFF (4 UTF-8
+            // bytes, lead byte 0xF0 or more).
             out.push(b'{');
-            for (n, key) in keys.into_iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_value(&map[key], out);
+            if map.keys().any(|k| k.bytes().any(|b| b >= 0xF0)) {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+                write_members(entries, out);
+            } else {
+                write_members(map.iter(), out);
             }
             out.push(b'}');
         }
     }
+}
+
+fn write_members<'a>(
+    members: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    out: &mut Vec<u8>,
+) {
+    for (n, (key, value)) in members.into_iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_value(value, out);
+    }
+}
+
+/// All the digits of an integer, as `i64::to_string` writes them.
+fn write_int(i: i64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = i.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if i < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
@@ -113,6 +142,24 @@ mod tests {
             write_string(&s, &mut ours);
             let expected = serde_json::to_string(&s).unwrap();
             proptest::prop_assert_eq!(String::from_utf8(ours).unwrap(), expected);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn integers_are_written_as_to_string_does(i in proptest::num::i64::ANY) {
+            let mut ours = Vec::new();
+            write_int(i, &mut ours);
+            proptest::prop_assert_eq!(String::from_utf8(ours).unwrap(), i.to_string());
+        }
+    }
+
+    #[test]
+    fn integer_limits() {
+        for i in [0, 1, -1, 9, 10, -10, i64::MAX, i64::MIN, i64::MIN + 1] {
+            let mut ours = Vec::new();
+            write_int(i, &mut ours);
+            assert_eq!(String::from_utf8(ours).unwrap(), i.to_string());
         }
     }
 

@@ -4,9 +4,10 @@
 //! (see `docs/merkle.md`): a proof is the list of inner nodes on the key's path,
 //! each given as its child bitmap and the hashes of the children not on the path.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::hash::{EMPTY_ROOT, Hash, doc_hash, key_hash, leaf_hash, nibble, node_hash};
+use crate::hash::{EMPTY_ROOT, Hash, TAG_NODE, doc_hash, key_hash, leaf_hash, nibble};
 use crate::{ProofError, Value};
 
 /// One inner node on the path from the root, top first.
@@ -52,11 +53,48 @@ pub struct NonInclusionProof {
 }
 
 /// Either kind of proof, as a lookup returns it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "proof", rename_all = "snake_case")]
 pub enum Proof {
     Inclusion(InclusionProof),
     NonInclusion(NonInclusionProof),
+}
+
+/// Reads what the derived form writes (`{"proof":"inclusion",...}`), in one
+/// pass: serde's internally tagged enums first copy the whole object into
+/// an owned buffer, every sibling hash a new string, to find the tag.
+impl<'de> Deserialize<'de> for Proof {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Kind {
+            Inclusion,
+            NonInclusion,
+        }
+        #[derive(Deserialize)]
+        struct Fields {
+            proof: Kind,
+            collection: String,
+            id: String,
+            levels: Vec<ProofLevel>,
+            terminal: Option<Terminal>,
+        }
+        let f = Fields::deserialize(d)?;
+        match (f.proof, f.terminal) {
+            (Kind::Inclusion, _) => Ok(Proof::Inclusion(InclusionProof {
+                collection: f.collection,
+                id: f.id,
+                levels: f.levels,
+            })),
+            (Kind::NonInclusion, Some(terminal)) => Ok(Proof::NonInclusion(NonInclusionProof {
+                collection: f.collection,
+                id: f.id,
+                levels: f.levels,
+                terminal,
+            })),
+            (Kind::NonInclusion, None) => Err(serde::de::Error::missing_field("terminal")),
+        }
+    }
 }
 
 /// The longest possible path: one level per nibble of a SHA-256 key.
@@ -152,7 +190,10 @@ fn fold_to_root(key: &Hash, levels: &[ProofLevel], slot: Option<Hash>) -> Result
         )));
     }
     let mut current = slot;
-    let mut children: Vec<Hash> = Vec::with_capacity(16);
+    // An inner node's whole message (`docs/merkle.md`): tag, bitmap, and up
+    // to 16 child hashes, laid out once and hashed in one call.
+    let mut message = [0u8; 3 + 16 * 32];
+    message[0] = TAG_NODE;
     for (depth, level) in levels.iter().enumerate().rev() {
         let on_path = nibble(key, depth);
         let present = level.bitmap & (1 << on_path) != 0;
@@ -168,19 +209,84 @@ fn fold_to_root(key: &Hash, levels: &[ProofLevel], slot: Option<Hash>) -> Result
                 level.siblings.len()
             )));
         }
+        message[1..3].copy_from_slice(&level.bitmap.to_be_bytes());
+        let mut len = 3;
         let mut siblings = level.siblings.iter();
-        children.clear();
         for i in 0..16u8 {
             if level.bitmap & (1 << i) == 0 {
                 continue;
             }
-            if i == on_path {
-                children.extend(current);
-            } else if let Some(s) = siblings.next() {
-                children.push(*s);
+            // The counts were checked above: every set bit has its hash.
+            let child = if i == on_path {
+                current.as_ref()
+            } else {
+                siblings.next()
+            };
+            if let Some(child) = child {
+                message[len..len + 32].copy_from_slice(child);
+                len += 32;
             }
         }
-        current = Some(node_hash(level.bitmap, children.iter()));
+        current = Some(Sha256::digest(&message[..len]).into());
     }
     Ok(current.unwrap_or(EMPTY_ROOT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written reading takes what the derived writing gives, for
+    /// both kinds, and refuses what the derived reading refused.
+    #[test]
+    fn proofs_round_trip_through_json() {
+        let level = ProofLevel {
+            bitmap: 0b101,
+            siblings: vec![[3; 32]],
+        };
+        let proofs = [
+            Proof::Inclusion(InclusionProof {
+                collection: "c".into(),
+                id: "a".into(),
+                levels: vec![level.clone()],
+            }),
+            Proof::NonInclusion(NonInclusionProof {
+                collection: "c".into(),
+                id: "b".into(),
+                levels: vec![level.clone()],
+                terminal: Terminal::EmptySlot,
+            }),
+            Proof::NonInclusion(NonInclusionProof {
+                collection: "c".into(),
+                id: "b".into(),
+                levels: vec![level],
+                terminal: Terminal::OtherLeaf {
+                    key_hash: [1; 32],
+                    doc_hash: [2; 32],
+                },
+            }),
+        ];
+        for proof in proofs {
+            let json = serde_json::to_string(&proof).unwrap();
+            assert_eq!(serde_json::from_str::<Proof>(&json).unwrap(), proof, "{json}");
+            // The tag need not come first.
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            let mut fields = value.as_object().unwrap().clone();
+            let tag = fields.remove("proof").unwrap();
+            fields.insert("proof".into(), tag);
+            let moved = serde_json::to_string(&fields).unwrap();
+            assert_eq!(serde_json::from_str::<Proof>(&moved).unwrap(), proof);
+        }
+        let bad = [
+            r#"{"proof":"exclusion","collection":"c","id":"a","levels":[]}"#,
+            r#"{"collection":"c","id":"a","levels":[]}"#,
+            r#"{"proof":"non_inclusion","collection":"c","id":"a","levels":[]}"#,
+            r#"{"proof":"non_inclusion","collection":"c","id":"a","levels":[],"terminal":null}"#,
+            r#"{"proof":"inclusion","id":"a","levels":[]}"#,
+            r#"{"proof":"inclusion","collection":"c","id":"a","levels":[{"bitmap":1,"siblings":["00"]}]}"#,
+        ];
+        for text in bad {
+            assert!(serde_json::from_str::<Proof>(text).is_err(), "{text}");
+        }
+    }
 }
