@@ -11,15 +11,23 @@
 //! - the size of a proof, for one document and for 100, vs the documents
 //!   (printed before the measurements).
 //!
+//! Times are CPU time (`benches/common/cpu_time.rs`), not wall time: the
+//! machine these run on is shared.
+//!
 //!   cargo bench --workspace --bench anchors
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::Measurement;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use stratosdb_engine::proof::hash::{doc_hash, key_hash, nibble};
 use stratosdb_engine::proof::{Proof, canonical_json};
 use stratosdb_engine::{Command, Durability, Engine, Op, Shard, Value};
+
+#[path = "../../benches/common/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::{ProcessCpuTime, ThreadCpuTime};
 
 /// A document of about 120 bytes of canonical JSON.
 fn document(i: u64, version: u64) -> Value {
@@ -145,7 +153,7 @@ fn print_sizes(n: u64, shard: &Shard) {
     );
 }
 
-fn verification(c: &mut Criterion) {
+fn verification<M: Measurement>(c: &mut Criterion<M>) {
     let mut group = c.benchmark_group("proof_verify");
     group.throughput(Throughput::Elements(1));
     let mut baseline_docs = Vec::new();
@@ -188,7 +196,7 @@ fn verification(c: &mut Criterion) {
 }
 
 /// Proofs against the mark once a tenth of the documents changed since it.
-fn anchored_prove(c: &mut Criterion) {
+fn anchored_prove<M: Measurement>(c: &mut Criterion<M>) {
     let n = 10_000;
     let (_engine, shard) = shard_of(n);
     shard.record_anchor_mark(1).expect("mark");
@@ -228,7 +236,7 @@ fn anchored_prove(c: &mut Criterion) {
 
 /// Single-write raft entries (an upsert of a random document), with an
 /// anchor mark entry every `every` writes (0: never), each on its own shard.
-fn apply_with_marks(c: &mut Criterion) {
+fn apply_with_marks<M: Measurement>(c: &mut Criterion<M>) {
     let n = 10_000;
     let mut group = c.benchmark_group("apply_with_marks");
     group.throughput(Throughput::Elements(1));
@@ -264,12 +272,40 @@ fn apply_with_marks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
+fn config<M: Measurement>(measurement: M) -> Criterion<M> {
+    Criterion::default()
+        .with_measurement(measurement)
         .sample_size(30)
         .warm_up_time(std::time::Duration::from_secs(1))
-        .measurement_time(std::time::Duration::from_secs(4));
+        .measurement_time(std::time::Duration::from_secs(4))
+}
+
+// Verification and proving run on the bench's thread: its CPU time is the
+// rate per core. An apply hands work to sled's threads: the process's.
+criterion_group! {
+    name = on_one_thread;
+    config = config(ThreadCpuTime);
+    targets = verification, anchored_prove
+}
+criterion_group! {
+    name = applies;
+    config = config(ProcessCpuTime);
+    targets = apply_with_marks
+}
+// Wall time instead (`STRATOSDB_BENCH_WALL=1`), as the figures before
+// 2026-12-07 were measured.
+criterion_group! {
+    name = wall;
+    config = config(criterion::measurement::WallTime);
     targets = verification, anchored_prove, apply_with_marks
 }
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var("STRATOSDB_BENCH_WALL").is_ok_and(|v| v == "1") {
+        wall();
+    } else {
+        on_one_thread();
+        applies();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}

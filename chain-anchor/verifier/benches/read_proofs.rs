@@ -19,13 +19,14 @@
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use std::time::Duration;
-
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use stratosdb_engine::{Durability, Engine, Op, Value};
 use stratosdb_proof::hash::doc_hash;
 use stratosdb_verifier::leaves::sort_leaves;
+#[path = "../../../benches/common/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::ThreadCpuTime;
+
 use stratosdb_verifier::{
     AnchorPayload, AnchorProof, LeafProof, ReadProof, ShardLeaf, cluster_root,
 };
@@ -39,44 +40,6 @@ fn document(i: u64) -> Value {
         i.is_multiple_of(2)
     ))
     .expect("valid document")
-}
-
-/// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`).
-struct ThreadCpuTime;
-
-fn thread_cpu_now() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to write.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = Duration;
-    type Value = Duration;
-
-    fn start(&self) -> Duration {
-        thread_cpu_now()
-    }
-    fn end(&self, start: Duration) -> Duration {
-        thread_cpu_now().saturating_sub(start)
-    }
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, value: &Duration) -> f64 {
-        value.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        WallTime.formatter()
-    }
 }
 
 fn sizes() -> Vec<u64> {
@@ -143,6 +106,7 @@ fn bundles(n: u64) -> (Vec<ReadProof>, AnchorPayload) {
                 .expect("anchored");
             ReadProof {
                 collection: "c".into(),
+                leaf_collection: None,
                 shard: 3,
                 id,
                 raft_index: a.mark.raft_index,
