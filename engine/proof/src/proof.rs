@@ -268,7 +268,11 @@ mod tests {
         ];
         for proof in proofs {
             let json = serde_json::to_string(&proof).unwrap();
-            assert_eq!(serde_json::from_str::<Proof>(&json).unwrap(), proof, "{json}");
+            assert_eq!(
+                serde_json::from_str::<Proof>(&json).unwrap(),
+                proof,
+                "{json}"
+            );
             // The tag need not come first.
             let value: serde_json::Value = serde_json::from_str(&json).unwrap();
             let mut fields = value.as_object().unwrap().clone();
