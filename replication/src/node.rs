@@ -253,13 +253,7 @@ impl RaftNode {
     /// Proposes a command to the group's leader (this node); the answer comes
     /// when its entry applies. Fails at once with `NotLeader` elsewhere.
     pub fn propose(&self, group: GroupId, command: &Command) -> Pending<ApplyOutcome> {
-        let data = command.encode();
-        self.request(group, |reply| Request::Propose {
-            group,
-            data,
-            anywhere: false,
-            reply,
-        })
+        self.propose_with(group, command, false)
     }
 
     /// Proposes a command through this node's replica of the group, leader
@@ -268,15 +262,24 @@ impl RaftNode {
     /// comes when the entry applies on this replica. Fails at once with
     /// `ProposalDropped` when the replica knows no leader, and with
     /// `NotLeader` (nothing proposed: ask the leader) when the leader has
-    /// been silent for two heartbeats or the replica is far behind. An entry the
-    /// leader drops (while it hands leadership over) or that is lost gets
+    /// been silent for two heartbeats or the replica is far behind. An entry
+    /// the leader drops (while it hands leadership over) or that is lost gets
     /// no answer: the wait times out and the outcome is unknown.
     pub fn propose_anywhere(&self, group: GroupId, command: &Command) -> Pending<ApplyOutcome> {
+        self.propose_with(group, command, true)
+    }
+
+    fn propose_with(
+        &self,
+        group: GroupId,
+        command: &Command,
+        anywhere: bool,
+    ) -> Pending<ApplyOutcome> {
         let data = command.encode();
         self.request(group, |reply| Request::Propose {
             group,
             data,
-            anywhere: true,
+            anywhere,
             reply,
         })
     }

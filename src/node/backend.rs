@@ -41,11 +41,7 @@ pub trait Backend: Send + Sync + 'static {
         id: String,
         doc: Value,
     ) -> BackendFuture<PutOutcome> {
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || self.put(&collection, &id, doc))
-                .await
-                .map_err(|e| BackendError::internal(format!("the request's task failed: {e}")))?
-        })
+        Box::pin(put_blocking(self, collection, id, doc))
     }
 
     /// The document, or a `document_not_found` error.
@@ -123,6 +119,18 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes every acknowledged write durable and releases what the backend
     /// holds; called once when the node stops.
     fn shutdown(&self) -> Result<(), BackendError>;
+}
+
+/// [`Backend::put`] run on tokio's blocking pool.
+pub async fn put_blocking<B: Backend + ?Sized>(
+    backend: Arc<B>,
+    collection: String,
+    id: String,
+    doc: Value,
+) -> Result<PutOutcome, BackendError> {
+    tokio::task::spawn_blocking(move || backend.put(&collection, &id, doc))
+        .await
+        .map_err(|e| BackendError::internal(format!("the request's task failed: {e}")))?
 }
 
 /// A statement's result, and where its reads were served (shard and

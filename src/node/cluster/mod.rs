@@ -27,7 +27,9 @@ pub use store::ClusterStore;
 
 use rpc::ReplicaStatus;
 
-use super::backend::{Backend, BackendError, BackendFuture, ErrorClass, PutOutcome, SqlOutcome};
+use super::backend::{
+    Backend, BackendError, BackendFuture, ErrorClass, PutOutcome, SqlOutcome, put_blocking,
+};
 use crate::api::{
     AnchorsQuery, AnchorsReply, ClusterMap as ApiMap, CollectionPlacement, Consistency, JoinReply,
     JoinRequest, MoveInfo, NodeInfo, RemoveNodeReply, RemoveNodeRequest, ReplicaInfo, ShardInfo,
@@ -125,11 +127,7 @@ impl Backend for ClusterBackend {
     ) -> BackendFuture<PutOutcome> {
         Box::pin(async move {
             let Some(group) = self.db.store().group_known(&collection, &id) else {
-                return tokio::task::spawn_blocking(move || self.put(&collection, &id, doc))
-                    .await
-                    .map_err(|e| {
-                        BackendError::internal(format!("the request's task failed: {e}"))
-                    })?;
+                return put_blocking(self, collection, id, doc).await;
             };
             let command = Command {
                 ops: vec![upsert(&collection, doc)],
