@@ -35,6 +35,8 @@ pub(crate) enum Request {
     Propose {
         group: GroupId,
         data: Vec<u8>,
+        /// A follower may propose (raft forwards the entry to the leader).
+        anywhere: bool,
         reply: Reply<ApplyOutcome>,
     },
     Read {
@@ -175,7 +177,13 @@ impl Driver {
             } => {
                 let _ = reply.send(self.create_group(group, &voters));
             }
-            Request::Propose { group, data, reply } => match self.groups.get_mut(&group) {
+            Request::Propose {
+                group,
+                data,
+                anywhere,
+                reply,
+            } => match self.groups.get_mut(&group) {
+                Some(g) if anywhere => g.propose_anywhere(data, reply),
                 Some(g) => g.propose(data, reply),
                 None => drop(reply.send(Err(ReplicationError::GroupNotFound(group)))),
             },

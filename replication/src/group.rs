@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
 use raft::eraftpb::{
@@ -33,6 +33,22 @@ struct Proposal {
     waiter: Waiter,
 }
 
+/// A proposal this replica made as a follower: raft forwarded its entry to
+/// the leader; it is answered when an entry with its context applies here.
+struct Forwarded {
+    reply: Reply<ApplyOutcome>,
+    since: Instant,
+}
+
+/// How long a forwarded proposal is remembered: past this, its entry was
+/// lost (a leader that dropped it, a message lost) or overtaken by a
+/// snapshot, and its caller gave up long before.
+const FORWARDED_EXPIRY: Duration = Duration::from_secs(60);
+
+/// Committed entries a follower may have left to apply and still propose
+/// through raft (its answer waits for its own apply).
+const MAX_FORWARD_LAG: u64 = 1_000;
+
 /// What a group looks like from this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupStatus {
@@ -57,6 +73,11 @@ pub(crate) struct Group {
     shard: Shard,
     /// Proposals by log index, resolved when that index applies.
     proposals: BTreeMap<u64, Proposal>,
+    /// Proposals forwarded by raft to the leader, by their entries' context
+    /// (this run's nonce and a sequence number).
+    forwarded: HashMap<Vec<u8>, Forwarded>,
+    forward_nonce: u64,
+    forward_seq: u64,
     pub reads: ReadQueue,
     applied: u64,
     last_leader: NodeId,
@@ -113,6 +134,9 @@ impl Group {
             raw,
             shard,
             proposals: BTreeMap::new(),
+            forwarded: HashMap::new(),
+            forward_nonce: forward_nonce(config.id, id),
+            forward_seq: 0,
             reads: ReadQueue::default(),
             applied,
             last_leader: 0,
@@ -204,6 +228,9 @@ impl Group {
                 Waiter::Conf(r) => drop(r.send(Err(ReplicationError::GroupNotFound(id)))),
             }
         }
+        for (_, f) in std::mem::take(&mut self.forwarded) {
+            drop(f.reply.send(Err(ReplicationError::GroupNotFound(id))));
+        }
         self.reads.fail_all(|| ReplicationError::GroupNotFound(id));
     }
 
@@ -216,6 +243,56 @@ impl Group {
         let result = self.raw.propose(Vec::new(), data);
         self.counters.proposals.fetch_add(1, Relaxed);
         self.track(result, Waiter::Write(reply));
+    }
+
+    /// Proposes a command from any replica: the leader proposes it as
+    /// [`Group::propose`] does; a follower hands it to raft, which forwards
+    /// the entry to the leader with the raft messages already flowing there
+    /// (no call of its own), and the reply comes when the entry applies on
+    /// this replica, matched by the entry's context. Refused at once when no
+    /// leader is known (`ProposalDropped`), and with `NotLeader` (nothing
+    /// proposed: ask the leader) when the leader has been silent for two
+    /// heartbeats or this replica is far behind. An entry the leader drops
+    /// (it is handing leadership over) or that is lost is never answered:
+    /// the caller's wait times out, outcome unknown.
+    pub fn propose_anywhere(&mut self, data: Vec<u8>, reply: Reply<ApplyOutcome>) {
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Leader {
+            return self.propose(data, reply);
+        }
+        // A leader silent for two heartbeats may be gone (an entry sent to
+        // it would be lost, its outcome unknown), and a replica far behind
+        // would answer late: not proposed here, the caller asks the leader.
+        if raft.state == StateRole::Follower
+            && (raft.election_elapsed > 2 * raft.heartbeat_timeout()
+                || raft.raft_log.committed.saturating_sub(self.applied) > MAX_FORWARD_LAG)
+        {
+            let _ = reply.send(Err(ReplicationError::NotLeader {
+                group: self.id,
+                leader: self.leader_hint(),
+            }));
+            return;
+        }
+        self.forward_seq += 1;
+        let mut ctx = Vec::with_capacity(16);
+        ctx.extend(self.forward_nonce.to_be_bytes());
+        ctx.extend(self.forward_seq.to_be_bytes());
+        match self.raw.propose(ctx.clone(), data) {
+            Ok(()) => {
+                self.counters.proposals.fetch_add(1, Relaxed);
+                self.forwarded.insert(
+                    ctx,
+                    Forwarded {
+                        reply,
+                        since: Instant::now(),
+                    },
+                );
+            }
+            Err(raft::Error::ProposalDropped) => {
+                let _ = reply.send(Err(ReplicationError::ProposalDropped { group: self.id }));
+            }
+            Err(e) => drop(reply.send(Err(e.into()))),
+        }
     }
 
     /// Proposes a membership change; refused at once while another is pending.
@@ -266,6 +343,16 @@ impl Group {
 
     pub fn tick(&mut self, config: &NodeConfig, new_ctx: impl FnOnce() -> Vec<u8>) {
         self.raw.tick();
+        if !self.forwarded.is_empty() {
+            let group = self.id;
+            self.forwarded.retain(|_, f| {
+                let live = f.since.elapsed() < FORWARDED_EXPIRY;
+                if !live {
+                    let _ = f.reply.answer(Err(ReplicationError::Timeout { group }));
+                }
+                live
+            });
+        }
         self.check_snapshot_transfers(config.snapshot_stall_timeout * 2);
         if let Some(ctx) = self
             .reads
@@ -428,6 +515,14 @@ impl Group {
                 Waiter::Conf(r) => drop(r.send(Err(e))),
             }
         }
+        // A forwarded entry under the snapshot will not apply here: unknown.
+        for (_, f) in std::mem::take(&mut self.forwarded) {
+            let e = ReplicationError::OutcomeUnknown {
+                group: self.id,
+                index: meta.index,
+            };
+            drop(f.reply.send(Err(e)));
+        }
         tracing::info!(group = self.id, index = meta.index, "installed a snapshot");
         Ok(())
     }
@@ -498,6 +593,12 @@ impl Group {
         outcome: ApplyOutcome,
         confs: &mut HashMap<u64, Result<ConfState>>,
     ) {
+        if !e.context.is_empty()
+            && let Some(f) = self.forwarded.remove(e.context.as_ref())
+        {
+            drop(f.reply.send(Ok(outcome)));
+            return;
+        }
         // Anything older was lost under a snapshot or a new leader's log.
         let newer = self.proposals.split_off(&e.index);
         let older = std::mem::replace(&mut self.proposals, newer);
@@ -585,6 +686,16 @@ impl Group {
             None => target,
         }
     }
+}
+
+/// What makes this run's forwarded contexts differ from any earlier run's
+/// (whose entries may still apply after a restart): the clock at opening,
+/// mixed with the node and group.
+fn forward_nonce(node: NodeId, group: GroupId) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    now ^ node.rotate_left(17) ^ u64::from(group).rotate_left(43)
 }
 
 fn v1_to_v2(v1: ConfChange) -> ConfChangeV2 {

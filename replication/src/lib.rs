@@ -30,6 +30,7 @@ mod node;
 pub mod p2p;
 pub mod placement;
 mod read;
+mod reply;
 pub mod snapshot;
 mod transport;
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, mpsc};
+
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use crate::counters::{CounterValues, Counters};
 use crate::driver::{Driver, Request};
 use crate::group::GroupStatus;
 use crate::read::ReadWaiter;
+use crate::reply;
 use crate::snapshot::{
     ChunkReadLimit, FetchContext, Fetcher, SnapshotFiles, SnapshotTransfer, TransferDirection,
 };
@@ -26,28 +28,31 @@ use crate::transport::{ChunkServer, Inbox, Transport};
 use crate::{GroupId, NodeId, ReplicationError, Result, log};
 
 /// An answer that comes later (when an entry applies, a read index is
-/// reached, ...). Wait for it with a timeout.
+/// reached, ...). Wait for it with a timeout, blocking ([`Pending::wait`])
+/// or async ([`Pending::wait_async`]).
 pub struct Pending<T> {
     group: GroupId,
-    rx: mpsc::Receiver<Result<T>>,
+    answer: reply::Answer<T>,
 }
 
 impl<T> Pending<T> {
-    fn new(group: GroupId) -> (mpsc::Sender<Result<T>>, Self) {
-        let (tx, rx) = mpsc::channel();
-        (tx, Pending { group, rx })
+    fn new(group: GroupId) -> (reply::Reply<T>, Self) {
+        let (tx, answer) = reply::channel();
+        (tx, Pending { group, answer })
     }
 
     /// Waits up to `timeout`; `Timeout` says only that the answer did not
     /// come in time (a proposal may still apply later: wait again to know).
     pub fn wait(&self, timeout: Duration) -> Result<T> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(result) => result,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                Err(ReplicationError::Timeout { group: self.group })
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ReplicationError::Stopped),
-        }
+        reply::closed_is_stopped(self.answer.wait(timeout))
+            .unwrap_or(Err(ReplicationError::Timeout { group: self.group }))
+    }
+
+    /// [`Pending::wait`] for async callers: awaits the answer without
+    /// blocking a thread (call it inside a tokio runtime with time enabled).
+    pub async fn wait_async(&self, timeout: Duration) -> Result<T> {
+        reply::closed_is_stopped(self.answer.wait_async(timeout).await)
+            .unwrap_or(Err(ReplicationError::Timeout { group: self.group }))
     }
 }
 
@@ -232,7 +237,7 @@ impl RaftNode {
     fn request<T>(
         &self,
         group: GroupId,
-        make: impl FnOnce(mpsc::Sender<Result<T>>) -> Request,
+        make: impl FnOnce(reply::Reply<T>) -> Request,
     ) -> Pending<T> {
         let (reply, pending) = Pending::new(group);
         // If the loop has stopped, the dropped reply reads as `Stopped`.
@@ -256,8 +261,35 @@ impl RaftNode {
     /// Proposes a command to the group's leader (this node); the answer comes
     /// when its entry applies. Fails at once with `NotLeader` elsewhere.
     pub fn propose(&self, group: GroupId, command: &Command) -> Pending<ApplyOutcome> {
+        self.propose_with(group, command, false)
+    }
+
+    /// Proposes a command through this node's replica of the group, leader
+    /// or follower: a follower's raft forwards the entry to the leader along
+    /// with its other raft messages (no call of its own), and the answer
+    /// comes when the entry applies on this replica. Fails at once with
+    /// `ProposalDropped` when the replica knows no leader, and with
+    /// `NotLeader` (nothing proposed: ask the leader) when the leader has
+    /// been silent for two heartbeats or the replica is far behind. An entry
+    /// the leader drops (while it hands leadership over) or that is lost gets
+    /// no answer: the wait times out and the outcome is unknown.
+    pub fn propose_anywhere(&self, group: GroupId, command: &Command) -> Pending<ApplyOutcome> {
+        self.propose_with(group, command, true)
+    }
+
+    fn propose_with(
+        &self,
+        group: GroupId,
+        command: &Command,
+        anywhere: bool,
+    ) -> Pending<ApplyOutcome> {
         let data = command.encode();
-        self.request(group, |reply| Request::Propose { group, data, reply })
+        self.request(group, |reply| Request::Propose {
+            group,
+            data,
+            anywhere,
+            reply,
+        })
     }
 
     /// A linearizable read barrier: answers with a read index once this

@@ -4,12 +4,11 @@
 //! so each request has a unique context and is re-sent after some ticks; each
 //! read has its own deadline.
 
-use std::sync::mpsc;
 use std::time::Instant;
 
-use crate::{GroupId, ReplicationError, Result};
+use crate::{GroupId, ReplicationError};
 
-pub(crate) type Reply<T> = mpsc::Sender<Result<T>>;
+pub(crate) use crate::reply::Reply;
 
 pub(crate) struct ReadWaiter {
     pub reply: Reply<u64>,
@@ -75,10 +74,10 @@ impl ReadQueue {
     ) -> Option<Vec<u8>> {
         let now = Instant::now();
         let expire = |ws: &mut Vec<ReadWaiter>| {
-            ws.retain(|w| {
+            ws.retain_mut(|w| {
                 let live = w.deadline > now;
                 if !live {
-                    let _ = w.reply.send(Err(ReplicationError::Timeout { group }));
+                    let _ = w.reply.answer(Err(ReplicationError::Timeout { group }));
                 }
                 live
             })
@@ -116,12 +115,12 @@ impl ReadQueue {
 
     /// Completes reads whose read index is applied.
     pub fn on_applied(&mut self, applied: u64) {
-        self.confirmed.retain(|(index, waiters)| {
+        self.confirmed.retain_mut(|(index, waiters)| {
             if *index > applied {
                 return true;
             }
             for w in waiters {
-                let _ = w.reply.send(Ok(*index));
+                let _ = w.reply.answer(Ok(*index));
             }
             false
         });

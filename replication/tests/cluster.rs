@@ -194,6 +194,72 @@ fn three_nodes_elect_a_leader_and_apply_everywhere() {
 }
 
 #[test]
+fn a_follower_proposes_through_raft_and_gets_the_outcome_when_it_applies() {
+    let c = Cluster::new(3);
+    let leader = c.leader();
+    let follower = c.ids().into_iter().find(|&n| n != leader).unwrap();
+    // Many at once from the follower: raft forwards every entry to the
+    // leader, and each answer is its own entry's outcome.
+    let pending: Vec<_> = (0..50)
+        .map(|i| c.nodes[&follower].propose_anywhere(G, &insert(&format!("f{i}"))))
+        .collect();
+    for (i, p) in pending.into_iter().enumerate() {
+        match p.wait(WAIT) {
+            Ok(ApplyOutcome::Applied(outcomes)) => {
+                assert_eq!(outcomes[0].id.as_deref(), Some(format!("f{i}").as_str()));
+                assert!(outcomes[0].created);
+            }
+            other => panic!("f{i}: {other:?}"),
+        }
+        // Answered once applied on the follower itself.
+        assert!(c.has(follower, &format!("f{i}")));
+    }
+    // A rejection is the entry's outcome too; on the leader it is a proposal.
+    let dup = c.nodes[&follower]
+        .propose_anywhere(G, &insert("f3"))
+        .wait(WAIT);
+    assert!(matches!(dup, Ok(ApplyOutcome::Rejected(_))), "{dup:?}");
+    let on_leader = c.nodes[&leader]
+        .propose_anywhere(G, &insert("l"))
+        .wait(WAIT);
+    assert!(
+        matches!(on_leader, Ok(ApplyOutcome::Applied(_))),
+        "{on_leader:?}"
+    );
+    let applied = c.applied(leader);
+    c.converge(&c.ids(), applied);
+    for node in c.ids() {
+        assert!((0..50).all(|i| c.has(node, &format!("f{i}"))) && c.has(node, "l"));
+    }
+    // Cut off from the others, the follower soon stops forwarding: once its
+    // leader has been silent for two heartbeats it declines (`NotLeader`,
+    // nothing proposed), and once it lost the leader raft drops the
+    // proposal. Nothing then waits on an entry that cannot arrive.
+    let others: Vec<NodeId> = c.ids().into_iter().filter(|&n| n != follower).collect();
+    c.hub.partition(&[follower], &others);
+    let deadline = Instant::now() + WAIT;
+    let mut declined = false;
+    loop {
+        let r = c.nodes[&follower]
+            .propose_anywhere(G, &insert("cut"))
+            .wait(Duration::from_secs(1));
+        match r {
+            Err(ReplicationError::NotLeader { .. }) => declined = true,
+            Err(ReplicationError::ProposalDropped { .. }) => break,
+            // Sent before the leader's silence showed: lost on the way.
+            Err(ReplicationError::Timeout { .. }) if !declined => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(Instant::now() < deadline, "still proposing through raft");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.hub.heal();
+    let applied = c.applied(c.leader());
+    c.converge(&c.ids(), applied);
+    assert!(!c.has(leader, "cut"));
+}
+
+#[test]
 fn five_nodes_apply_a_concurrent_burst_identically() {
     let c = Cluster::new(5);
     let leader = c.leader();

@@ -3,6 +3,10 @@
 //! holds the data: every call may fail with "not ready" or "no quorum", and
 //! errors carry the stable code and the class the API turns into a status.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use stratosdb_engine::{EngineError, Value};
 use stratosdb_query::{FindOptions, QueryError, ShardRead, StatementResult};
 
@@ -10,6 +14,9 @@ use crate::api::{
     AnchorsQuery, AnchorsReply, ClusterMap, Consistency, ExportQuery, JoinReply, JoinRequest,
     RemoveNodeReply, RemoveNodeRequest, ShardExport,
 };
+
+/// A backend call in progress (see [`Backend::put_async`]).
+pub type BackendFuture<T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send>>;
 
 /// What a node serves requests from.
 ///
@@ -25,6 +32,17 @@ pub trait Backend: Send + Sync + 'static {
     /// Stores `doc` under `id` (its `_id` is set to `id`), creating or
     /// replacing it.
     fn put(&self, collection: &str, id: &str, doc: Value) -> Result<PutOutcome, BackendError>;
+
+    /// [`Backend::put`] for the async API: the default runs it on the
+    /// blocking pool; a backend that can wait without a thread overrides it.
+    fn put_async(
+        self: Arc<Self>,
+        collection: String,
+        id: String,
+        doc: Value,
+    ) -> BackendFuture<PutOutcome> {
+        Box::pin(put_blocking(self, collection, id, doc))
+    }
 
     /// The document, or a `document_not_found` error.
     fn get(
@@ -117,6 +135,18 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes every acknowledged write durable and releases what the backend
     /// holds; called once when the node stops.
     fn shutdown(&self) -> Result<(), BackendError>;
+}
+
+/// [`Backend::put`] run on tokio's blocking pool.
+pub async fn put_blocking<B: Backend + ?Sized>(
+    backend: Arc<B>,
+    collection: String,
+    id: String,
+    doc: Value,
+) -> Result<PutOutcome, BackendError> {
+    tokio::task::spawn_blocking(move || backend.put(&collection, &id, doc))
+        .await
+        .map_err(|e| BackendError::internal(format!("the request's task failed: {e}")))?
 }
 
 /// A statement's result, and where its reads were served (shard and

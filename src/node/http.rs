@@ -1,6 +1,8 @@
 //! The HTTP/JSON API (axum): routes, request parsing, error replies, the
 //! body limit and request metrics. Database calls block, so each runs on
-//! tokio's blocking pool ([`tokio::task::spawn_blocking`]).
+//! tokio's blocking pool ([`tokio::task::spawn_blocking`]), except a
+//! document PUT, which awaits its raft answer on the worker
+//! ([`Backend::put_async`]): no blocking-pool thread to wake per write.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -477,7 +479,9 @@ async fn put_doc(
     fields.insert("_id".to_string(), Value::String(id.clone()));
     let doc = Value::Object(fields);
     let reply_id = id.clone();
-    let outcome = blocking(&state, move |b| b.put(&collection, &id, doc)).await?;
+    // A node that is not serving yet (founding, joining) says so first.
+    state.backend.readiness()?;
+    let outcome = state.backend.clone().put_async(collection, id, doc).await?;
     let (status, created) = match outcome {
         PutOutcome::Created => (StatusCode::CREATED, true),
         PutOutcome::Replaced => (StatusCode::OK, false),

@@ -54,7 +54,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use faults::FaultSwitch;
 pub use identity::{KEY_FILE, ed25519_key_of, load_or_create_key, node_id_of, node_secret_key};
 pub use libp2p::PeerId;
-pub use rpc::RpcHandler;
+pub use rpc::{RpcFuture, RpcHandler};
 
 use crate::codec::{GroupMessage, encode_batch};
 use crate::snapshot::SnapshotKey;
@@ -556,6 +556,28 @@ impl P2pTransport {
     pub fn set_rpc_handler(
         &self,
         handler: impl Fn(NodeId, Vec<u8>) -> Vec<u8> + Send + Sync + 'static,
+    ) {
+        let handler = Arc::new(handler);
+        self.set_rpc_handler_async(move |from, request| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                match tokio::task::spawn_blocking(move || handler(from, request)).await {
+                    Ok(answer) => Some(answer),
+                    Err(e) => {
+                        tracing::warn!(from, error = %e, "rpc handler failed");
+                        None
+                    }
+                }
+            })
+        });
+    }
+
+    /// [`P2pTransport::set_rpc_handler`] with an async handler, which runs on
+    /// the transport's runtime: it must not block (it may hand what blocks to
+    /// `tokio::task::spawn_blocking`); `None` sends no answer (`NoAnswer`).
+    pub fn set_rpc_handler_async(
+        &self,
+        handler: impl Fn(NodeId, Vec<u8>) -> rpc::RpcFuture + Send + Sync + 'static,
     ) {
         *self.shared.rpc_handler.write() = Some(Arc::new(handler));
     }

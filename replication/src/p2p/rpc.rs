@@ -23,7 +23,9 @@
 //! handled) and the next call opens a new one.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -38,8 +40,14 @@ use tokio::time::Instant;
 use super::{RPC_PROTOCOL, Shared, node_id_of};
 use crate::{NodeId, ReplicationError, Result};
 
-/// Answers incoming calls: caller's node id and request in, answer out.
-pub type RpcHandler = Arc<dyn Fn(NodeId, Vec<u8>) -> Vec<u8> + Send + Sync>;
+/// An answer being made: `None` when the handler failed (the caller gets
+/// `NoAnswer`).
+pub type RpcFuture = Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
+
+/// Answers incoming calls: caller's node id and request in, answer out
+/// (async: a handler that blocks runs itself on the blocking pool, as
+/// [`super::P2pTransport::set_rpc_handler`] does).
+pub type RpcHandler = Arc<dyn Fn(NodeId, Vec<u8>) -> RpcFuture + Send + Sync>;
 
 /// Calls one inbound stream may have in its handlers at once; the stream's
 /// next request waits for a slot (bounds what one peer can start).
@@ -446,14 +454,12 @@ async fn answer(shared: &Shared, peer: PeerId, request: Vec<u8>) -> Option<Vec<u
         return None;
     };
     let from = node_id_of(&peer);
-    // The handler may block (disk, raft waits): keep it off the workers that
-    // drive the swarm and the raft streams.
-    match tokio::task::spawn_blocking(move || handler(from, request)).await {
+    match handler(from, request).await {
         // Cut off by fault injection while the handler ran: no answer goes.
-        Ok(_) if shared.drops_peer(&peer) => None,
-        Ok(answer) => Some(answer),
-        Err(e) => {
-            tracing::warn!(%peer, error = %e, "rpc handler failed; no answer");
+        Some(_) if shared.drops_peer(&peer) => None,
+        Some(answer) => Some(answer),
+        None => {
+            tracing::warn!(%peer, "rpc handler failed; no answer");
             None
         }
     }
@@ -472,12 +478,11 @@ pub(crate) async fn call_local(
             reason: "no rpc handler is set".into(),
         });
     };
-    let task = tokio::task::spawn_blocking(move || handler(to, request));
-    match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(e)) => Err(ReplicationError::NoAnswer {
+    match tokio::time::timeout(timeout, handler(to, request)).await {
+        Ok(Some(answer)) => Ok(answer),
+        Ok(None) => Err(ReplicationError::NoAnswer {
             node: to,
-            reason: format!("the handler failed: {e}"),
+            reason: "the handler failed".into(),
         }),
         Err(_) => Err(ReplicationError::CallTimeout { node: to, timeout }),
     }

@@ -14,7 +14,7 @@ mod store;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use stratosdb_engine::{CollectionInfo, Op, Value};
+use stratosdb_engine::{CollectionInfo, Command, Op, OpOutcome, Value};
 use stratosdb_query::ast::{CmpOp, Expr, Query};
 use stratosdb_query::{FindOptions, ReadConsistency, ShardedDatabase, ShardedStore as _};
 use stratosdb_replication::{GroupId, NodeId, TransferDirection};
@@ -28,7 +28,9 @@ pub use store::ClusterStore;
 
 use rpc::ReplicaStatus;
 
-use super::backend::{Backend, BackendError, ErrorClass, PutOutcome, SqlOutcome};
+use super::backend::{
+    Backend, BackendError, BackendFuture, ErrorClass, PutOutcome, SqlOutcome, put_blocking,
+};
 use crate::api::{
     AnchorsQuery, AnchorsReply, ClusterMap as ApiMap, CollectionPlacement, Consistency, JoinReply,
     JoinRequest, MoveInfo, NodeInfo, RemoveNodeReply, RemoveNodeRequest, ReplicaInfo, ShardInfo,
@@ -76,6 +78,22 @@ fn backend_error(e: NodeError) -> BackendError {
     BackendError::new(super::backend::class_of_code(&e.code), &e.code, e.message)
 }
 
+fn upsert(collection: &str, doc: Value) -> Op {
+    Op::Upsert {
+        collection: collection.to_string(),
+        doc,
+    }
+}
+
+/// A PUT's outcome: whether its upsert created the document.
+fn put_outcome(outcomes: &[OpOutcome]) -> PutOutcome {
+    if outcomes.iter().any(|o| o.created) {
+        PutOutcome::Created
+    } else {
+        PutOutcome::Replaced
+    }
+}
+
 impl Backend for ClusterBackend {
     fn readiness(&self) -> Result<(), BackendError> {
         self.node
@@ -95,15 +113,32 @@ impl Backend for ClusterBackend {
         // One upsert: its outcome says whether it created the document.
         let store = self.db.store();
         let shard = store.shard_of(collection, id)?;
-        let upsert = Op::Upsert {
-            collection: collection.to_string(),
-            doc,
-        };
-        let outcomes = store.write(collection, shard, vec![upsert])?;
-        Ok(if outcomes.iter().any(|o| o.created) {
-            PutOutcome::Created
-        } else {
-            PutOutcome::Replaced
+        let outcomes = store.write(collection, shard, vec![upsert(collection, doc)])?;
+        Ok(put_outcome(&outcomes))
+    }
+
+    /// The upsert proposed and awaited on the API's worker: no blocking
+    /// pool thread per write. A collection this node's map does not know
+    /// yet takes the blocking path, which reads the map again.
+    fn put_async(
+        self: Arc<Self>,
+        collection: String,
+        id: String,
+        doc: Value,
+    ) -> BackendFuture<PutOutcome> {
+        Box::pin(async move {
+            let Some(group) = self.db.store().group_known(&collection, &id) else {
+                return put_blocking(self, collection, id, doc).await;
+            };
+            let command = Command {
+                ops: vec![upsert(&collection, doc)],
+            };
+            let outcomes = self
+                .node
+                .propose_async(group, &command)
+                .await
+                .map_err(|e| store::error_in(&collection, e))?;
+            Ok(put_outcome(&outcomes))
         })
     }
 

@@ -216,15 +216,16 @@ impl ClusterNode {
             extension: std::sync::OnceLock::new(),
         });
         let handler = Arc::downgrade(&node);
-        node.transport
-            .set_rpc_handler(move |from, bytes| match handler.upgrade() {
-                Some(node) => rpc::encode(&node.serve_rpc(from, &bytes)),
-                None => rpc::encode(&RpcReply::error(
-                    "unavailable",
-                    "the node is stopping",
-                    true,
-                )),
-            });
+        node.transport.set_rpc_handler_async(move |from, bytes| {
+            let node = handler.upgrade();
+            Box::pin(async move {
+                let reply = match node {
+                    Some(node) => node.serve_rpc_async(from, bytes).await,
+                    None => RpcReply::error("unavailable", "the node is stopping", true),
+                };
+                Some(rpc::encode(&reply))
+            })
+        });
         let runner = node.clone();
         std::thread::Builder::new()
             .name("cluster-reconcile".into())
@@ -830,76 +831,72 @@ impl ClusterNode {
         let deadline = Instant::now() + LEADER_WAIT;
         let mut hint = None;
         let mut turn = 0usize;
+        let mut encoded = None;
         loop {
             let target = self.target(group, hint.take(), &mut turn)?;
             let attempt = if target == self.id {
-                match self.raft.propose(group, command).wait(RPC_TIMEOUT) {
-                    Err(ReplicationError::NotLeader { leader, .. }) => {
-                        hint = leader;
-                        Err(NodeError::unavailable("not the leader"))
-                    }
-                    Err(
-                        e @ (ReplicationError::Timeout { .. }
-                        | ReplicationError::OutcomeUnknown { .. }),
-                    ) => {
-                        return Err(NodeError::new(
-                            "unavailable",
-                            format!(
-                                "{e}: the write may or may not have applied; read before retrying"
-                            ),
-                            false,
-                        ));
-                    }
-                    Err(e) => Err(e.into()),
-                    Ok(ApplyOutcome::Applied(outcomes)) => Ok(outcomes),
-                    Ok(ApplyOutcome::Rejected(e)) => Err(e.into()),
-                    Ok(ApplyOutcome::AlreadyApplied) => Err(NodeError::new(
-                        "unavailable",
-                        "the write's outcome is unknown; read before retrying",
-                        false,
-                    )),
-                }
+                local_attempt(
+                    self.raft.propose(group, command).wait(RPC_TIMEOUT),
+                    &mut hint,
+                )
             } else {
-                let request = RpcRequest::Propose {
-                    group,
-                    command: command.encode(),
-                };
-                match self.call(target, &request) {
-                    Ok(RpcReply::Applied(outcomes)) => Ok(outcomes
-                        .into_iter()
-                        .map(|(id, affected, created)| OpOutcome {
-                            id,
-                            affected,
-                            created,
-                            mark: None,
-                        })
-                        .collect()),
-                    Ok(RpcReply::NotLeader { leader }) => {
-                        hint = leader.filter(|&l| l != target);
-                        Err(NodeError::unavailable("not the leader"))
-                    }
-                    Ok(other) => Err(failed_reply(other)),
-                    // The request may have reached the leader: unknown.
-                    Err(e) if e.code == "unreachable" => Err(e),
-                    Err(e) => {
-                        return Err(NodeError::new(
-                            "unavailable",
-                            format!(
-                                "{e}: the write may or may not have applied; read before retrying"
-                            ),
-                            false,
-                        ));
-                    }
-                }
+                let request = forward_request(group, command, &mut encoded);
+                remote_attempt(self.call(target, &request), target, &mut hint)
             };
-            match attempt {
-                Err(e) if e.retry && Instant::now() < deadline => {
-                    if hint.is_none() {
-                        std::thread::sleep(Duration::from_millis(25));
-                    }
+            match next_attempt(group, attempt, deadline, hint) {
+                Next::Done(result) => return result,
+                Next::Retry(pause) => std::thread::sleep(pause),
+            }
+        }
+    }
+
+    /// [`ClusterNode::propose`] for async callers (the HTTP API's document
+    /// writes, a forwarded proposal): no thread waits for the raft loop or
+    /// for the leader's answer, so a write costs no hand-offs through the
+    /// blocking pool. Same retries, errors and bounds.
+    pub async fn propose_async(
+        self: &Arc<Self>,
+        group: GroupId,
+        command: &Command,
+    ) -> Result<Vec<OpOutcome>, NodeError> {
+        if group != METADATA_GROUP && !self.map().shards.contains_key(&group) {
+            // The caller's map may be newer than this node's: read it again
+            // (a read index: blocking) before routing.
+            let node = self.clone();
+            tokio::task::spawn_blocking(move || node.refresh_map())
+                .await
+                .map_err(|e| NodeError::new("internal", e.to_string(), false))??;
+        }
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut hint = None;
+        let mut turn = 0usize;
+        let mut encoded = None;
+        // Until the replica here declines (NotLeader): then the RPC path.
+        let mut through_raft = true;
+        loop {
+            let target = self.target_with(group, hint.take(), &mut turn, || Ok(self.map()))?;
+            let via_raft = target != self.id && through_raft && self.proposes_through_raft(group);
+            let attempt = if target == self.id || via_raft {
+                // A follower replica here hands the entry to raft, which
+                // forwards it to the leader: no call of our own.
+                let pending = if via_raft {
+                    self.raft.propose_anywhere(group, command)
+                } else {
+                    self.raft.propose(group, command)
+                };
+                let result = pending.wait_async(RPC_TIMEOUT).await;
+                if via_raft && matches!(result, Err(ReplicationError::NotLeader { .. })) {
+                    through_raft = false;
                 }
-                Err(e) if e.retry => return Err(no_quorum(group, &e)),
-                other => return other,
+                local_attempt(result, &mut hint)
+            } else {
+                let request = forward_request(group, command, &mut encoded);
+                let reply = self.call_within_async(target, &request, RPC_TIMEOUT).await;
+                remote_attempt(reply, target, &mut hint)
+            };
+            match next_attempt(group, attempt, deadline, hint) {
+                Next::Done(result) => return result,
+                Next::Retry(pause) => tokio::time::sleep(pause).await,
             }
         }
     }
@@ -912,6 +909,18 @@ impl ClusterNode {
         hint: Option<NodeId>,
         turn: &mut usize,
     ) -> Result<NodeId, NodeError> {
+        self.target_with(group, hint, turn, || self.map_with_group(group))
+    }
+
+    /// [`ClusterNode::target`] with the map from `map` (called only when
+    /// the map is needed).
+    fn target_with(
+        &self,
+        group: GroupId,
+        hint: Option<NodeId>,
+        turn: &mut usize,
+        map: impl FnOnce() -> Result<Arc<ClusterMap>, NodeError>,
+    ) -> Result<NodeId, NodeError> {
         if let Some(h) = hint {
             return Ok(h);
         }
@@ -923,7 +932,7 @@ impl ClusterNode {
                 .leader(METADATA_GROUP)
                 .ok_or_else(|| NodeError::unavailable("the metadata group has no leader"));
         }
-        let map = self.map_with_group(group)?;
+        let map = map()?;
         let info = map.shards.get(&group).ok_or_else(|| group_gone(group))?;
         // The local replica's view of the leader, read without a round trip
         // through the raft loop.
@@ -1005,30 +1014,47 @@ impl ClusterNode {
         request: &RpcRequest,
         timeout: Duration,
     ) -> Result<RpcReply, NodeError> {
-        let bytes = self
+        call_reply(to, self.transport.call(to, rpc::encode(request), timeout))
+    }
+
+    /// [`ClusterNode::call_within`], async.
+    pub async fn call_within_async(
+        &self,
+        to: NodeId,
+        request: &RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcReply, NodeError> {
+        let answer = self
             .transport
-            .call(to, rpc::encode(request), timeout)
-            .map_err(|e| match e {
-                // No stream was opened: the request went nowhere.
-                ReplicationError::Unreachable { .. } | ReplicationError::UnknownNode(_) => {
-                    NodeError::new("unreachable", format!("node {}: {e}", show_id(to)), true)
-                }
-                // It may have been handled: whoever retries must know that.
-                _ => NodeError::new("unavailable", format!("node {}: {e}", show_id(to)), false),
-            })?;
-        rpc::decode(&bytes).map_err(|e| NodeError::new("internal", e, false))
+            .call_async(to, rpc::encode(request), timeout)
+            .await;
+        call_reply(to, answer)
     }
 
     // ---- serving other nodes -----------------------------------------------------
 
-    fn serve_rpc(&self, from: NodeId, bytes: &[u8]) -> RpcReply {
-        let request: RpcRequest = match rpc::decode(bytes) {
+    /// Answers a request from another node. A forwarded proposal is awaited
+    /// on the transport's runtime; everything else may block (disk, read
+    /// indexes), so it runs on the blocking pool.
+    async fn serve_rpc_async(self: Arc<Self>, from: NodeId, bytes: Vec<u8>) -> RpcReply {
+        let request: RpcRequest = match rpc::decode(&bytes) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(from = %show_id(from), error = %e, "malformed request");
                 return RpcReply::error("malformed", e, false);
             }
         };
+        if let RpcRequest::Propose { group, command } = &request {
+            return self.serve_propose_async(*group, command).await;
+        }
+        tokio::task::spawn_blocking(move || self.serve_rpc(from, request))
+            .await
+            .unwrap_or_else(|e| {
+                RpcReply::error("internal", format!("the handler failed: {e}"), false)
+            })
+    }
+
+    fn serve_rpc(&self, from: NodeId, request: RpcRequest) -> RpcReply {
         match request {
             RpcRequest::Propose { group, command } => self.serve_propose(group, &command),
             RpcRequest::ChangeMap { command } => match MapCommand::decode(&command) {
@@ -1095,33 +1121,21 @@ impl ClusterNode {
     }
 
     fn serve_propose(&self, group: GroupId, command: &[u8]) -> RpcReply {
-        let limit = stratosdb_engine::limits::MAX_COMMAND_BYTES;
-        let command = match Command::decode(command, limit) {
-            Ok(c) => c,
-            Err(e) => return reply_error(e.into()),
-        };
-        match self.raft.propose(group, &command).wait(RPC_TIMEOUT) {
-            Err(ReplicationError::NotLeader { leader, .. }) => RpcReply::NotLeader { leader },
-            Err(
-                e @ (ReplicationError::Timeout { .. } | ReplicationError::OutcomeUnknown { .. }),
-            ) => RpcReply::error(
-                "unavailable",
-                format!("{e}: the write may or may not have applied; read before retrying"),
-                false,
-            ),
-            Err(e) => reply_error(e.into()),
-            Ok(ApplyOutcome::Applied(outcomes)) => RpcReply::Applied(
-                outcomes
-                    .into_iter()
-                    .map(|o| (o.id, o.affected, o.created))
-                    .collect(),
-            ),
-            Ok(ApplyOutcome::Rejected(e)) => reply_error(e.into()),
-            Ok(ApplyOutcome::AlreadyApplied) => RpcReply::error(
-                "unavailable",
-                "the write's outcome is unknown; read before retrying",
-                false,
-            ),
+        match decode_command(command) {
+            Ok(command) => propose_reply(self.raft.propose(group, &command).wait(RPC_TIMEOUT)),
+            Err(reply) => reply,
+        }
+    }
+
+    /// [`ClusterNode::serve_propose`], async: the answer is awaited on the
+    /// transport's runtime, with no thread of the blocking pool held.
+    async fn serve_propose_async(&self, group: GroupId, command: &[u8]) -> RpcReply {
+        match decode_command(command) {
+            Ok(command) => {
+                let pending = self.raft.propose(group, &command);
+                propose_reply(pending.wait_async(RPC_TIMEOUT).await)
+            }
+            Err(reply) => reply,
         }
     }
 
@@ -1175,6 +1189,21 @@ impl ClusterNode {
     /// Whether a replica of `group` is on this node.
     pub fn hosts(&self, group: GroupId) -> bool {
         group == METADATA_GROUP || self.hosted.lock().contains(&group)
+    }
+
+    /// Whether a write to `group` may be proposed through this node's
+    /// replica when it is a follower (raft forwards the entry): a current
+    /// voter replica of a shard with no move under way (a move hands
+    /// leadership over, and a leader handing over drops what raft forwards
+    /// to it, which would leave the write's outcome unknown).
+    fn proposes_through_raft(&self, group: GroupId) -> bool {
+        group != METADATA_GROUP
+            && self.hosts(group)
+            && self
+                .map()
+                .shards
+                .get(&group)
+                .is_some_and(|s| s.replicas.contains(&self.id) && s.moves.is_empty())
     }
 
     /// Whether this node's replica of `group` may answer a follower read:
@@ -1240,6 +1269,146 @@ impl ClusterNode {
 }
 
 /// The group is in no map: its collection was dropped.
+/// Where a proposal attempt leaves [`ClusterNode::propose`].
+enum Next {
+    Done(Result<Vec<OpOutcome>, NodeError>),
+    /// Try again after this pause.
+    Retry(Duration),
+}
+
+/// The attempt's result, or another attempt when it certainly did not apply
+/// and there is time left (at once when a leader was hinted).
+fn next_attempt(
+    group: GroupId,
+    attempt: Result<Vec<OpOutcome>, NodeError>,
+    deadline: Instant,
+    hint: Option<NodeId>,
+) -> Next {
+    match attempt {
+        Err(e) if e.retry && Instant::now() < deadline => Next::Retry(if hint.is_none() {
+            Duration::from_millis(25)
+        } else {
+            Duration::ZERO
+        }),
+        Err(e) if e.retry => Next::Done(Err(no_quorum(group, &e))),
+        other => Next::Done(other),
+    }
+}
+
+/// A proposal on this node, as [`ClusterNode::propose`] sees it: a
+/// leader elsewhere is a hint and a retry; a timeout is an unknown outcome.
+fn local_attempt(
+    result: Result<ApplyOutcome, ReplicationError>,
+    hint: &mut Option<NodeId>,
+) -> Result<Vec<OpOutcome>, NodeError> {
+    match result {
+        Err(ReplicationError::NotLeader { leader, .. }) => {
+            *hint = leader;
+            Err(NodeError::unavailable("not the leader"))
+        }
+        Err(e @ (ReplicationError::Timeout { .. } | ReplicationError::OutcomeUnknown { .. })) => {
+            Err(outcome_unknown(&e))
+        }
+        Err(e) => Err(e.into()),
+        Ok(ApplyOutcome::Applied(outcomes)) => Ok(outcomes),
+        Ok(ApplyOutcome::Rejected(e)) => Err(e.into()),
+        Ok(ApplyOutcome::AlreadyApplied) => Err(NodeError::new(
+            "unavailable",
+            "the write's outcome is unknown; read before retrying",
+            false,
+        )),
+    }
+}
+
+/// A proposal forwarded to `target`, as [`ClusterNode::propose`] sees it.
+fn remote_attempt(
+    reply: Result<RpcReply, NodeError>,
+    target: NodeId,
+    hint: &mut Option<NodeId>,
+) -> Result<Vec<OpOutcome>, NodeError> {
+    match reply {
+        Ok(RpcReply::Applied(outcomes)) => Ok(outcomes
+            .into_iter()
+            .map(|(id, affected, created)| OpOutcome {
+                id,
+                affected,
+                created,
+                mark: None,
+            })
+            .collect()),
+        Ok(RpcReply::NotLeader { leader }) => {
+            *hint = leader.filter(|&l| l != target);
+            Err(NodeError::unavailable("not the leader"))
+        }
+        Ok(other) => Err(failed_reply(other)),
+        // The request may have reached the leader: unknown.
+        Err(e) if e.code == "unreachable" => Err(e),
+        Err(e) => Err(outcome_unknown(&e)),
+    }
+}
+
+/// A write that may or may not have applied: not retried here.
+fn outcome_unknown(e: &dyn std::fmt::Display) -> NodeError {
+    NodeError::new(
+        "unavailable",
+        format!("{e}: the write may or may not have applied; read before retrying"),
+        false,
+    )
+}
+
+/// The forwarded proposal, its command encoded once for all attempts.
+fn forward_request(group: GroupId, command: &Command, encoded: &mut Option<Vec<u8>>) -> RpcRequest {
+    RpcRequest::Propose {
+        group,
+        command: encoded.get_or_insert_with(|| command.encode()).clone(),
+    }
+}
+
+/// A forwarded command, decoded within the engine's limit.
+fn decode_command(bytes: &[u8]) -> Result<Command, RpcReply> {
+    Command::decode(bytes, stratosdb_engine::limits::MAX_COMMAND_BYTES)
+        .map_err(|e| reply_error(e.into()))
+}
+
+/// The answer to a forwarded proposal.
+fn propose_reply(result: Result<ApplyOutcome, ReplicationError>) -> RpcReply {
+    match result {
+        Err(ReplicationError::NotLeader { leader, .. }) => RpcReply::NotLeader { leader },
+        Err(e @ (ReplicationError::Timeout { .. } | ReplicationError::OutcomeUnknown { .. })) => {
+            reply_error(outcome_unknown(&e))
+        }
+        Err(e) => reply_error(e.into()),
+        Ok(ApplyOutcome::Applied(outcomes)) => RpcReply::Applied(
+            outcomes
+                .into_iter()
+                .map(|o| (o.id, o.affected, o.created))
+                .collect(),
+        ),
+        Ok(ApplyOutcome::Rejected(e)) => reply_error(e.into()),
+        Ok(ApplyOutcome::AlreadyApplied) => RpcReply::error(
+            "unavailable",
+            "the write's outcome is unknown; read before retrying",
+            false,
+        ),
+    }
+}
+
+/// An RPC's answer decoded, or the transport's error as a node error.
+fn call_reply(
+    to: NodeId,
+    answer: Result<Vec<u8>, ReplicationError>,
+) -> Result<RpcReply, NodeError> {
+    let bytes = answer.map_err(|e| match e {
+        // No stream was opened: the request went nowhere.
+        ReplicationError::Unreachable { .. } | ReplicationError::UnknownNode(_) => {
+            NodeError::new("unreachable", format!("node {}: {e}", show_id(to)), true)
+        }
+        // It may have been handled: whoever retries must know that.
+        _ => NodeError::new("unavailable", format!("node {}: {e}", show_id(to)), false),
+    })?;
+    rpc::decode(&bytes).map_err(|e| NodeError::new("internal", e, false))
+}
+
 fn group_gone(group: GroupId) -> NodeError {
     NodeError::new(
         GROUP_GONE,

@@ -25,7 +25,7 @@ pub struct ClusterStore {
 
 /// A node error about `collection`: a group the map no longer has means
 /// the collection was dropped meanwhile.
-fn error_in(collection: &str, e: NodeError) -> QueryError {
+pub(super) fn error_in(collection: &str, e: NodeError) -> QueryError {
     if e.code == GROUP_GONE {
         return EngineError::CollectionNotFound(collection.to_string()).into();
     }
@@ -89,11 +89,16 @@ impl ClusterStore {
     /// The group of shard `shard` of `collection`.
     fn group(&self, collection: &str, shard: u32) -> Result<GroupId, QueryError> {
         let map = self.map_with(collection)?;
-        map.shards_of(collection)
-            .into_iter()
-            .find(|s| s.shard == shard)
-            .map(|s| s.group)
+        group_in(&map, collection, shard)
             .ok_or_else(|| EngineError::CollectionNotFound(collection.to_string()).into())
+    }
+
+    /// The group holding document `id` of `collection`, if the node's map
+    /// knows the collection (without reading the map again).
+    pub fn group_known(&self, collection: &str, id: &str) -> Option<GroupId> {
+        let map = self.node.map();
+        let shards = map.collections.get(collection)?.shards;
+        group_in(&map, collection, shard_of(collection, id, shards))
     }
 
     fn groups(&self, collection: &str) -> Result<Vec<GroupId>, QueryError> {
@@ -198,6 +203,14 @@ impl ClusterStore {
             }
         }
     }
+}
+
+/// The group of shard `shard` of `collection` in `map`.
+fn group_in(map: &ClusterMap, collection: &str, shard: u32) -> Option<GroupId> {
+    map.shards_of(collection)
+        .into_iter()
+        .find(|s| s.shard == shard)
+        .map(|s| s.group)
 }
 
 /// Whether a read failed in a way another replica (or a later try) may not.
