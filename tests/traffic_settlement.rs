@@ -203,9 +203,7 @@ fn an_epoch_settles_once_payers_pay_and_nodes_earn_their_receipts_fees() {
         .map(|r| r.epoch)
         .max()
         .unwrap();
-    // Through the epoch after the last billed one: a node reserves for
-    // it ahead of its requests (docs/traffic.md), returned when it settles.
-    let records = settled_through(&mut cluster, last_epoch + 1);
+    let records = settled_through(&mut cluster, last_epoch);
     let receipts = all_receipts(&cluster, &[0, 1, 2]);
     let ledger = LocalLedger::open(&ledger_dir, LedgerKey::from_secret_bytes([1; 32])).unwrap();
     let fees = check_settled(&cluster, &ledger, &records, &receipts);
@@ -440,9 +438,7 @@ fn on_anvil_a_deposit_pays_for_queries_and_the_settlement_moves_balances_by_the_
     }
     let last_epoch = client.last_receipt().unwrap().epoch;
     let (_, fees) = client.receipt_totals();
-    // Through the epoch after the last billed one: a node reserves for
-    // it ahead of its requests (docs/traffic.md), returned when it settles.
-    let records = settled_through(&mut cluster, last_epoch + 1);
+    let records = settled_through(&mut cluster, last_epoch);
     for r in records
         .iter()
         .filter(|r| r["status"] == "settled" && r["report"]["total_fee"] != "0")

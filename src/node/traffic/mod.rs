@@ -54,9 +54,6 @@ pub const DEFAULT_PRICES: Prices = Prices {
 const ACCOUNT_RETRIES: usize = 50;
 /// How often the node looks at group 0 for the current epoch.
 const EPOCH_POLL: Duration = Duration::from_millis(250);
-/// At most this many holds are renewed ahead of an epoch change; the other
-/// payers' next requests reserve for themselves.
-const RENEW_MAX: usize = 64;
 
 /// The traffic settings of a node.
 #[derive(Clone)]
@@ -80,9 +77,6 @@ pub struct Payer {
 struct Hold {
     epoch: u64,
     left: u128,
-    /// A request took from it (a hold that served nothing in its epoch is
-    /// not renewed ahead of the next: see [`Traffic::renew_holds`]).
-    used: bool,
 }
 
 impl std::fmt::Debug for Traffic {
@@ -145,11 +139,7 @@ impl Traffic {
                     if t.stopped.load(Ordering::Acquire) {
                         return;
                     }
-                    let newest = t.node.current_epoch();
-                    if newest > t.epoch.load(Ordering::Acquire) {
-                        t.renew_holds(newest);
-                    }
-                    t.epoch.store(newest, Ordering::Release);
+                    t.epoch.store(t.node.current_epoch(), Ordering::Release);
                     t.replay.forget_expired();
                     drop(t);
                     std::thread::sleep(EPOCH_POLL);
@@ -254,19 +244,10 @@ impl Traffic {
         };
         let granted = self.reserve(payer, epoch, fee, earlier)?;
         let mut holds = self.holds.lock();
-        let hold = holds.entry(*payer).or_insert(Hold {
-            epoch,
-            left: 0,
-            used: false,
-        });
+        let hold = holds.entry(*payer).or_insert(Hold { epoch, left: 0 });
         if hold.epoch != epoch {
-            *hold = Hold {
-                epoch,
-                left: 0,
-                used: false,
-            };
+            *hold = Hold { epoch, left: 0 };
         }
-        hold.used = true;
         hold.left = hold.left.saturating_add(granted - fee);
         Ok(())
     }
@@ -285,52 +266,12 @@ impl Traffic {
         }
     }
 
-    /// Reserves for `epoch` before the node's requests move to it, for each
-    /// payer this node served out of a hold of an earlier epoch (at most
-    /// [`RENEW_MAX`]), returning what is left of the old hold in the same
-    /// change: the requests then find their hold ready instead of all
-    /// waiting, at each epoch change, for one of them to reserve in group 0.
-    /// A payer whose reservation fails is left to its next request, as
-    /// before.
-    fn renew_holds(&self, epoch: u64) {
-        let payers: Vec<Address> = self
-            .holds
-            .lock()
-            .iter()
-            .filter(|(_, hold)| hold.epoch < epoch && hold.used)
-            .map(|(payer, _)| *payer)
-            .take(RENEW_MAX)
-            .collect();
-        for payer in payers {
-            if self.stopped.load(Ordering::Acquire) {
-                return;
-            }
-            // The smallest fee that reserves; given back at once.
-            match self.take(&payer, epoch, 1) {
-                Ok(()) => {
-                    let mut holds = self.holds.lock();
-                    if let Some(hold) = holds.get_mut(&payer)
-                        && hold.epoch == epoch
-                    {
-                        hold.left = hold.left.saturating_add(1);
-                        // Not used yet: a request may have taken from it
-                        // meanwhile, which only means it is not renewed
-                        // ahead next time.
-                        hold.used = false;
-                    }
-                }
-                Err(e) => tracing::debug!(%payer, epoch, error = %e.message, "renewing a hold"),
-            }
-        }
-    }
-
     /// Takes `fee` from the hold if it covers it (no proposal, no wait).
     pub fn take_held(&self, payer: &Address, epoch: u64, fee: u128) -> bool {
         let mut holds = self.holds.lock();
         match holds.get_mut(payer) {
             Some(hold) if hold.epoch == epoch && hold.left >= fee => {
                 hold.left -= fee;
-                hold.used = true;
                 true
             }
             _ => false,
