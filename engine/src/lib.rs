@@ -49,7 +49,7 @@ pub use limits::Limits;
 pub use merkle::root_from_scratch;
 pub use routing::{assign_id, shard_of};
 pub use shard::{
-    ApplyOutcome, DocIter, Durability, ExportPage, ExportedDocument, IdIter, IndexRange,
+    ApplyOutcome, DocIter, Durability, Entries, ExportPage, ExportedDocument, IdIter, IndexRange,
     MarkChange, OpOutcome, ProvenSet, RawDocument, Shard, ShardId, WriteResult,
 };
 pub use snapshot::{PreparedImport, SnapshotSummary};

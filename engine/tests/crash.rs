@@ -10,7 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use stratosdb_engine::{Durability, Engine, EngineConfig, IndexRange, IndexSpec, Op, Value};
+use stratosdb_engine::{
+    Command as EngineCommand, Durability, Engine, EngineConfig, IndexRange, IndexSpec, Op, Shard,
+    Value,
+};
 
 const CHILD_ENV: &str = "STRATOSDB_CRASH_CHILD_DIR";
 const CONCURRENT_CHILD_ENV: &str = "STRATOSDB_CRASH_CONCURRENT_CHILD_DIR";
@@ -90,12 +93,7 @@ fn acknowledged_batches_survive_sigkill() {
     let mut rng = rand::rng();
     let mut acked = 0u64;
     for round in 0..ROUNDS {
-        let last_acked = run_and_kill("crash_child", CHILD_ENV, dir.path(), &mut rng)
-            .iter()
-            .map(|n| n.parse::<u64>().unwrap())
-            .max()
-            .unwrap_or(0);
-        acked = acked.max(last_acked);
+        acked = acked.max(last_ack("crash_child", CHILD_ENV, dir.path(), &mut rng));
 
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
         let shard = engine.shard(0).unwrap();
@@ -391,6 +389,15 @@ fn run_and_kill(name: &str, env: &str, dir: &std::path::Path, rng: &mut impl Rng
     run_and_kill_within(name, env, dir, rng.random_range(150..700))
 }
 
+/// [`run_and_kill`] for a child that acknowledges numbers: the highest.
+fn last_ack(name: &str, env: &str, dir: &std::path::Path, rng: &mut impl Rng) -> u64 {
+    run_and_kill(name, env, dir, rng)
+        .iter()
+        .map(|n| n.parse::<u64>().unwrap())
+        .max()
+        .unwrap_or(0)
+}
+
 /// [`run_and_kill`] with the moment of the kill given, in milliseconds.
 fn run_and_kill_within(
     name: &str,
@@ -417,4 +424,112 @@ fn run_and_kill_within(
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     reader.join().unwrap()
+}
+
+const MULTI_CHILD_ENV: &str = "STRATOSDB_CRASH_MULTI_CHILD_DIR";
+const MULTI_SHARDS: u32 = 4;
+
+/// Runs only as the child of the multi-shard test: applies raft-style entries
+/// to four shards at once (`Shard::apply_batches`, as a node's raft loop
+/// does), the same index on each, flushes, and acknowledges, until killed.
+#[test]
+fn crash_multi_shard_child() {
+    let Ok(dir) = std::env::var(MULTI_CHILD_ENV) else {
+        return;
+    };
+    let engine = Engine::open(&dir, EngineConfig::default()).unwrap();
+    let shards: Vec<_> = (1..=MULTI_SHARDS)
+        .map(|id| engine.shard(id).unwrap())
+        .collect();
+    let mut index = shards[0].applied_index().unwrap() + 1;
+    let started = Instant::now();
+    let mut out = std::io::stdout();
+    while started.elapsed() < Duration::from_secs(20) {
+        // Two entries per shard: the collection (an error after the first
+        // time, rejected alike everywhere) and a counter plus a document.
+        let create = EngineCommand {
+            ops: vec![Op::CreateCollection { name: "m".into() }],
+        }
+        .encode();
+        let write = EngineCommand {
+            ops: vec![
+                Op::Upsert {
+                    collection: "m".into(),
+                    doc: Value::from_json_str(&format!(
+                        r#"{{"_id":"counter","at":{}}}"#,
+                        index + 1
+                    ))
+                    .unwrap(),
+                },
+                Op::Insert {
+                    collection: "m".into(),
+                    doc: Value::from_json_str(&format!(
+                        r#"{{"_id":"d{}","pad":"{}"}}"#,
+                        index + 1,
+                        "p".repeat(200)
+                    ))
+                    .unwrap(),
+                },
+            ],
+        }
+        .encode();
+        let entries: Vec<(u64, &[u8])> = vec![(index, &create), (index + 1, &write)];
+        let work: Vec<_> = shards.iter().map(|s| (s, entries.as_slice())).collect();
+        Shard::apply_batches(&work).unwrap();
+        engine.flush().unwrap();
+        writeln!(out, "ack {}", index + 1).unwrap();
+        out.flush().unwrap();
+        index += 2;
+    }
+}
+
+#[test]
+fn multi_shard_applies_survive_sigkill_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rng();
+    let mut acked = 0u64;
+    for round in 0..8 {
+        acked = acked.max(last_ack(
+            "crash_multi_shard_child",
+            MULTI_CHILD_ENV,
+            dir.path(),
+            &mut rng,
+        ));
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let applied: Vec<u64> = (1..=MULTI_SHARDS)
+            .map(|id| engine.shard(id).unwrap().applied_index().unwrap())
+            .collect();
+        // One atomic write for all shards: they all kept the same entries.
+        assert!(
+            applied.iter().all(|a| *a == applied[0]),
+            "round {round}: shards at different indexes {applied:?}"
+        );
+        assert!(
+            applied[0] >= acked,
+            "round {round}: index {acked} acknowledged, only {} survived",
+            applied[0]
+        );
+        for id in 1..=MULTI_SHARDS {
+            let shard = engine.shard(id).unwrap();
+            if applied[0] == 0 {
+                assert!(shard.collections().is_empty());
+                continue;
+            }
+            // Each shard's documents are exactly its applied entries'.
+            let counter = shard.get("m", "counter").unwrap().unwrap();
+            assert_eq!(
+                counter.as_object().unwrap().get("at"),
+                Some(&Value::Int(applied[0] as i64)),
+                "round {round}, shard {id}"
+            );
+            assert_eq!(
+                shard.collection("m").unwrap().count,
+                1 + applied[0] / 2,
+                "round {round}, shard {id}"
+            );
+            assert_eq!(shard.root().unwrap(), shard.root_from_scratch().unwrap());
+        }
+    }
+    assert!(acked > 0, "the child acknowledged nothing in 8 rounds");
+    eprintln!("8 rounds of SIGKILL, {acked} indexes acknowledged and checked");
 }

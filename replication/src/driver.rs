@@ -12,12 +12,12 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use raft::eraftpb::{ConfChangeV2, ConfState, Message, MessageType};
-use stratosdb_engine::{ApplyOutcome, Engine, KvStore as _, SledStore};
+use stratosdb_engine::{ApplyOutcome, Command, Engine, Entries, KvStore as _, Shard, SledStore};
 
 use crate::codec::GroupMessage;
 use crate::config::NodeConfig;
 use crate::counters::Counters;
-use crate::group::{Group, GroupStatus};
+use crate::group::{Committed, Group, GroupStatus};
 use crate::log::RaftLog;
 use crate::read::{ReadWaiter, Reply};
 use crate::snapshot::{Fetcher, SnapshotDescriptor, SnapshotFiles, SnapshotKey};
@@ -371,12 +371,44 @@ impl Driver {
         // anything to sync it still writes what is staged (a commit index).
         let sync = readies.iter().any(|(_, rd)| rd.must_sync());
         self.log.write(sync)?;
+        let mut committed = Vec::with_capacity(readies.len());
         for (id, rd) in readies {
             if let Some(g) = self.groups.get_mut(&id) {
-                g.finish_ready(rd, &mut out)?;
+                committed.push((id, g.finish_ready(rd, &mut out)?));
             }
         }
+        // Nothing here waits for the applies (acks of persisted entries, the
+        // light ready's appends and commits).
         out.send(&*self.transport);
+        self.apply_committed(committed)
+    }
+
+    /// Applies every group's committed entries in ONE engine write (a
+    /// storage batch costs about the same for one shard or all), then
+    /// answers each group's proposals.
+    fn apply_committed(&mut self, committed: Vec<(GroupId, Committed)>) -> Result<()> {
+        let noop = Command { ops: Vec::new() }.encode();
+        let mut outcomes = {
+            let commands: Vec<_> = committed.iter().map(|(_, c)| c.commands(&noop)).collect();
+            let work: Vec<(&Shard, &Entries)> = committed
+                .iter()
+                .zip(&commands)
+                .filter(|(_, c)| !c.is_empty())
+                .filter_map(|((id, _), c)| Some((self.groups.get(id)?.shard(), c.as_slice())))
+                .collect();
+            Shard::apply_batches(&work)?.into_iter()
+        };
+        for (id, c) in committed {
+            let Some(g) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let applied = if c.is_empty() {
+                Vec::new()
+            } else {
+                outcomes.next().unwrap_or_default()
+            };
+            g.finish_apply(c, applied);
+        }
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use raft::eraftpb::{
     Snapshot,
 };
 use raft::{ProgressState, RawNode, ReadOnlyOption, Ready, SnapshotStatus, StateRole};
-use stratosdb_engine::{ApplyOutcome, Command, Shard};
+use stratosdb_engine::{ApplyOutcome, Shard};
 
 use crate::config::NodeConfig;
 use crate::counters::Counters;
@@ -65,6 +65,33 @@ pub struct GroupStatus {
     /// On the leader: each replica's matched index (how far its log is
     /// known to agree with the leader's); empty elsewhere.
     pub matched: Vec<(NodeId, u64)>,
+}
+
+/// The entries a group got committed in one loop iteration, waiting for the
+/// node's one engine write for all groups.
+#[derive(Default)]
+pub(crate) struct Committed {
+    entries: Vec<Entry>,
+    /// Each conf change's result, by entry index.
+    confs: HashMap<u64, Result<ConfState>>,
+}
+
+impl Committed {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The engine commands: every entry's (empty and conf-change entries as
+    /// `noop`, so the applied index moves past them).
+    pub fn commands<'a>(&'a self, noop: &'a [u8]) -> Vec<(u64, &'a [u8])> {
+        self.entries
+            .iter()
+            .map(|e| match e.get_entry_type() {
+                EntryType::EntryNormal if !e.data.is_empty() => (e.index, &e.data[..]),
+                _ => (e.index, noop),
+            })
+            .collect()
+    }
 }
 
 pub(crate) struct Group {
@@ -396,19 +423,38 @@ impl Group {
     }
 
     /// Ready, part two (after the synced log write): messages that needed the
-    /// log on disk, the committed entries, `advance` and the light ready.
-    pub fn finish_ready(&mut self, mut rd: Ready, out: &mut Outbox) -> Result<()> {
+    /// log on disk, `advance` and the light ready. Returns the committed
+    /// entries (conf changes already applied to raft): the node applies every
+    /// group's to the engine in one write, then hands them to [`Group::finish_apply`].
+    pub fn finish_ready(&mut self, mut rd: Ready, out: &mut Outbox) -> Result<Committed> {
         self.add_messages(out, rd.take_persisted_messages());
-        self.apply(rd.take_committed_entries())?;
+        let mut committed = Committed::default();
+        self.take_committed(rd.take_committed_entries(), &mut committed);
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit)?;
         }
         self.add_messages(out, light.take_messages());
-        self.apply(light.take_committed_entries())?;
+        self.take_committed(light.take_committed_entries(), &mut committed);
+        Ok(committed)
+    }
+
+    pub fn shard(&self) -> &Shard {
+        &self.shard
+    }
+
+    /// The engine applied `committed` (`outcomes`: one per entry): answers
+    /// the proposals, tells raft, and serves the reads waiting for the index.
+    pub fn finish_apply(&mut self, committed: Committed, outcomes: Vec<ApplyOutcome>) {
+        let Committed { entries, mut confs } = committed;
+        if let Some(last) = entries.last() {
+            self.applied = last.index;
+        }
+        for (e, outcome) in entries.iter().zip(outcomes) {
+            self.resolve(e, outcome, &mut confs);
+        }
         self.raw.advance_apply();
         self.reads.on_applied(self.applied);
-        Ok(())
     }
 
     /// Queues raft's messages; a snapshot descriptor going out starts a
@@ -527,32 +573,17 @@ impl Group {
         Ok(())
     }
 
-    /// Applies committed entries: conf changes to raft, then every entry
-    /// (empty and conf-change entries as no-op commands, so the applied index
-    /// moves past them) to the shard in ONE engine batch.
-    fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
-        let Some(last) = entries.last().map(|e| e.index) else {
-            return Ok(());
-        };
-        let noop = Command { ops: Vec::new() }.encode();
-        let mut confs: HashMap<u64, Result<ConfState>> = HashMap::new();
-        let mut batch: Vec<(u64, &[u8])> = Vec::with_capacity(entries.len());
+    /// Takes committed entries to apply; conf changes go to raft now.
+    fn take_committed(&mut self, entries: Vec<Entry>, committed: &mut Committed) {
         for e in &entries {
-            match e.get_entry_type() {
-                EntryType::EntryNormal if !e.data.is_empty() => batch.push((e.index, &e.data)),
-                EntryType::EntryNormal => batch.push((e.index, &noop)),
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    confs.insert(e.index, self.apply_conf_change(e));
-                    batch.push((e.index, &noop));
-                }
+            if matches!(
+                e.get_entry_type(),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2
+            ) {
+                committed.confs.insert(e.index, self.apply_conf_change(e));
             }
         }
-        let outcomes = self.shard.apply_batch(&batch)?;
-        self.applied = last;
-        for (e, outcome) in entries.iter().zip(outcomes) {
-            self.resolve(e, outcome, &mut confs);
-        }
-        Ok(())
+        committed.entries.extend(entries);
     }
 
     /// Applies a committed conf change to raft and records the new

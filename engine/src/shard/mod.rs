@@ -38,7 +38,7 @@ use crate::{EngineError, Op, Result};
 pub(crate) use generation::Generation;
 
 pub use crate::commit::Durability;
-pub use write::{ApplyOutcome, OpOutcome, WriteResult};
+pub use write::{ApplyOutcome, Entries, OpOutcome, WriteResult};
 
 pub use crate::directory::ShardId;
 
@@ -110,11 +110,22 @@ pub(crate) fn apply_noted<S: KvStore>(
     tree: &S::Tree,
     batch: WriteBatch,
 ) -> Result<()> {
+    note_exports(inner, tree, &batch)?;
+    tree.apply(batch)
+}
+
+/// Hands the snapshot exports that run the document records `batch` is about
+/// to overwrite or delete in `tree`.
+pub(crate) fn note_exports<S: KvStore>(
+    inner: &ShardInner<S>,
+    tree: &S::Tree,
+    batch: &WriteBatch,
+) -> Result<()> {
     let views = inner.exports.lock().clone();
     for view in views {
-        view.before_write(tree, &batch)?;
+        view.before_write(tree, batch)?;
     }
-    tree.apply(batch)
+    Ok(())
 }
 
 /// An iterator over documents as `(_id, document)`.

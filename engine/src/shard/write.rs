@@ -5,8 +5,8 @@
 
 use stratosdb_proof::Value;
 
-use super::Shard;
-use super::writer::Writer;
+use super::writer::{Finished, Writer};
+use super::{Generation, Shard};
 use crate::commit::Durability;
 use crate::merkle::MerkleTree;
 use crate::storage::KvStore;
@@ -45,6 +45,9 @@ pub enum ApplyOutcome {
     /// The entry was at or below the applied index: nothing was done.
     AlreadyApplied,
 }
+
+/// Committed raft entries, `(index, encoded command)`, in index order.
+pub type Entries<'a> = [(u64, &'a [u8])];
 
 /// One command's result inside a batch.
 type CommandResult = Result<Vec<OpOutcome>>;
@@ -169,7 +172,84 @@ impl<S: KvStore> Shard<S> {
     /// assert_eq!(shard.applied_index().unwrap(), 3);
     /// ```
     pub fn apply_batch(&self, entries: &[(u64, &[u8])]) -> Result<Vec<ApplyOutcome>> {
-        let mut merkle = self.inner.merkle.lock();
+        Ok(Self::apply_batches(&[(self, entries)])?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// [`Shard::apply_batch`] for several shards of one engine at once (a
+    /// node's raft loop applies every group's committed entries together):
+    /// each shard's entries run as its own batch, with its own outcomes, and
+    /// all the batches are stored in ONE atomic storage write, which costs
+    /// about what one shard's does.
+    ///
+    /// ```
+    /// use stratosdb_engine::{ApplyOutcome, Command, Engine, Op, Shard};
+    /// let engine = Engine::open_temporary().unwrap();
+    /// let (a, b) = (engine.shard(1).unwrap(), engine.shard(2).unwrap());
+    /// let create = Command { ops: vec![Op::CreateCollection { name: "c".into() }] }.encode();
+    /// let entries: &[(u64, &[u8])] = &[(1, create.as_slice())];
+    /// let outcomes = Shard::apply_batches(&[(&a, entries), (&b, entries)]).unwrap();
+    /// assert!(outcomes.iter().all(|o| matches!(o[0], ApplyOutcome::Applied(_))));
+    /// assert_eq!((a.applied_index().unwrap(), b.applied_index().unwrap()), (1, 1));
+    /// ```
+    pub fn apply_batches(work: &[(&Shard<S>, &Entries)]) -> Result<Vec<Vec<ApplyOutcome>>> {
+        let Some((first, _)) = work.first() else {
+            return Ok(Vec::new());
+        };
+        if work
+            .iter()
+            .any(|(shard, _)| !std::sync::Arc::ptr_eq(&shard.inner.shared, &first.inner.shared))
+        {
+            return Err(EngineError::Storage(
+                "shards of different engines cannot be applied in one write".into(),
+            ));
+        }
+        // Each shard's writer lock, taken in the caller's order and held until
+        // its changes are published. Nothing else takes two of them.
+        let mut locked: Vec<_> = work
+            .iter()
+            .map(|&(shard, entries)| (shard, entries, shard.inner.merkle.lock()))
+            .collect();
+        let mut prepared = Vec::with_capacity(locked.len());
+        for (shard, entries, merkle) in &mut locked {
+            prepared.push(shard.prepare_apply(merkle, entries)?);
+        }
+        let mut batches = Vec::with_capacity(prepared.len());
+        for ((shard, _, _), p) in locked.iter().zip(&mut prepared) {
+            if let Some(run) = &mut p.run {
+                let batch = std::mem::take(&mut run.finished.batch);
+                if !batch.is_empty() {
+                    super::note_exports(&shard.inner, &run.tree, &batch)?;
+                    batches.push((&**run.tree, batch));
+                }
+            }
+        }
+        let stored = !batches.is_empty();
+        first.inner.shared.store.apply_all(batches)?;
+        if stored {
+            first.inner.shared.note_write();
+        }
+        Ok(locked
+            .iter_mut()
+            .zip(prepared)
+            .map(|((shard, _, merkle), mut p)| {
+                let results = p.run.take().map(|run| {
+                    shard.publish(merkle, run.finished);
+                    run.results
+                });
+                p.outcomes(results)
+            })
+            .collect())
+    }
+
+    /// Decodes the entries above the applied index and runs them through a
+    /// writer (the caller holds the trie's lock); nothing is stored yet.
+    fn prepare_apply(
+        &self,
+        merkle: &MerkleTree,
+        entries: &[(u64, &[u8])],
+    ) -> Result<PreparedApply<S>> {
         let mut last = self.applied_index()?;
         let limit = self.inner.shared.config.max_command_bytes;
         // Which entries run (true) and the commands they carry.
@@ -183,23 +263,18 @@ impl<S: KvStore> Shard<S> {
                 commands.push((index, Command::decode(bytes, limit).map(|c| c.ops)));
             }
         }
-        if commands.is_empty() {
-            return Ok(entries
-                .iter()
-                .map(|_| ApplyOutcome::AlreadyApplied)
-                .collect());
-        }
-        let mut results = self
-            .run_batch(&mut merkle, commands, Some(last))?
-            .into_iter();
-        Ok(runs
-            .into_iter()
-            .map(|new| match (new, results.next()) {
-                (true, Some(Ok(outcomes))) => ApplyOutcome::Applied(outcomes),
-                (true, Some(Err(rejected))) => ApplyOutcome::Rejected(rejected),
-                _ => ApplyOutcome::AlreadyApplied,
+        let run = if commands.is_empty() {
+            None
+        } else {
+            let tree = self.tree();
+            let (results, finished) = self.run_commands(&tree, merkle, commands, Some(last))?;
+            Some(PreparedRun {
+                tree,
+                results,
+                finished,
             })
-            .collect())
+        };
+        Ok(PreparedApply { runs, run })
     }
 
     /// Runs commands in one batch (the caller holds the trie's lock, which
@@ -212,8 +287,27 @@ impl<S: KvStore> Shard<S> {
         applied_index: Option<u64>,
     ) -> Result<Vec<CommandResult>> {
         let tree = self.tree();
+        let (results, mut finished) = self.run_commands(&tree, merkle, commands, applied_index)?;
+        let batch = std::mem::take(&mut finished.batch);
+        if !batch.is_empty() {
+            super::apply_noted(&self.inner, &tree, batch)?;
+            self.inner.shared.note_write();
+        }
+        self.publish(merkle, finished);
+        Ok(results)
+    }
+
+    /// Runs the commands through one writer: their results, and the batch and
+    /// in-memory changes they make, not stored yet.
+    fn run_commands(
+        &self,
+        tree: &S::Tree,
+        merkle: &MerkleTree,
+        commands: Vec<(u64, Result<Vec<Op>>)>,
+        applied_index: Option<u64>,
+    ) -> Result<(Vec<CommandResult>, Finished)> {
         let mut writer = Writer::new(
-            &**tree,
+            tree,
             merkle,
             &self.inner.shared.config.limits,
             &self.inner.catalog,
@@ -227,11 +321,12 @@ impl<S: KvStore> Shard<S> {
                 other => results.push(other),
             }
         }
-        let finished = writer.finish(applied_index)?;
-        if !finished.batch.is_empty() {
-            super::apply_noted(&self.inner, &tree, finished.batch)?;
-            self.inner.shared.note_write();
-        }
+        Ok((results, writer.finish(applied_index)?))
+    }
+
+    /// Once the batch is stored: the trie, the catalog cache and the marks
+    /// take its changes.
+    fn publish(&self, merkle: &mut MerkleTree, finished: Finished) {
         merkle.commit(finished.merkle);
         if !finished.touched.is_empty() {
             let mut catalog = self.inner.catalog.write();
@@ -248,6 +343,34 @@ impl<S: KvStore> Shard<S> {
                 marks.insert(mark);
             }
         }
-        Ok(results)
+    }
+}
+
+/// A shard's part of [`Shard::apply_batches`], run but not stored yet.
+struct PreparedApply<S: KvStore> {
+    /// Per entry: whether it was above the applied index.
+    runs: Vec<bool>,
+    /// The commands that ran, if any did.
+    run: Option<PreparedRun<S>>,
+}
+
+struct PreparedRun<S: KvStore> {
+    tree: std::sync::Arc<Generation<S>>,
+    results: Vec<CommandResult>,
+    finished: Finished,
+}
+
+impl<S: KvStore> PreparedApply<S> {
+    /// Each entry's outcome, from the results of the commands that ran.
+    fn outcomes(self, results: Option<Vec<CommandResult>>) -> Vec<ApplyOutcome> {
+        let mut results = results.unwrap_or_default().into_iter();
+        self.runs
+            .into_iter()
+            .map(|new| match (new, results.next()) {
+                (true, Some(Ok(outcomes))) => ApplyOutcome::Applied(outcomes),
+                (true, Some(Err(rejected))) => ApplyOutcome::Rejected(rejected),
+                _ => ApplyOutcome::AlreadyApplied,
+            })
+            .collect()
     }
 }

@@ -22,6 +22,10 @@ pub trait KvStore: Send + Sync + 'static {
     fn drop_tree(&self, name: &str) -> Result<()>;
     /// Makes every write applied so far durable. Expensive: batch writes per call.
     fn flush(&self) -> Result<()>;
+    /// Applies several trees' batches as ONE atomic write: after a crash, all
+    /// or none. Costs about what one tree's batch does, whatever the number
+    /// of trees, so a node applying many shards at once writes them together.
+    fn apply_all(&self, batches: Vec<(&Self::Tree, WriteBatch)>) -> Result<()>;
 }
 
 /// An ordered map from byte strings to byte strings.

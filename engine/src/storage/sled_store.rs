@@ -1,8 +1,16 @@
 //! [`KvStore`] on sled 0.34. sled persists in the background every 500 ms; a
 //! durable write needs [`KvStore::flush`], which the engine groups (group commit).
+//!
+//! sled's atomic batch (`Tree::apply_batch`) rolls its IO buffer before and
+//! after the batch (so recovery finds it whole): each roll is a write of the
+//! buffer by a sled thread. That is what a batch costs, more than its keys,
+//! so batches are few and large: one per raft loop iteration for all shards
+//! ([`KvStore::apply_all`]), and a single key goes without one.
 
 use std::ops::Bound;
 use std::path::Path;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::{KvIter, KvStore, KvTree, WriteBatch};
 use crate::{EngineError, Result};
@@ -75,6 +83,49 @@ impl KvStore for SledStore {
         self.db.flush().map_err(storage_err)?;
         Ok(())
     }
+
+    fn apply_all(&self, mut batches: Vec<(&SledTree, WriteBatch)>) -> Result<()> {
+        batches.retain(|(_, batch)| !batch.is_empty());
+        if batches.len() <= 1 {
+            return match batches.pop() {
+                Some((tree, batch)) => tree.apply(batch),
+                None => Ok(()),
+            };
+        }
+        // A transaction over the trees: sled writes it as one log batch (one
+        // pair of IO buffer rolls, see `SledTree::apply`), where a batch per
+        // tree would roll the buffer twice per tree.
+        let trees: Vec<&sled::Tree> = batches.iter().map(|(t, _)| &t.tree).collect();
+        let sled_batches: Vec<sled::Batch> = batches
+            .into_iter()
+            .map(|(_, batch)| to_sled_batch(batch))
+            .collect();
+        trees
+            .as_slice()
+            .transaction(|views| {
+                for (view, batch) in views.iter().zip(&sled_batches) {
+                    view.apply_batch(batch)?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => storage_err(e),
+                TransactionError::Abort(()) => {
+                    EngineError::Storage("a multi-tree write was aborted".into())
+                }
+            })
+    }
+}
+
+fn to_sled_batch(batch: WriteBatch) -> sled::Batch {
+    let mut b = sled::Batch::default();
+    for (k, v) in batch.ops {
+        match v {
+            Some(v) => b.insert(k, v),
+            None => b.remove(k),
+        }
+    }
+    b
 }
 
 /// One sled tree.
@@ -117,13 +168,8 @@ impl KvTree for SledTree {
             }
             .map_err(storage_err);
         }
-        let mut b = sled::Batch::default();
-        for (k, v) in batch.ops {
-            match v {
-                Some(v) => b.insert(k, v),
-                None => b.remove(k),
-            }
-        }
-        self.tree.apply_batch(b).map_err(storage_err)
+        self.tree
+            .apply_batch(to_sled_batch(batch))
+            .map_err(storage_err)
     }
 }
