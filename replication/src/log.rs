@@ -186,6 +186,11 @@ pub struct LogStore {
     truncated_index: u64,
     truncated_term: u64,
     last_index: u64,
+    /// The terms of the log's last entries (up to `last_index`), as
+    /// appended here: raft asks for terms several times per message (the
+    /// previous entry of an append, the commit's term), and raft-engine
+    /// answers only by reading and decoding the whole entry.
+    tail_terms: TailTerms,
     snapshots: SnapshotExport,
     /// The last snapshot built for a follower (its descriptor), reused while
     /// still recent enough and on disk.
@@ -228,6 +233,7 @@ impl LogStore {
             truncated_index: 0,
             truncated_term: 0,
             last_index: 0,
+            tail_terms: TailTerms::default(),
             snapshots,
             snapshot_cache: Mutex::new(None),
             export_job: Mutex::new(None),
@@ -341,6 +347,7 @@ impl LogStore {
             }
         })?;
         if let Some(last) = entries.last() {
+            self.tail_terms.append(self.last_index, entries);
             self.last_index = last.index;
         }
         if let Some(hard) = hard {
@@ -440,6 +447,7 @@ impl LogStore {
         self.truncated_index = meta.index;
         self.truncated_term = meta.term;
         self.last_index = meta.index;
+        self.tail_terms = TailTerms::default();
         Ok(())
     }
 
@@ -587,6 +595,44 @@ impl LogStore {
     }
 }
 
+/// Terms of entries remembered (8 bytes each).
+const TAIL_TERMS: usize = 4096;
+
+/// The terms of the log's last entries, the last one at the log's last
+/// index; older entries fall off the front.
+#[derive(Clone, Default)]
+struct TailTerms {
+    terms: std::collections::VecDeque<u64>,
+}
+
+impl TailTerms {
+    /// `entries` appended to a log whose last index was `last`: an append
+    /// at or below it replaced the entries from its first index on.
+    fn append(&mut self, last: u64, entries: &[Entry]) {
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return;
+        };
+        // The remembered entries before `first`: those from `last + 1 - len`.
+        let start = (last + 1).saturating_sub(self.terms.len() as u64);
+        if first < start {
+            self.terms.clear();
+        } else {
+            self.terms
+                .truncate(usize::try_from(first - start).unwrap_or(usize::MAX));
+        }
+        self.terms.extend(entries.iter().map(|e| e.term));
+        let excess = self.terms.len().saturating_sub(TAIL_TERMS);
+        self.terms.drain(..excess);
+    }
+
+    /// The term of entry `index`, if remembered, in a log whose last index is `last`.
+    fn get(&self, index: u64, last: u64) -> Option<u64> {
+        let back = usize::try_from(last.checked_sub(index)?).ok()?;
+        let at = self.terms.len().checked_sub(back + 1)?;
+        self.terms.get(at).copied()
+    }
+}
+
 fn truncated_bytes(index: u64, term: u64) -> Vec<u8> {
     let mut v = index.to_be_bytes().to_vec();
     v.extend(term.to_be_bytes());
@@ -660,6 +706,9 @@ impl Storage for LogStore {
         }
         if idx > self.last_index {
             return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if let Some(term) = self.tail_terms.get(idx, self.last_index) {
+            return Ok(term);
         }
         self.entry(idx).map(|e| e.term).map_err(store_err)
     }

@@ -165,6 +165,55 @@ fn a_conflicting_append_drops_the_old_tail() {
     assert!(log.persist(&entries(9..=9, 3), None).is_err(), "a gap");
 }
 
+/// The terms remembered for the log's tail answer as the stored entries do,
+/// through appends, overwritten tails, more entries than are remembered, a
+/// compaction and a reopen.
+#[test]
+fn remembered_terms_match_the_stored_entries() {
+    let f = Fixture::new();
+    let check = |log: &LogStore| {
+        let first = log.first_index().unwrap();
+        for i in first..=log.last_index().unwrap() {
+            let stored = log.entry(i).unwrap().term;
+            assert_eq!(log.term(i).unwrap(), stored, "entry {i}");
+        }
+    };
+    {
+        let mut o = f.open(&[1]);
+        let log = &mut o.log;
+        log.persist(&entries(2..=40, 2), None).unwrap();
+        log.persist(&entries(30..=35, 3), None).unwrap();
+        log.persist(&entries(36..=36, 4), None).unwrap();
+        w(log);
+        check(log);
+        assert_eq!(log.term(29).unwrap(), 2);
+        assert_eq!(log.term(36).unwrap(), 4);
+        assert!(log.term(37).is_err(), "past the overwritten tail");
+        // More entries than remembered, one append at a time and in runs.
+        let last = 36 + TAIL_TERMS as u64 + 100;
+        for i in 37..=last {
+            log.persist(&[entry(i, 5 + i % 3)], None).unwrap();
+        }
+        log.persist(&entries(last - 10..=last + 5, 9), None)
+            .unwrap();
+        log.persist(&entries(20..=25, 10), None).unwrap();
+        w(log);
+        check(log);
+        log.compact(22).unwrap();
+        w(log);
+        check(log);
+        assert_eq!(log.term(22).unwrap(), 10);
+        log.persist(&entries(26..=30, 11), None).unwrap();
+        w(log);
+        check(log);
+    }
+    let mut o = f.open(&[1]);
+    check(&o.log);
+    o.log.persist(&entries(31..=33, 12), None).unwrap();
+    w(&o.log);
+    check(&o.log);
+}
+
 #[test]
 fn compaction_keeps_the_term_of_the_truncated_index() {
     let f = Fixture::new();
