@@ -21,39 +21,30 @@ fn context() -> &'static Secp256k1<VerifyOnly> {
 const MAX_KEYS: usize = 100_000;
 
 /// The public keys of the addresses seen: a request from a known address is
-/// checked by verifying its signature with that key, cheaper than
-/// recovering the key again (and the same answer: an address names one key).
+/// checked by comparing the key its signature recovers with that key,
+/// which spares hashing the key into an address again. The key is always
+/// recovered with the signature's own v: verifying (r, s) against the known
+/// key alone would also accept the signature with v flipped, a tampered
+/// header that recovers another address.
 #[derive(Default)]
 pub struct KeyCache {
     keys: RwLock<HashMap<Address, PublicKey>>,
 }
 
 impl KeyCache {
-    /// Whether `signature` over `prehash` is `claimed`'s: by its known key,
-    /// else by recovery (whose key is then remembered).
+    /// The address whose key made `signature` over `prehash`, as
+    /// [`recover`] answers; `claimed`'s key is remembered once it signed.
     pub fn check(
         &self,
         claimed: &Address,
         prehash: &[u8; 32],
         signature: &[u8; 65],
     ) -> Result<Address, VerifyError> {
-        let known = self.keys.read().get(claimed).copied();
-        if let Some(key) = known
-            && let Ok(plain) = Signature::from_compact(&signature[..64])
-            && matches!(signature[64], 27 | 28 | 0 | 1)
-        {
-            let mut low = plain;
-            low.normalize_s();
-            if low == plain
-                && context()
-                    .verify_ecdsa(Message::from_digest(*prehash), &plain, &key)
-                    .is_ok()
-            {
-                return Ok(*claimed);
-            }
+        let key = recover_public_key(prehash, signature)?;
+        if self.keys.read().get(claimed) == Some(&key) {
+            return Ok(*claimed);
         }
-        // Unknown, or not valid for the known key: recovery says why.
-        let (address, key) = recover_key(prehash, signature)?;
+        let address = address_of(&key);
         if &address == claimed {
             let mut keys = self.keys.write();
             if keys.len() >= MAX_KEYS {
@@ -69,13 +60,12 @@ impl KeyCache {
 /// refused as the verifier refuses: v not 27, 28, 0 or 1, a high s, a
 /// signature that recovers no key.
 pub fn recover(prehash: &[u8; 32], signature: &[u8; 65]) -> Result<Address, VerifyError> {
-    recover_key(prehash, signature).map(|(address, _)| address)
+    recover_public_key(prehash, signature).map(|key| address_of(&key))
 }
 
-fn recover_key(
-    prehash: &[u8; 32],
-    signature: &[u8; 65],
-) -> Result<(Address, PublicKey), VerifyError> {
+/// The public key `signature` (r ‖ s ‖ v) over `prehash` recovers to, with
+/// the refusals of [`recover`].
+fn recover_public_key(prehash: &[u8; 32], signature: &[u8; 65]) -> Result<PublicKey, VerifyError> {
     let bad = |why: &str| VerifyError::BadRequestSignature(why.to_string());
     let v = match signature[64] {
         27 | 28 => signature[64] - 27,
@@ -95,14 +85,19 @@ fn recover_key(
     let id = RecoveryId::try_from(i32::from(v)).map_err(|_| bad("bad recovery id"))?;
     let recoverable = RecoverableSignature::from_compact(&signature[..64], id)
         .map_err(|_| bad("malformed signature"))?;
-    let key = context()
+    context()
         .recover_ecdsa(Message::from_digest(*prehash), &recoverable)
-        .map_err(|_| bad("the signature does not recover to any key"))?;
+        .map_err(|_| bad("the signature does not recover to any key"))
+}
+
+/// The Ethereum address of a key: the last 20 bytes of the keccak of its
+/// uncompressed form.
+fn address_of(key: &PublicKey) -> Address {
     let uncompressed = key.serialize_uncompressed();
     let digest = keccak256(&uncompressed[1..]);
     let mut address = [0u8; 20];
     address.copy_from_slice(&digest[12..]);
-    Ok((Address(address), key))
+    Address(address)
 }
 
 #[cfg(test)]
@@ -137,6 +132,23 @@ mod tests {
                     cached == Some(signer.address()),
                     theirs == Some(signer.address()),
                     "seed {seed}, bit {bit}"
+                );
+            }
+            // v flipped (each spelling): another key, so not the payer's,
+            // though (r, s) verify against the payer's known key.
+            let id = |v: u8| v.checked_sub(27).unwrap_or(v);
+            for flipped in [27u8, 28, 0, 1] {
+                if id(flipped) == id(signature[64]) {
+                    continue;
+                }
+                let mut changed = signature;
+                changed[64] = flipped;
+                let theirs = stratosdb_verifier::traffic::recover(&hash, &changed).ok();
+                assert_ne!(theirs, Some(signer.address()));
+                assert_ne!(
+                    cache.check(&signer.address(), &hash, &changed).ok(),
+                    Some(signer.address()),
+                    "seed {seed}: v {flipped} accepted for the known key"
                 );
             }
         }
