@@ -45,6 +45,8 @@ PAIRS = [
     ("raft apply of single writes, a mark every 100 vs no marks", "apply_with_marks/mark_every_100", "apply_with_marks/no_marks"),
     ("signed + metered point reads vs unsigned --dev ones (traffic)", "requests/signed", "requests/unsigned_dev"),
     ("  the node's CPU per request, signed vs unsigned --dev (traffic)", "requests_node_cpu/signed", "requests_node_cpu/unsigned_dev"),
+    ("verify with a fixed-base key table (k256) vs libsecp256k1, cached key (CPU)", "verify_cached_key/fixed_base", "verify_cached_key/libsecp256k1"),
+    ("  k256's own verify_prehash vs libsecp256k1, cached key (CPU)", "verify_cached_key/k256", "verify_cached_key/libsecp256k1"),
     ("a node's settlement of 100k receipts vs reading them back", "settlement_100k/node_volume", "settlement_100k/read_receipts"),
     ("the auditor's check of 100k receipts vs reading them back", "settlement_100k/audit_volume", "settlement_100k/read_receipts"),
 ]
@@ -63,6 +65,11 @@ def main():
         if c is None or b is None:
             continue
         print(f"{label:60s} {b / c:8.3f}x   ({c / 1000:.2f} us vs {b / 1000:.2f} us)")
+    table = mean_ns("verify_cached_key/fixed_base")
+    for part in ("66_mixed_additions", "to_affine", "scalar_invert_vartime"):
+        t = mean_ns(f"verify_parts/{part}")
+        if table and t:
+            print(f"{'  share of a fixed-base verification: ' + part:60s} {t / table:8.3f}")
     verify = mean_ns("proof/verify")
     if verify:
         print(f"{'proof verifications per second on one core':60s} {1e9 / verify:8.0f}")
