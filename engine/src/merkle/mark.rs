@@ -21,6 +21,12 @@
 
 use std::collections::HashMap;
 
+/// The views' maps: they are keyed by SHA-256 outputs (key hashes, trie
+/// paths of them) and touched several times a write, so a seeded fast hash
+/// instead of SipHash, which was half the instructions a mark added per
+/// write (`BENCHMARKS.md`, issue 9).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use stratosdb_proof::Proof;
 use stratosdb_proof::hash::{EMPTY_ROOT, Hash};
 
@@ -34,9 +40,9 @@ pub(crate) struct MarkView {
     root: Option<Slot>,
     /// Nodes replaced since the mark: their version at the mark (`None`: the
     /// position was empty or a leaf then).
-    pub(super) nodes: HashMap<NodeKey, Option<Node>>,
+    pub(super) nodes: Map<NodeKey, Option<Node>>,
     /// Keys changed since the mark: their document hash at it.
-    changed: HashMap<Hash, Option<Hash>>,
+    changed: Map<Hash, Option<Hash>>,
     /// Stored records of older marks may remain (deleted a chunk per write).
     stale_records: bool,
     /// Records of this mark stored in the applied index's value, not packed
@@ -49,8 +55,8 @@ impl MarkView {
         MarkView {
             epoch,
             root,
-            nodes: HashMap::new(),
-            changed: HashMap::new(),
+            nodes: Map::default(),
+            changed: Map::default(),
             stale_records: true,
             open: Vec::new(),
         }
@@ -79,20 +85,20 @@ pub(crate) enum ViewChange {
     /// of older marks are all deleted now, and the records open after the
     /// batch if it changed them.
     Kept {
-        changed: HashMap<Hash, Option<Hash>>,
+        changed: Map<Hash, Option<Hash>>,
         cleaned: Option<bool>,
         open: Option<Vec<MarkChange>>,
     },
     /// The batch made a new mark: its view, with the batch's changes after
     /// it, and the keys the batch changed before it, first since the mark
     /// before (with their hash at that mark: its records).
-    New(MarkView, HashMap<Hash, Option<Hash>>),
+    New(MarkView, Map<Hash, Option<Hash>>),
 }
 
 impl Default for ViewChange {
     fn default() -> Self {
         ViewChange::Kept {
-            changed: HashMap::new(),
+            changed: Map::default(),
             cleaned: None,
             open: None,
         }
@@ -149,7 +155,7 @@ impl MerkleTxn<'_> {
     /// made one, for the mark before it) the epoch and, for each key first
     /// changed since it, the key's document hash at the mark.
     pub fn mark_records(&self) -> Vec<(u64, Vec<MarkChange>)> {
-        let records = |epoch: u64, changed: &HashMap<Hash, Option<Hash>>| {
+        let records = |epoch: u64, changed: &Map<Hash, Option<Hash>>| {
             (epoch, changed.iter().map(|(k, h)| (*k, *h)).collect())
         };
         match (&self.view, self.base.view.as_ref()) {
