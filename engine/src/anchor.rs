@@ -7,13 +7,14 @@
 //! [`MARK_HISTORY`] epochs are kept (in storage and in memory), so a metadata
 //! leader that asks late still finds the mark of its epoch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
 use bincode::{Decode, Encode};
+use stratosdb_proof::hash::to_hex;
 use stratosdb_proof::{Hash, Proof, Value};
 
-use crate::keys::{self, MARK_PREFIX};
+use crate::keys::{self, APPLIED_INDEX_KEY, MARK_PREFIX};
 use crate::storage::KvTree;
 use crate::{EngineError, Result};
 
@@ -62,25 +63,61 @@ impl AnchorMark {
 /// absent then).
 pub(crate) type MarkChange = (Hash, Option<Hash>);
 
+/// The records of the changes since the mark of one epoch, as stored
+/// (`docs/merkle.md`, "Restart").
+pub(crate) struct StoredChanges {
+    /// Every record, from all three places.
+    pub all: Vec<MarkChange>,
+    /// Those of them open in the applied index's value.
+    pub open: Vec<MarkChange>,
+}
+
 /// The keys changed since the mark of `epoch`, with their document hash at
-/// the mark (`None`: absent then), as stored.
-pub(crate) fn load_mark_changes<T: KvTree>(tree: &T, epoch: u64) -> Result<Vec<MarkChange>> {
+/// the mark (`None`: absent then), from the three places records are stored:
+/// one key per record (the first layout), packs, and the open records in the
+/// applied index's value (when they are that epoch's). A key recorded twice
+/// is corruption.
+pub(crate) fn load_mark_changes<T: KvTree>(tree: &T, epoch: u64) -> Result<StoredChanges> {
+    let mut all = Vec::new();
     let prefix = keys::mark_change_prefix(epoch);
-    let mut out = Vec::new();
     for item in tree.range(
         Bound::Included(prefix.clone()),
         keys::successor_bound(&prefix),
         false,
     ) {
         let (key, value) = item?;
-        out.push(decode_mark_change(&prefix, key.as_ref(), value.as_ref())?);
+        all.push(decode_mark_change(&prefix, key.as_ref(), value.as_ref())?);
     }
-    Ok(out)
+    let prefix = keys::mark_pack_prefix(epoch);
+    for item in tree.range(
+        Bound::Included(prefix.clone()),
+        keys::successor_bound(&prefix),
+        false,
+    ) {
+        let (_, value) = item?;
+        all.extend(decode_records(value.as_ref())?);
+    }
+    let open = match tree.get(APPLIED_INDEX_KEY)? {
+        Some(value) => match open_records(value.as_ref())? {
+            Some((at, open)) if at == epoch => open,
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    all.extend_from_slice(&open);
+    let mut seen = HashSet::with_capacity(all.len());
+    if let Some((key, _)) = all.iter().find(|(key, _)| !seen.insert(*key)) {
+        return Err(EngineError::Corruption(format!(
+            "key hash {} is recorded twice as changed since the anchor mark of epoch {epoch}",
+            to_hex(key)
+        )));
+    }
+    Ok(StoredChanges { all, open })
 }
 
-/// A stored change record under `prefix` (its mark's): the key hash and the
-/// document hash at the mark.
-pub(crate) fn decode_mark_change(prefix: &[u8], key: &[u8], value: &[u8]) -> Result<MarkChange> {
+/// A change record of the first layout under `prefix` (its mark's): the key
+/// hash and the document hash at the mark.
+fn decode_mark_change(prefix: &[u8], key: &[u8], value: &[u8]) -> Result<MarkChange> {
     let corrupt = || EngineError::Corruption("record of a change since an anchor mark".into());
     let key_hash: Hash = key
         .get(prefix.len()..)
@@ -93,9 +130,80 @@ pub(crate) fn decode_mark_change(prefix: &[u8], key: &[u8], value: &[u8]) -> Res
     Ok((key_hash, doc))
 }
 
-/// The stored value of a change record: the document hash, or nothing.
-pub(crate) fn mark_change_value(doc: Option<Hash>) -> Vec<u8> {
-    doc.map_or_else(Vec::new, |h| h.to_vec())
+/// Bytes of one packed or open record: the key hash, 1 if the key was
+/// present at the mark (0 if absent), and its document hash then (zeros
+/// when absent).
+pub(crate) const RECORD_BYTES: usize = 65;
+
+/// Appends the records of `changes` to `out`.
+pub(crate) fn encode_records(changes: &[MarkChange], out: &mut Vec<u8>) {
+    out.reserve(changes.len() * RECORD_BYTES);
+    for (key, doc) in changes {
+        out.extend_from_slice(key);
+        out.push(u8::from(doc.is_some()));
+        out.extend_from_slice(doc.as_ref().unwrap_or(&[0; 32]));
+    }
+}
+
+fn decode_records(bytes: &[u8]) -> Result<Vec<MarkChange>> {
+    let corrupt =
+        || EngineError::Corruption("packed records of changes since an anchor mark".into());
+    if !bytes.len().is_multiple_of(RECORD_BYTES) {
+        return Err(corrupt());
+    }
+    bytes
+        .chunks_exact(RECORD_BYTES)
+        .map(|record| {
+            let (key, rest) = record.split_at(32);
+            let (flag, doc) = rest.split_at(1);
+            let key: Hash = key.try_into().map_err(|_| corrupt())?;
+            let doc: Hash = doc.try_into().map_err(|_| corrupt())?;
+            match flag {
+                [0] if doc == [0; 32] => Ok((key, None)),
+                [1] => Ok((key, Some(doc))),
+                _ => Err(corrupt()),
+            }
+        })
+        .collect()
+}
+
+/// The applied index's stored value: `index(u64 be)`, then, while records
+/// of the changes since the mark of `epoch` are open (not packed into a key
+/// of their own yet), `epoch(u64 be) ‖ records`.
+pub(crate) fn applied_value(index: u64, open: Option<(u64, &[MarkChange])>) -> Vec<u8> {
+    let records = open.map_or(0, |(_, r)| r.len());
+    let mut out = Vec::with_capacity(16 + records * RECORD_BYTES);
+    out.extend_from_slice(&index.to_be_bytes());
+    if let Some((epoch, records)) = open {
+        out.extend_from_slice(&epoch.to_be_bytes());
+        encode_records(records, &mut out);
+    }
+    out
+}
+
+/// The applied index in its stored value ([`applied_value`]).
+pub(crate) fn applied_index_of(value: &[u8]) -> Result<u64> {
+    value
+        .get(..8)
+        .and_then(|index| index.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| EngineError::Corruption("applied index".into()))
+}
+
+/// The open records in an applied index's stored value, with their epoch.
+fn open_records(value: &[u8]) -> Result<Option<(u64, Vec<MarkChange>)>> {
+    let corrupt = || EngineError::Corruption("applied index".into());
+    match value.len() {
+        8 => Ok(None),
+        n if n >= 16 => {
+            let epoch = value[8..16].try_into().map_err(|_| corrupt())?;
+            Ok(Some((
+                u64::from_be_bytes(epoch),
+                decode_records(&value[16..])?,
+            )))
+        }
+        _ => Err(corrupt()),
+    }
 }
 
 /// A proof against the latest anchor mark's root ([`crate::Shard::prove_anchored`]):

@@ -106,13 +106,19 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 
 // ---- The layout of a shard's tree ----------------------------------------
 //
-//   0x00 'a'                       applied raft index (u64 be)
+//   0x00 'a'                       applied raft index (u64 be), then maybe the
+//                                  open records of changes since the latest
+//                                  mark: epoch (u64 be), 65-byte records
 //   0x00 'c' name                  collection metadata (CollectionInfo, bincode)
 //   0x00 'g' prefix                garbage: a key range of a dropped collection
 //                                  or index, deleted in chunks (value empty)
 //   0x00 'm' epoch(u64 be)         anchor mark: raft index (u64 be), root (32)
 //   0x00 'p' epoch(u64 be) key_hash   a key changed since the mark of epoch:
-//                                  its doc_hash at the mark (empty: absent)
+//                                  its doc_hash at the mark (empty: absent);
+//                                  the first layout, read but no longer written
+//   0x00 'q' epoch(u64 be) key_hash   packed records of keys changed since the
+//                                  mark of epoch (`anchor.rs`), named by the
+//                                  smallest key hash among them
 //   0x00 'n'                       next collection number (u32 be)
 //   0x00 'v'                       layout version of the shard (one byte)
 //   0x01 coll(u32 be) _id          document record: doc_hash (32 bytes), then
@@ -157,7 +163,29 @@ pub fn collection_meta_key(name: &str) -> Vec<u8> {
 pub const GARBAGE_PREFIX: &[u8] = &[0x00, b'g'];
 pub const MARK_PREFIX: &[u8] = &[0x00, b'm'];
 
+/// One key per key changed since a mark (the first layout, still read and
+/// cleaned up): `0x00 'p' epoch key_hash` -> its hash at the mark, or nothing.
 pub const MARK_CHANGE_PREFIX: &[u8] = &[0x00, b'p'];
+
+/// Packed records of keys changed since a mark: `0x00 'q' epoch
+/// first_key_hash` -> 65-byte records (`anchor.rs`, `docs/merkle.md`).
+pub const MARK_PACK_PREFIX: &[u8] = &[0x00, b'q'];
+
+/// Where the packed records of the changes since the mark of `epoch` are.
+pub fn mark_pack_prefix(epoch: u64) -> Vec<u8> {
+    let mut k = MARK_PACK_PREFIX.to_vec();
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+/// The pack of records of changes since the mark of `epoch` whose smallest
+/// key hash is `first` (a key is recorded once per mark, so no two packs of
+/// an epoch share it).
+pub fn mark_pack_key(epoch: u64, first: &Hash) -> Vec<u8> {
+    let mut k = mark_pack_prefix(epoch);
+    k.extend_from_slice(first);
+    k
+}
 
 /// Where the keys changed since the mark of `epoch` are recorded.
 pub fn mark_change_prefix(epoch: u64) -> Vec<u8> {

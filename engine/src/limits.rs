@@ -38,5 +38,9 @@ pub const INDEX_BUILD_CHUNK: u32 = 1024;
 pub const GARBAGE_BATCH: usize = 4096;
 /// Documents a drop removes from the Merkle trie per step.
 pub const DROP_STEP: usize = 1024;
-/// Records of an older anchor mark's changes deleted per write batch.
-pub const MARK_CHANGE_CLEANUP: usize = 1024;
+/// Stored keys of stale anchor mark change records (older than the previous
+/// mark) deleted per write batch, in each layout (one key a record, packs).
+pub const MARK_CHANGE_CLEANUP: usize = 16;
+/// Records of changes since the latest anchor mark carried in the applied
+/// index's value before a raft apply packs them into a key of their own.
+pub const OPEN_MARK_RECORDS: usize = 16;

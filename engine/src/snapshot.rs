@@ -14,7 +14,7 @@ use bincode::{Decode, Encode};
 use stratosdb_proof::Value;
 use stratosdb_proof::hash::Hash;
 
-use crate::anchor::{AnchorMark, MARK_HISTORY, MarkChange, Marks, mark_change_value};
+use crate::anchor::{AnchorMark, MARK_HISTORY, MarkChange, Marks, encode_records};
 use crate::keys::APPLIED_INDEX_KEY;
 use crate::shard::{Generation, Shard, decode_stored, restore_mark_view};
 use crate::storage::{KvStore, KvTree, WriteBatch};
@@ -23,6 +23,8 @@ use parking_lot::Mutex;
 
 /// Version 2 carries the anchor marks and the changes since the latest.
 const SNAPSHOT_VERSION: u8 = 2;
+/// Records of the changes since the latest mark per pack a receiver stores.
+const SNAPSHOT_PACK_RECORDS: usize = 1024;
 
 #[derive(Debug, Encode, Decode)]
 enum Chunk {
@@ -522,8 +524,18 @@ impl<S: KvStore> Shard<S> {
             batch.put(keys::mark_key(mark.epoch), mark.stored());
         }
         if let Some(epoch) = latest_epoch {
-            for (key, doc) in mark_changes {
-                batch.put(keys::mark_change_key(epoch, &key), mark_change_value(doc));
+            // Packed (`docs/merkle.md`, "Restart"), in key-hash order.
+            mark_changes.sort_unstable();
+            if let Some(w) = mark_changes.windows(2).find(|w| w[0].0 == w[1].0) {
+                return Err(reject(format!(
+                    "key hash {} is carried twice as changed since the latest mark",
+                    hex(&w[0].0)
+                )));
+            }
+            for pack in mark_changes.chunks(SNAPSHOT_PACK_RECORDS) {
+                let mut value = Vec::new();
+                encode_records(pack, &mut value);
+                batch.put(keys::mark_pack_key(epoch, &pack[0].0), value);
             }
         }
         tree.apply(batch)?;

@@ -3,7 +3,10 @@
 //! snapshot moves run on a real shard and on a map of documents that keeps a
 //! copy of itself at each mark. Every anchored proof must verify against the
 //! mark's root with the document as it was at the mark, and one must be given
-//! exactly when the document is the same now as then.
+//! exactly when the document is the same now as then; against the mark before
+//! the latest too, whose view a snapshot does not carry (and a batch making
+//! two marks does not keep): there a proof given must be right, none may be
+//! missing where the view is kept.
 
 use std::collections::BTreeMap;
 
@@ -112,6 +115,10 @@ struct Run {
     collections: Vec<String>,
     /// The model as of the latest mark, and the mark.
     at_mark: Option<(AnchorMark, Model)>,
+    /// The same for the mark before it, and whether the shard keeps its
+    /// view for sure.
+    previous: Option<(AnchorMark, Model)>,
+    previous_kept: bool,
 }
 
 impl Run {
@@ -128,6 +135,8 @@ impl Run {
             model: Model::new(),
             collections: Vec::new(),
             at_mark: None,
+            previous: None,
+            previous_kept: true,
         }
     }
 
@@ -172,6 +181,8 @@ impl Run {
                 (self.next_index, self.next_epoch) = (old.next_index, old.next_epoch);
                 (self.model, self.collections, self.at_mark) =
                     (old.model, old.collections, old.at_mark);
+                // A snapshot carries the latest mark's changes only.
+                (self.previous, self.previous_kept) = (old.previous, false);
             }
         }
     }
@@ -203,11 +214,15 @@ impl Run {
             .collect();
         self.next_index += bytes.len() as u64;
         let outcomes = self.shard.apply_batch(&indexed).unwrap();
+        let marks = entries.iter().filter(|e| e.is_none()).count();
+        if marks > 0 {
+            self.previous_kept = marks == 1;
+        }
         for ((outcome, (applies, model)), entry) in outcomes.iter().zip(expected).zip(entries) {
             match (outcome, entry) {
                 (ApplyOutcome::Applied(o), None) => {
                     let mark = o[0].mark.expect("a mark");
-                    self.at_mark = Some((mark, model));
+                    self.previous = self.at_mark.replace((mark, model));
                 }
                 (ApplyOutcome::Applied(_), Some(_)) => assert!(applies),
                 (ApplyOutcome::Rejected(_), Some(_)) => assert!(!applies),
@@ -249,9 +264,45 @@ impl Run {
                         }
                     }
                 }
+                self.check_previous(collection, id, now);
                 let (root, proof, doc) = self.shard.prove(collection, id).unwrap();
                 assert_eq!(doc.as_ref(), now);
                 proof.verify(&root, doc.as_ref()).unwrap();
+            }
+        }
+    }
+}
+
+impl Run {
+    /// Against the mark before the latest: a proof given is right, and one
+    /// is given wherever the document is the same now as then while the
+    /// view is kept.
+    fn check_previous(&self, collection: &str, id: &str, now: Option<&Value>) {
+        let anchored = self
+            .shard
+            .prove_anchored_previous_many(collection, &[id])
+            .unwrap()
+            .pop()
+            .unwrap();
+        let key = (collection.to_string(), id.to_string());
+        match (&self.previous, anchored) {
+            (None, None) => {}
+            (None, Some(a)) => panic!("{collection}/{id}: anchored with no previous mark: {a:?}"),
+            (Some((mark, then)), anchored) => {
+                let then = then.get(&key);
+                match anchored {
+                    Some(a) => {
+                        assert_eq!(then, now, "{collection}/{id}: proved, changed since");
+                        assert_eq!(a.mark, *mark);
+                        assert_eq!(a.doc.as_ref(), then);
+                        a.proof.verify(&mark.root, a.doc.as_ref()).unwrap();
+                    }
+                    None => assert!(
+                        !self.previous_kept || then != now,
+                        "{collection}/{id}: unchanged since mark {}, not proved",
+                        mark.epoch
+                    ),
+                }
             }
         }
     }

@@ -11,7 +11,8 @@
 //!   then. Every other node is the same in both tries.
 //! - **Restart.** The view is not stored. What is stored, in the write's own
 //!   batch, is the document hash at the mark of each key first changed after
-//!   it (`0x00 'p' epoch key_hash`). On open the view is rebuilt by undoing
+//!   it (a record: open in the applied index's value, or packed with others
+//!   in a key of their own, `docs/merkle.md`). On open the view is rebuilt by undoing
 //!   those changes on a copy of the paths they touch, and its root must be the
 //!   mark's root. The previous mark's records are kept until the next mark:
 //!   undoing the latest mark's changes, then the previous one's, gives the
@@ -19,6 +20,12 @@
 //!   hash at both). A previous view that cannot be rebuilt is left out.
 
 use std::collections::HashMap;
+
+/// The views' maps: they are keyed by SHA-256 outputs (key hashes, trie
+/// paths of them) and touched several times a write, so a seeded fast hash
+/// instead of SipHash, which was half the instructions a mark added per
+/// write (`BENCHMARKS.md`, issue 9).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use stratosdb_proof::Proof;
 use stratosdb_proof::hash::{EMPTY_ROOT, Hash};
@@ -33,11 +40,14 @@ pub(crate) struct MarkView {
     root: Option<Slot>,
     /// Nodes replaced since the mark: their version at the mark (`None`: the
     /// position was empty or a leaf then).
-    pub(super) nodes: HashMap<NodeKey, Option<Node>>,
+    pub(super) nodes: Map<NodeKey, Option<Node>>,
     /// Keys changed since the mark: their document hash at it.
-    changed: HashMap<Hash, Option<Hash>>,
+    changed: Map<Hash, Option<Hash>>,
     /// Stored records of older marks may remain (deleted a chunk per write).
     stale_records: bool,
+    /// Records of this mark stored in the applied index's value, not packed
+    /// into a key of their own yet (`docs/merkle.md`, "Restart").
+    open: Vec<MarkChange>,
 }
 
 impl MarkView {
@@ -45,9 +55,10 @@ impl MarkView {
         MarkView {
             epoch,
             root,
-            nodes: HashMap::new(),
-            changed: HashMap::new(),
+            nodes: Map::default(),
+            changed: Map::default(),
             stale_records: true,
+            open: Vec::new(),
         }
     }
 
@@ -60,30 +71,36 @@ impl MarkView {
             .map(|n| n.children.capacity() * std::mem::size_of::<Slot>())
             .sum();
         let changed = std::mem::size_of::<MarkChange>() + 1;
-        self.nodes.capacity() * node + children + self.changed.capacity() * changed
+        self.nodes.capacity() * node
+            + children
+            + self.changed.capacity() * changed
+            + self.open.capacity() * std::mem::size_of::<MarkChange>()
     }
 }
 
 /// What a write batch does to the view of the latest mark.
 pub(crate) enum ViewChange {
     /// The mark stays the latest: the keys the batch changed first since it,
-    /// with their hash at the mark, and (`cleaned`) whether the stale records
-    /// of older marks are all deleted now.
+    /// with their hash at the mark, (`cleaned`) whether the stale records
+    /// of older marks are all deleted now, and the records open after the
+    /// batch if it changed them.
     Kept {
-        changed: HashMap<Hash, Option<Hash>>,
+        changed: Map<Hash, Option<Hash>>,
         cleaned: Option<bool>,
+        open: Option<Vec<MarkChange>>,
     },
     /// The batch made a new mark: its view, with the batch's changes after
     /// it, and the keys the batch changed before it, first since the mark
     /// before (with their hash at that mark: its records).
-    New(MarkView, HashMap<Hash, Option<Hash>>),
+    New(MarkView, Map<Hash, Option<Hash>>),
 }
 
 impl Default for ViewChange {
     fn default() -> Self {
         ViewChange::Kept {
-            changed: HashMap::new(),
+            changed: Map::default(),
             cleaned: None,
+            open: None,
         }
     }
 }
@@ -138,7 +155,7 @@ impl MerkleTxn<'_> {
     /// made one, for the mark before it) the epoch and, for each key first
     /// changed since it, the key's document hash at the mark.
     pub fn mark_records(&self) -> Vec<(u64, Vec<MarkChange>)> {
-        let records = |epoch: u64, changed: &HashMap<Hash, Option<Hash>>| {
+        let records = |epoch: u64, changed: &Map<Hash, Option<Hash>>| {
             (epoch, changed.iter().map(|(k, h)| (*k, *h)).collect())
         };
         match (&self.view, self.base.view.as_ref()) {
@@ -151,6 +168,34 @@ impl MerkleTxn<'_> {
             }
             (ViewChange::Kept { changed, .. }, Some(view)) => vec![records(view.epoch, changed)],
             (ViewChange::Kept { .. }, None) => Vec::new(),
+        }
+    }
+
+    /// Whether the batch made a mark.
+    pub fn made_mark(&self) -> bool {
+        matches!(self.view, ViewChange::New(..))
+    }
+
+    /// The epoch of the latest mark after the batch.
+    pub fn latest_epoch(&self) -> Option<u64> {
+        match &self.view {
+            ViewChange::New(view, _) => Some(view.epoch),
+            ViewChange::Kept { .. } => self.base.view.as_ref().map(|v| v.epoch),
+        }
+    }
+
+    /// The records open before the batch, with their mark's epoch (the
+    /// latest mark's before the batch).
+    pub fn open_records(&self) -> Option<(u64, Vec<MarkChange>)> {
+        let view = self.base.view.as_ref()?;
+        Some((view.epoch, view.open.clone()))
+    }
+
+    /// The records of the latest mark open after the batch.
+    pub fn set_open_records(&mut self, records: Vec<MarkChange>) {
+        match &mut self.view {
+            ViewChange::New(view, _) => view.open = records,
+            ViewChange::Kept { open, .. } => *open = Some(records),
         }
     }
 
@@ -235,13 +280,15 @@ impl MerkleTree {
     }
 
     /// Rebuilds the view of the mark of `epoch` from the stored document
-    /// hashes at the mark of the keys changed since (`changed`), by undoing
+    /// hashes at the mark of the keys changed since (`changed`, of which
+    /// `open` are those stored in the applied index's value), by undoing
     /// those changes; fails with the root it found if that is not `mark_root`.
     pub fn restore_view(
         &mut self,
         epoch: u64,
         mark_root: &Hash,
         changed: Vec<MarkChange>,
+        open: Vec<MarkChange>,
     ) -> Result<(), Hash> {
         self.view = None;
         let mut undo = MerkleTxn::new(self);
@@ -257,6 +304,7 @@ impl MerkleTree {
         let mut view = MarkView::new(epoch, root);
         view.nodes = nodes;
         view.changed = changed.into_iter().collect();
+        view.open = open;
         self.view = Some(view);
         Ok(())
     }
@@ -272,6 +320,31 @@ impl MerkleTree {
         out
     }
 
+    /// Up to `limit` of [`MerkleTree::mark_changes`] after key hash `after`,
+    /// in key-hash order, with the latest mark's epoch, and whether more
+    /// follow (an export's page).
+    pub fn mark_changes_after(
+        &self,
+        after: Option<&Hash>,
+        limit: usize,
+    ) -> Option<(u64, Vec<MarkChange>, bool)> {
+        let view = self.view.as_ref()?;
+        let mut out: Vec<MarkChange> = view
+            .changed
+            .iter()
+            .filter(|(k, _)| after.is_none_or(|after| *k > after))
+            .map(|(k, h)| (*k, *h))
+            .collect();
+        let limit = limit.max(1);
+        let more = out.len() > limit;
+        if more {
+            out.select_nth_unstable(limit);
+            out.truncate(limit);
+        }
+        out.sort_unstable();
+        Some((view.epoch, out, more))
+    }
+
     pub(super) fn view_memory_bytes(&self) -> usize {
         self.view.as_ref().map_or(0, MarkView::memory_bytes)
             + self.previous.as_ref().map_or(0, MarkView::memory_bytes)
@@ -280,8 +353,15 @@ impl MerkleTree {
     pub(super) fn commit_view(&mut self, change: ViewChange) {
         match change {
             ViewChange::New(view, _) => self.view = Some(view),
-            ViewChange::Kept { changed, cleaned } => {
+            ViewChange::Kept {
+                changed,
+                cleaned,
+                open,
+            } => {
                 if let Some(view) = &mut self.view {
+                    if let Some(open) = open {
+                        view.open = open;
+                    }
                     for (key, doc) in changed {
                         view.changed.entry(key).or_insert(doc);
                     }
@@ -362,7 +442,7 @@ mod tests {
         // Rebuilt from the changes: the same proofs.
         let mut reopened = MerkleTree::from_leaves(&mut current_leaves(&tree, n));
         reopened
-            .restore_view(1, &at_mark.root(), changed.clone())
+            .restore_view(1, &at_mark.root(), changed.clone(), Vec::new())
             .unwrap();
         for i in (0..n + 100).step_by(7).chain(35..65) {
             assert_eq!(
@@ -375,7 +455,7 @@ mod tests {
         wrong[0].1 = Some(doc(999_999));
         assert!(
             MerkleTree::from_leaves(&mut current_leaves(&tree, n))
-                .restore_view(1, &at_mark.root(), wrong)
+                .restore_view(1, &at_mark.root(), wrong, Vec::new())
                 .is_err()
         );
     }

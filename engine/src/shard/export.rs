@@ -11,7 +11,7 @@ use stratosdb_proof::Value;
 use stratosdb_proof::hash::Hash;
 
 use super::{Shard, decode_stored, id_from_doc_key};
-use crate::anchor::{AnchorMark, decode_mark_change};
+use crate::anchor::AnchorMark;
 use crate::keys;
 use crate::storage::{KvStore, KvTree};
 use crate::{EngineError, Result};
@@ -124,28 +124,20 @@ impl<S: KvStore> Shard<S> {
         after: Option<&Hash>,
         limit: usize,
     ) -> Result<ExportPage<MarkChange>> {
+        // The trie's view of the mark holds what its stored records hold
+        // (they are written in the same batch), in key-hash order here.
         let merkle = self.inner.merkle.lock();
         let mark = self.latest_anchor_mark();
-        let mut items = Vec::new();
-        let mut more = false;
-        if let Some(mark) = &mark {
-            let prefix = keys::mark_change_prefix(mark.epoch);
-            let lower = match after {
-                Some(h) => Bound::Excluded(keys::mark_change_key(mark.epoch, h)),
-                None => Bound::Included(prefix.clone()),
-            };
-            for item in self
-                .tree()
-                .range(lower, keys::successor_bound(&prefix), false)
-            {
-                if items.len() >= limit.max(1) {
-                    more = true;
-                    break;
-                }
-                let (key, value) = item?;
-                items.push(decode_mark_change(&prefix, key.as_ref(), value.as_ref())?);
+        let (items, more) = match (mark, merkle.mark_changes_after(after, limit)) {
+            (None, _) => (Vec::new(), false),
+            (Some(mark), Some((epoch, items, more))) if epoch == mark.epoch => (items, more),
+            (Some(mark), _) => {
+                return Err(EngineError::Corruption(format!(
+                    "the trie's view is not of the latest anchor mark (epoch {})",
+                    mark.epoch
+                )));
             }
-        }
+        };
         Ok(ExportPage {
             applied_index: self.applied_index()?,
             root: merkle.root(),

@@ -312,7 +312,7 @@ pub(crate) fn restore_mark_view<T: KvTree>(
     };
     let changes = load_mark_changes(tree, latest.epoch)?;
     merkle
-        .restore_view(latest.epoch, &latest.root, changes.clone())
+        .restore_view(latest.epoch, &latest.root, changes.all.clone(), changes.open)
         .map_err(|found| {
             EngineError::Corruption(format!(
                 "the documents and the changes recorded since the anchor mark of epoch {} lead back to root {}, not the mark's root {}",
@@ -325,7 +325,7 @@ pub(crate) fn restore_mark_view<T: KvTree>(
     // records do not rebuild (a snapshot carries none) is left out.
     if let Some(previous) = marks.before_latest() {
         let own = load_mark_changes(tree, previous.epoch)?;
-        merkle.restore_previous_view(previous.epoch, &previous.root, &changes, &own);
+        merkle.restore_previous_view(previous.epoch, &previous.root, &changes.all, &own.all);
     }
     Ok(())
 }

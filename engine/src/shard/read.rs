@@ -207,12 +207,9 @@ impl<S: KvStore> Shard<S> {
 pub type ProvenSet = (u64, Hash, Vec<(Proof, Option<Value>)>);
 
 pub(crate) fn read_applied_index<T: KvTree>(tree: &T) -> Result<u64> {
-    Ok(match tree.get(APPLIED_INDEX_KEY)? {
-        Some(b) => u64::from_be_bytes(
-            b.as_ref()
-                .try_into()
-                .map_err(|_| EngineError::Corruption("applied index".into()))?,
-        ),
-        None => 0,
-    })
+    // The index, then maybe open anchor mark records (`anchor::applied_value`).
+    match tree.get(APPLIED_INDEX_KEY)? {
+        Some(b) => crate::anchor::applied_index_of(b.as_ref()),
+        None => Ok(0),
+    }
 }

@@ -11,12 +11,14 @@ use stratosdb_proof::Value;
 use stratosdb_proof::hash::{Hash, doc_hash, key_hash};
 
 use super::{decode_stored, id_from_doc_key};
-use crate::anchor::{AnchorMark, MARK_HISTORY, Marks, mark_change_value};
+use crate::anchor::{
+    AnchorMark, MARK_HISTORY, MarkChange, Marks, applied_index_of, applied_value, encode_records,
+};
 use crate::catalog::{self, CollectionInfo, IndexBuild, IndexInfo, IndexSpec};
 use crate::document;
 use crate::index_keys::{index_keys, unique_key_display};
 use crate::keys::{self, APPLIED_INDEX_KEY, NEXT_COLLECTION_KEY};
-use crate::limits::{DROP_STEP, Limits, MARK_CHANGE_CLEANUP};
+use crate::limits::{DROP_STEP, Limits, MARK_CHANGE_CLEANUP, OPEN_MARK_RECORDS};
 use crate::merkle::{MerkleChanges, MerkleTree, MerkleTxn};
 use crate::storage::{KvTree, WriteBatch};
 use crate::txn::Txn;
@@ -137,11 +139,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
                 None => self.txn.delete(keys::collection_meta_key(name)),
             }
         }
-        if let Some(index) = applied_index {
-            self.txn
-                .put(APPLIED_INDEX_KEY.to_vec(), index.to_be_bytes().to_vec());
-        }
-        self.store_mark_changes()?;
+        self.store_mark_changes(applied_index)?;
         Ok(Finished {
             batch: self.txn.into_batch(),
             merkle: self.merkle.into_changes(),
@@ -151,28 +149,91 @@ impl<'a, T: KvTree> Writer<'a, T> {
     }
 
     /// Stores, for each key first changed since the latest anchor mark, its
-    /// document hash at the mark (so the mark's view survives a restart), and
-    /// deletes a bounded chunk of an older mark's records.
-    fn store_mark_changes(&mut self) -> Result<()> {
-        for (epoch, changes) in self.merkle.mark_records() {
-            for (key, doc) in changes {
-                self.txn
-                    .put(keys::mark_change_key(epoch, &key), mark_change_value(doc));
+    /// document hash at the mark (so the mark's view survives a restart),
+    /// stores the applied index of a raft apply, and deletes a bounded chunk
+    /// of stale records (`docs/merkle.md`, "Restart" and "Cleanup").
+    ///
+    /// A raft apply stores the applied index anyway: its records join the
+    /// latest mark's open ones carried in that value, until there are more
+    /// than [`OPEN_MARK_RECORDS`], which then go into one pack (a key of
+    /// their own); so a lone write stores no key more than without marks. A
+    /// direct write packs its own records. A batch that makes a mark packs
+    /// the records of the mark before it (the open ones and the batch's
+    /// changes before the mark): that mark's records stay until the next.
+    fn store_mark_changes(&mut self, applied_index: Option<u64>) -> Result<()> {
+        let carry = applied_index.is_some();
+        let made_mark = self.merkle.made_mark();
+        let latest = self.merkle.latest_epoch();
+        // A direct write that makes no mark leaves the open records where
+        // they are: it does not write the applied index's value.
+        let mut before = self
+            .merkle
+            .open_records()
+            .filter(|(_, open)| !open.is_empty() && (carry || made_mark));
+        let moved = before.is_some();
+        let mut open = Vec::new();
+        for (epoch, mut records) in self.merkle.mark_records() {
+            records.sort_unstable();
+            if let Some((_, mut was_open)) = before.take_if(|(e, _)| *e == epoch) {
+                was_open.append(&mut records);
+                records = was_open;
             }
+            if carry && Some(epoch) == latest && records.len() <= OPEN_MARK_RECORDS {
+                open = records;
+            } else {
+                self.put_pack(epoch, &mut records);
+            }
+        }
+        if let Some((epoch, mut records)) = before {
+            self.put_pack(epoch, &mut records);
+        }
+        let index = match applied_index {
+            Some(index) => Some(index),
+            // A direct write that moved the open records into a pack: the
+            // applied index's value keeps the index alone.
+            None if moved => match self.txn.get(APPLIED_INDEX_KEY)? {
+                Some(value) => Some(applied_index_of(&value)?),
+                None => None,
+            },
+            None => None,
+        };
+        if let Some(index) = index {
+            let carried = match (latest, open.is_empty()) {
+                (Some(epoch), false) => Some((epoch, open.as_slice())),
+                _ => None,
+            };
+            self.txn
+                .put(APPLIED_INDEX_KEY.to_vec(), applied_value(index, carried));
+        }
+        if carry || made_mark {
+            self.merkle.set_open_records(open);
         }
         if let Some(epoch) = self.merkle.stale_records_below() {
-            let stale = self.txn.keys_in(
-                &keys::mark_change_prefix(0),
-                Some(&keys::mark_change_prefix(epoch)),
-                MARK_CHANGE_CLEANUP,
-            )?;
-            self.merkle
-                .records_cleaned(stale.len() < MARK_CHANGE_CLEANUP);
-            for key in stale {
-                self.txn.delete(key);
+            let mut done = true;
+            for prefix in [keys::mark_change_prefix, keys::mark_pack_prefix] {
+                let stale =
+                    self.txn
+                        .keys_in(&prefix(0), Some(&prefix(epoch)), MARK_CHANGE_CLEANUP)?;
+                done &= stale.len() < MARK_CHANGE_CLEANUP;
+                for key in stale {
+                    self.txn.delete(key);
+                }
             }
+            self.merkle.records_cleaned(done);
         }
         Ok(())
+    }
+
+    /// Stores `records` of the changes since the mark of `epoch` (if any) as
+    /// one pack, in key-hash order, under the smallest key hash.
+    fn put_pack(&mut self, epoch: u64, records: &mut [MarkChange]) {
+        records.sort_unstable();
+        let Some((first, _)) = records.first() else {
+            return;
+        };
+        let mut value = Vec::new();
+        encode_records(records, &mut value);
+        self.txn.put(keys::mark_pack_key(epoch, first), value);
     }
 
     fn apply_op(&mut self, op: &Op) -> Result<OpOutcome> {
