@@ -10,7 +10,9 @@ use stratosdb_engine::{CollectionInfo, Command, EngineError, IndexSpec, Op, OpOu
 use stratosdb_query::exec::{Partial, execute_on_shard};
 use stratosdb_query::plan::ShardPlan;
 use stratosdb_query::{QueryError, ReadConsistency, ShardedStore, execute_proven};
-use stratosdb_replication::{ClusterMap, GroupId, MapCommand, NodeId, ReplicationError, shard_of};
+use stratosdb_replication::{
+    ClusterMap, GroupId, MapCommand, NodeId, Pending, ReplicationError, shard_of,
+};
 use stratosdb_verifier::ReadProof;
 
 use super::node::{ClusterNode, GROUP_GONE, LEADER_WAIT, NodeError, failed_reply};
@@ -241,11 +243,9 @@ fn readable_shard(
     group: GroupId,
     linearizable: bool,
 ) -> Result<stratosdb_engine::Shard, NodeError> {
-    let shard = local_shard(node, group)?;
-    if linearizable {
-        node.raft.read_index(group, LEADER_WAIT).wait(LEADER_WAIT)?;
-    } else {
-        current_member(node, group)?;
+    let (shard, barrier) = replica_to_read(node, group, linearizable)?;
+    if let Some(barrier) = barrier {
+        barrier.wait(LEADER_WAIT)?;
     }
     Ok(shard)
 }
@@ -257,16 +257,26 @@ pub(super) async fn readable_shard_async(
     group: GroupId,
     linearizable: bool,
 ) -> Result<stratosdb_engine::Shard, NodeError> {
-    let shard = local_shard(node, group)?;
-    if linearizable {
-        node.raft
-            .read_index(group, LEADER_WAIT)
-            .wait_async(LEADER_WAIT)
-            .await?;
-    } else {
-        current_member(node, group)?;
+    let (shard, barrier) = replica_to_read(node, group, linearizable)?;
+    if let Some(barrier) = barrier {
+        barrier.wait_async(LEADER_WAIT).await?;
     }
     Ok(shard)
+}
+
+/// This node's replica of `group` and, when `linearizable`, the read index
+/// to wait for before reading it; a follower read needs a current member.
+fn replica_to_read(
+    node: &ClusterNode,
+    group: GroupId,
+    linearizable: bool,
+) -> Result<(stratosdb_engine::Shard, Option<Pending<u64>>), NodeError> {
+    let shard = local_shard(node, group)?;
+    if linearizable {
+        return Ok((shard, Some(node.raft.read_index(group, LEADER_WAIT))));
+    }
+    current_member(node, group)?;
+    Ok((shard, None))
 }
 
 /// Follower reads: a replica still being built (or moved away) is not current.
