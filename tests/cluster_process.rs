@@ -831,6 +831,27 @@ fn no_quorum_is_a_503_with_a_retryable_error() {
         message.to_lowercase().contains("retry"),
         "the message must say to retry: {message:?}"
     );
+    // Nor a linearizable read: its read index needs a quorum's heartbeats,
+    // even on a replica that still believes it leads the shard.
+    for id in ["before", "nobody"] {
+        let reply = survivor.get("q", id, false).unwrap_or_else(|e| {
+            panic!("a read without quorum got no answer within {bound:?}: {e}")
+        });
+        assert_eq!(reply.status, 503, "a read of {id} without quorum: {reply}");
+        let body = reply.json();
+        let code = body["error"]["code"].as_str().unwrap_or_default();
+        assert_eq!(code, "no_quorum", "a read without quorum: {reply}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("retry"),
+            "the message must say to retry: {message:?}"
+        );
+    }
+    // A follower read is served from the replica here.
+    assert_eq!(
+        get_ok(&survivor, "q", "before", true),
+        json!({"_id": "before", "v": 1})
+    );
 
     cluster.restart_all(&[1, 2]);
     // The 503'd write may or may not have applied; a PUT may repeat.

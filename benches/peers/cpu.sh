@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# CPU per acknowledged write: the cluster's CPU time (user + system, summed
-# over the node processes, from /proc/PID/stat) divided by the 2xx PUTs wrk
-# got. On a shared machine throughput is noise; CPU per write is much
-# steadier, so this is the figure to compare two builds with (A/B).
+# CPU per acknowledged write (or read, OP=get): the cluster's CPU time (user +
+# system, summed over the node processes, from /proc/PID/stat) divided by the
+# 2xx PUTs (GETs) wrk got. On a shared machine throughput is noise; CPU per
+# request is much steadier, so this is the figure to compare two builds with (A/B).
 #
 #   benches/peers/cpu.sh                one cluster, every CASE measured in turn
 #   STRATOSDB_BIN=a:b benches/peers/cpu.sh   A/B: each binary's cluster in turn,
@@ -11,15 +11,19 @@
 #                                       A/B of node flags (NODE_ARGS), one
 #                                       binary: each variant's cluster in turn
 #
-# Environment: NODES (3), CASES ("kv:8:3 kv1:1:3" = collection:shards:replicas),
-# KEYSPACE (20000 keys, filled first so every PUT replaces a 1 KiB document),
+# Environment: OP (put: PUTs of 1 KiB documents to random keys; get: GETs of
+# random keys, all present after the fill, GET_QUERY appended to the path, by
+# default none: linearizable reads, as run.sh's get-linearizable; the request
+# templates are workloads.sh's, shared with run.sh), NODES (3), CASES
+# ("kv:8:3 kv1:1:3" = collection:shards:replicas), KEYSPACE (20000 keys,
+# filled first so every PUT replaces and every GET finds a 1 KiB document),
 # CONNS (64), MEASURE_SECONDS (10, each measurement), ROUNDS (1), P2P_BASE/HTTP_BASE
 # (34500/34600 for the first cluster, +10 for each next one; apart from run.sh's), STRATOSDB_BASE (/tmp/perf-cpu), PERF_RECORD
 # (set: `perf record -e cpu-clock` of every node during the run, into PEERS_OUT;
 # PERF_CALL_GRAPH=dwarf for call stacks through Rust code without frame pointers).
 # wrk sends to the node leading most shards of the collection, as run.sh.
-# Prints one line per measurement: µs of CPU per write (all nodes, and per
-# node), context switches per write, writes/s.
+# Prints one line per measurement: µs of CPU per write or read (all nodes, and
+# per node), context switches per request, requests/s.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -39,7 +43,14 @@ export P2P_BASE HTTP_BASE
 starts=0
 export STRATOSDB_BASE=${STRATOSDB_BASE:-/tmp/perf-cpu}
 BINS=${STRATOSDB_BIN:-$ROOT/target/release/stratosdb}
-export KEY_PREFIX=bench
+export SDB_PREFIX=bench KEY_PREFIX=bench
+OP=${OP:-put}
+. "$HERE/workloads.sh"
+case "$OP" in
+put) unit=write ;;
+get) unit=read ;;
+*) echo "OP=$OP: put or get" >&2; exit 2 ;;
+esac
 OUT=${PEERS_OUT:-/tmp/perf-cpu-results}
 mkdir -p "$OUT"
 
@@ -71,11 +82,11 @@ sql() {
     [ "${code:0:1}" = 2 ] || die "statement failed ($code): $2"
 }
 
-# measure LABEL URL COLLECTION: one wrk run of PUTs, CPU sampled around it.
+# measure LABEL URL COLLECTION: one wrk run of OP, CPU sampled around it.
 measure() {
     local label=$1 url=$2 coll=$3 p before after raw reqs non2xx hz
     hz=$(getconf CLK_TCK)
-    export HTTP_METHOD=PUT HTTP_PATH="/v1/collections/$coll/docs/{{key}}" HTTP_BODY='{"v":"{{pad:1024}}"}'
+    if [ "$OP" = get ]; then get_env "$coll" "${GET_QUERY:-}"; else put_env "$coll"; fi
     # Warm-up (connections, caches), not measured.
     wrk -t2 -c"$CONNS" -d2s --timeout 10s -s "$PEERS_DIR/http/json_post.lua" "$url" >/dev/null 2>&1 || true
     before=(); for p in $(pids); do before+=("$(sample "$p")"); done
@@ -93,7 +104,7 @@ measure() {
     reqs=$(sed -n 's/.*"requests":\([0-9]*\).*/\1/p' "$raw" | tail -1)
     non2xx=$(sed -n 's/.*Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' "$raw" | tail -1)
     reqs=$(( ${reqs:-0} - ${non2xx:-0} ))
-    [ "$reqs" -gt 0 ] || { log "$label: no successful writes (see $raw)"; return 0; }
+    [ "$reqs" -gt 0 ] || { log "$label: no successful ${unit}s (see $raw)"; return 0; }
     local i per="" tot=0 ctx=0 b a
     for i in "${!before[@]}"; do
         read -r -a b <<<"${before[$i]}"; read -r -a a <<<"${after[$i]}"
@@ -101,9 +112,9 @@ measure() {
         ctx=$((ctx + a[1] - b[1] + a[2] - b[2]))
         per+=" $(awk -v t=$((a[0] - b[0])) -v hz="$hz" -v r="$reqs" 'BEGIN{printf "%.0f", t / hz * 1e6 / r}')"
     done
-    awk -v l="$label" -v t="$tot" -v hz="$hz" -v r="$reqs" -v c="$ctx" -v s="$SECONDS_EACH" -v per="$per" -v e="${non2xx:-0}" \
-        'BEGIN{printf "%-28s cpu/write %5.0f us (per node:%s)  ctxsw/write %5.1f  writes/s %6.0f  cores %.2f  non2xx %d\n",
-               l, t / hz * 1e6 / r, per, c / r, r / s, t / hz / s, e}' | tee -a "$OUT/cpu.txt"
+    awk -v u="$unit" -v l="$label" -v t="$tot" -v hz="$hz" -v r="$reqs" -v c="$ctx" -v s="$SECONDS_EACH" -v per="$per" -v e="${non2xx:-0}" \
+        'BEGIN{printf "%-28s cpu/%s %5.0f us (per node:%s)  ctxsw/%s %5.1f  %ss/s %6.0f  cores %.2f  non2xx %d\n",
+               l, u, t / hz * 1e6 / r, per, u, c / r, u, r / s, t / hz / s, e}' | tee -a "$OUT/cpu.txt"
 }
 
 # follower_url COLLECTION: a node that leads none of its shards (every
@@ -148,7 +159,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 u=$("$SDB" leader "$coll"); u=${u% *}
             fi
             "$HERE/fill.py" "$u" "$coll" >/dev/null 2>&1 || die "fill of $coll failed"
-            measure "$tag-n$NODES-$coll-s$shards-r$replicas-r$round" "$u" "$coll"
+            measure "$tag-$OP-n$NODES-$coll-s$shards-r$replicas-r$round" "$u" "$coll"
         done
         "$SDB" stop >/dev/null 2>&1
         started=0

@@ -123,8 +123,8 @@ bench() {
     done
 }
 
-put_env() { export HTTP_METHOD=PUT HTTP_PATH="/v1/collections/$1/docs/{{key}}" HTTP_BODY='{"v":"{{pad:1024}}"}' KEY_PREFIX=$SDB_PREFIX; }
-get_env() { export HTTP_METHOD=GET HTTP_PATH="/v1/collections/$1/docs/{{key}}$2" KEY_PREFIX=$SDB_PREFIX; unset HTTP_BODY; }
+# put_env COLLECTION, get_env COLLECTION QUERY: the request templates.
+. "$HERE/workloads.sh"
 
 fill() { # URL COLLECTION
     KEY_PREFIX=$SDB_PREFIX "$HERE/fill.py" "$1" "$2" 2>&1 | tee -a "$PEERS_OUT/stratosdb-fill.txt" >&2

@@ -117,7 +117,12 @@ impl Driver {
     pub fn run(mut self) {
         let mut next_tick = Instant::now() + self.config.tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            // Held-back reads go out when the bound passes, tick or not.
+            let wake = self
+                .reads_held_back(now)
+                .map_or(next_tick, |t| t.min(next_tick));
+            let wait = wake.saturating_duration_since(now);
             let mut requests = Vec::new();
             match self.rx.recv_timeout(wait) {
                 Ok(r) => requests.push(r),
@@ -348,11 +353,27 @@ impl Driver {
         self.log.purge()
     }
 
+    /// Sends the groups' read index requests together (`read.rs`): none while
+    /// another group's request is out and holds them back.
     fn issue_reads(&mut self) {
+        if self.reads_held_back(Instant::now()).is_some() {
+            return;
+        }
         let id = self.config.id;
         for g in self.groups.values_mut() {
             g.issue_reads(|| Self::new_ctx(id, &mut self.read_seq));
         }
+    }
+
+    /// Until when reads that wait are held back, if they are.
+    fn reads_held_back(&self, now: Instant) -> Option<Instant> {
+        if !self.groups.values().any(|g| g.reads.has_waiting()) {
+            return None;
+        }
+        self.groups
+            .values()
+            .filter_map(|g| g.reads.holds_back(now))
+            .max()
     }
 
     fn process_ready(&mut self) -> Result<()> {

@@ -3,8 +3,18 @@
 //! (a leader that has not committed in its term, a follower with no leader),
 //! so each request has a unique context and is re-sent after some ticks; each
 //! read has its own deadline.
+//!
+//! The node's groups send their requests together ([`ReadQueue::holds_back`]):
+//! while one group's request is out (for at most [`ALIGN_BOUND`]), no group
+//! sends a new one, so the requests of every group leave in one raft loop
+//! iteration and their heartbeats (or forwarded requests) travel in one
+//! message per node, stepped by the other nodes in one iteration and answered
+//! in one message. Requests of groups sent one by one as each answer comes
+//! cost the other nodes a message, a wake-up of their transport and of their
+//! raft loop each. Holding a request back never weakens a read: it still
+//! waits for a read index obtained after it arrived.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::{GroupId, ReplicationError};
 
@@ -15,10 +25,17 @@ pub(crate) struct ReadWaiter {
     pub deadline: Instant,
 }
 
+/// How long a request out holds back the next requests of the node's other
+/// groups: longer than a round trip of heartbeats on a busy node, short enough
+/// that a group whose request raft dropped (no leader) delays the others' little.
+pub(crate) const ALIGN_BOUND: Duration = Duration::from_millis(10);
+
 struct Inflight {
     ctx: Vec<u8>,
     waiters: Vec<ReadWaiter>,
     ticks: u32,
+    /// When the request first went out (a re-send keeps it).
+    since: Instant,
 }
 
 #[derive(Default)]
@@ -60,8 +77,21 @@ impl ReadQueue {
             ctx: ctx.clone(),
             waiters: std::mem::take(&mut self.waiting),
             ticks: 0,
+            since: Instant::now(),
         });
         Some(ctx)
+    }
+
+    /// When a request sent before `now` stops holding back the other groups'
+    /// requests, if one is out and still does.
+    pub fn holds_back(&self, now: Instant) -> Option<Instant> {
+        let until = self.inflight.as_ref()?.since + ALIGN_BOUND;
+        (until > now).then_some(until)
+    }
+
+    /// Whether reads wait for a request to be sent.
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
     }
 
     /// On each tick: fails reads past their deadline, and returns a fresh
@@ -124,5 +154,52 @@ impl ReadQueue {
             }
             false
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter() -> (ReadWaiter, crate::reply::Answer<u64>) {
+        let (reply, answer) = crate::reply::channel();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        (ReadWaiter { reply, deadline }, answer)
+    }
+
+    #[test]
+    fn a_request_out_holds_back_for_the_bound_and_not_after_its_answer() {
+        let mut q = ReadQueue::default();
+        let now = Instant::now();
+        assert_eq!(q.holds_back(now), None, "nothing out");
+        let (w, answer) = waiter();
+        q.push(w);
+        assert!(q.has_waiting());
+        let ctx = q.take_request(|| vec![1]).expect("a request for the read");
+        assert!(!q.has_waiting());
+        let until = q
+            .holds_back(Instant::now())
+            .expect("a request out holds back");
+        assert!(until <= Instant::now() + ALIGN_BOUND);
+        assert_eq!(q.holds_back(until), None, "not past the bound");
+        // A read that comes meanwhile waits for the next request.
+        let (later, later_answer) = waiter();
+        q.push(later);
+        assert!(
+            q.take_request(|| vec![2]).is_none(),
+            "one request out at a time"
+        );
+        q.on_read_state(&ctx, 7);
+        assert_eq!(q.holds_back(Instant::now()), None, "answered");
+        q.on_applied(7);
+        assert!(matches!(
+            answer.wait(Duration::from_secs(1)),
+            crate::reply::Outcome::Answer(Ok(7))
+        ));
+        assert!(matches!(
+            later_answer.wait(Duration::from_millis(1)),
+            crate::reply::Outcome::TimedOut
+        ));
+        assert_eq!(q.take_request(|| vec![3]), Some(vec![3]));
     }
 }

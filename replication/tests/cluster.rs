@@ -507,3 +507,38 @@ fn a_linearizable_read_after_a_write_sees_it() {
         p.wait(WAIT).unwrap();
     }
 }
+
+#[test]
+fn a_group_without_a_leader_does_not_stall_the_other_groups_reads() {
+    // The node's groups send their read index requests together; one whose
+    // request is never answered (its group has no leader: no other node hosts
+    // it) holds the others back only briefly.
+    const LEADERLESS: GroupId = 2;
+    let c = Cluster::new(3);
+    c.write("before");
+    let reader = c.leader();
+    c.nodes[&reader]
+        .create_group(LEADERLESS, &c.ids())
+        .expect("create the group on one node");
+    let stuck = c.nodes[&reader].read_index(LEADERLESS, Duration::from_secs(5));
+    for round in 0..20 {
+        let started = Instant::now();
+        let pending: Vec<_> = (0..5)
+            .map(|_| c.nodes[&reader].read_index(G, Duration::from_secs(5)))
+            .collect();
+        for p in pending {
+            p.wait(WAIT).unwrap();
+        }
+        // Far below the stuck read's 5 s: the reads did not wait for it.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "round {round} of reads of group {G} waited {:?} behind the leaderless group",
+            started.elapsed()
+        );
+        assert!(c.has(reader, "before"));
+    }
+    assert!(
+        matches!(stuck.wait(WAIT), Err(ReplicationError::Timeout { .. })),
+        "a read of a group with no leader must time out"
+    );
+}

@@ -52,6 +52,19 @@ pub trait Backend: Send + Sync + 'static {
         consistency: Consistency,
     ) -> Result<Value, BackendError>;
 
+    /// [`Backend::get`] for the async API: the default runs it on the
+    /// blocking pool; a backend that can wait without a thread overrides it.
+    fn get_async(
+        self: Arc<Self>,
+        collection: String,
+        id: String,
+        consistency: Consistency,
+    ) -> BackendFuture<Value> {
+        Box::pin(on_blocking_pool(self, move |b| {
+            b.get(&collection, &id, consistency)
+        }))
+    }
+
     /// Deletes the document, or fails with `document_not_found`.
     fn delete(&self, collection: &str, id: &str) -> Result<(), BackendError>;
 
@@ -144,7 +157,15 @@ pub async fn put_blocking<B: Backend + ?Sized>(
     id: String,
     doc: Value,
 ) -> Result<PutOutcome, BackendError> {
-    tokio::task::spawn_blocking(move || backend.put(&collection, &id, doc))
+    on_blocking_pool(backend, move |b| b.put(&collection, &id, doc)).await
+}
+
+/// A blocking backend call run on tokio's blocking pool.
+pub async fn on_blocking_pool<B: Backend + ?Sized, T: Send + 'static>(
+    backend: Arc<B>,
+    call: impl FnOnce(&B) -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    tokio::task::spawn_blocking(move || call(&backend))
         .await
         .map_err(|e| BackendError::internal(format!("the request's task failed: {e}")))?
 }

@@ -1,8 +1,9 @@
 //! The HTTP/JSON API (axum): routes, request parsing, error replies, the
 //! body limit and request metrics. Database calls block, so each runs on
 //! tokio's blocking pool ([`tokio::task::spawn_blocking`]), except a
-//! document PUT, which awaits its raft answer on the worker
-//! ([`Backend::put_async`]): no blocking-pool thread to wake per write.
+//! document PUT and GET, which await their raft answer (the write applied,
+//! the read index) on the worker ([`Backend::put_async`],
+//! [`Backend::get_async`]): no blocking-pool thread to wake per request.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use stratosdb_query::{FindOptions, Order, ShardRead, StatementResult};
 use stratosdb_replication::p2p::FaultSwitch;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use super::backend::{Backend, BackendError, ErrorClass, PutOutcome};
+use super::backend::{Backend, BackendError, ErrorClass, PutOutcome, on_blocking_pool};
 use super::metrics::Metrics;
 use super::traffic::{self, Traffic, meter::metered};
 use crate::api::{
@@ -183,9 +184,7 @@ async fn blocking<T: Send + 'static>(
     let backend = state.backend.clone();
     // A node that is not serving yet (founding, joining) says so first.
     backend.readiness()?;
-    tokio::task::spawn_blocking(move || call(backend.as_ref()))
-        .await
-        .map_err(|e| BackendError::internal(format!("the request's task failed: {e}")))?
+    on_blocking_pool(backend, |b| call(b)).await
 }
 
 /// The body, or the API's error: 413 past the limit.
@@ -505,7 +504,13 @@ async fn get_doc(
     if params.proof {
         return get_doc_proven(state, collection, id, params.consistency).await;
     }
-    let doc = blocking(&state, move |b| b.get(&collection, &id, params.consistency)).await?;
+    // A node that is not serving yet (founding, joining) says so first.
+    state.backend.readiness()?;
+    let doc = state
+        .backend
+        .clone()
+        .get_async(collection, id, params.consistency)
+        .await?;
     Ok(metered(
         json(StatusCode::OK, json_row(&["_id".to_string()], &doc)),
         1,

@@ -29,7 +29,8 @@ pub use store::ClusterStore;
 use rpc::ReplicaStatus;
 
 use super::backend::{
-    Backend, BackendError, BackendFuture, ErrorClass, PutOutcome, SqlOutcome, put_blocking,
+    Backend, BackendError, BackendFuture, ErrorClass, PutOutcome, SqlOutcome, on_blocking_pool,
+    put_blocking,
 };
 use crate::api::{
     AnchorsQuery, AnchorsReply, ClusterMap as ApiMap, CollectionPlacement, Consistency, JoinReply,
@@ -164,6 +165,42 @@ impl Backend for ClusterBackend {
             .into_iter()
             .next()
             .ok_or_else(|| BackendError::document_not_found(collection, id))
+    }
+
+    /// On the API's worker when this node holds a replica of the document's
+    /// shard: the read index awaited there (the same barrier as the blocking
+    /// path's, so the read stays linearizable), then a point read of the
+    /// replica, with no blocking-pool thread and no query plan. Otherwise,
+    /// or when the replica here cannot serve it (the next replica may), the
+    /// blocking path with its retries over the shard's replicas.
+    fn get_async(
+        self: Arc<Self>,
+        collection: String,
+        id: String,
+        c: Consistency,
+    ) -> BackendFuture<Value> {
+        Box::pin(async move {
+            if let Some((shard, group)) = self.db.store().shard_known(&collection, &id)
+                && self.node.hosts(group)
+            {
+                let started = std::time::Instant::now();
+                let linearizable = c == Consistency::Linearizable;
+                match store::readable_shard_async(&self.node, group, linearizable).await {
+                    Ok(replica) => {
+                        if let Ok(doc) = replica.get(&collection, &id) {
+                            return doc
+                                .ok_or_else(|| BackendError::document_not_found(&collection, &id));
+                        }
+                    }
+                    // The wait is over: the blocking path would give up too.
+                    Err(e) if e.retry && started.elapsed() >= LEADER_WAIT => {
+                        return Err(store::unreadable(&collection, shard, &e).into());
+                    }
+                    Err(_) => {}
+                }
+            }
+            on_blocking_pool(self, move |b| b.get(&collection, &id, c)).await
+        })
     }
 
     fn delete(&self, collection: &str, id: &str) -> Result<(), BackendError> {

@@ -10,7 +10,9 @@ use stratosdb_engine::{CollectionInfo, Command, EngineError, IndexSpec, Op, OpOu
 use stratosdb_query::exec::{Partial, execute_on_shard};
 use stratosdb_query::plan::ShardPlan;
 use stratosdb_query::{QueryError, ReadConsistency, ShardedStore, execute_proven};
-use stratosdb_replication::{ClusterMap, GroupId, MapCommand, NodeId, ReplicationError, shard_of};
+use stratosdb_replication::{
+    ClusterMap, GroupId, MapCommand, NodeId, Pending, ReplicationError, shard_of,
+};
 use stratosdb_verifier::ReadProof;
 
 use super::node::{ClusterNode, GROUP_GONE, LEADER_WAIT, NodeError, failed_reply};
@@ -71,16 +73,7 @@ impl ClusterStore {
                 Err(e) if retry_read(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) if e.retry => {
-                    return Err(query_error(NodeError::new(
-                        "no_quorum",
-                        format!(
-                            "shard {shard} of {} cannot be read now ({e}); retry later",
-                            plan.collection
-                        ),
-                        true,
-                    )));
-                }
+                Err(e) if e.retry => return Err(unreadable(&plan.collection, shard, &e)),
                 other => return other.map_err(|e| error_in(&plan.collection, e)),
             }
         }
@@ -96,9 +89,15 @@ impl ClusterStore {
     /// The group holding document `id` of `collection`, if the node's map
     /// knows the collection (without reading the map again).
     pub fn group_known(&self, collection: &str, id: &str) -> Option<GroupId> {
+        self.shard_known(collection, id).map(|(_, group)| group)
+    }
+
+    /// [`ClusterStore::group_known`] with the shard's number.
+    pub fn shard_known(&self, collection: &str, id: &str) -> Option<(u32, GroupId)> {
         let map = self.node.map();
         let shards = map.collections.get(collection)?.shards;
-        group_in(&map, collection, shard_of(collection, id, shards))
+        let shard = shard_of(collection, id, shards);
+        Some((shard, group_in(&map, collection, shard)?))
     }
 
     fn groups(&self, collection: &str) -> Result<Vec<GroupId>, QueryError> {
@@ -213,6 +212,15 @@ fn group_in(map: &ClusterMap, collection: &str, shard: u32) -> Option<GroupId> {
         .map(|s| s.group)
 }
 
+/// The error of a read that found no replica to serve it within the wait.
+pub(super) fn unreadable(collection: &str, shard: u32, e: &NodeError) -> QueryError {
+    query_error(NodeError::new(
+        "no_quorum",
+        format!("shard {shard} of {collection} cannot be read now ({e}); retry later"),
+        true,
+    ))
+}
+
 /// Whether a read failed in a way another replica (or a later try) may not.
 fn retry_read(e: &NodeError) -> bool {
     e.retry || e.code == "collection_not_found" || e.code == "unreachable"
@@ -235,18 +243,52 @@ fn readable_shard(
     group: GroupId,
     linearizable: bool,
 ) -> Result<stratosdb_engine::Shard, NodeError> {
-    let shard = local_shard(node, group)?;
-    if linearizable {
-        node.raft.read_index(group, LEADER_WAIT).wait(LEADER_WAIT)?;
-    } else if !node.serves_follower_reads(group) {
-        // A replica still being built (or moved away) is not current.
-        return Err(NodeError::new(
-            "not_ready",
-            format!("the replica of group {group} here is not a current member"),
-            true,
-        ));
+    let (shard, barrier) = replica_to_read(node, group, linearizable)?;
+    if let Some(barrier) = barrier {
+        barrier.wait(LEADER_WAIT)?;
     }
     Ok(shard)
+}
+
+/// [`readable_shard`] for async callers: the read index is awaited without
+/// a thread of its own (no hand-off through the blocking pool).
+pub(super) async fn readable_shard_async(
+    node: &ClusterNode,
+    group: GroupId,
+    linearizable: bool,
+) -> Result<stratosdb_engine::Shard, NodeError> {
+    let (shard, barrier) = replica_to_read(node, group, linearizable)?;
+    if let Some(barrier) = barrier {
+        barrier.wait_async(LEADER_WAIT).await?;
+    }
+    Ok(shard)
+}
+
+/// This node's replica of `group` and, when `linearizable`, the read index
+/// to wait for before reading it; a follower read needs a current member.
+fn replica_to_read(
+    node: &ClusterNode,
+    group: GroupId,
+    linearizable: bool,
+) -> Result<(stratosdb_engine::Shard, Option<Pending<u64>>), NodeError> {
+    let shard = local_shard(node, group)?;
+    if linearizable {
+        return Ok((shard, Some(node.raft.read_index(group, LEADER_WAIT))));
+    }
+    current_member(node, group)?;
+    Ok((shard, None))
+}
+
+/// Follower reads: a replica still being built (or moved away) is not current.
+fn current_member(node: &ClusterNode, group: GroupId) -> Result<(), NodeError> {
+    if node.serves_follower_reads(group) {
+        return Ok(());
+    }
+    Err(NodeError::new(
+        "not_ready",
+        format!("the replica of group {group} here is not a current member"),
+        true,
+    ))
 }
 
 /// Runs a shard plan on this node's replica of `group` and proves what it
