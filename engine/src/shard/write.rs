@@ -192,6 +192,8 @@ impl<S: KvStore> Shard<S> {
     /// let outcomes = Shard::apply_batches(&[(&a, entries), (&b, entries)]).unwrap();
     /// assert!(outcomes.iter().all(|o| matches!(o[0], ApplyOutcome::Applied(_))));
     /// assert_eq!((a.applied_index().unwrap(), b.applied_index().unwrap()), (1, 1));
+    /// // A shard given twice is refused, not waited on forever.
+    /// assert!(Shard::apply_batches(&[(&a, entries), (&a, entries)]).is_err());
     /// ```
     pub fn apply_batches(work: &[(&Shard<S>, &Entries)]) -> Result<Vec<Vec<ApplyOutcome>>> {
         let Some((first, _)) = work.first() else {
@@ -203,6 +205,16 @@ impl<S: KvStore> Shard<S> {
         {
             return Err(EngineError::Storage(
                 "shards of different engines cannot be applied in one write".into(),
+            ));
+        }
+        // A shard twice would wait for its own writer lock.
+        if work.iter().enumerate().any(|(i, (a, _))| {
+            work[..i]
+                .iter()
+                .any(|(b, _)| std::sync::Arc::ptr_eq(&a.inner, &b.inner))
+        }) {
+            return Err(EngineError::Storage(
+                "a shard can be given only once in one write".into(),
             ));
         }
         // Each shard's writer lock, taken in the caller's order and held until
