@@ -23,39 +23,14 @@ use criterion::measurement::Measurement;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use stratosdb_engine::proof::hash::{doc_hash, key_hash, nibble};
 use stratosdb_engine::proof::{Proof, canonical_json};
-use stratosdb_engine::{Command, Durability, Engine, Op, Shard, Value};
+use stratosdb_engine::{Durability, Op, Shard, Value};
 
 #[path = "../../benches/common/cpu_time.rs"]
 mod cpu_time;
 use cpu_time::{ProcessCpuTime, ThreadCpuTime};
-
-/// A document of about 120 bytes of canonical JSON.
-fn document(i: u64, version: u64) -> Value {
-    Value::from_json_str(&format!(
-        r#"{{"_id":"k{i:07}","name":"user {i}","age":{},"city":"city-{}","active":{},"v":{version}}}"#,
-        i % 100,
-        i % 50,
-        i.is_multiple_of(2)
-    ))
-    .expect("valid document")
-}
-
-fn shard_of(n: u64) -> (Engine, Shard) {
-    let engine = Engine::open_temporary().expect("engine");
-    let shard = engine.shard(0).expect("shard");
-    shard.create_collection("c").expect("collection");
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
-        let ops = chunk
-            .iter()
-            .map(|&i| Op::Insert {
-                collection: "c".into(),
-                doc: document(i, 0),
-            })
-            .collect();
-        shard.write(ops, Durability::Buffered).expect("load");
-    }
-    (engine, shard)
-}
+#[path = "common/mark_workload.rs"]
+mod mark_workload;
+use mark_workload::{apply_write, document, shard_of};
 
 fn id(i: u64) -> String {
     format!("k{i:07}")
@@ -242,30 +217,16 @@ fn apply_with_marks<M: Measurement>(c: &mut Criterion<M>) {
     group.throughput(Throughput::Elements(1));
     for every in [0u64, 1000, 100] {
         let (_engine, shard) = shard_of(n);
-        let index = AtomicU64::new(1);
-        let writes = AtomicU64::new(0);
+        let mut index = 0;
+        let mut writes = 0;
         let name = match every {
             0 => "no_marks".to_string(),
             n => format!("mark_every_{n}"),
         };
         group.bench_function(name, |b| {
             b.iter(|| {
-                let i = writes.fetch_add(1, Ordering::Relaxed);
-                if every > 0 && i.is_multiple_of(every) {
-                    let mark = Command {
-                        ops: vec![Op::AnchorMark { epoch: i / every }],
-                    };
-                    let at = index.fetch_add(1, Ordering::Relaxed);
-                    shard.apply(at, &mark.encode()).expect("mark");
-                }
-                let write = Command {
-                    ops: vec![Op::Upsert {
-                        collection: "c".into(),
-                        doc: document(i * 7919 % n, i),
-                    }],
-                };
-                let at = index.fetch_add(1, Ordering::Relaxed);
-                black_box(shard.apply(at, &write.encode()).expect("apply"))
+                writes += 1;
+                black_box(apply_write(&shard, &mut index, every, n, writes - 1))
             })
         });
     }

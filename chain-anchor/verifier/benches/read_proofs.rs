@@ -20,27 +20,20 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use stratosdb_engine::{Durability, Engine, Op, Value};
 use stratosdb_proof::hash::doc_hash;
 use stratosdb_verifier::leaves::sort_leaves;
 #[path = "../../../benches/common/cpu_time.rs"]
 mod cpu_time;
 use cpu_time::ThreadCpuTime;
+// The shard of `engine/benches/anchors.rs` (its writes are not used here).
+#[path = "../../../engine/benches/common/mark_workload.rs"]
+#[allow(dead_code)]
+mod mark_workload;
+use mark_workload::shard_of;
 
 use stratosdb_verifier::{
     AnchorPayload, AnchorProof, LeafProof, ReadProof, ShardLeaf, cluster_root,
 };
-
-/// The documents of `engine/benches/anchors.rs`: about 85 bytes of canonical JSON.
-fn document(i: u64) -> Value {
-    Value::from_json_str(&format!(
-        r#"{{"_id":"k{i:07}","name":"user {i}","age":{},"city":"city-{}","active":{},"v":0}}"#,
-        i % 100,
-        i % 50,
-        i.is_multiple_of(2)
-    ))
-    .expect("valid document")
-}
 
 fn sizes() -> Vec<u64> {
     if std::env::var("STRATOSDB_BENCH_FULL").is_ok_and(|v| v == "1") {
@@ -53,19 +46,7 @@ fn sizes() -> Vec<u64> {
 /// 1000 bundles of documents of a shard of `n` (shard 3 of collection `c`,
 /// in an epoch of 8 collections x 8 shards), and the epoch's anchor payload.
 fn bundles(n: u64) -> (Vec<ReadProof>, AnchorPayload) {
-    let engine = Engine::open_temporary().expect("engine");
-    let shard = engine.shard(0).expect("shard");
-    shard.create_collection("c").expect("collection");
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
-        let ops = chunk
-            .iter()
-            .map(|&i| Op::Insert {
-                collection: "c".into(),
-                doc: document(i),
-            })
-            .collect();
-        shard.write(ops, Durability::Buffered).expect("load");
-    }
+    let (_engine, shard) = shard_of(n);
     let mark = shard.record_anchor_mark(1).expect("mark");
     let mut leaves: Vec<ShardLeaf> = ["a", "b", "c", "d", "e", "f", "g", "h"]
         .iter()
