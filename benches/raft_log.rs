@@ -22,7 +22,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use raft::eraftpb::{Entry, HardState};
 use stratosdb_engine::storage::WriteBatch;
-use stratosdb_engine::{Engine, EngineConfig, KvStore as _, KvTree as _, SledStore};
+use stratosdb_engine::{DefaultStore, Engine, EngineConfig, KvStore as _, KvTree as _, SledStore};
 use stratosdb_replication::log::{LOG_DIR, LogStore, RaftLog, SnapshotExport};
 use stratosdb_replication::snapshot::SnapshotFiles;
 
@@ -108,8 +108,12 @@ fn log_write_path(c: &mut Criterion) {
     }
     {
         let dir = tempfile::tempdir().expect("dir");
-        let store = SledStore::open(dir.path(), 64 << 20).expect("sled");
-        let engine = Engine::with_store(store.clone(), EngineConfig::default()).expect("engine");
+        let config = EngineConfig {
+            cache_bytes: 64 << 20,
+            ..EngineConfig::default()
+        };
+        let store = DefaultStore::open(dir.path(), &config).expect("sled");
+        let engine = Engine::with_store(store.clone(), config).expect("engine");
         let raft_log = RaftLog::open(&dir.path().join(LOG_DIR)).expect("raft log");
         let export = SnapshotExport {
             files: SnapshotFiles::open(dir.path(), Duration::from_secs(600), 1 << 30)

@@ -10,6 +10,10 @@ pub struct EngineConfig {
     pub cache_bytes: u64,
     /// Largest raft command [`Shard::apply`] will decode.
     pub max_command_bytes: usize,
+    /// Bytes of applied writes buffered in memory before they are written
+    /// to sled together (`storage/write_back.rs`); 0 writes each batch
+    /// through.
+    pub write_buffer_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -18,6 +22,7 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             cache_bytes: 256 << 20,
             max_command_bytes: MAX_COMMAND_BYTES,
+            write_buffer_bytes: 4 << 20,
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::directory::Directory;
 use crate::limits::GARBAGE_BATCH;
 use crate::shard::{Shard, ShardId};
 use crate::shared::Shared;
-use crate::storage::{KvStore, KvTree, SledStore, WriteBatch};
+use crate::storage::{DefaultStore, KvStore, KvTree, WriteBatch};
 use crate::{EngineError, Result};
 
 /// The storage engine: documents on a [`KvStore`], split into shards.
@@ -35,7 +35,7 @@ use crate::{EngineError, Result};
 ///     .unwrap();
 /// assert_eq!(ids, ["c", "a", "b"]);
 /// ```
-pub struct Engine<S: KvStore = SledStore> {
+pub struct Engine<S: KvStore = DefaultStore> {
     shared: Arc<Shared<S>>,
     /// Open shards, and those being removed. Kept here, not in `Shared`,
     /// which every shard points to: that would be a reference cycle and the
@@ -58,16 +58,17 @@ impl<S: KvStore> Clone for Engine<S> {
     }
 }
 
-impl Engine<SledStore> {
+impl Engine<DefaultStore> {
     /// Opens (or creates) the engine's files in `dir`.
     pub fn open(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Self> {
-        let store = SledStore::open(dir.as_ref(), config.cache_bytes)?;
+        let store = DefaultStore::open(dir.as_ref(), &config)?;
         Engine::with_store(store, config)
     }
 
     /// An engine in a temporary folder that disappears when it is dropped.
     pub fn open_temporary() -> Result<Self> {
-        Engine::with_store(SledStore::temporary()?, EngineConfig::default())
+        let config = EngineConfig::default();
+        Engine::with_store(DefaultStore::temporary(&config)?, config)
     }
 }
 

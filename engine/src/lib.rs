@@ -53,6 +53,6 @@ pub use shard::{
     MarkChange, OpOutcome, ProvenSet, RawDocument, Shard, ShardId, WriteResult,
 };
 pub use snapshot::{PreparedImport, SnapshotSummary};
-pub use storage::{KvStore, KvTree, SledStore};
+pub use storage::{DefaultStore, KvStore, KvTree, SledStore, WriteBack, WriteBackTree};
 pub use stratosdb_proof as proof;
 pub use stratosdb_proof::{Hash, Object, Value};

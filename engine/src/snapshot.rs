@@ -53,7 +53,7 @@ enum Chunk {
 /// A snapshot imported beside its shard and checked, not switched in yet
 /// ([`Shard::prepare_import`], then [`Shard::commit_import`]). Dropped
 /// without a commit, its tree is dropped too.
-pub struct PreparedImport<S: KvStore = crate::SledStore> {
+pub struct PreparedImport<S: KvStore = crate::DefaultStore> {
     shard: crate::ShardId,
     generation: u64,
     staging_name: String,

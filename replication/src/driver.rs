@@ -12,7 +12,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use raft::eraftpb::{ConfChangeV2, ConfState, Message, MessageType};
-use stratosdb_engine::{ApplyOutcome, Command, Engine, Entries, KvStore as _, Shard, SledStore};
+use stratosdb_engine::{ApplyOutcome, Command, DefaultStore, Engine, Entries, KvStore as _, Shard};
 
 use crate::codec::GroupMessage;
 use crate::config::NodeConfig;
@@ -96,7 +96,7 @@ const MAX_REQUESTS_PER_ITERATION: usize = 4096;
 pub(crate) struct Driver {
     pub config: NodeConfig,
     /// The engine's database (the shards): flushed before a compaction.
-    pub store: SledStore,
+    pub store: DefaultStore,
     pub engine: Engine,
     /// Every group's raft log.
     pub log: Arc<RaftLog>,

@@ -1,5 +1,5 @@
 use super::*;
-use stratosdb_engine::{Engine, EngineConfig, KvStore as _, SledStore};
+use stratosdb_engine::{DefaultStore, Engine, EngineConfig, KvStore as _};
 
 fn entry(index: u64, term: u64) -> Entry {
     Entry {
@@ -56,7 +56,7 @@ struct Opened {
     log: LogStore,
     shard: Shard,
     raft_log: Arc<RaftLog>,
-    store: SledStore,
+    store: DefaultStore,
 }
 
 impl Opened {
@@ -68,10 +68,14 @@ impl Opened {
 
 /// sled releases its folder lock when its background thread lets go of the
 /// dropped database, a moment after the drop: retry a reopen briefly.
-fn open_retrying(dir: &std::path::Path) -> SledStore {
+fn open_retrying(dir: &std::path::Path) -> DefaultStore {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        match SledStore::open(dir, 8 << 20) {
+        let config = EngineConfig {
+            cache_bytes: 8 << 20,
+            ..EngineConfig::default()
+        };
+        match DefaultStore::open(dir, &config) {
             Ok(store) => return store,
             Err(_) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(10));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use raft::eraftpb::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
 };
-use stratosdb_engine::{ApplyOutcome, Command, Engine, KvStore as _, Shard, SledStore};
+use stratosdb_engine::{ApplyOutcome, Command, DefaultStore, Engine, KvStore as _, Shard};
 
 use crate::codec::GroupMessage;
 use crate::config::NodeConfig;
@@ -114,7 +114,7 @@ impl RaftNode {
     ) -> Result<RaftNode> {
         let dir = dir.as_ref();
         // sled first: it makes (or checks) the data folder the log goes in.
-        let store = SledStore::open(dir, config.engine.cache_bytes)?;
+        let store = DefaultStore::open(dir, &config.engine)?;
         let legacy: Vec<GroupId> = store
             .tree_names()?
             .iter()
@@ -134,7 +134,7 @@ impl RaftNode {
 
     fn start(
         config: NodeConfig,
-        store: SledStore,
+        store: DefaultStore,
         raft_log: Arc<log::RaftLog>,
         files: Arc<SnapshotFiles>,
         transport: Arc<dyn Transport>,

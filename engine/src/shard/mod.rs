@@ -134,7 +134,7 @@ pub type DocIter = Box<dyn Iterator<Item = Result<(String, Value)>> + Send>;
 pub type IdIter = Box<dyn Iterator<Item = Result<String>> + Send>;
 
 /// A handle on one shard; cheap to clone.
-pub struct Shard<S: KvStore = crate::SledStore> {
+pub struct Shard<S: KvStore = crate::DefaultStore> {
     pub(crate) inner: Arc<ShardInner<S>>,
 }
 

@@ -1,14 +1,37 @@
 //! The storage trait the engine is written against (TiKV's engine_traits idea):
 //! an ordered key-value store of named trees with atomic write batches and an
-//! explicit durability point. [`SledStore`] is the implementation.
+//! explicit durability point. [`SledStore`] is the implementation, behind a
+//! [`WriteBack`] buffer ([`DefaultStore`]).
 
 mod sled_store;
+mod write_back;
 
 use std::ops::Bound;
+use std::path::Path;
 
 pub use sled_store::{SledStore, SledTree};
+pub use write_back::{WriteBack, WriteBackTree};
 
-use crate::Result;
+use crate::{EngineConfig, Result};
+
+/// The store an engine runs on: sled behind a write-back buffer.
+pub type DefaultStore = WriteBack<SledStore>;
+
+impl WriteBack<SledStore> {
+    /// Opens (or creates) the sled database in `dir`, buffered as `config` says.
+    pub fn open(dir: &Path, config: &EngineConfig) -> Result<Self> {
+        let sled = SledStore::open(dir, config.cache_bytes)?;
+        Ok(WriteBack::new(sled, config.write_buffer_bytes))
+    }
+
+    /// A database in a temporary folder, removed when dropped.
+    pub fn temporary(config: &EngineConfig) -> Result<Self> {
+        Ok(WriteBack::new(
+            SledStore::temporary()?,
+            config.write_buffer_bytes,
+        ))
+    }
+}
 
 /// A store of independent ordered trees; the engine keeps one tree per shard.
 pub trait KvStore: Send + Sync + 'static {

@@ -4,8 +4,9 @@
 //! sled's atomic batch (`Tree::apply_batch`) rolls its IO buffer before and
 //! after the batch (so recovery finds it whole): each roll is a write of the
 //! buffer by a sled thread. That is what a batch costs, more than its keys,
-//! so batches are few and large: one per raft loop iteration for all shards
-//! ([`KvStore::apply_all`]), and a single key goes without one.
+//! so batches are few and large: the engine runs this store behind a
+//! write-back buffer (`write_back.rs`) that stores many applies in one
+//! [`KvStore::apply_all`], and a single key goes without one.
 
 use std::ops::Bound;
 use std::path::Path;
