@@ -210,13 +210,20 @@ impl RequestAuth {
             HEADER_NONCE,
             HEADER_SIGNATURE,
         ];
-        if names.iter().all(|n| header(n).is_none()) {
+        // Each header looked up once.
+        let values = names.map(|name| header(name));
+        if values.iter().all(Option::is_none) {
             return Ok(None);
         }
         let get = |name: &str| {
-            header(name).map(str::trim).ok_or_else(|| {
-                VerifyError::BadRequestSignature(format!("header {name} is missing"))
-            })
+            names
+                .iter()
+                .position(|n| *n == name)
+                .and_then(|i| values[i])
+                .map(str::trim)
+                .ok_or_else(|| {
+                    VerifyError::BadRequestSignature(format!("header {name} is missing"))
+                })
         };
         let bad = |name: &str, why: &str| {
             VerifyError::BadRequestSignature(format!("header {name}: {why}"))
