@@ -211,7 +211,7 @@ impl RequestAuth {
             HEADER_SIGNATURE,
         ];
         // Each header looked up once.
-        let values = names.map(|name| header(name));
+        let values = names.map(header);
         if values.iter().all(Option::is_none) {
             return Ok(None);
         }
