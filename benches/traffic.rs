@@ -8,7 +8,7 @@
 //!   recover). Requests are signed before the clock starts, so the client's
 //!   signing does not count: the ratio is the node's cost of a signature.
 //!   `requests` times each batch on the wall clock; `requests_node_cpu`
-//!   measures the node process's CPU time for it (`/proc/PID/stat`), which
+//!   measures the node process's CPU time for it (its CPU clock), which
 //!   the client threads sharing the machine's cores do not blur.
 //! - `settlement_100k`: what a node does to settle an epoch of 100,000
 //!   receipts (`node_volume`: read them back from its receipt log, check
@@ -19,6 +19,9 @@
 //!
 //!   cargo bench --bench traffic
 //!   python3 benches/ratios.py
+//!
+//! `STRATOSDB_BIN=PATH` runs another build's node (e.g. one of `main`) under
+//! the same client code, to compare two builds on one machine.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -32,6 +35,9 @@ use stratosdb::node::traffic::receipts::ReceiptLog;
 use stratosdb_verifier::traffic::{
     Address, Prices, RECEIPT_VERSION, Receipt, RequestAuth, RequestSigner, VolumeReport,
 };
+
+#[path = "common/cpu_time.rs"]
+mod cpu_time;
 
 const THREADS: usize = 4;
 const BATCH: usize = 64;
@@ -53,7 +59,9 @@ impl Drop for Node {
 
 fn start_node() -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stratosdb"))
+    let binary =
+        std::env::var_os("STRATOSDB_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_stratosdb").into());
+    let mut child = Command::new(binary)
         .args([
             "node",
             "--dev",
@@ -138,16 +146,15 @@ fn batch(agent: &ureq::Agent, url: &str, signed: &[Option<RequestAuth>]) -> Dura
 }
 
 /// The node process's CPU time so far (user + system, all its threads,
-/// from `/proc/PID/stat`, in clock ticks).
+/// also those that ended), in nanoseconds: its process CPU clock
+/// (`clock_getcpuclockid`). `/proc/PID/stat` counts in clock ticks of 10 ms,
+/// more than a batch costs the node.
 fn node_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (in parentheses): utime is the 12th, stime the 13th.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf reads a constant of the running system.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_nanos(ticks * 1_000_000_000 / per_second)
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: the call writes the clock id it is given a place for.
+    let rc = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) };
+    assert_eq!(rc, 0, "clock_getcpuclockid({pid})");
+    cpu_time::now(clock)
 }
 
 /// `BATCH` point reads, signed by `payer` (signed before the clock starts:
@@ -193,7 +200,11 @@ fn requests(c: &mut Criterion) {
                         let auths = auths(signer, &cluster_id);
                         let before = node_cpu(pid);
                         let wall = batch(&agent, &node.url, &auths);
-                        total += if cpu { node_cpu(pid) - before } else { wall };
+                        total += if cpu {
+                            node_cpu(pid).saturating_sub(before)
+                        } else {
+                            wall
+                        };
                     }
                     total
                 })

@@ -10,7 +10,9 @@ use stratosdb_verifier::traffic::{Address, DepositEntry, Prices, Receipt, Reques
 mod common;
 use common::cluster::TestCluster;
 use common::http::{assert_error, parse, raw};
-use common::traffic::{cli, cluster_id, new_signer, node_receipts, now_ms, send, sign};
+use common::traffic::{
+    cli, cluster_id, new_signer, node_receipts, now_ms, send, send_headers, sign,
+};
 
 fn prices(url: &str) -> Prices {
     let (status, text) = raw("GET", &format!("{url}/v1/prices"), None);
@@ -193,6 +195,104 @@ fn without_dev_only_signed_funded_requests_are_served() {
     let account_after = account(&url, &who.address().to_string());
     assert_eq!(account_after, fresh, "refused requests change nothing");
     let _: Address = who.address();
+}
+
+/// A payer the node already knows (its key remembered from earlier
+/// requests) is checked as strictly as a new one: any change to what was
+/// signed, a flipped v, a wrong address checksum is 401; other spellings of
+/// the same headers (an upper-case address or nonce) are the same request.
+#[test]
+fn a_known_payers_request_is_refused_when_anything_signed_changes() {
+    let cluster = TestCluster::start_with(1, &["--no-dev"]);
+    let url = cluster.url(0).to_string();
+    let cluster_id = cluster_id(&url);
+    let who = new_signer();
+    let client = Client::new(&url).unwrap().signing(who.clone());
+    client
+        .deposit_signed(&who, 1_000 * stratosdb_verifier::traffic::wei::WEI_PER_STOS)
+        .unwrap();
+    client.sql("CREATE COLLECTION t").unwrap();
+    let path = "/v1/sql";
+    let body = br#"{"sql": "SELECT * FROM t"}"#;
+
+    // Served, and the receipt names the request by the hash the client
+    // computed.
+    let auth = sign(&who, &cluster_id, "POST", path, body);
+    let (s, t, receipt) = send("POST", &url, path, body, Some(&auth));
+    assert_eq!(s, 200, "{t}");
+    let receipt: Receipt = serde_json::from_str(&receipt.expect("a receipt")).unwrap();
+    assert_eq!(
+        receipt.request_hash,
+        auth.request_hash(&cluster_id, "POST", path, body)
+    );
+    assert_eq!(receipt.payer, who.address());
+
+    let refused = |headers: Vec<(&str, String)>, method: &str, sent_path: &str, sent: &[u8]| {
+        let (s, t, receipt) = send_headers(method, &url, sent_path, sent, &headers);
+        assert!(receipt.is_none(), "a refused request has no receipt");
+        assert_error((s, t), 401, "bad_signature")
+    };
+    // Signed for another method, path, query or body.
+    let get = sign(&who, &cluster_id, "GET", path, body);
+    let message = refused(get.headers().to_vec(), "POST", path, body);
+    assert!(message.contains("not by"), "{message}");
+    let other_path = sign(&who, &cluster_id, "POST", "/v1/sql?explain=1", body);
+    refused(other_path.headers().to_vec(), "POST", path, body);
+    let other_body = sign(&who, &cluster_id, "POST", path, br#"{"sql": "SELECT 1"}"#);
+    refused(other_body.headers().to_vec(), "POST", path, body);
+    // The timestamp or nonce changed after signing.
+    let mut later = sign(&who, &cluster_id, "POST", path, body);
+    later.timestamp_ms += 1;
+    refused(later.headers().to_vec(), "POST", path, body);
+    let mut renonced = sign(&who, &cluster_id, "POST", path, body);
+    renonced.nonce[15] ^= 1;
+    refused(renonced.headers().to_vec(), "POST", path, body);
+    // v flipped (either spelling): the same (r, s) verifies against the
+    // payer's key, but recovers another.
+    for spelling in [0u8, 27] {
+        let mut flipped = sign(&who, &cluster_id, "POST", path, body);
+        flipped.signature[64] = spelling + (1 - (flipped.signature[64] - 27));
+        let message = refused(flipped.headers().to_vec(), "POST", path, body);
+        assert!(message.contains(&who.address().to_string()), "{message}");
+    }
+    // A mixed-case address whose checksum is wrong, and a signature header
+    // one digit short: named.
+    let fresh = sign(&who, &cluster_id, "POST", path, body);
+    let mut headers = fresh.headers().to_vec();
+    let spelled = who.address().to_string();
+    let at = spelled[2..]
+        .find(|c: char| c.is_ascii_alphabetic())
+        .expect("an address with a letter")
+        + 2;
+    let mut wrong: Vec<char> = spelled.chars().collect();
+    wrong[at] = if wrong[at].is_ascii_uppercase() {
+        wrong[at].to_ascii_lowercase()
+    } else {
+        wrong[at].to_ascii_uppercase()
+    };
+    let wrong: String = wrong.into_iter().collect();
+    let mixed = wrong[2..].chars().any(|c| c.is_ascii_lowercase())
+        && wrong[2..].chars().any(|c| c.is_ascii_uppercase());
+    if mixed {
+        headers[0].1 = wrong;
+        let message = refused(headers.clone(), "POST", path, body);
+        assert!(message.contains("x-stratos-address"), "{message}");
+        assert!(message.contains("checksum"), "{message}");
+    }
+    headers = fresh.headers().to_vec();
+    headers[3].1.pop();
+    let message = refused(headers, "POST", path, body);
+    assert!(message.contains("x-stratos-signature"), "{message}");
+
+    // The same headers spelled in upper case: the same request, served once.
+    let upper = sign(&who, &cluster_id, "POST", path, body);
+    let mut headers = upper.headers().to_vec();
+    headers[0].1 = format!("0x{}", who.address().to_lower_hex()[2..].to_uppercase());
+    headers[2].1 = headers[2].1.to_uppercase();
+    let (s, t, _) = send_headers("POST", &url, path, body, &headers);
+    assert_eq!(s, 200, "{t}");
+    let (s, t, _) = send("POST", &url, path, body, Some(&upper));
+    assert_error((s, t), 401, "replayed_request");
 }
 
 /// A deposit body for `signer`'s account.

@@ -15,7 +15,8 @@ pub struct ThreadCpuTime;
 /// work a benchmark hands to background threads too (sled's flushers).
 pub struct ProcessCpuTime;
 
-fn now(clock: libc::clockid_t) -> Duration {
+/// The time of `clock` now.
+pub fn now(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

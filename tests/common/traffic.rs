@@ -44,20 +44,32 @@ pub fn send(
     body: &[u8],
     auth: Option<&RequestAuth>,
 ) -> (u16, String, Option<String>) {
+    let headers: Vec<(&str, String)> = auth.map(|a| a.headers().to_vec()).unwrap_or_default();
+    send_headers(method, url, path, body, &headers)
+}
+
+/// One request (GET, or POST with a JSON body) with these headers as they
+/// are: status, body and the receipt header.
+pub fn send_headers(
+    method: &str,
+    url: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, String)],
+) -> (u16, String, Option<String>) {
     let agent = agent(Duration::from_secs(30));
     let full = format!("{url}{path}");
-    let headers: Vec<(&str, String)> = auth.map(|a| a.headers().to_vec()).unwrap_or_default();
     let sent = match method {
         "GET" => {
             let mut r = agent.get(&full);
-            for (n, v) in &headers {
+            for (n, v) in headers {
                 r = r.header(*n, v);
             }
             r.call()
         }
         _ => {
             let mut r = agent.post(&full).header("content-type", "application/json");
-            for (n, v) in &headers {
+            for (n, v) in headers {
                 r = r.header(*n, v);
             }
             r.send(body)

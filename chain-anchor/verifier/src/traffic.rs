@@ -26,7 +26,7 @@ pub use payout::{PAYOUT_LEN, PayoutEntry};
 pub use receipt::{Prices, RECEIPT_VERSION, Receipt};
 pub use request::{
     HEADER_ADDRESS, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, RequestAuth, RequestSigner,
-    eip191_hash, keccak256, recover, request_message,
+    eip191_hash, keccak256, recover, request_hash, request_message,
 };
 pub use settlement::{
     NodeVolume, ReportSignature, SettlementEntry, VolumeReport, WalletVolume, receipts_hash,

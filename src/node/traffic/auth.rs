@@ -2,6 +2,7 @@
 //! (`docs/traffic.md`), or, on a `--dev` cluster, the dev account for an
 //! unsigned request. Every refusal is a 401 whose message names the problem.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,8 @@ pub fn now_ms() -> u64 {
 /// leaves the window, after which the request is refused as stale anyway.
 pub struct ReplayMemory {
     window: Duration,
+    /// [`MAX_NONCES`] (smaller in tests).
+    limit: usize,
     inner: Mutex<Seen>,
 }
 
@@ -45,6 +48,7 @@ impl ReplayMemory {
     pub fn new(window: Duration) -> ReplayMemory {
         ReplayMemory {
             window,
+            limit: MAX_NONCES,
             inner: Mutex::new(Seen::default()),
         }
     }
@@ -55,20 +59,23 @@ impl ReplayMemory {
             .timestamp_ms
             .saturating_add(self.window.as_millis() as u64);
         let mut seen = self.inner.lock();
+        let Seen { nonces, order } = &mut *seen;
         let key = (payer, auth.nonce);
-        if seen.nonces.contains_key(&key) {
-            return Ok(false);
-        }
-        if seen.nonces.len() >= MAX_NONCES {
-            return Err(BackendError::new(
+        let full = nonces.len() >= self.limit;
+        // One lookup (one hash of the key) finds it or its place.
+        match nonces.entry(key) {
+            Entry::Occupied(_) => Ok(false),
+            Entry::Vacant(_) if full => Err(BackendError::new(
                 ErrorClass::Unavailable,
                 "busy",
                 "this node remembers too many recent requests to check another for replay; retry shortly",
-            ));
+            )),
+            Entry::Vacant(place) => {
+                place.insert(expiry);
+                order.push_back((expiry, key));
+                Ok(true)
+            }
         }
-        seen.nonces.insert(key, expiry);
-        seen.order.push_back((expiry, key));
-        Ok(true)
     }
 
     /// Forgets nonces whose timestamps left the window. Arrival order is
@@ -160,5 +167,47 @@ impl Traffic {
             address: auth.address,
             request_hash,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(payer: u8, nonce: u8, timestamp_ms: u64) -> (Address, RequestAuth) {
+        let address = Address([payer; 20]);
+        let auth = RequestAuth {
+            address,
+            timestamp_ms,
+            nonce: [nonce; 16],
+            signature: [0; 65],
+        };
+        (address, auth)
+    }
+
+    #[test]
+    fn a_nonce_is_refused_the_second_time_until_it_expires_and_a_full_memory_is_busy() {
+        let mut memory = ReplayMemory::new(Duration::from_secs(60));
+        memory.limit = 3;
+        let now = now_ms();
+        let (a, expired) = request(1, 2, now - 61_000);
+        assert!(memory.first_time(a, &expired).unwrap());
+        let (_, first) = request(1, 1, now);
+        assert!(memory.first_time(a, &first).unwrap());
+        assert!(!memory.first_time(a, &first).unwrap(), "a replay");
+        // Another payer's same nonce: new.
+        let (b, same_nonce) = request(2, 1, now);
+        assert!(memory.first_time(b, &same_nonce).unwrap());
+        // Full: a new nonce is refused as busy, a replay still as a replay.
+        let (_, fourth) = request(1, 3, now);
+        let busy = memory.first_time(a, &fourth).unwrap_err();
+        assert!(busy.to_string().contains("retry shortly"), "{busy}");
+        assert!(!memory.first_time(a, &first).unwrap());
+        // The expired one (the oldest) is forgotten: it would be refused as
+        // stale anyway, and its room is free.
+        memory.forget_expired();
+        assert!(memory.first_time(a, &fourth).unwrap());
+        assert!(!memory.first_time(a, &first).unwrap());
+        assert!(!memory.first_time(b, &same_nonce).unwrap());
     }
 }

@@ -8,6 +8,7 @@ use k256::ecdsa::VerifyingKey;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::keccak256;
+use super::request::{hex_array, lower_hex};
 use crate::VerifyError;
 
 /// The human-readable part of an account's address on Stratos.
@@ -55,20 +56,29 @@ impl Address {
         format!("0x{}", hex::encode(self.0))
     }
 
+    /// `0x` and the 40 digits of [`Address::eip55_digits`].
     fn eip55(&self) -> String {
-        let lower = hex::encode(self.0);
-        let hash = keccak256(lower.as_bytes());
         let mut out = String::with_capacity(42);
         out.push_str("0x");
-        for (i, c) in lower.chars().enumerate() {
-            let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
-            out.push(if c.is_ascii_alphabetic() && nibble >= 8 {
-                c.to_ascii_uppercase()
-            } else {
-                c
-            });
-        }
+        // The digits are ASCII.
+        out.push_str(std::str::from_utf8(&self.eip55_digits()).unwrap_or_default());
         out
+    }
+
+    /// The 40 hex digits with EIP-55's case: a letter is upper case where
+    /// the nibble at its place in the keccak of the lowercase digits is 8 or
+    /// more.
+    fn eip55_digits(&self) -> [u8; 40] {
+        let mut digits = [0u8; 40];
+        lower_hex(&self.0, &mut digits);
+        let hash = keccak256(&digits);
+        for (i, digit) in digits.iter_mut().enumerate() {
+            let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
+            if nibble >= 8 {
+                digit.make_ascii_uppercase();
+            }
+        }
+        digits
     }
 }
 
@@ -107,14 +117,10 @@ impl FromStr for Address {
         if digits.len() != 40 {
             return Err(bad("expected 40 hex digits after 0x"));
         }
-        let bytes: [u8; 20] = hex::decode(digits)
-            .map_err(|_| bad("not hex"))?
-            .try_into()
-            .map_err(|_| bad("expected 20 bytes"))?;
-        let address = Address(bytes);
-        let mixed = digits.chars().any(|c| c.is_ascii_lowercase())
-            && digits.chars().any(|c| c.is_ascii_uppercase());
-        if mixed && address.eip55()[2..] != *digits {
+        let address = Address(hex_array(digits).ok_or_else(|| bad("not hex"))?);
+        let mixed = digits.bytes().any(|c| c.is_ascii_lowercase())
+            && digits.bytes().any(|c| c.is_ascii_uppercase());
+        if mixed && address.eip55_digits() != digits.as_bytes() {
             return Err(bad("wrong EIP-55 checksum (check the letters' case)"));
         }
         Ok(address)
@@ -150,6 +156,29 @@ mod tests {
             let a: Address = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
             assert_eq!(s.to_lowercase().parse::<Address>().unwrap(), a);
+            assert_eq!(
+                format!("0x{}", s[2..].to_uppercase())
+                    .parse::<Address>()
+                    .unwrap(),
+                a
+            );
+            assert_eq!(a.to_lower_hex(), s.to_lowercase());
+            // Any one letter's case changed: a wrong checksum, refused.
+            for (i, c) in s.char_indices().skip(2) {
+                if !c.is_ascii_alphabetic() {
+                    continue;
+                }
+                let flipped = if c.is_ascii_uppercase() {
+                    c.to_ascii_lowercase()
+                } else {
+                    c.to_ascii_uppercase()
+                };
+                let changed = format!("{}{flipped}{}", &s[..i], &s[i + 1..]);
+                let mixed = changed[2..].chars().any(|c| c.is_ascii_lowercase())
+                    && changed[2..].chars().any(|c| c.is_ascii_uppercase());
+                let err = changed.parse::<Address>();
+                assert_eq!(err.is_err(), mixed, "{changed}");
+            }
         }
     }
 

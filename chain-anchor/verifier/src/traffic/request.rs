@@ -51,15 +51,139 @@ pub fn request_message(
     timestamp_ms: u64,
     nonce: &[u8; 16],
 ) -> String {
-    format!(
-        "stratosdb request\ncluster: {}\nmethod: {}\npath: {}\nbody-sha256: {}\ntimestamp: {}\nnonce: {}",
-        hex::encode(cluster_id),
-        method,
-        path_and_query,
-        hex::encode(Sha256::digest(body)),
-        timestamp_ms,
-        hex::encode(nonce),
-    )
+    let mut text = Vec::with_capacity(256 + path_and_query.len());
+    RequestText::new(cluster_id, body, timestamp_ms, nonce)
+        .pieces(method, path_and_query)
+        .iter()
+        .for_each(|piece| text.extend_from_slice(piece));
+    // Every piece is ASCII or one of the two `&str`s.
+    String::from_utf8(text).unwrap_or_default()
+}
+
+/// The EIP-191 hash of [`request_message`], hashed piece by piece as it is
+/// written (no text built): what a node computes for every signed request.
+pub fn request_hash(
+    cluster_id: &[u8; 32],
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    timestamp_ms: u64,
+    nonce: &[u8; 16],
+) -> [u8; 32] {
+    let text = RequestText::new(cluster_id, body, timestamp_ms, nonce);
+    let pieces = text.pieces(method, path_and_query);
+    let mut length = Decimal::default();
+    let mut h = Keccak256::new();
+    h.update(b"\x19Ethereum Signed Message:\n");
+    h.update(length.of(pieces.iter().map(|p| p.len() as u64).sum()));
+    for piece in pieces {
+        h.update(piece);
+    }
+    h.finalize().into()
+}
+
+/// SHA-256 of no bytes, in hex: the body hash of every GET.
+const EMPTY_BODY_SHA256: &[u8; 64] =
+    b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// The variable parts of a request's text, spelled out on the stack.
+struct RequestText {
+    cluster: [u8; 64],
+    body_sha256: [u8; 64],
+    timestamp: Decimal,
+    nonce: [u8; 32],
+}
+
+impl RequestText {
+    fn new(cluster_id: &[u8; 32], body: &[u8], timestamp_ms: u64, nonce: &[u8; 16]) -> Self {
+        let mut text = RequestText {
+            cluster: [0; 64],
+            body_sha256: *EMPTY_BODY_SHA256,
+            timestamp: Decimal::default(),
+            nonce: [0; 32],
+        };
+        lower_hex(cluster_id, &mut text.cluster);
+        if !body.is_empty() {
+            lower_hex(&Sha256::digest(body), &mut text.body_sha256);
+        }
+        text.timestamp.of(timestamp_ms);
+        lower_hex(nonce, &mut text.nonce);
+        text
+    }
+
+    /// The text, in order: its only definition.
+    fn pieces<'a>(&'a self, method: &'a str, path_and_query: &'a str) -> [&'a [u8]; 12] {
+        [
+            b"stratosdb request\ncluster: ",
+            &self.cluster,
+            b"\nmethod: ",
+            method.as_bytes(),
+            b"\npath: ",
+            path_and_query.as_bytes(),
+            b"\nbody-sha256: ",
+            &self.body_sha256,
+            b"\ntimestamp: ",
+            self.timestamp.digits(),
+            b"\nnonce: ",
+            &self.nonce,
+        ]
+    }
+}
+
+/// A `u64` in decimal, without allocating.
+#[derive(Default)]
+struct Decimal {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    fn of(&mut self, mut n: u64) -> &[u8] {
+        self.start = self.buf.len();
+        loop {
+            self.start -= 1;
+            self.buf[self.start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return self.digits();
+            }
+        }
+    }
+
+    fn digits(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// `bytes` as lowercase hex into `out` (twice as long).
+pub(crate) fn lower_hex(bytes: &[u8], out: &mut [u8]) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
+    }
+}
+
+/// Exactly `2 × N` hex digits (either case) as `N` bytes.
+pub(crate) fn hex_array<const N: usize>(digits: &str) -> Option<[u8; N]> {
+    fn value(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            b'A'..=b'F' => Some(digit - b'A' + 10),
+            _ => None,
+        }
+    }
+    let digits = digits.as_bytes();
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = value(pair[0])? << 4 | value(pair[1])?;
+    }
+    Some(out)
 }
 
 /// A request's signature headers, parsed.
@@ -86,13 +210,20 @@ impl RequestAuth {
             HEADER_NONCE,
             HEADER_SIGNATURE,
         ];
-        if names.iter().all(|n| header(n).is_none()) {
+        // Each header looked up once.
+        let values = names.map(header);
+        if values.iter().all(Option::is_none) {
             return Ok(None);
         }
         let get = |name: &str| {
-            header(name).map(str::trim).ok_or_else(|| {
-                VerifyError::BadRequestSignature(format!("header {name} is missing"))
-            })
+            names
+                .iter()
+                .position(|n| *n == name)
+                .and_then(|i| values[i])
+                .map(str::trim)
+                .ok_or_else(|| {
+                    VerifyError::BadRequestSignature(format!("header {name} is missing"))
+                })
         };
         let bad = |name: &str, why: &str| {
             VerifyError::BadRequestSignature(format!("header {name}: {why}"))
@@ -106,14 +237,10 @@ impl RequestAuth {
                 "expected milliseconds since the Unix epoch",
             )
         })?;
-        let nonce: [u8; 16] = hex::decode(get(HEADER_NONCE)?)
-            .ok()
-            .and_then(|b| b.try_into().ok())
+        let nonce: [u8; 16] = hex_array(get(HEADER_NONCE)?)
             .ok_or_else(|| bad(HEADER_NONCE, "expected 32 hex digits"))?;
         let sig = get(HEADER_SIGNATURE)?;
-        let signature: [u8; 65] = hex::decode(sig.strip_prefix("0x").unwrap_or(sig))
-            .ok()
-            .and_then(|b| b.try_into().ok())
+        let signature: [u8; 65] = hex_array(sig.strip_prefix("0x").unwrap_or(sig))
             .ok_or_else(|| bad(HEADER_SIGNATURE, "expected 0x and 130 hex digits (r, s, v)"))?;
         Ok(Some(RequestAuth {
             address,
@@ -145,15 +272,14 @@ impl RequestAuth {
         path_and_query: &str,
         body: &[u8],
     ) -> [u8; 32] {
-        let message = request_message(
+        request_hash(
             cluster_id,
             method,
             path_and_query,
             body,
             self.timestamp_ms,
             &self.nonce,
-        );
-        eip191_hash(message.as_bytes())
+        )
     }
 
     /// Checks that the signature over this request is the claimed payer's,
@@ -340,6 +466,72 @@ mod tests {
                 "bit {bit}"
             );
         }
+    }
+
+    /// The text as `docs/traffic.md` spells it, built the plain way.
+    fn documented_text(
+        cluster: &[u8; 32],
+        method: &str,
+        path: &str,
+        body: &[u8],
+        timestamp_ms: u64,
+        nonce: &[u8; 16],
+    ) -> String {
+        format!(
+            "stratosdb request\ncluster: {}\nmethod: {}\npath: {}\nbody-sha256: {}\ntimestamp: {}\nnonce: {}",
+            hex::encode(cluster),
+            method,
+            path,
+            hex::encode(Sha256::digest(body)),
+            timestamp_ms,
+            hex::encode(nonce),
+        )
+    }
+
+    #[test]
+    fn the_streamed_request_hash_is_the_hash_of_the_documented_text() {
+        let long_path = format!("/v1/collections/t/docs/{}?q=é", "x".repeat(300));
+        let long_body = vec![0xa5u8; 1000];
+        for (i, (method, path, body)) in [
+            ("GET", "/v1/collections/t/docs/d1", &b""[..]),
+            ("POST", "/v1/sql", &b"{\"sql\":\"SELECT 1\"}"[..]),
+            ("DELETE", long_path.as_str(), &long_body[..]),
+            ("", "", &b""[..]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for timestamp_ms in [0, 7, 1_764_806_400_000, u64::MAX] {
+                let cluster = [i as u8 * 31 + 1; 32];
+                let nonce = [(timestamp_ms % 251) as u8 ^ 0x5c; 16];
+                let text = documented_text(&cluster, method, path, body, timestamp_ms, &nonce);
+                assert_eq!(
+                    request_message(&cluster, method, path, body, timestamp_ms, &nonce),
+                    text
+                );
+                assert_eq!(
+                    request_hash(&cluster, method, path, body, timestamp_ms, &nonce),
+                    eip191_hash(text.as_bytes()),
+                    "{method} {path} {timestamp_ms}"
+                );
+            }
+        }
+        assert_eq!(
+            &EMPTY_BODY_SHA256[..],
+            hex::encode(Sha256::digest(b"")).as_bytes()
+        );
+    }
+
+    #[test]
+    fn hex_arrays_take_either_case_and_exact_lengths_only() {
+        assert_eq!(hex_array::<2>("0aFf"), Some([0x0a, 0xff]));
+        assert_eq!(hex_array::<2>("0AfF"), Some([0x0a, 0xff]));
+        for bad in ["0af", "0aff0", "0ag0", " 0af", "0a f", "", "é0a"] {
+            assert_eq!(hex_array::<2>(bad), None, "{bad:?}");
+        }
+        let mut out = [0u8; 6];
+        lower_hex(&[0x00, 0x9f, 0xa0], &mut out);
+        assert_eq!(&out, b"009fa0");
     }
 
     #[test]
