@@ -48,6 +48,7 @@ PAIRS = [
     ("verify with a fixed-base key table (k256) vs libsecp256k1, cached key (CPU)", "verify_cached_key/fixed_base", "verify_cached_key/libsecp256k1"),
     ("  k256's own verify_prehash vs libsecp256k1, cached key (CPU)", "verify_cached_key/k256", "verify_cached_key/libsecp256k1"),
     ("a node's settlement of 100k receipts vs reading them back", "settlement_100k/node_volume", "settlement_100k/read_receipts"),
+    ("a node's settlement of 100k receipts from its running volume vs building it from them read back", "settlement_100k/closed_volume", "settlement_100k/node_volume"),
     ("the auditor's check of 100k receipts vs reading them back", "settlement_100k/audit_volume", "settlement_100k/read_receipts"),
 ]
 

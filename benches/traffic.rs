@@ -260,6 +260,14 @@ fn settlement(c: &mut Criterion) {
             assert_eq!(report.wallet_volumes.len(), 16);
         })
     });
+    // What a node does now: its running volume of the epoch, kept as the
+    // receipts were issued (`ReceiptLog::close_volume`), nothing read back.
+    group.bench_function("closed_volume", |b| {
+        b.iter(|| {
+            let report = log.close_volume(1, [1; 32]).unwrap();
+            assert_eq!(report.wallet_volumes.len(), 16);
+        })
+    });
     group.bench_function("audit_volume", |b| {
         b.iter(|| {
             let receipts = log.epoch_receipts(1).unwrap();

@@ -20,7 +20,11 @@
 # CONNS (64), MEASURE_SECONDS (10, each measurement), ROUNDS (1), P2P_BASE/HTTP_BASE
 # (34500/34600 for the first cluster, +10 for each next one; apart from run.sh's), STRATOSDB_BASE (/tmp/perf-cpu), PERF_RECORD
 # (set: `perf record -e cpu-clock` of every node during the run, into PEERS_OUT;
-# PERF_CALL_GRAPH=dwarf for call stacks through Rust code without frame pointers).
+# PERF_CALL_GRAPH=dwarf for call stacks through Rust code without frame pointers),
+# TIMELINE (set: the measured wrk run also records replies per 50 ms window and
+# each traffic epoch's first reply, into PEERS_OUT/LABEL.timeline.txt; read
+# them with benches/peers/timeline.py), THREADS (set: CPU per request of each
+# node's threads by name, into PEERS_OUT/LABEL.threads.txt).
 # wrk sends to the node leading most shards of the collection, as run.sh.
 # Prints one line per measurement: µs of CPU per write or read (all nodes, and
 # per node), context switches per request, requests/s.
@@ -90,6 +94,7 @@ measure() {
     # Warm-up (connections, caches), not measured.
     wrk -t2 -c"$CONNS" -d2s --timeout 10s -s "$PEERS_DIR/http/json_post.lua" "$url" >/dev/null 2>&1 || true
     before=(); for p in $(pids); do before+=("$(sample "$p")"); done
+    if [ -n "${THREADS:-}" ]; then "$HERE/threads.py" snapshot $(pids) >"$OUT/$label.threads.before"; fi
     raw="$OUT/$label.wrk.txt"
     local recorders=()
     if [ -n "${PERF_RECORD:-}" ]; then
@@ -98,13 +103,19 @@ measure() {
             recorders+=($!)
         done
     fi
-    wrk -t2 -c"$CONNS" -d"${SECONDS_EACH}s" --timeout 10s -s "$PEERS_DIR/http/json_post.lua" "$url" >"$raw" 2>&1 || true
+    local script=$PEERS_DIR/http/json_post.lua
+    if [ -n "${TIMELINE:-}" ]; then script=$HERE/timeline.lua; export TIMELINE_OUT=$OUT/$label.timeline.txt; fi
+    wrk -t2 -c"$CONNS" -d"${SECONDS_EACH}s" --timeout 10s -s "$script" "$url" >"$raw" 2>&1 || true
     after=(); for p in $(pids); do after+=("$(sample "$p")"); done
+    if [ -n "${THREADS:-}" ]; then "$HERE/threads.py" snapshot $(pids) >"$OUT/$label.threads.after"; fi
     for p in "${recorders[@]}"; do wait "$p" || true; done
     reqs=$(sed -n 's/.*"requests":\([0-9]*\).*/\1/p' "$raw" | tail -1)
     non2xx=$(sed -n 's/.*Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' "$raw" | tail -1)
     reqs=$(( ${reqs:-0} - ${non2xx:-0} ))
     [ "$reqs" -gt 0 ] || { log "$label: no successful ${unit}s (see $raw)"; return 0; }
+    if [ -n "${THREADS:-}" ]; then
+        "$HERE/threads.py" diff "$OUT/$label.threads.before" "$OUT/$label.threads.after" "$reqs" >"$OUT/$label.threads.txt"
+    fi
     local i per="" tot=0 ctx=0 b a
     for i in "${!before[@]}"; do
         read -r -a b <<<"${before[$i]}"; read -r -a a <<<"${after[$i]}"

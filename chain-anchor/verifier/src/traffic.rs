@@ -29,5 +29,6 @@ pub use request::{
     eip191_hash, keccak256, recover, request_hash, request_message,
 };
 pub use settlement::{
-    NodeVolume, ReportSignature, SettlementEntry, VolumeReport, WalletVolume, receipts_hash,
+    NodeVolume, ReportSignature, SettlementEntry, VolumeBuilder, VolumeReport, WalletVolume,
+    receipts_hash,
 };

@@ -4,7 +4,10 @@
 //! a crash was never returned to a client, so it is cut off) and numbering
 //! goes on from there. A receipt is written (to the OS) before its reply is
 //! sent, and the file is synced in the background at least every
-//! [`SYNC_EVERY`]; settlement reads the log.
+//! [`SYNC_EVERY`]. Settlement takes an epoch's volume from a running
+//! [`VolumeBuilder`] the log keeps beside each epoch it issued receipts in
+//! (so closing an epoch does not read them back), and from the file for an
+//! epoch that began before the log was opened.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -16,11 +19,15 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use parking_lot::Mutex;
-use stratosdb_verifier::traffic::Receipt;
+use stratosdb_verifier::VerifyError;
+use stratosdb_verifier::traffic::{Receipt, VolumeBuilder, VolumeReport};
 
 /// Longest time a written receipt waits for its sync.
 pub const SYNC_EVERY: Duration = Duration::from_millis(200);
 const FILE: &str = "receipts.jsonl";
+/// How many epochs below the floor keep their running volume (an epoch is
+/// closed again when its report is signed; an older one is read back).
+const VOLUMES_KEPT: u64 = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiptLogError {
@@ -35,6 +42,10 @@ pub enum ReceiptLogError {
         line: u64,
         reason: String,
     },
+    /// The epoch's receipts do not make a volume (a check of
+    /// [`VolumeReport::from_own_receipts`] failed).
+    #[error("{0}")]
+    Volume(#[from] VerifyError),
 }
 
 struct Inner {
@@ -46,6 +57,10 @@ struct Inner {
     /// The receipts of each epoch: epochs only grow along the log, so each
     /// epoch's receipts are one run of sequences.
     epochs: BTreeMap<u64, Span>,
+    /// The running volume of each epoch whose first receipt this process
+    /// issued (none for an epoch that had receipts when the log was opened,
+    /// or whose receipts failed a check: those are read back).
+    volumes: BTreeMap<u64, VolumeBuilder>,
 }
 
 /// An epoch's receipts in the log: sequences `first..=last`, the first at
@@ -104,6 +119,7 @@ impl ReceiptLog {
                 dirty: false,
                 end: intact,
                 epochs,
+                volumes: BTreeMap::new(),
             }),
             floor: AtomicU64::new(0),
             stopped: Arc::new(AtomicBool::new(false)),
@@ -161,7 +177,7 @@ impl ReceiptLog {
         let newest = inner.epochs.keys().next_back().copied().unwrap_or(0);
         receipt.epoch = receipt.epoch.max(self.floor()).max(newest);
         receipt.sequence = inner.next;
-        receipt.sign(&self.key);
+        let hash = receipt.sign(&self.key);
         // Plain data always encodes.
         let json = serde_json::to_string(&receipt).unwrap_or_default();
         let line = format!("{json}\n");
@@ -170,15 +186,27 @@ impl ReceiptLog {
             .write_all(line.as_bytes())
             .map_err(self.io_error())?;
         let (sequence, offset) = (inner.next, inner.end);
-        inner
-            .epochs
-            .entry(receipt.epoch)
-            .and_modify(|span| span.last = sequence)
-            .or_insert(Span {
-                first: sequence,
-                last: sequence,
-                offset,
-            });
+        let epoch = receipt.epoch;
+        match inner.epochs.entry(epoch) {
+            std::collections::btree_map::Entry::Occupied(mut span) => {
+                span.get_mut().last = sequence
+            }
+            std::collections::btree_map::Entry::Vacant(span) => {
+                span.insert(Span {
+                    first: sequence,
+                    last: sequence,
+                    offset,
+                });
+                let volume = VolumeBuilder::new(receipt.cluster_id, epoch, receipt.node_key);
+                inner.volumes.insert(epoch, volume);
+            }
+        }
+        if let Some(volume) = inner.volumes.get_mut(&epoch)
+            && volume.add(&receipt, &hash).is_err()
+        {
+            // Closing the epoch reads it back and reports what is wrong.
+            inner.volumes.remove(&epoch);
+        }
         inner.next += 1;
         inner.end += line.len() as u64;
         inner.dirty = true;
@@ -199,6 +227,50 @@ impl ReceiptLog {
             return Ok(Vec::new());
         };
         self.read_span(span)
+    }
+
+    /// Closes `epoch` (as [`ReceiptLog::close`]) and returns this node's
+    /// volume report of it in `cluster_id` (what
+    /// [`VolumeReport::from_own_receipts`] makes of its receipts): from the
+    /// epoch's running volume when the log has it, else from its receipts
+    /// read back. Receipts that fail a check are a [`ReceiptLogError::Volume`].
+    pub fn close_volume(
+        &self,
+        epoch: u64,
+        cluster_id: [u8; 32],
+    ) -> Result<VolumeReport, ReceiptLogError> {
+        let (span, volume) = {
+            let mut inner = self.inner.lock();
+            let floor = self
+                .floor
+                .fetch_max(epoch.saturating_add(1), Ordering::AcqRel)
+                .max(epoch.saturating_add(1));
+            let kept = floor.saturating_sub(VOLUMES_KEPT);
+            inner.volumes = inner.volumes.split_off(&kept);
+            let span = inner.epochs.get(&epoch).copied();
+            let volume = inner.volumes.get(&epoch).cloned();
+            (span, volume)
+        };
+        let Some(span) = span else {
+            return Ok(VolumeBuilder::new(cluster_id, epoch, self.node_key()).report());
+        };
+        match volume {
+            Some(volume)
+                if volume.cluster_id() == cluster_id
+                    && volume.sequences() == Some((span.first, span.last)) =>
+            {
+                Ok(volume.report())
+            }
+            _ => {
+                let receipts = self.read_span(span)?;
+                Ok(VolumeReport::from_own_receipts(
+                    cluster_id,
+                    epoch,
+                    self.node_key(),
+                    receipts,
+                )?)
+            }
+        }
     }
 
     /// The receipts of `epoch` issued so far.
@@ -423,6 +495,63 @@ mod tests {
                 .zip(1..)
                 .all(|(r, n)| r.sequence == n && r.verify().is_ok())
         );
+    }
+
+    /// The volume an epoch's close gives without reading the log back is
+    /// the one its receipts read back give, for every epoch: issued by this
+    /// process, begun before a reopen and continued after it, or empty.
+    #[test]
+    fn closed_volumes_are_what_the_receipts_read_back_give() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let node = key.verifying_key().to_bytes();
+        let cluster = blank().cluster_id;
+        let issue = |log: &ReceiptLog, epoch: u64, payer: u8, bytes: u64| {
+            let mut r = blank();
+            r.epoch = epoch;
+            r.payer = Address([payer; 20]);
+            r.bytes = bytes;
+            r.fee = r.prices.fee(bytes, r.documents).unwrap();
+            log.issue(r).unwrap()
+        };
+        let from_file = |log: &ReceiptLog, epoch: u64| {
+            let receipts = log.epoch_receipts(epoch).unwrap();
+            VolumeReport::from_own_receipts(cluster, epoch, node, receipts).unwrap()
+        };
+        {
+            let log = ReceiptLog::open(dir.path(), key.clone()).unwrap();
+            for n in 0..30u64 {
+                issue(&log, 3 + n / 10, (n % 3) as u8, 100 + n);
+            }
+            let expected = from_file(&log, 3);
+            assert_eq!(expected.node_volumes[0].receipts(), 10);
+            assert_eq!(expected.wallet_volumes.len(), 3);
+            assert_eq!(log.close_volume(3, cluster).unwrap(), expected);
+            // Closed again (its report is signed later): the same.
+            assert_eq!(log.close_volume(3, cluster).unwrap(), expected);
+            // Another cluster's settlement of it is refused, as the
+            // receipts read back are.
+            let other = log.close_volume(4, [7; 32]).unwrap_err();
+            assert!(matches!(other, ReceiptLogError::Volume(_)), "{other}");
+            // An epoch without receipts: no node volume.
+            let empty = log.close_volume(2, cluster).unwrap();
+            assert!(empty.node_volumes.is_empty() && empty.wallet_volumes.is_empty());
+            assert_eq!(empty, from_file(&log, 2));
+        }
+        // Epoch 5 began before the reopen and goes on after it: its running
+        // volume would miss the first part, so it is read back; epoch 6 is
+        // this process's alone.
+        let log = ReceiptLog::open(dir.path(), key).unwrap();
+        issue(&log, 5, 1, 500);
+        issue(&log, 6, 2, 600);
+        issue(&log, 6, 1, 601);
+        for epoch in [5, 6] {
+            let expected = from_file(&log, epoch);
+            assert_eq!(log.close_volume(epoch, cluster).unwrap(), expected);
+        }
+        assert_eq!(from_file(&log, 5).node_volumes[0].receipts(), 11);
+        // A receipt issued after the close goes to the next epoch.
+        assert_eq!(issue(&log, 6, 1, 700).epoch, 7);
     }
 
     #[test]

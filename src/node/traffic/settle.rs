@@ -35,6 +35,7 @@ use stratosdb_verifier::traffic::{
 
 use super::Traffic;
 use super::accounts::{self, TRAFFIC_COLLECTION};
+use super::receipts::ReceiptLogError;
 use crate::node::backend::BackendError;
 use crate::node::cluster::{NodeError, node_key_of, show_id};
 
@@ -184,15 +185,11 @@ impl Traffic {
             .map_err(|e| NodeError::new("malformed", format!("settlement request: {e}"), false))?;
         let reply = match request {
             SettleRequest::Close { epoch } => {
-                let receipts = self
-                    .receipts
-                    .close(epoch)
-                    .map_err(|e| NodeError::new("internal", e.to_string(), false))?;
-                let key = self.receipts.node_key();
                 let cluster = self.cluster_id().map_err(be)?;
-                match VolumeReport::from_own_receipts(cluster, epoch, key, receipts) {
+                match self.receipts.close_volume(epoch, cluster) {
                     Ok(part) => SettleReply::Volume(part),
-                    Err(e) => SettleReply::Refused(e.to_string()),
+                    Err(e @ ReceiptLogError::Volume(_)) => SettleReply::Refused(e.to_string()),
+                    Err(e) => return Err(NodeError::new("internal", e.to_string(), false)),
                 }
             }
             SettleRequest::Sign { report } => match self.check_report(&report) {
@@ -214,12 +211,10 @@ impl Traffic {
         if report.cluster_id != cluster {
             return Err("the report is of another cluster".into());
         }
-        let receipts = self
-            .receipts
-            .close(report.epoch)
-            .map_err(|e| e.to_string())?;
         let key = self.receipts.node_key();
-        let mine = VolumeReport::from_own_receipts(cluster, report.epoch, key, receipts)
+        let mine = self
+            .receipts
+            .close_volume(report.epoch, cluster)
             .map_err(|e| e.to_string())?;
         let listed = report.node_volumes.iter().find(|n| n.node_key == key);
         if listed != mine.node_volumes.first() {

@@ -92,10 +92,13 @@ impl Receipt {
         h.finalize().into()
     }
 
-    /// Signs the receipt with the serving node's key (setting `node_key`).
-    pub fn sign(&mut self, key: &SigningKey) {
+    /// Signs the receipt with the serving node's key (setting `node_key`);
+    /// returns the hash it signed ([`Receipt::hash`]).
+    pub fn sign(&mut self, key: &SigningKey) -> Hash {
         self.node_key = key.verifying_key().to_bytes();
-        self.signature = key.sign(&self.hash()).to_bytes();
+        let hash = self.hash();
+        self.signature = key.sign(&hash).to_bytes();
+        hash
     }
 
     /// Checks the receipt holds together: its version, that the fee is what

@@ -112,6 +112,126 @@ fn refused(why: String) -> VerifyError {
     VerifyError::BadSettlement(why)
 }
 
+/// One node's volume of an epoch, built a receipt at a time with every check
+/// of [`VolumeReport::from_own_receipts`]: a node keeps one beside its receipt
+/// log for each epoch it issues receipts in, so that closing the epoch does
+/// not read its receipts back. [`VolumeBuilder::report`] is what
+/// `from_own_receipts` gives for the same receipts.
+#[derive(Clone)]
+pub struct VolumeBuilder {
+    cluster_id: Hash,
+    epoch: u64,
+    node_key: [u8; 32],
+    /// The totals so far (its `receipts_hash` is set by `node_volume`).
+    volume: Option<NodeVolume>,
+    /// [`fold`] of the receipt hashes so far, not finalized.
+    hashes: Sha256,
+    wallets: std::collections::BTreeMap<Address, WalletVolume>,
+}
+
+impl VolumeBuilder {
+    /// An empty volume of `node_key` in `epoch` of `cluster_id`.
+    pub fn new(cluster_id: Hash, epoch: u64, node_key: [u8; 32]) -> VolumeBuilder {
+        let mut hashes = Sha256::new();
+        hashes.update([TAG_RECEIPTS]);
+        VolumeBuilder {
+            cluster_id,
+            epoch,
+            node_key,
+            volume: None,
+            hashes,
+            wallets: Default::default(),
+        }
+    }
+
+    pub fn cluster_id(&self) -> Hash {
+        self.cluster_id
+    }
+
+    /// The sequences added so far, first and last (`None`: none yet).
+    pub fn sequences(&self) -> Option<(u64, u64)> {
+        self.volume
+            .as_ref()
+            .map(|v| (v.first_sequence, v.last_sequence))
+    }
+
+    /// Adds the next receipt, whose [`Receipt::hash`] is `hash`: its fee,
+    /// node, cluster, epoch and sequence (the one after the last added) are
+    /// checked; a receipt that fails changes nothing.
+    pub fn add(&mut self, r: &Receipt, hash: &Hash) -> Result<(), VerifyError> {
+        r.check_fee()?;
+        self.add_checked(r, hash)
+    }
+
+    fn add_checked(&mut self, r: &Receipt, hash: &Hash) -> Result<(), VerifyError> {
+        let at = || {
+            format!(
+                "receipt {}#{}",
+                hex::encode(&self.node_key[..4]),
+                r.sequence
+            )
+        };
+        if r.node_key != self.node_key {
+            return Err(refused(format!("{} is signed by another node", at())));
+        }
+        if r.cluster_id != self.cluster_id || r.epoch != self.epoch {
+            return Err(refused(format!(
+                "{} is of epoch {} of another cluster or epoch (settling {})",
+                at(),
+                r.epoch,
+                self.epoch
+            )));
+        }
+        match &mut self.volume {
+            Some(v) if r.sequence != v.last_sequence.wrapping_add(1) => {
+                return Err(refused(format!(
+                    "{} follows #{}: the sequences have a gap or a repeat",
+                    at(),
+                    v.last_sequence
+                )));
+            }
+            Some(v) => {
+                v.last_sequence = r.sequence;
+                v.bytes = v.bytes.saturating_add(r.bytes);
+                v.documents = v.documents.saturating_add(r.documents);
+                v.fee = v.fee.saturating_add(r.fee);
+            }
+            None => {
+                self.volume = Some(NodeVolume {
+                    node_key: self.node_key,
+                    first_sequence: r.sequence,
+                    last_sequence: r.sequence,
+                    receipts_hash: [0; 32],
+                    bytes: r.bytes,
+                    documents: r.documents,
+                    fee: r.fee,
+                });
+            }
+        }
+        self.hashes.update(hash);
+        add_volume(&mut self.wallets, r.payer, 1, r.bytes, r.documents, r.fee);
+        Ok(())
+    }
+
+    /// The node's volume so far, with the hash of its receipts (`None`: no
+    /// receipt added).
+    pub fn node_volume(&self) -> Option<NodeVolume> {
+        let mut volume = self.volume.clone()?;
+        volume.receipts_hash = self.hashes.clone().finalize().into();
+        Some(volume)
+    }
+
+    /// The report of this node's receipts so far.
+    pub fn report(&self) -> VolumeReport {
+        VolumeReport::assemble(
+            self.cluster_id,
+            self.epoch,
+            self.wallets.clone(),
+            self.node_volume().into_iter().collect(),
+        )
+    }
+}
+
 impl VolumeReport {
     /// The report of `epoch` built from each serving node's receipts of the
     /// epoch (in sequence order), checking every receipt: its signature and
@@ -146,47 +266,26 @@ impl VolumeReport {
         let mut wallets: std::collections::BTreeMap<Address, WalletVolume> = Default::default();
         let mut node_volumes = Vec::new();
         for (key, receipts) in nodes {
-            let Some(first) = receipts.first() else {
-                continue;
-            };
-            let mut volume = NodeVolume {
-                node_key: *key,
-                first_sequence: first.sequence,
-                last_sequence: first.sequence,
-                receipts_hash: receipts_hash(receipts),
-                bytes: 0,
-                documents: 0,
-                fee: 0,
-            };
-            for (i, r) in receipts.iter().enumerate() {
+            let mut volume = VolumeBuilder::new(cluster_id, epoch, *key);
+            for r in receipts {
                 if check_signatures {
                     r.verify()?;
                 } else {
                     r.check_fee()?;
                 }
-                let at = format!("receipt {}#{}", hex::encode(&key[..4]), r.sequence);
-                if &r.node_key != key {
-                    return Err(refused(format!("{at} is signed by another node")));
-                }
-                if r.cluster_id != cluster_id || r.epoch != epoch {
-                    return Err(refused(format!(
-                        "{at} is of epoch {} of another cluster or epoch (settling {epoch})",
-                        r.epoch
-                    )));
-                }
-                if r.sequence != first.sequence + i as u64 {
-                    return Err(refused(format!(
-                        "{at} follows #{}: the sequences have a gap or a repeat",
-                        first.sequence + i as u64 - 1
-                    )));
-                }
-                volume.last_sequence = r.sequence;
-                volume.bytes = volume.bytes.saturating_add(r.bytes);
-                volume.documents = volume.documents.saturating_add(r.documents);
-                volume.fee = volume.fee.saturating_add(r.fee);
-                add_volume(&mut wallets, r.payer, 1, r.bytes, r.documents, r.fee);
+                volume.add_checked(r, &r.hash())?;
             }
-            node_volumes.push(volume);
+            node_volumes.extend(volume.node_volume());
+            for w in volume.wallets.into_values() {
+                add_volume(
+                    &mut wallets,
+                    w.payer,
+                    w.receipts,
+                    w.bytes,
+                    w.documents,
+                    w.fee,
+                );
+            }
         }
         let report = VolumeReport::assemble(cluster_id, epoch, wallets, node_volumes);
         if report
