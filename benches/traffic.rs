@@ -1,12 +1,14 @@
 //! Proof of Traffic's costs, each against a baseline measured in the same run:
 //!
-//! - `requests`: point reads by `_id` through a real `stratosdb node`
-//!   process (`--dev`, this build's binary) from 4 client threads, 64
-//!   requests a batch: signed by a funded account (EIP-191 headers checked,
-//!   the nonce remembered, the fee metered, a receipt signed) vs unsigned
-//!   (billed to the dev account: metered and receipted, but no signature to
-//!   recover). Requests are signed before the clock starts, so the client's
-//!   signing does not count: the ratio is the node's cost of a signature.
+//! - `requests`: point reads by `_id` (`get_*`), and durable PUTs of the
+//!   same ~220-byte documents (`put_*`: proposed, synced and applied through
+//!   the node's raft group), through a real `stratosdb node` process
+//!   (`--dev`, this build's binary) from 4 client threads, 64 requests a
+//!   batch: signed by a funded account (EIP-191 headers checked, the nonce
+//!   remembered, the fee metered, a receipt signed) vs unsigned (billed to
+//!   the dev account: metered and receipted, but no signature to recover).
+//!   Requests are signed before the clock starts, so the client's signing
+//!   does not count: the ratio is the node's cost of a signature.
 //!   `requests` times each batch on the wall clock; `requests_node_cpu`
 //!   measures the node process's CPU time for it (its CPU clock), which
 //!   the client threads sharing the machine's cores do not blur.
@@ -121,22 +123,57 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// One batch: `BATCH` GETs from `THREADS` threads, each with its headers.
-fn batch(agent: &ureq::Agent, url: &str, signed: &[Option<RequestAuth>]) -> Duration {
+/// What a batch's requests do to the `i`-th document of a thread's chunk.
+#[derive(Clone, Copy)]
+enum Op {
+    Get,
+    Put,
+}
+
+impl Op {
+    fn method(self) -> &'static str {
+        match self {
+            Op::Get => "GET",
+            Op::Put => "PUT",
+        }
+    }
+
+    fn path(i: usize) -> String {
+        format!("/v1/collections/t/docs/d{}", i % DOCUMENTS)
+    }
+
+    /// The request body (a document as the fill writes them, for a PUT).
+    fn body(self, i: usize) -> Vec<u8> {
+        match self {
+            Op::Get => Vec::new(),
+            Op::Put => serde_json::json!({"n": i % DOCUMENTS, "name": "x".repeat(200)})
+                .to_string()
+                .into_bytes(),
+        }
+    }
+}
+
+/// One batch: `BATCH` requests from `THREADS` threads, each with its headers.
+fn batch(agent: &ureq::Agent, url: &str, op: Op, signed: &[Option<RequestAuth>]) -> Duration {
     let started = Instant::now();
     std::thread::scope(|scope| {
         for chunk in signed.chunks(BATCH / THREADS) {
             scope.spawn(move || {
                 for (i, auth) in chunk.iter().enumerate() {
-                    let path = format!("/v1/collections/t/docs/d{}", i % DOCUMENTS);
-                    let mut request = agent.get(format!("{url}{path}"));
-                    if let Some(auth) = auth {
-                        for (name, value) in auth.headers() {
-                            request = request.header(name, value);
-                        }
+                    let target = format!("{url}{}", Op::path(i));
+                    let headers = auth.iter().flat_map(|a| a.headers());
+                    let mut response = match op {
+                        Op::Get => headers
+                            .fold(agent.get(target), |r, (name, value)| r.header(name, value))
+                            .call(),
+                        Op::Put => headers
+                            .fold(agent.put(target), |r, (name, value)| r.header(name, value))
+                            .header("content-type", "application/json")
+                            .send(op.body(i)),
                     }
-                    let mut response = request.call().unwrap();
-                    assert_eq!(response.status().as_u16(), 200);
+                    .unwrap();
+                    let status = response.status().as_u16();
+                    assert!(matches!(status, 200 | 201), "status {status}");
                     let _ = response.body_mut().read_to_string().unwrap();
                 }
             });
@@ -157,14 +194,23 @@ fn node_cpu(pid: u32) -> Duration {
     cpu_time::now(clock)
 }
 
-/// `BATCH` point reads, signed by `payer` (signed before the clock starts:
-/// the node's cost only) or unsigned.
-fn auths(payer: Option<&RequestSigner>, cluster_id: &[u8; 32]) -> Vec<Option<RequestAuth>> {
+/// The headers of a batch's `BATCH` requests, signed by `payer` (signed
+/// before the clock starts: the node's cost only) or none (unsigned).
+fn auths(payer: Option<&RequestSigner>, cluster_id: &[u8; 32], op: Op) -> Vec<Option<RequestAuth>> {
     (0..BATCH)
         .map(|k| {
-            let chunk = BATCH / THREADS;
-            let path = format!("/v1/collections/t/docs/d{}", (k % chunk) % DOCUMENTS);
-            payer.map(|p| p.sign_request(cluster_id, "GET", &path, b"", now_ms(), rand::random()))
+            let i = k % (BATCH / THREADS);
+            payer.map(|p| {
+                let body = op.body(i);
+                p.sign_request(
+                    cluster_id,
+                    op.method(),
+                    &Op::path(i),
+                    &body,
+                    now_ms(),
+                    rand::random(),
+                )
+            })
         })
         .collect()
 }
@@ -192,14 +238,20 @@ fn requests(c: &mut Criterion) {
     for (group, cpu) in [("requests", false), ("requests_node_cpu", true)] {
         let mut group = c.benchmark_group(group);
         group.throughput(Throughput::Elements(BATCH as u64));
-        for (name, signer) in [("unsigned_dev", None), ("signed", Some(&payer))] {
+        let variants = [
+            ("get_unsigned_dev", Op::Get, None),
+            ("get_signed", Op::Get, Some(&payer)),
+            ("put_unsigned_dev", Op::Put, None),
+            ("put_signed", Op::Put, Some(&payer)),
+        ];
+        for (name, op, signer) in variants {
             group.bench_function(name, |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        let auths = auths(signer, &cluster_id);
+                        let auths = auths(signer, &cluster_id, op);
                         let before = node_cpu(pid);
-                        let wall = batch(&agent, &node.url, &auths);
+                        let wall = batch(&agent, &node.url, op, &auths);
                         total += if cpu {
                             node_cpu(pid).saturating_sub(before)
                         } else {

@@ -23,6 +23,10 @@ fn storage_err(e: sled::Error) -> EngineError {
     }
 }
 
+/// How long a process reopening a folder it just closed waits for sled to
+/// release it.
+const SAME_PROCESS_REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A sled database on disk (or in a temporary folder).
 #[derive(Clone)]
 pub struct SledStore {
@@ -35,16 +39,32 @@ impl SledStore {
     /// [`crate::data_dir`]).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
         crate::data_dir::prepare(dir)?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| match crate::data_dir::in_use(dir, &e.to_string()) {
-                Some(in_use) => in_use.into(),
-                None => storage_err(e),
-            })?;
-        crate::data_dir::claim(dir);
-        Ok(SledStore { db })
+        // sled lets go of its folder lock when its flusher thread drops the
+        // last handle, a moment after the database was dropped: a reopen by
+        // the same process (a restart in place) waits for that, briefly.
+        let deadline = std::time::Instant::now() + SAME_PROCESS_REOPEN_WAIT;
+        loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .open();
+            let e = match opened {
+                Ok(db) => {
+                    crate::data_dir::claim(dir);
+                    return Ok(SledStore { db });
+                }
+                Err(e) => e,
+            };
+            match crate::data_dir::in_use(dir, &e.to_string()) {
+                Some(crate::data_dir::DataDirError::InUse { pid, .. })
+                    if pid == Some(std::process::id()) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Some(in_use) => return Err(in_use.into()),
+                None => return Err(storage_err(e)),
+            }
+        }
     }
 
     /// A database in a temporary folder, removed when dropped.
