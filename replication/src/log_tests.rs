@@ -36,7 +36,7 @@ impl Fixture {
 
     /// Opens the store, an engine on it, the raft log and group 1's log.
     fn open(&self, voters: &[u64]) -> Opened {
-        let store = open_retrying(self.dir.path());
+        let store = open_store(self.dir.path());
         let engine = Engine::with_store(store.clone(), EngineConfig::default()).unwrap();
         let shard = engine.shard(1).unwrap();
         let raft_log = RaftLog::open(&self.dir.path().join(LOG_DIR)).unwrap();
@@ -66,23 +66,14 @@ impl Opened {
     }
 }
 
-/// sled releases its folder lock when its background thread lets go of the
-/// dropped database, a moment after the drop: retry a reopen briefly.
-fn open_retrying(dir: &std::path::Path) -> DefaultStore {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let config = EngineConfig {
-            cache_bytes: 8 << 20,
-            ..EngineConfig::default()
-        };
-        match DefaultStore::open(dir, &config) {
-            Ok(store) => return store,
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("reopen: {e}"),
-        }
-    }
+/// Opens the store in `dir` (a reopen right after a close waits for sled to
+/// release the folder: `SledStore::open`).
+fn open_store(dir: &std::path::Path) -> DefaultStore {
+    let config = EngineConfig {
+        cache_bytes: 8 << 20,
+        ..EngineConfig::default()
+    };
+    DefaultStore::open(dir, &config).unwrap()
 }
 
 fn ctx() -> GetEntriesContext {
@@ -475,7 +466,7 @@ fn a_shard_that_lost_its_unflushed_applies_applies_them_again_from_the_log() {
         assert_eq!(o.shard.applied_index().unwrap(), 6);
     }
     // Restart on the shard that lost 4..=6, with the log that has them.
-    let store = open_retrying(shard_copy.path());
+    let store = open_store(shard_copy.path());
     let engine = Engine::with_store(store.clone(), EngineConfig::default()).unwrap();
     let shard = engine.shard(1).unwrap();
     let applied = shard.applied_index().unwrap();

@@ -428,18 +428,7 @@ mod tests {
         dir: &std::path::Path,
         limit: usize,
     ) -> (WriteBack<SledStore>, Vec<WriteBackTree<SledStore>>) {
-        // sled lets go of its folder lock a moment after the last handle.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let sled = loop {
-            match SledStore::open(dir, 1 << 20) {
-                Ok(sled) => break sled,
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(5))
-                }
-                Err(e) => panic!("reopen: {e}"),
-            }
-        };
-        let store = WriteBack::new(sled, limit);
+        let store = WriteBack::new(SledStore::open(dir, 1 << 20).unwrap(), limit);
         let trees = NAMES.iter().map(|n| store.open_tree(n).unwrap()).collect();
         (store, trees)
     }

@@ -87,25 +87,18 @@ pub fn fold(hashes: &[Hash]) -> Hash {
 }
 
 /// Adds to `payer`'s wallet volume in `wallets`.
-fn add_volume(
-    wallets: &mut std::collections::BTreeMap<Address, WalletVolume>,
-    payer: Address,
-    receipts: u64,
-    bytes: u64,
-    documents: u64,
-    fee: u128,
-) {
-    let w = wallets.entry(payer).or_insert(WalletVolume {
-        payer,
+fn add_volume(wallets: &mut std::collections::BTreeMap<Address, WalletVolume>, add: &WalletVolume) {
+    let w = wallets.entry(add.payer).or_insert(WalletVolume {
+        payer: add.payer,
         receipts: 0,
         bytes: 0,
         documents: 0,
         fee: 0,
     });
-    w.receipts = w.receipts.saturating_add(receipts);
-    w.bytes = w.bytes.saturating_add(bytes);
-    w.documents = w.documents.saturating_add(documents);
-    w.fee = w.fee.saturating_add(fee);
+    w.receipts = w.receipts.saturating_add(add.receipts);
+    w.bytes = w.bytes.saturating_add(add.bytes);
+    w.documents = w.documents.saturating_add(add.documents);
+    w.fee = w.fee.saturating_add(add.fee);
 }
 
 fn refused(why: String) -> VerifyError {
@@ -209,7 +202,14 @@ impl VolumeBuilder {
             }
         }
         self.hashes.update(hash);
-        add_volume(&mut self.wallets, r.payer, 1, r.bytes, r.documents, r.fee);
+        let one = WalletVolume {
+            payer: r.payer,
+            receipts: 1,
+            bytes: r.bytes,
+            documents: r.documents,
+            fee: r.fee,
+        };
+        add_volume(&mut self.wallets, &one);
         Ok(())
     }
 
@@ -276,15 +276,8 @@ impl VolumeReport {
                 volume.add_checked(r, &r.hash())?;
             }
             node_volumes.extend(volume.node_volume());
-            for w in volume.wallets.into_values() {
-                add_volume(
-                    &mut wallets,
-                    w.payer,
-                    w.receipts,
-                    w.bytes,
-                    w.documents,
-                    w.fee,
-                );
+            for w in volume.wallets.values() {
+                add_volume(&mut wallets, w);
             }
         }
         let report = VolumeReport::assemble(cluster_id, epoch, wallets, node_volumes);
@@ -346,14 +339,7 @@ impl VolumeReport {
             }
             node_volumes.extend(part.node_volumes.iter().cloned());
             for w in &part.wallet_volumes {
-                add_volume(
-                    &mut wallets,
-                    w.payer,
-                    w.receipts,
-                    w.bytes,
-                    w.documents,
-                    w.fee,
-                );
+                add_volume(&mut wallets, w);
             }
         }
         let merged = VolumeReport::assemble(cluster_id, epoch, wallets, node_volumes);
