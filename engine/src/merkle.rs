@@ -358,6 +358,28 @@ impl<'a> MerkleTxn<'a> {
         }
     }
 
+    /// The document hash of `key`'s leaf with the changes so far (`None`:
+    /// no such document). The trie has a leaf for exactly the stored
+    /// documents, so this answers "does it exist" without reading storage.
+    pub fn leaf(&self, key: &Hash) -> Option<Hash> {
+        let mut slot = self.current_root();
+        let mut depth = 0;
+        loop {
+            match slot? {
+                Slot::Leaf { key: k, doc } => return (k == *key).then_some(doc),
+                Slot::Inner { .. } => {
+                    let node_key = NodeKey::on_path(key, depth);
+                    let node = match self.nodes.get(&node_key) {
+                        Some(pending) => pending.as_ref(),
+                        None => self.base.nodes.get(&node_key),
+                    };
+                    slot = node?.child(nibble(key, depth));
+                    depth += 1;
+                }
+            }
+        }
+    }
+
     /// The root the trie will have once the changes so far are committed.
     pub fn root(&self) -> Hash {
         self.current_root().map_or(EMPTY_ROOT, |s| s.hash())
@@ -485,6 +507,15 @@ mod tests {
         h
     }
 
+    /// `leaf` of every key of the space 0..300, as the leaves say.
+    fn assert_leaves(txn: &MerkleTxn, leaves: &[(Hash, Hash)]) {
+        for i in 0..300u32 {
+            let key = key_hash("c", &i.to_string());
+            let expected = leaves.iter().find(|(k, _)| *k == key).map(|l| l.1);
+            assert_eq!(txn.leaf(&key), expected, "key {i}");
+        }
+    }
+
     #[test]
     fn incremental_updates_match_a_rebuild_and_rollback_undoes() {
         let mut tree = MerkleTree::default();
@@ -505,10 +536,13 @@ mod tests {
                     leaves.push((key, v));
                 }
             }
+            // Pending changes are seen before the commit, and after it.
+            assert_leaves(&txn, &leaves);
             let pending = txn.root();
             let changes = txn.into_changes();
             tree.commit(changes);
             assert_eq!(tree.root(), pending);
+            assert_leaves(&MerkleTxn::new(&tree), &leaves);
             let rebuilt = MerkleTree::from_leaves(&mut leaves.clone());
             assert_eq!(tree.root(), rebuilt.root());
             assert_eq!(tree.node_count(), rebuilt.node_count());

@@ -495,15 +495,28 @@ impl<'a, T: KvTree> Writer<'a, T> {
     fn put_doc(&mut self, collection: &str, doc: &Value, mode: PutMode) -> Result<OpOutcome> {
         let info = self.existing(collection)?;
         let (id, encoded) = document::validate(doc, self.limits)?;
-        let stored = self.txn.get(&keys::doc_key(info.number, &id))?;
-        match (&stored, mode) {
-            (Some(_), PutMode::Insert) => {
+        // The stored record is read only when index entries depend on the
+        // old document; whether one exists, the Merkle trie says.
+        let old = if info.maintained_indexes().next().is_some() {
+            match self.txn.get(&keys::doc_key(info.number, &id))? {
+                Some(record) => Some(Some(decode_stored(&record)?)),
+                None => Some(None),
+            }
+        } else {
+            None
+        };
+        let existed = match &old {
+            Some(old) => old.is_some(),
+            None => self.merkle.leaf(&key_hash(&info.name, &id)).is_some(),
+        };
+        match (existed, mode) {
+            (true, PutMode::Insert) => {
                 return Err(EngineError::DuplicateId {
                     collection: collection.to_string(),
                     id,
                 });
             }
-            (None, PutMode::Replace) => {
+            (false, PutMode::Replace) => {
                 return Err(EngineError::DocumentNotFound {
                     collection: collection.to_string(),
                     id,
@@ -511,14 +524,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             }
             _ => {}
         }
-        // The old document is decoded only when index entries depend on it.
-        let old = match &stored {
-            Some(record) if info.maintained_indexes().next().is_some() => {
-                Some(decode_stored(record)?)
-            }
-            _ => None,
-        };
-        self.store_doc(info, &id, doc, &encoded, stored.is_some(), old)
+        self.store_doc(info, &id, doc, &encoded, existed, old.flatten())
     }
 
     /// Writes a validated document over the one stored (`existed`; `old`, its
@@ -630,14 +636,8 @@ impl<'a, T: KvTree> Writer<'a, T> {
     /// version with this hash (or, with `None`, absent).
     fn expect(&mut self, collection: &str, id: &str, expected: Option<&Hash>) -> Result<OpOutcome> {
         let info = self.existing(collection)?;
-        let current = match self.txn.get(&keys::doc_key(info.number, id))? {
-            Some(record) => Some(
-                keys::split_doc_record(&record)
-                    .ok_or_else(|| EngineError::Corruption("truncated document record".into()))?
-                    .0,
-            ),
-            None => None,
-        };
+        // Each stored record's hash is its Merkle leaf's.
+        let current = self.merkle.leaf(&key_hash(&info.name, id));
         if current.as_ref() != expected {
             return Err(EngineError::WriteConflict {
                 collection: collection.to_string(),
