@@ -78,6 +78,10 @@ pub struct NodeArgs {
     /// or `off`.
     #[arg(long, default_value = "10s", value_parser = parse_interval)]
     anchor_interval: Interval,
+    /// Whether a shard's leadership moves to the node where most of the
+    /// shard's requests arrive, which saves them a hop: `on` or `off`.
+    #[arg(long, default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    follow_workload: bool,
     /// The chain the anchors go to.
     #[arg(long, value_enum, default_value_t = ChainKind::Local)]
     chain: ChainKind,
@@ -118,6 +122,15 @@ fn parse_interval(text: &str) -> Result<Interval, String> {
         return Ok(Interval(None));
     }
     parse_duration(text).map(|d| Interval(Some(d)))
+}
+
+/// `on` or `off`.
+fn parse_switch(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?}: say on or off")),
+    }
 }
 
 /// `500ms`, `5s`, `2m`: a whole number and a unit.
@@ -206,6 +219,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             down_after: args.down_after,
             anchor,
             bootstrap: Some(bootstrap),
+            follow_workload: args.follow_workload,
         };
         let backend = tokio::task::spawn_blocking(move || ClusterBackend::start(config))
             .await

@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub max_entries_bytes_per_message: u64,
     /// Largest encoded batch the node accepts from a transport.
     pub max_message_bytes: usize,
+    /// A shard's leader hands leadership to the replica whose node sends
+    /// it most of the shard's requests (`locality.rs`).
+    pub follow_workload: bool,
     pub engine: EngineConfig,
 }
 
@@ -73,6 +76,7 @@ impl NodeConfig {
             // Snapshots travel as chunks outside raft messages: a batch holds
             // entries and at most a snapshot descriptor (about 2.4 MiB at most).
             max_message_bytes: 64 << 20,
+            follow_workload: true,
             engine: EngineConfig::default(),
         }
     }

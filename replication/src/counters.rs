@@ -19,6 +19,9 @@ pub struct Counters {
     pub proposals: AtomicU64,
     /// Times a group on this node saw its leader change.
     pub leader_changes: AtomicU64,
+    /// Leaderships this node handed to the node sending most of a group's
+    /// requests (`locality.rs`).
+    pub workload_hand_overs: AtomicU64,
     /// Bytes of snapshot chunks this node served to lagging replicas.
     pub snapshot_bytes_sent: AtomicU64,
     /// Bytes of snapshot chunks this node fetched (and verified).
@@ -34,6 +37,7 @@ pub struct Counters {
 pub struct CounterValues {
     pub proposals: u64,
     pub leader_changes: u64,
+    pub workload_hand_overs: u64,
     pub snapshot_bytes_sent: u64,
     pub snapshot_bytes_received: u64,
     pub snapshots_installed: u64,
@@ -44,6 +48,7 @@ impl Counters {
         CounterValues {
             proposals: self.proposals.load(Relaxed),
             leader_changes: self.leader_changes.load(Relaxed),
+            workload_hand_overs: self.workload_hand_overs.load(Relaxed),
             snapshot_bytes_sent: self.snapshot_bytes_sent.load(Relaxed),
             snapshot_bytes_received: self.snapshot_bytes_received.load(Relaxed),
             snapshots_installed: self.snapshots_installed.load(Relaxed),

@@ -55,6 +55,9 @@ pub(crate) enum Request {
     TransferLeader {
         group: GroupId,
         to: NodeId,
+        /// For balance only: refused while the leader's own node sends
+        /// most of the group's requests.
+        balance: bool,
         reply: Reply<()>,
     },
     RemoveGroup {
@@ -212,8 +215,16 @@ impl Driver {
                     .ok_or(ReplicationError::GroupNotFound(group));
                 let _ = reply.send(status);
             }
-            Request::TransferLeader { group, to, reply } => {
+            Request::TransferLeader {
+                group,
+                to,
+                balance,
+                reply,
+            } => {
                 let result = match self.groups.get_mut(&group) {
+                    Some(g) if balance && g.serves_own_load() => {
+                        Err(ReplicationError::LeaderServesOwnLoad { group })
+                    }
                     Some(g) => g.transfer_leader(to),
                     None => Err(ReplicationError::GroupNotFound(group)),
                 };
@@ -238,9 +249,24 @@ impl Driver {
             tracing::debug!(group, "message for a group not on this node");
             return;
         };
-        if msg.get_msg_type() != MessageType::MsgSnapshot {
-            g.step(msg);
-            return;
+        match msg.get_msg_type() {
+            MessageType::MsgSnapshot => {}
+            // A replica that dropped entries this one forwarded says so.
+            MessageType::MsgPropose if msg.reject => return g.forward_refused(&msg),
+            MessageType::MsgPropose => {
+                if let Some(refusal) = g.step_forwarded(msg) {
+                    let to = refusal.to;
+                    self.transport.send(
+                        to,
+                        vec![GroupMessage {
+                            group,
+                            msg: refusal,
+                        }],
+                    );
+                }
+                return;
+            }
+            _ => return g.step(msg),
         }
         let meta = msg.get_snapshot().get_metadata();
         let key = SnapshotKey {
@@ -327,6 +353,9 @@ impl Driver {
         let id = self.config.id;
         for g in self.groups.values_mut() {
             g.tick(&self.config, || Self::new_ctx(id, &mut self.read_seq));
+            if self.config.follow_workload {
+                g.follow_workload();
+            }
         }
     }
 

@@ -30,6 +30,10 @@ pub enum ReplicationError {
         "the outcome of the proposal at index {index} of group {group} is unknown (a snapshot covered it)"
     )]
     OutcomeUnknown { group: GroupId, index: u64 },
+    /// The leader keeps the group: its own node sends most of the group's
+    /// requests (`locality.rs`), so balancing it away would cost them a hop.
+    #[error("the leader of group {group} keeps it: most of its requests enter at its node")]
+    LeaderServesOwnLoad { group: GroupId },
     /// Another membership change is still pending; retry once it is applied.
     #[error("group {group} already has a membership change in progress")]
     ConfChangeInProgress { group: GroupId },
@@ -137,6 +141,7 @@ impl ReplicationError {
             ProposalDropped { .. } => "proposal_dropped",
             Overwritten { .. } => "overwritten",
             OutcomeUnknown { .. } => "outcome_unknown",
+            LeaderServesOwnLoad { .. } => "leader_serves_own_load",
             ConfChangeInProgress { .. } => "conf_change_in_progress",
             InvalidConfChange { .. } => "invalid_conf_change",
             Timeout { .. } => "timeout",

@@ -18,10 +18,11 @@ use stratosdb_engine::{ApplyOutcome, Shard};
 use crate::config::NodeConfig;
 use crate::counters::Counters;
 use crate::driver::Outbox;
+use crate::locality::Origins;
 use crate::log::{LogStore, RaftLog, SnapshotExport};
 use crate::read::{ReadQueue, ReadWaiter, Reply};
 use crate::snapshot::{SnapshotDescriptor, SnapshotFiles, TransferDirection};
-use crate::{GroupId, NodeId, ReplicationError, Result};
+use crate::{GroupId, METADATA_GROUP, NodeId, ReplicationError, Result};
 
 enum Waiter {
     Write(Reply<ApplyOutcome>),
@@ -48,6 +49,10 @@ const FORWARDED_EXPIRY: Duration = Duration::from_secs(60);
 /// Committed entries a follower may have left to apply and still propose
 /// through raft (its answer waits for its own apply).
 const MAX_FORWARD_LAG: u64 = 1_000;
+
+/// Entries a voter may lack and still be handed leadership to follow the
+/// workload (raft sends them first, dropping proposals meanwhile).
+const MAX_HAND_OVER_LAG: u64 = 64;
 
 /// What a group looks like from this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +118,8 @@ pub(crate) struct Group {
     /// Followers this node (as leader) sent a snapshot descriptor to, until
     /// raft's progress for them leaves the snapshot state.
     sending_snapshots: BTreeSet<NodeId>,
+    /// As leader: which nodes the group's requests enter at.
+    origins: Origins,
 }
 
 fn logger(group: GroupId) -> slog::Logger {
@@ -170,6 +177,7 @@ impl Group {
             counters,
             files,
             sending_snapshots: BTreeSet::new(),
+            origins: Origins::new(Instant::now()),
         })
     }
 
@@ -237,10 +245,103 @@ impl Group {
     }
 
     pub fn step(&mut self, msg: Message) {
+        // A follower's batch of reads: where they entered, for the leader.
+        if msg.get_msg_type() == MessageType::MsgReadIndex
+            && self.raw.raft.state == StateRole::Leader
+        {
+            self.origins.note(msg.from, 1);
+        }
         // Stale or misdirected messages are normal in raft; they change nothing.
         if let Err(e) = self.raw.step(msg) {
             tracing::debug!(group = self.id, error = %e, "message not stepped");
         }
+    }
+
+    /// Steps entries another replica's raft forwarded to this one (the
+    /// leader, or a follower that forwards them on). Returns the refusal to
+    /// send back when raft dropped them (a leader handing leadership over,
+    /// no leader known): nothing of them was appended anywhere, so their
+    /// proposer may safely propose them again ([`Group::forward_refused`]).
+    /// As leader, counts where the entries entered the cluster.
+    pub fn step_forwarded(&mut self, msg: Message) -> Option<Message> {
+        let from = msg.from;
+        if self.raw.raft.state == StateRole::Leader {
+            self.origins.note(from, msg.entries.len() as u64);
+        }
+        let contexts: Vec<Vec<u8>> = msg.entries.iter().map(|e| e.context.to_vec()).collect();
+        match self.raw.step(msg) {
+            Ok(()) => None,
+            Err(raft::Error::ProposalDropped) => {
+                let mut refusal = Message::default();
+                refusal.set_msg_type(MessageType::MsgPropose);
+                refusal.reject = true;
+                refusal.to = from;
+                refusal.from = self.raw.raft.id;
+                refusal.entries = contexts
+                    .into_iter()
+                    .map(|context| Entry {
+                        context: context.into(),
+                        ..Default::default()
+                    })
+                    .collect();
+                Some(refusal)
+            }
+            Err(e) => {
+                tracing::debug!(group = self.id, error = %e, "forwarded entries not stepped");
+                None
+            }
+        }
+    }
+
+    /// Another replica dropped entries this one forwarded (`refusal`, from
+    /// [`Group::step_forwarded`]): their proposals are answered
+    /// `ProposalDropped`, which the caller retries (nothing was applied).
+    pub fn forward_refused(&mut self, refusal: &Message) {
+        for e in &refusal.entries {
+            if let Some(f) = self.forwarded.remove(&e.context[..]) {
+                let _ = f
+                    .reply
+                    .send(Err(ReplicationError::ProposalDropped { group: self.id }));
+            }
+        }
+    }
+
+    /// As leader, once a window of requests closed: the node to hand the
+    /// leadership to, because it sends most of them (`locality.rs`); asked
+    /// of raft at once. Never for the metadata group, whose leadership the
+    /// node's heal loop places.
+    pub fn follow_workload(&mut self) -> Option<NodeId> {
+        if self.id == METADATA_GROUP || self.raw.raft.state != StateRole::Leader {
+            return None;
+        }
+        let me = self.raw.raft.id;
+        let to = self.origins.decide(me, Instant::now())?;
+        let conf = self.raw.store().conf_state();
+        // Only to a voter whose log is (nearly) the leader's: raft drops
+        // proposals until the hand-over completes, so it must be quick.
+        let last = self.raw.raft.raft_log.last_index();
+        let caught_up = self
+            .raw
+            .raft
+            .prs()
+            .get(to)
+            .is_some_and(|pr| pr.matched + MAX_HAND_OVER_LAG >= last);
+        if !conf.voters.contains(&to) || !caught_up {
+            return None;
+        }
+        self.raw.transfer_leader(to);
+        self.counters.workload_hand_overs.fetch_add(1, Relaxed);
+        tracing::info!(
+            group = self.id,
+            to,
+            "leadership handed to the node sending most requests"
+        );
+        Some(to)
+    }
+
+    /// Whether this node, as leader, sends most of the group's requests itself.
+    pub fn serves_own_load(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader && self.origins.serves_own_load()
     }
 
     /// The group is being removed from this node (its collection was
@@ -269,6 +370,7 @@ impl Group {
         }
         let result = self.raw.propose(Vec::new(), data);
         self.counters.proposals.fetch_add(1, Relaxed);
+        self.origins.note(self.raw.raft.id, 1);
         self.track(result, Waiter::Write(reply));
     }
 
@@ -280,8 +382,9 @@ impl Group {
     /// leader is known (`ProposalDropped`), and with `NotLeader` (nothing
     /// proposed: ask the leader) when the leader has been silent for two
     /// heartbeats or this replica is far behind. An entry the leader drops
-    /// (it is handing leadership over) or that is lost is never answered:
-    /// the caller's wait times out, outcome unknown.
+    /// (it is handing leadership over) comes back refused and is answered
+    /// `ProposalDropped` ([`Group::forward_refused`]); one lost on the way
+    /// is never answered: the caller's wait times out, outcome unknown.
     pub fn propose_anywhere(&mut self, data: Vec<u8>, reply: Reply<ApplyOutcome>) {
         let raft = &self.raw.raft;
         if raft.state == StateRole::Leader {
@@ -358,6 +461,9 @@ impl Group {
     }
 
     pub fn read(&mut self, waiter: ReadWaiter) {
+        if self.raw.raft.state == StateRole::Leader {
+            self.origins.note(self.raw.raft.id, 1);
+        }
         self.reads.push(waiter);
     }
 
@@ -407,6 +513,9 @@ impl Group {
         if let Some(ss) = rd.ss()
             && ss.leader_id != self.last_leader
         {
+            if ss.leader_id == self.raw.raft.id {
+                self.origins.restart(Instant::now());
+            }
             self.last_leader = ss.leader_id;
             self.counters.leader_changes.fetch_add(1, Relaxed);
             self.counters.leaders.write().insert(self.id, ss.leader_id);

@@ -23,6 +23,7 @@ mod counters;
 mod driver;
 mod error;
 mod group;
+pub mod locality;
 pub mod log;
 mod mem_transport;
 pub mod metadata;

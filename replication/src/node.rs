@@ -271,8 +271,9 @@ impl RaftNode {
     /// `ProposalDropped` when the replica knows no leader, and with
     /// `NotLeader` (nothing proposed: ask the leader) when the leader has
     /// been silent for two heartbeats or the replica is far behind. An entry
-    /// the leader drops (while it hands leadership over) or that is lost gets
-    /// no answer: the wait times out and the outcome is unknown.
+    /// the leader drops (while it hands leadership over) comes back refused:
+    /// `ProposalDropped`, nothing applied. One lost on the way gets no
+    /// answer: the wait times out and the outcome is unknown.
     pub fn propose_anywhere(&self, group: GroupId, command: &Command) -> Pending<ApplyOutcome> {
         self.propose_with(group, command, true)
     }
@@ -338,8 +339,24 @@ impl RaftNode {
     /// Returns once raft took the request; the transfer itself completes
     /// when `to` has caught up and won its election (watch [`RaftNode::leader`]).
     pub fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<()> {
-        self.request(group, |reply| Request::TransferLeader { group, to, reply })
-            .wait(Duration::from_secs(30))
+        self.request_transfer(group, to, false)
+    }
+
+    /// [`RaftNode::transfer_leader`] to balance leaders across nodes:
+    /// refused with `LeaderServesOwnLoad` while this node itself sends most
+    /// of the group's requests (`locality.rs`).
+    pub fn balance_leader(&self, group: GroupId, to: NodeId) -> Result<()> {
+        self.request_transfer(group, to, true)
+    }
+
+    fn request_transfer(&self, group: GroupId, to: NodeId, balance: bool) -> Result<()> {
+        self.request(group, |reply| Request::TransferLeader {
+            group,
+            to,
+            balance,
+            reply,
+        })
+        .wait(Duration::from_secs(30))
     }
 
     /// Deletes this node's replica of `group`: the raft group stops here,

@@ -542,3 +542,112 @@ fn a_group_without_a_leader_does_not_stall_the_other_groups_reads() {
         "a read of a group with no leader must time out"
     );
 }
+
+/// Writes `ids` through `node`'s replica (raft forwards them while it is a
+/// follower), answering each: an entry a leader dropped comes back refused
+/// (`ProposalDropped`, nothing applied) and is proposed again; none may be
+/// left without an answer (a timeout). Returns how many were refused.
+fn write_through(c: &Cluster, node: NodeId, ids: &[String]) -> usize {
+    let mut refused = 0;
+    let mut todo: Vec<&String> = ids.iter().collect();
+    let deadline = Instant::now() + WAIT;
+    while !todo.is_empty() {
+        assert!(Instant::now() < deadline, "writes still refused: {todo:?}");
+        let pending: Vec<_> = todo
+            .iter()
+            .map(|id| (*id, c.nodes[&node].propose_anywhere(G, &insert(id))))
+            .collect();
+        todo.clear();
+        for (id, p) in pending {
+            match p.wait(Duration::from_secs(5)) {
+                Ok(ApplyOutcome::Applied(_)) => {}
+                Err(ReplicationError::ProposalDropped { .. }) => {
+                    refused += 1;
+                    todo.push(id);
+                }
+                Err(ReplicationError::NotLeader { .. }) => todo.push(id),
+                other => panic!("write {id}: {other:?}"),
+            }
+        }
+        if !todo.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    refused
+}
+
+#[test]
+fn the_leadership_follows_the_node_sending_most_writes_and_no_write_is_lost() {
+    let c = Cluster::new(3);
+    let leader = c.leader();
+    let busy = c.ids().into_iter().find(|&n| n != leader).unwrap();
+    // Writes enter at one follower only: after a window of them, the leader
+    // hands the group to that node, and every write gets its answer.
+    let mut written = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while c.nodes[&busy].leader(G) != Some(busy) {
+        assert!(Instant::now() < deadline, "the leadership never moved");
+        let batch: Vec<String> = (written.len()..written.len() + 100)
+            .map(|i| format!("w{i}"))
+            .collect();
+        write_through(&c, busy, &batch);
+        written.extend(batch);
+    }
+    assert_eq!(c.leader(), busy);
+    assert_eq!(c.nodes[&leader].counters().workload_hand_overs, 1);
+    // The new leader serves its own load: the balancer's request to hand
+    // it back is refused while it does; a plain hand-over is not.
+    let window_end = Instant::now() + stratosdb_replication::locality::WINDOW * 2;
+    while Instant::now() < window_end {
+        let batch: Vec<String> = (written.len()..written.len() + 100)
+            .map(|i| format!("w{i}"))
+            .collect();
+        write_through(&c, busy, &batch);
+        written.extend(batch);
+    }
+    match c.nodes[&busy].balance_leader(G, leader) {
+        Err(ReplicationError::LeaderServesOwnLoad { group }) => assert_eq!(group, G),
+        other => panic!("balance while serving its own load: {other:?}"),
+    }
+    assert_eq!(c.leader(), busy);
+    assert_eq!(c.nodes[&busy].counters().workload_hand_overs, 0);
+    let applied = c.applied(busy);
+    c.converge(&c.ids(), applied);
+    for node in c.ids() {
+        let missing: Vec<&String> = written.iter().filter(|id| !c.has(node, id)).collect();
+        assert!(missing.is_empty(), "node {node} lacks {missing:?}");
+    }
+}
+
+#[test]
+fn entries_a_leader_drops_while_handing_over_come_back_refused_not_lost() {
+    let c = Cluster::new(3);
+    let leader = c.leader();
+    let mut others = c.ids().into_iter().filter(|&n| n != leader);
+    let (proposer, behind) = (others.next().unwrap(), others.next().unwrap());
+    // The hand-over's target lags behind (cut off), so the leader keeps
+    // handing over, dropping proposals, until raft gives up (an election
+    // timeout).
+    c.hub.partition(&[behind], &[leader, proposer]);
+    c.write("before");
+    c.nodes[&leader].transfer_leader(G, behind).unwrap();
+    let forwarded = c.nodes[&proposer]
+        .propose_anywhere(G, &insert("dropped"))
+        .wait(Duration::from_secs(5));
+    assert!(
+        matches!(forwarded, Err(ReplicationError::ProposalDropped { .. })),
+        "{forwarded:?}"
+    );
+    c.hub.heal();
+    // Proposed again once the hand-over is over: applied, and only now (an
+    // insert of an id already there would be rejected as a duplicate).
+    write_through(&c, proposer, &["dropped".to_string()]);
+    let applied = c.applied(c.leader());
+    c.converge(&c.ids(), applied);
+    for node in c.ids() {
+        assert!(
+            c.has(node, "dropped") && c.has(node, "before"),
+            "node {node}"
+        );
+    }
+}

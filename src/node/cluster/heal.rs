@@ -19,7 +19,9 @@
 //!   leading more than `ceil(groups / live nodes) + 1` shards is asked to
 //!   hand one over (raft's leadership transfer) to a replica on a node
 //!   leading fewer than `ceil(groups / live nodes)`; a few per round, and a
-//!   shard handed over is left alone while its new leader settles.
+//!   shard handed over is left alone while its new leader settles. A leader
+//!   whose own node sends most of its shard's requests refuses (it took or
+//!   keeps the shard to follow the workload: `stratosdb_replication::locality`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -133,7 +135,7 @@ impl ClusterNode {
         for m in planned {
             let asked = if m.from == self.id {
                 self.raft
-                    .transfer_leader(m.group, m.to)
+                    .balance_leader(m.group, m.to)
                     .map_err(NodeError::from)
             } else {
                 let request = RpcRequest::TransferLeader {
@@ -147,22 +149,22 @@ impl ClusterNode {
                 }
             };
             match asked {
-                Ok(()) => {
-                    tracing::info!(
-                        group = m.group,
-                        from = %show_id(m.from),
-                        to = %show_id(m.to),
-                        "leadership handed over for balance"
-                    );
-                    self.liveness
-                        .lock()
-                        .leader_moves
-                        .insert(m.group, Instant::now());
-                }
+                Ok(()) => tracing::info!(
+                    group = m.group,
+                    from = %show_id(m.from),
+                    to = %show_id(m.to),
+                    "leadership handed over for balance"
+                ),
+                // A leader serving its own node's requests keeps the group.
                 Err(e) => {
                     tracing::debug!(group = m.group, error = %e, "cannot hand over leadership")
                 }
             }
+            // Asked either way: left alone while it settles.
+            self.liveness
+                .lock()
+                .leader_moves
+                .insert(m.group, Instant::now());
         }
     }
 

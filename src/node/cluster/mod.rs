@@ -510,6 +510,11 @@ impl Backend for ClusterBackend {
                 c.leader_changes,
             ),
             (
+                "stratosdb_raft_workload_hand_overs_total",
+                "Shard leaderships this node handed to the node sending most of the shard's requests.",
+                c.workload_hand_overs,
+            ),
+            (
                 "stratosdb_raft_snapshot_sent_bytes_total",
                 "Bytes of snapshots sent to lagging replicas.",
                 c.snapshot_bytes_sent,

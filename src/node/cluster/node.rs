@@ -71,6 +71,9 @@ pub struct ClusterConfig {
     /// What the metadata leader writes into group 0 once, when the cluster
     /// is new (the traffic ledger's collection, prices and dev account).
     pub bootstrap: Option<Bootstrap>,
+    /// Shard leaders hand leadership to the node sending most of the
+    /// shard's requests (`--follow-workload`).
+    pub follow_workload: bool,
 }
 
 /// A command the metadata leader proposes while `collection` does not exist
@@ -193,6 +196,7 @@ impl ClusterNode {
         let id = transport.node_id();
         let mut raft_config = NodeConfig::new(id);
         raft_config.engine = config.engine.clone();
+        raft_config.follow_workload = config.follow_workload;
         let raft = RaftNode::open(
             &db_dir,
             raft_config,
@@ -1108,15 +1112,11 @@ impl ClusterNode {
                 Ok(reply) => RpcReply::Extension(reply),
                 Err(e) => reply_error(e),
             },
-            RpcRequest::TransferLeader { group, to } => {
-                match self.raft.transfer_leader(group, to) {
-                    Ok(()) => RpcReply::LeaderTransferring,
-                    Err(ReplicationError::NotLeader { leader, .. }) => {
-                        RpcReply::NotLeader { leader }
-                    }
-                    Err(e) => reply_error(e.into()),
-                }
-            }
+            RpcRequest::TransferLeader { group, to } => match self.raft.balance_leader(group, to) {
+                Ok(()) => RpcReply::LeaderTransferring,
+                Err(ReplicationError::NotLeader { leader, .. }) => RpcReply::NotLeader { leader },
+                Err(e) => reply_error(e.into()),
+            },
         }
     }
 
