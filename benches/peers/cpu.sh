@@ -99,7 +99,7 @@ measure() {
     local recorders=()
     if [ -n "${PERF_RECORD:-}" ]; then
         for p in $(pids); do
-            perf record -q -e cpu-clock -F 499 --call-graph "${PERF_CALL_GRAPH:-fp}" -p "$p" -o "$OUT/$label.$p.perf.data" -- sleep "$SECONDS_EACH" >/dev/null 2>&1 &
+            perf record -q -e cpu-clock -F ${PERF_FREQ:-499} --call-graph "${PERF_CALL_GRAPH:-fp}" -p "$p" -o "$OUT/$label.$p.perf.data" -- sleep "$SECONDS_EACH" >/dev/null 2>&1 &
             recorders+=($!)
         done
     fi

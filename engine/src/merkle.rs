@@ -385,8 +385,9 @@ impl<'a> MerkleTxn<'a> {
         self.current_root().map_or(EMPTY_ROOT, |s| s.hash())
     }
 
-    /// Sets (`Some(doc_hash)`) or removes (`None`) the leaf of `key`.
-    pub fn update(&mut self, key: &Hash, doc: Option<Hash>) {
+    /// Sets (`Some(doc_hash)`) or removes (`None`) the leaf of `key`;
+    /// returns the leaf's document hash before (`None`: there was none).
+    pub fn update(&mut self, key: &Hash, doc: Option<Hash>) -> Option<Hash> {
         let root = self.current_root();
         let mut before = None;
         let new_root = self.update_slot(0, key, root, doc, &mut before);
@@ -394,6 +395,7 @@ impl<'a> MerkleTxn<'a> {
             self.set_root(new_root);
         }
         self.note_changed(key, before);
+        before
     }
 
     /// Writes a node (`None`: removes it), first keeping the node of a mark

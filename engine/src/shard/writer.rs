@@ -495,52 +495,47 @@ impl<'a, T: KvTree> Writer<'a, T> {
     fn put_doc(&mut self, collection: &str, doc: &Value, mode: PutMode) -> Result<OpOutcome> {
         let info = self.existing(collection)?;
         let (id, encoded) = document::validate(doc, self.limits)?;
+        let refused = |existed: bool| match (existed, mode) {
+            (true, PutMode::Insert) => Err(EngineError::DuplicateId {
+                collection: collection.to_string(),
+                id: id.clone(),
+            }),
+            (false, PutMode::Replace) => Err(EngineError::DocumentNotFound {
+                collection: collection.to_string(),
+                id: id.clone(),
+            }),
+            _ => Ok(()),
+        };
         // The stored record is read only when index entries depend on the
-        // old document; whether one exists, the Merkle trie says.
-        let old = if info.maintained_indexes().next().is_some() {
-            match self.txn.get(&keys::doc_key(info.number, &id))? {
-                Some(record) => Some(Some(decode_stored(&record)?)),
-                None => Some(None),
-            }
-        } else {
-            None
-        };
-        let existed = match &old {
-            Some(old) => old.is_some(),
-            None => self.merkle.leaf(&key_hash(&info.name, &id)).is_some(),
-        };
-        match (existed, mode) {
-            (true, PutMode::Insert) => {
-                return Err(EngineError::DuplicateId {
-                    collection: collection.to_string(),
-                    id,
-                });
-            }
-            (false, PutMode::Replace) => {
-                return Err(EngineError::DocumentNotFound {
-                    collection: collection.to_string(),
-                    id,
-                });
-            }
-            _ => {}
+        // old document (checked before they change); otherwise whether one
+        // existed, the Merkle trie's update says, and a refused write is
+        // undone with its command.
+        let mut old = None;
+        if info.maintained_indexes().next().is_some() {
+            old = match self.txn.get(&keys::doc_key(info.number, &id))? {
+                Some(record) => Some(decode_stored(&record)?),
+                None => None,
+            };
+            refused(old.is_some())?;
         }
-        self.store_doc(info, &id, doc, &encoded, existed, old.flatten())
+        let outcome = self.store_doc(info, &id, doc, &encoded, old)?;
+        refused(!outcome.created)?;
+        Ok(outcome)
     }
 
-    /// Writes a validated document over the one stored (`existed`; `old`, its
+    /// Writes a validated document over the one stored, if any (`old`, its
     /// decoded form, is needed only if the collection has indexes): index
     /// entries that changed, the Merkle leaf, the record, and the
-    /// collection's count if it changed.
+    /// collection's count if it changed. `created`: no document was there.
     fn store_doc(
         &mut self,
         mut info: CollectionInfo,
         id: &str,
         doc: &Value,
         encoded: &[u8],
-        existed: bool,
         old: Option<Value>,
     ) -> Result<OpOutcome> {
-        let mut changed = !existed;
+        let mut changed = false;
         let mut indexes = std::mem::take(&mut info.indexes);
         let mut building = std::mem::take(&mut info.building);
         let maintained = indexes
@@ -572,14 +567,15 @@ impl<'a, T: KvTree> Writer<'a, T> {
         info.indexes = indexes;
         info.building = building;
         let hash = doc_hash(doc);
-        self.merkle.update(&key_hash(&info.name, id), Some(hash));
+        let before = self.merkle.update(&key_hash(&info.name, id), Some(hash));
         self.txn.put(
             keys::doc_key(info.number, id),
             keys::doc_record(&hash, encoded),
         );
-        let created = !existed;
+        let created = before.is_none();
         if created {
             info.count += 1;
+            changed = true;
         }
         if changed {
             self.touch(info.name.clone(), Some(info));
@@ -602,7 +598,7 @@ impl<'a, T: KvTree> Writer<'a, T> {
             })?;
         let new = document::apply_patch(&old, changes)?;
         let (_, encoded) = document::validate(&new, self.limits)?;
-        self.store_doc(info, id, &new, &encoded, true, Some(old))
+        self.store_doc(info, id, &new, &encoded, Some(old))
     }
 
     fn delete(&mut self, collection: &str, id: &str) -> Result<OpOutcome> {
