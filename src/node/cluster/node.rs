@@ -1194,8 +1194,8 @@ impl ClusterNode {
     /// Whether a write to `group` may be proposed through this node's
     /// replica when it is a follower (raft forwards the entry): a current
     /// voter replica of a shard with no move under way (a move hands
-    /// leadership over, and a leader handing over drops what raft forwards
-    /// to it, which would leave the write's outcome unknown).
+    /// leadership over, and a leader handing over refuses what raft
+    /// forwards to it: those writes would only bounce until it is done).
     fn proposes_through_raft(&self, group: GroupId) -> bool {
         group != METADATA_GROUP
             && self.hosts(group)
