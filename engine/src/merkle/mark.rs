@@ -439,9 +439,7 @@ mod tests {
     #[test]
     fn the_view_is_the_trie_of_the_mark() {
         let n = 10_000u32;
-        let mut leaves: Vec<(Hash, Hash)> =
-            (0..n).map(|i| (key_hash("c", &id(i)), doc(i))).collect();
-        let mut tree = MerkleTree::from_leaves(&mut leaves.clone());
+        let (mut leaves, mut tree) = trie_of(n);
         // Some changes, then a mark in the middle of a batch, then more.
         let mut txn = MerkleTxn::new(&tree);
         for i in 0..50 {
@@ -512,9 +510,7 @@ mod tests {
     #[test]
     fn nodes_replaced_many_times_keep_their_version_at_both_marks() {
         let n = 300u32;
-        let mut leaves: Vec<(Hash, Hash)> =
-            (0..n).map(|i| (key_hash("c", &id(i)), doc(i))).collect();
-        let mut tree = MerkleTree::from_leaves(&mut leaves.clone());
+        let (mut leaves, mut tree) = trie_of(n);
         let mut at_marks = Vec::new();
         let mut version = n;
         for epoch in 1..=4u64 {
@@ -530,7 +526,7 @@ mod tests {
                     let i = (batch * 2 + w + epoch as u32) % 7;
                     version += 1;
                     // Every fourth write deletes, then the key comes back.
-                    let value = (version % 4 != 0).then(|| doc(version));
+                    let value = (!version.is_multiple_of(4)).then(|| doc(version));
                     txn.update(&key_hash("c", &id(i)), value);
                     leaves.retain(|(k, _)| *k != key_hash("c", &id(i)));
                     if let Some(v) = value {
@@ -551,6 +547,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `n` documents' leaves and their trie.
+    fn trie_of(n: u32) -> (Vec<(Hash, Hash)>, MerkleTree) {
+        let leaves: Vec<(Hash, Hash)> = (0..n).map(|i| (key_hash("c", &id(i)), doc(i))).collect();
+        let tree = MerkleTree::from_leaves(&mut leaves.clone());
+        (leaves, tree)
     }
 
     /// The leaves of the current trie, read back through its proofs.
