@@ -253,7 +253,16 @@ impl MerkleTree {
     /// A view was made or rebuilt: no node stored so far is known to be
     /// kept in it.
     fn new_generation(&mut self) {
-        self.generation = self.generation.wrapping_add(1).max(1);
+        self.generation = match self.generation.checked_add(1) {
+            Some(next) => next,
+            None => {
+                // Once in 2^32 marks: no stamp may name a generation again.
+                for node in self.nodes.values_mut() {
+                    node.stamp = 0;
+                }
+                1
+            }
+        };
     }
 }
 

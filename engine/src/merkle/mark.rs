@@ -509,8 +509,19 @@ mod tests {
     /// leaves prove (the views' maps are looked up once per node and mark).
     #[test]
     fn nodes_replaced_many_times_keep_their_version_at_both_marks() {
+        replace_nodes_across_marks(0);
+    }
+
+    /// The same across the views' generation number wrapping around.
+    #[test]
+    fn the_views_generation_wraps_around_safely() {
+        replace_nodes_across_marks(u32::MAX - 1);
+    }
+
+    fn replace_nodes_across_marks(generation: u32) {
         let n = 300u32;
         let (mut leaves, mut tree) = trie_of(n);
+        tree.generation = generation;
         let mut at_marks = Vec::new();
         let mut version = n;
         for epoch in 1..=4u64 {
