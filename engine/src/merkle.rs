@@ -43,6 +43,9 @@ impl Slot {
 #[derive(Clone, Debug, Default)]
 struct Node {
     bitmap: u16,
+    /// The views' generation ([`MerkleTree`]) this version was stored in; 0:
+    /// not known. Not part of the node's content (it sits in padding).
+    stamp: u32,
     children: Vec<Slot>,
 }
 
@@ -121,6 +124,11 @@ pub(crate) struct MerkleTree {
     view: Option<mark::MarkView>,
     /// The trie as of the mark before the latest, kept the same way.
     previous: Option<mark::MarkView>,
+    /// Changes whenever a view is made or rebuilt (never 0 after that). A
+    /// node stored with this stamp was stored since the latest mark, so the
+    /// views hold its version at their marks already: replacing it again
+    /// needs no look-up in their maps.
+    generation: u32,
 }
 
 impl MerkleTree {
@@ -208,12 +216,27 @@ impl MerkleTree {
         if new_mark {
             self.previous = self.view.take();
         }
+        // A node replaced again since the latest mark (stamped with this
+        // generation) has its version at that mark in the latest view
+        // already, and so in the previous one (replaced since the latest
+        // mark is replaced since the one before): the views' maps are looked
+        // up once per node and mark, not per write. A batch that makes a
+        // mark stamps nothing (0): its new view holds only what changed
+        // after the mark inside the batch.
+        let generation = self.generation;
+        let stamp = if new_mark { 0 } else { generation };
         let mut keep = if new_mark { None } else { self.view.as_mut() };
         for (key, node) in txn.nodes {
             let before = match node {
-                Some(node) => self.nodes.insert(key, node),
+                Some(mut node) => {
+                    node.stamp = stamp;
+                    self.nodes.insert(key, node)
+                }
                 None => self.nodes.remove(&key),
             };
+            if generation != 0 && before.as_ref().is_some_and(|b| b.stamp == generation) {
+                continue;
+            }
             if let Some(previous) = self.previous.as_mut() {
                 previous.nodes.entry(key).or_insert_with(|| before.clone());
             }
@@ -221,7 +244,25 @@ impl MerkleTree {
                 view.nodes.entry(key).or_insert(before);
             }
         }
+        if new_mark {
+            self.new_generation();
+        }
         self.commit_view(txn.view);
+    }
+
+    /// A view was made or rebuilt: no node stored so far is known to be
+    /// kept in it.
+    fn new_generation(&mut self) {
+        self.generation = match self.generation.checked_add(1) {
+            Some(next) => next,
+            None => {
+                // Once in 2^32 marks: no stamp may name a generation again.
+                for node in self.nodes.values_mut() {
+                    node.stamp = 0;
+                }
+                1
+            }
+        };
     }
 }
 

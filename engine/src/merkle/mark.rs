@@ -85,22 +85,54 @@ pub(crate) enum ViewChange {
     /// of older marks are all deleted now, and the records open after the
     /// batch if it changed them.
     Kept {
-        changed: Map<Hash, Option<Hash>>,
+        changed: BatchChanges,
         cleaned: Option<bool>,
         open: Option<Vec<MarkChange>>,
     },
     /// The batch made a new mark: its view, with the batch's changes after
     /// it, and the keys the batch changed before it, first since the mark
     /// before (with their hash at that mark: its records).
-    New(MarkView, Map<Hash, Option<Hash>>),
+    New(MarkView, BatchChanges),
 }
 
 impl Default for ViewChange {
     fn default() -> Self {
         ViewChange::Kept {
-            changed: Map::default(),
+            changed: BatchChanges::default(),
             cleaned: None,
             open: None,
+        }
+    }
+}
+
+/// A batch's first changes of keys since a mark, with their hash at it, in
+/// the order the batch made them: a list, not a map, so that a write adds a
+/// push (the view's own map, looked up anyway, says which changes are
+/// first since the mark). A key the batch changes twice is listed twice,
+/// the first entry holding its hash at the mark, until
+/// [`BatchChanges::settle`] sorts the list and keeps the first of each key.
+#[derive(Default)]
+pub(crate) struct BatchChanges {
+    records: Vec<MarkChange>,
+    settled: bool,
+}
+
+impl BatchChanges {
+    fn push(&mut self, key: Hash, before: Option<Hash>) {
+        self.records.push((key, before));
+        self.settled = false;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Sorts by key hash, keeping each key's first entry (a stable sort).
+    fn settle(&mut self) {
+        if !self.settled {
+            self.records.sort_by_key(|r| r.0);
+            self.records.dedup_by_key(|r| r.0);
+            self.settled = true;
         }
     }
 }
@@ -118,7 +150,7 @@ impl ViewChange {
     }
 }
 
-impl MerkleTxn<'_> {
+impl<'a> MerkleTxn<'a> {
     /// Records the hash a key had before its first change since the latest
     /// mark. Changes of a command that is rolled back may leave an entry:
     /// it holds the hash at the mark all the same, so it is harmless.
@@ -134,7 +166,7 @@ impl MerkleTxn<'_> {
                     .as_ref()
                     .is_some_and(|v| !v.changed.contains_key(key));
                 if first {
-                    changed.entry(*key).or_insert(before);
+                    changed.push(*key, before);
                 }
             }
         }
@@ -153,21 +185,29 @@ impl MerkleTxn<'_> {
 
     /// What the batch must store: for the latest mark (and, in a batch that
     /// made one, for the mark before it) the epoch and, for each key first
-    /// changed since it, the key's document hash at the mark.
-    pub fn mark_records(&self) -> Vec<(u64, Vec<MarkChange>)> {
-        let records = |epoch: u64, changed: &Map<Hash, Option<Hash>>| {
-            (epoch, changed.iter().map(|(k, h)| (*k, *h)).collect())
-        };
-        match (&self.view, self.base.view.as_ref()) {
+    /// changed since it, the key's document hash at the mark, in key-hash
+    /// order. Borrowed: the records stay in the batch's view change.
+    pub fn mark_records(&mut self) -> [Option<(u64, std::borrow::Cow<'_, [MarkChange]>)>; 2] {
+        use std::borrow::Cow;
+        match (&mut self.view, self.base.view.as_ref()) {
             (ViewChange::New(view, before_mark), before) => {
-                let mut out = vec![records(view.epoch, &view.changed)];
-                if let Some(before) = before.filter(|_| !before_mark.is_empty()) {
-                    out.push(records(before.epoch, before_mark));
-                }
-                out
+                let mut latest: Vec<MarkChange> =
+                    view.changed.iter().map(|(k, h)| (*k, *h)).collect();
+                latest.sort_unstable();
+                before_mark.settle();
+                let before = before
+                    .filter(|_| !before_mark.is_empty())
+                    .map(|b| (b.epoch, Cow::Borrowed(before_mark.records.as_slice())));
+                [Some((view.epoch, Cow::Owned(latest))), before]
             }
-            (ViewChange::Kept { changed, .. }, Some(view)) => vec![records(view.epoch, changed)],
-            (ViewChange::Kept { .. }, None) => Vec::new(),
+            (ViewChange::Kept { changed, .. }, Some(view)) => {
+                changed.settle();
+                [
+                    Some((view.epoch, Cow::Borrowed(changed.records.as_slice()))),
+                    None,
+                ]
+            }
+            (ViewChange::Kept { .. }, None) => [None, None],
         }
     }
 
@@ -186,9 +226,9 @@ impl MerkleTxn<'_> {
 
     /// The records open before the batch, with their mark's epoch (the
     /// latest mark's before the batch).
-    pub fn open_records(&self) -> Option<(u64, Vec<MarkChange>)> {
+    pub fn open_records(&self) -> Option<(u64, &'a [MarkChange])> {
         let view = self.base.view.as_ref()?;
-        Some((view.epoch, view.open.clone()))
+        Some((view.epoch, view.open.as_slice()))
     }
 
     /// The records of the latest mark open after the batch.
@@ -264,6 +304,7 @@ impl MerkleTree {
         changed: &[MarkChange],
     ) -> bool {
         self.previous = None;
+        self.new_generation();
         let mut undo = MerkleTxn::new(self);
         for (key, doc) in latest.iter().chain(changed) {
             undo.update(key, *doc);
@@ -291,6 +332,7 @@ impl MerkleTree {
         open: Vec<MarkChange>,
     ) -> Result<(), Hash> {
         self.view = None;
+        self.new_generation();
         let mut undo = MerkleTxn::new(self);
         for (key, doc) in &changed {
             undo.update(key, *doc);
@@ -362,7 +404,9 @@ impl MerkleTree {
                     if let Some(open) = open {
                         view.open = open;
                     }
-                    for (key, doc) in changed {
+                    // In the batch's order: a key's first entry holds its
+                    // hash at the mark.
+                    for (key, doc) in changed.records {
                         view.changed.entry(key).or_insert(doc);
                     }
                     if let Some(done) = cleaned {
@@ -395,9 +439,7 @@ mod tests {
     #[test]
     fn the_view_is_the_trie_of_the_mark() {
         let n = 10_000u32;
-        let mut leaves: Vec<(Hash, Hash)> =
-            (0..n).map(|i| (key_hash("c", &id(i)), doc(i))).collect();
-        let mut tree = MerkleTree::from_leaves(&mut leaves.clone());
+        let (mut leaves, mut tree) = trie_of(n);
         // Some changes, then a mark in the middle of a batch, then more.
         let mut txn = MerkleTxn::new(&tree);
         for i in 0..50 {
@@ -458,6 +500,71 @@ mod tests {
                 .restore_view(1, &at_mark.root(), wrong, Vec::new())
                 .is_err()
         );
+    }
+
+    /// Nodes replaced again and again across batches (a few keys written
+    /// over and over, so every write replaces the same paths), across
+    /// marks, and in the batch that makes a mark: the latest and the
+    /// previous views still prove what tries built from their marks'
+    /// leaves prove (the views' maps are looked up once per node and mark).
+    #[test]
+    fn nodes_replaced_many_times_keep_their_version_at_both_marks() {
+        replace_nodes_across_marks(0);
+    }
+
+    /// The same across the views' generation number wrapping around.
+    #[test]
+    fn the_views_generation_wraps_around_safely() {
+        replace_nodes_across_marks(u32::MAX - 1);
+    }
+
+    fn replace_nodes_across_marks(generation: u32) {
+        let n = 300u32;
+        let (mut leaves, mut tree) = trie_of(n);
+        tree.generation = generation;
+        let mut at_marks = Vec::new();
+        let mut version = n;
+        for epoch in 1..=4u64 {
+            // Batches of two writes on a handful of keys; one batch makes
+            // the mark between its writes.
+            for batch in 0..6u32 {
+                let mut txn = MerkleTxn::new(&tree);
+                for w in 0..2u32 {
+                    if batch == 3 && w == 1 {
+                        txn.start_mark(epoch);
+                        at_marks.push(MerkleTree::from_leaves(&mut leaves.clone()));
+                    }
+                    let i = (batch * 2 + w + epoch as u32) % 7;
+                    version += 1;
+                    // Every fourth write deletes, then the key comes back.
+                    let value = (!version.is_multiple_of(4)).then(|| doc(version));
+                    txn.update(&key_hash("c", &id(i)), value);
+                    leaves.retain(|(k, _)| *k != key_hash("c", &id(i)));
+                    if let Some(v) = value {
+                        leaves.push((key_hash("c", &id(i)), v));
+                    }
+                }
+                txn.records_cleaned(true);
+                tree.commit(txn.into_changes());
+            }
+            let latest = &at_marks[at_marks.len() - 1];
+            for i in 0..n {
+                let (e, proof, _) = tree.prove_at_mark("c", &id(i)).unwrap();
+                assert_eq!((e, &proof), (epoch, &latest.prove("c", &id(i))), "key {i}");
+                if let Some(previous) = at_marks.len().checked_sub(2).map(|p| &at_marks[p]) {
+                    let (e, proof, _) = tree.prove_at_previous_mark("c", &id(i)).unwrap();
+                    assert_eq!(e, epoch - 1);
+                    assert_eq!(proof, previous.prove("c", &id(i)), "key {i}, previous");
+                }
+            }
+        }
+    }
+
+    /// `n` documents' leaves and their trie.
+    fn trie_of(n: u32) -> (Vec<(Hash, Hash)>, MerkleTree) {
+        let leaves: Vec<(Hash, Hash)> = (0..n).map(|i| (key_hash("c", &id(i)), doc(i))).collect();
+        let tree = MerkleTree::from_leaves(&mut leaves.clone());
+        (leaves, tree)
     }
 
     /// The leaves of the current trie, read back through its proofs.

@@ -172,20 +172,23 @@ impl<'a, T: KvTree> Writer<'a, T> {
             .filter(|(_, open)| !open.is_empty() && (carry || made_mark));
         let moved = before.is_some();
         let mut open = Vec::new();
-        for (epoch, mut records) in self.merkle.mark_records() {
-            records.sort_unstable();
-            if let Some((_, mut was_open)) = before.take_if(|(e, _)| *e == epoch) {
-                was_open.append(&mut records);
-                records = was_open;
-            }
-            if carry && Some(epoch) == latest && records.len() <= OPEN_MARK_RECORDS {
-                open = records;
+        for (epoch, records) in self.merkle.mark_records().into_iter().flatten() {
+            // The batch's records (sorted) after the open ones, if of the
+            // same mark: one copy, whether they stay open or are packed.
+            let was_open = before
+                .take_if(|(e, _)| *e == epoch)
+                .map_or(&[][..], |b| b.1);
+            let mut all = Vec::with_capacity(was_open.len() + records.len());
+            all.extend_from_slice(was_open);
+            all.extend_from_slice(&records);
+            if carry && Some(epoch) == latest && all.len() <= OPEN_MARK_RECORDS {
+                open = all;
             } else {
-                self.put_pack(epoch, &mut records);
+                put_pack(&mut self.txn, epoch, &mut all);
             }
         }
-        if let Some((epoch, mut records)) = before {
-            self.put_pack(epoch, &mut records);
+        if let Some((epoch, records)) = before {
+            put_pack(&mut self.txn, epoch, &mut records.to_vec());
         }
         let index = match applied_index {
             Some(index) => Some(index),
@@ -222,18 +225,6 @@ impl<'a, T: KvTree> Writer<'a, T> {
             self.merkle.records_cleaned(done);
         }
         Ok(())
-    }
-
-    /// Stores `records` of the changes since the mark of `epoch` (if any) as
-    /// one pack, in key-hash order, under the smallest key hash.
-    fn put_pack(&mut self, epoch: u64, records: &mut [MarkChange]) {
-        records.sort_unstable();
-        let Some((first, _)) = records.first() else {
-            return;
-        };
-        let mut value = Vec::new();
-        encode_records(records, &mut value);
-        self.txn.put(keys::mark_pack_key(epoch, first), value);
     }
 
     fn apply_op(&mut self, op: &Op) -> Result<OpOutcome> {
@@ -742,6 +733,18 @@ impl<'a, T: KvTree> Writer<'a, T> {
         let (keys, _) = index_keys(info, index, id, &doc)?;
         Ok(keys.iter().any(|k| k.as_slice() == key))
     }
+}
+
+/// Stores `records` of the changes since the mark of `epoch` (if any) as
+/// one pack, in key-hash order, under the smallest key hash.
+fn put_pack<T: KvTree>(txn: &mut Txn<'_, T>, epoch: u64, records: &mut [MarkChange]) {
+    records.sort_unstable();
+    let Some((first, _)) = records.first() else {
+        return;
+    };
+    let mut value = Vec::new();
+    encode_records(records, &mut value);
+    txn.put(keys::mark_pack_key(epoch, first), value);
 }
 
 /// The first key after `key` (keys are compared bytewise).

@@ -99,39 +99,75 @@ enum Step {
     Next,
     /// Nothing more to do this round.
     Wait,
+    /// The newest epoch is over; the next is due at this time (ms since
+    /// the Unix epoch).
+    DueAt(u64),
+}
+
+/// When the epoch after one that started at `last_start` starts, if it is
+/// `now`: on schedule, one interval after the last one's start, so that
+/// epochs last the interval however late the loop notices; or now, if the
+/// schedule is more than an interval behind (a leader change, an outage),
+/// rather than a burst of short epochs to catch up. `None`: not due yet.
+fn scheduled_start(last_start: Option<u64>, interval: u64, now: u64) -> Option<u64> {
+    let Some(due) = last_start.map(|s| s.saturating_add(interval)) else {
+        return Some(now);
+    };
+    if now < due {
+        None
+    } else if now - due < interval {
+        Some(due)
+    } else {
+        Some(now)
+    }
 }
 
 impl ClusterNode {
-    /// The anchoring thread's loop (see the module's documentation).
+    /// The anchoring thread's loop (see the module's documentation). While
+    /// the newest epoch is over, the leader sleeps until the next is due
+    /// (waking every tick to notice a stop or a lost leadership) instead of
+    /// reading group 0 every tick, and starts it on schedule.
     pub(super) fn anchor_loop(&self, config: AnchorConfig) {
         let tick =
             (config.interval / 5).clamp(Duration::from_millis(20), Duration::from_millis(200));
+        // When the next epoch is due, as this node last read it as leader.
+        // Another leader's epochs only move it later, so an outdated value
+        // costs one early round, never a late epoch.
+        let mut due: Option<u64> = None;
         while !self.is_stopping() {
             let leads = self.raft.status(METADATA_GROUP).is_ok_and(|s| s.is_leader);
-            if leads
-                && self.readiness().is_ok()
-                && let Err(e) = self.anchor_round(&config)
-            {
-                tracing::info!(error = %e, "anchoring round");
+            if !leads {
+                due = None;
+            } else if due.is_none_or(|d| now_ms() >= d) && self.readiness().is_ok() {
+                due = match self.anchor_round(&config) {
+                    Ok(due) => due,
+                    Err(e) => {
+                        tracing::info!(error = %e, "anchoring round");
+                        None
+                    }
+                };
             }
-            std::thread::sleep(tick);
+            let until_due = due.map_or(tick, |d| {
+                Duration::from_millis(d.saturating_sub(now_ms())).max(Duration::from_millis(1))
+            });
+            std::thread::sleep(tick.min(until_due));
         }
     }
 
     /// Takes the newest epoch as far as it goes now, or starts the next one
-    /// when it is due.
-    fn anchor_round(&self, config: &AnchorConfig) -> Result<(), NodeError> {
+    /// when it is due; when the next one is not due yet, the time it is.
+    fn anchor_round(&self, config: &AnchorConfig) -> Result<Option<u64>, NodeError> {
         // Bounded: an epoch has at most a handful of steps.
         for _ in 0..16 {
             if self.is_stopping() {
-                return Ok(());
+                return Ok(None);
             }
             self.raft
                 .read_index(METADATA_GROUP, MARK_TIMEOUT)
                 .wait(MARK_TIMEOUT)?;
             let meta = self.raft.shard(METADATA_GROUP)?;
             let Some(cluster_id) = metadata::read_cluster_id(&meta)? else {
-                return Ok(());
+                return Ok(None);
             };
             if !anchors::has_collection(&meta) {
                 self.propose_local(METADATA_GROUP, &anchors::create_collection())?;
@@ -144,25 +180,27 @@ impl ClusterNode {
                 }
                 last => self.start_epoch(config, last.as_ref())?,
             };
-            if matches!(step, Step::Wait) {
-                return Ok(());
+            match step {
+                Step::Next => {}
+                Step::Wait => return Ok(None),
+                Step::DueAt(due) => return Ok(Some(due)),
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Starts the epoch after `last` if the interval has passed since it
-    /// started.
+    /// started ([`scheduled_start`]).
     fn start_epoch(&self, config: &AnchorConfig, last: Option<&Read>) -> Result<Step, NodeError> {
-        let now = now_ms();
         let interval = u64::try_from(config.interval.as_millis()).unwrap_or(u64::MAX);
-        if let Some((r, _)) = last
-            && now.saturating_sub(r.started_ms) < interval
-        {
-            return Ok(Step::Wait);
-        }
+        let last_start = last.map(|(r, _)| r.started_ms);
+        let Some(start) = scheduled_start(last_start, interval, now_ms()) else {
+            return Ok(Step::DueAt(
+                last_start.unwrap_or(0).saturating_add(interval),
+            ));
+        };
         let epoch = last.map_or(1, |(r, _)| r.epoch + 1);
-        let record = EpochRecord::start(epoch, last.map(|(r, _)| r), now);
+        let record = EpochRecord::start(epoch, last.map(|(r, _)| r), start);
         self.record(&anchors::start_command(last, &record)?)?;
         tracing::debug!(epoch, "epoch started");
         Ok(Step::Next)
@@ -451,4 +489,23 @@ fn recorded_mark(shard: &Shard, epoch: u64) -> Result<Option<(u64, Hash)>, NodeE
     Ok(shard
         .anchor_mark(epoch)?
         .map(|mark| (mark.raft_index, mark.root)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scheduled_start;
+
+    /// Epochs start one interval apart however late the loop looks, unless
+    /// the schedule is more than an interval behind.
+    #[test]
+    fn epochs_start_on_schedule() {
+        assert_eq!(scheduled_start(None, 1000, 5_123), Some(5_123));
+        assert_eq!(scheduled_start(Some(5_000), 1000, 5_999), None);
+        assert_eq!(scheduled_start(Some(5_000), 1000, 6_000), Some(6_000));
+        assert_eq!(scheduled_start(Some(5_000), 1000, 6_180), Some(6_000));
+        assert_eq!(scheduled_start(Some(5_000), 1000, 6_999), Some(6_000));
+        assert_eq!(scheduled_start(Some(5_000), 1000, 7_000), Some(7_000));
+        assert_eq!(scheduled_start(Some(5_000), 1000, 60_000), Some(60_000));
+        assert_eq!(scheduled_start(Some(u64::MAX - 5), 1000, 10), None);
+    }
 }
