@@ -13,6 +13,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod batch;
 pub mod endpoints;
 pub mod meter;
 pub mod payouts;
