@@ -33,14 +33,14 @@ use k256::elliptic_curve::PrimeField;
 use k256::elliptic_curve::group::Group;
 use k256::elliptic_curve::ops::{Invert, Reduce};
 use k256::elliptic_curve::point::AffineCoordinates;
-use k256::elliptic_curve::scalar::IsHigh;
-use k256::{AffinePoint, ProjectivePoint, Scalar, U256};
 use k256::elliptic_curve::point::DecompressPoint;
+use k256::elliptic_curve::scalar::IsHigh;
 use k256::elliptic_curve::subtle::Choice;
+use k256::{AffinePoint, ProjectivePoint, Scalar, U256};
 use rand::Rng;
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature};
-use stratosdb::node::traffic::{batch, recover};
 use secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
+use stratosdb::node::traffic::{batch, recover};
 
 /// Bits of a scalar per window.
 const WINDOW: usize = 8;
@@ -378,7 +378,11 @@ fn batch_agrees_with_libsecp256k1() {
                 let mut other = *digest;
                 other[bit / 8] ^= 1 << (bit % 8);
                 let verdict = one(key, &other, signature);
-                assert_eq!(verdict, recovers_to(&other, signature, sec1), "digest bit {bit}");
+                assert_eq!(
+                    verdict,
+                    recovers_to(&other, signature, sec1),
+                    "digest bit {bit}"
+                );
                 if !verdict {
                     bad.push((index, other, *signature));
                 }
@@ -447,8 +451,8 @@ fn batch_verify(c: &mut Criterion) {
                 for (digest, signature) in &signed {
                     let id = RecoveryId::try_from(i32::from(signature[64] - 27)).unwrap();
                     let recoverable = RecoverableSignature::from_compact(&signature[..64], id);
-                    let recovered = context
-                        .recover_ecdsa(Message::from_digest(*digest), &recoverable.unwrap());
+                    let recovered =
+                        context.recover_ecdsa(Message::from_digest(*digest), &recoverable.unwrap());
                     assert!(black_box(recovered).is_ok_and(|recovered| recovered == public));
                 }
             })
@@ -481,7 +485,8 @@ fn batch_verify(c: &mut Criterion) {
             cpu_time(iters, || {
                 for (_, signature) in &signed {
                     let x: [u8; 32] = signature[..32].try_into().unwrap();
-                    let point = AffinePoint::decompress(&x.into(), Choice::from(signature[64] - 27));
+                    let point =
+                        AffinePoint::decompress(&x.into(), Choice::from(signature[64] - 27));
                     assert!(bool::from(black_box(point).is_some()));
                 }
             })

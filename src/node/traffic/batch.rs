@@ -18,7 +18,9 @@
 //! `2¹²⁸·P`, kept per payer, so every scalar has 128 bits and a batch takes
 //! 129 doublings.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use k256::elliptic_curve::BatchNormalize;
 use k256::elliptic_curve::PrimeField;
@@ -28,7 +30,13 @@ use k256::elliptic_curve::point::DecompressPoint;
 use k256::elliptic_curve::scalar::IsHigh;
 use k256::elliptic_curve::subtle::Choice;
 use k256::{AffinePoint, ProjectivePoint, Scalar, U256};
+use parking_lot::{Mutex, RwLock};
 use rand::Rng;
+use stratosdb_verifier::VerifyError;
+use stratosdb_verifier::traffic::Address;
+use tokio::sync::oneshot;
+
+use super::recover::KeyCache;
 
 /// NAF width of the generator's tables (static, 64 points each).
 const G_WIDTH: u32 = 8;
@@ -196,10 +204,9 @@ pub fn verify(batch: &[Signed<'_>]) -> bool {
         }
         // r < n < p, so r is a field element: R = (r, y of that parity).
         let r_x: [u8; 32] = r.to_bytes().into();
-        let Some(point) = Option::<AffinePoint>::from(AffinePoint::decompress(
-            &r_x.into(),
-            Choice::from(parity),
-        )) else {
+        let Some(point) =
+            Option::<AffinePoint>::from(AffinePoint::decompress(&r_x.into(), Choice::from(parity)))
+        else {
             return false;
         };
         let z = <Scalar as Reduce<U256>>::reduce_bytes(signed.prehash.into());
@@ -281,9 +288,326 @@ pub fn verify(batch: &[Signed<'_>]) -> bool {
     bool::from(sum.is_identity())
 }
 
+/// Fewest signatures of known payers checked as one batch: below it
+/// libsecp256k1's recovery, one by one, is cheaper (`BENCHMARKS.md`).
+pub const MIN_BATCH: usize = 3;
+/// Most signatures in one multiplication.
+pub const MAX_BATCH: usize = 64;
+/// Most payers' batch tables kept (~1.4 KB each); past it they start over.
+const MAX_TABLES: usize = 10_000;
+
+type Reply = oneshot::Sender<Result<Address, VerifyError>>;
+
+/// A signature waiting for its check.
+struct Job {
+    claimed: Address,
+    prehash: [u8; 32],
+    signature: [u8; 65],
+    reply: Reply,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// A request is checking what is queued (and will until it is empty).
+    busy: bool,
+}
+
+/// The node's signature checks, batched across concurrent requests with no
+/// wait of their own: a request queues its signature, and if no other
+/// request is checking, it checks everything queued (its own included)
+/// until the queue is empty. A lone request is thus checked at once, by
+/// itself; requests arriving while a check runs are taken together next.
+/// Signatures of payers whose key is known go through [`verify`] when there
+/// are at least [`MIN_BATCH`] of them; a batch that fails, and every other
+/// signature, is checked one by one by [`KeyCache::check`] (recovery, which
+/// learns a payer's key), so the answers and refusals are the same.
+#[derive(Default)]
+pub struct SignatureChecker {
+    keys: KeyCache,
+    tables: RwLock<HashMap<Address, Arc<PayerKey>>>,
+    queue: Mutex<Queue>,
+    /// Batches that passed, and the signatures in them.
+    batches: AtomicU64,
+    batched: AtomicU64,
+}
+
+/// Hands the queue back if a check panics, so later requests still check.
+struct Release<'a>(&'a Mutex<Queue>);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.lock().busy = false;
+    }
+}
+
+impl SignatureChecker {
+    /// The address whose key made `signature` over `prehash`, as
+    /// [`KeyCache::check`] answers.
+    pub async fn check(
+        &self,
+        claimed: &Address,
+        prehash: &[u8; 32],
+        signature: &[u8; 65],
+    ) -> Result<Address, VerifyError> {
+        let (reply, answer) = oneshot::channel();
+        let lead = {
+            let mut queue = self.queue.lock();
+            queue.jobs.push(Job {
+                claimed: *claimed,
+                prehash: *prehash,
+                signature: *signature,
+                reply,
+            });
+            !std::mem::replace(&mut queue.busy, true)
+        };
+        if lead {
+            let release = Release(&self.queue);
+            loop {
+                let jobs = {
+                    let mut queue = self.queue.lock();
+                    if queue.jobs.is_empty() {
+                        queue.busy = false;
+                        break;
+                    }
+                    std::mem::take(&mut queue.jobs)
+                };
+                self.check_all(jobs);
+            }
+            std::mem::forget(release);
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(VerifyError::BadRequestSignature(
+                "the node's signature check failed; retry".into(),
+            ))
+        })
+    }
+
+    /// Batches that passed so far, and the signatures they held.
+    pub fn batched(&self) -> (u64, u64) {
+        (
+            self.batches.load(Ordering::Relaxed),
+            self.batched.load(Ordering::Relaxed),
+        )
+    }
+
+    fn check_all(&self, jobs: Vec<Job>) {
+        let mut known = Vec::with_capacity(jobs.len());
+        let mut alone = Vec::new();
+        for job in jobs {
+            match self.payer_key(&job.claimed) {
+                Some(key) => known.push((key, job)),
+                None => alone.push(job),
+            }
+        }
+        if known.len() < MIN_BATCH {
+            alone.extend(known.into_iter().map(|(_, job)| job));
+            known = Vec::new();
+        }
+        for chunk in chunks(known, MAX_BATCH) {
+            let batch: Vec<Signed> = chunk
+                .iter()
+                .map(|(key, job)| Signed {
+                    key,
+                    prehash: &job.prehash,
+                    signature: &job.signature,
+                })
+                .collect();
+            if verify(&batch) {
+                self.batches.fetch_add(1, Ordering::Relaxed);
+                self.batched
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                for (_, job) in chunk {
+                    let _ = job.reply.send(Ok(job.claimed));
+                }
+            } else {
+                alone.extend(chunk.into_iter().map(|(_, job)| job));
+            }
+        }
+        for job in alone {
+            let answer = self.keys.check(&job.claimed, &job.prehash, &job.signature);
+            // The request may have gone away meanwhile.
+            let _ = job.reply.send(answer);
+        }
+    }
+
+    /// The batch tables of a payer whose key is known; built the first time.
+    fn payer_key(&self, address: &Address) -> Option<Arc<PayerKey>> {
+        if let Some(key) = self.tables.read().get(address) {
+            return Some(key.clone());
+        }
+        let public = self.keys.known(address)?;
+        let key = Arc::new(PayerKey::from_sec1(&public.serialize())?);
+        let mut tables = self.tables.write();
+        if tables.len() >= MAX_TABLES {
+            tables.clear();
+        }
+        tables.insert(*address, key.clone());
+        Some(key)
+    }
+}
+
+/// `items` in runs of at most `size`, each about the same length.
+fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let count = items.len().div_ceil(size);
+    let mut runs: Vec<Vec<T>> = (0..count).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        runs[i % count].push(item);
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stratosdb_verifier::traffic::{RequestSigner, eip191_hash};
+
+    /// Signed requests of `payers` keys, 6 each: (claimed, prehash, signature).
+    fn requests(payers: u8) -> Vec<(Address, [u8; 32], [u8; 65])> {
+        let mut requests = Vec::new();
+        for seed in 1..=payers {
+            let signer = RequestSigner::from_bytes(&[seed; 32]).unwrap();
+            for i in 0..6 {
+                let message = format!("request {seed} {i}");
+                let signature = signer.sign_message(message.as_bytes());
+                requests.push((signer.address(), eip191_hash(message.as_bytes()), signature));
+            }
+        }
+        requests
+    }
+
+    /// Bad members of a request set: a flipped bit of the signature, of the
+    /// digest, v flipped, the high-s twin, another payer's signature
+    /// claimed, an unknown v.
+    fn spoil(requests: &mut [(Address, [u8; 32], [u8; 65])], which: usize, how: usize) {
+        let other = requests[(which + 7) % requests.len()];
+        let (claimed, prehash, signature) = &mut requests[which];
+        match how % 6 {
+            0 => signature[(which * 13) % 64] ^= 1 << (which % 8),
+            1 => prehash[which % 32] ^= 0x80,
+            2 => signature[64] ^= 1,
+            3 => {
+                let s = scalar(&signature[32..64]).unwrap();
+                signature[32..64].copy_from_slice(&(-s).to_bytes());
+                signature[64] ^= 1;
+            }
+            4 => {
+                assert_ne!(other.0, *claimed);
+                *signature = other.2;
+                *prehash = other.1;
+            }
+            _ => signature[64] = 29,
+        }
+    }
+
+    /// A checker that knows the keys of `requests`' payers, and a plain
+    /// cache that knows them too (the answers to compare with).
+    fn checker_knowing(requests: &[(Address, [u8; 32], [u8; 65])]) -> (SignatureChecker, KeyCache) {
+        let checker = SignatureChecker::default();
+        let reference = KeyCache::default();
+        for (claimed, prehash, signature) in requests {
+            assert_eq!(
+                checker.keys.check(claimed, prehash, signature).unwrap(),
+                *claimed
+            );
+            assert_eq!(
+                reference.check(claimed, prehash, signature).unwrap(),
+                *claimed
+            );
+        }
+        (checker, reference)
+    }
+
+    /// Batches with bad members: every request gets the answer the
+    /// one-by-one check gives (the bad ones their refusal, the good ones
+    /// their payer), and a batch of good ones passes as one.
+    #[test]
+    fn a_batch_with_bad_members_answers_each_as_the_one_by_one_check() {
+        let good = requests(4);
+        let (checker, reference) = checker_knowing(&good);
+        for round in 0..12 {
+            let mut requests = good.clone();
+            // Round 0 all good; then 1, 2, ... bad members.
+            for k in 0..round {
+                let which = (k * 5 + round) % requests.len();
+                spoil(&mut requests, which, k + round);
+            }
+            let (jobs, answers): (Vec<Job>, Vec<_>) = requests
+                .iter()
+                .map(|(claimed, prehash, signature)| {
+                    let (reply, answer) = oneshot::channel();
+                    let job = Job {
+                        claimed: *claimed,
+                        prehash: *prehash,
+                        signature: *signature,
+                        reply,
+                    };
+                    (job, answer)
+                })
+                .unzip();
+            let before = checker.batched();
+            checker.check_all(jobs);
+            for ((claimed, prehash, signature), mut answer) in requests.iter().zip(answers) {
+                let ours = answer.try_recv().expect("answered");
+                let theirs = reference.check(claimed, prehash, signature);
+                assert_eq!(
+                    ours.as_ref().map_err(ToString::to_string),
+                    theirs.as_ref().map_err(ToString::to_string),
+                    "round {round}"
+                );
+            }
+            let after = checker.batched();
+            if round == 0 {
+                assert_eq!(after, (before.0 + 1, before.1 + 24), "one batch of all 24");
+            } else {
+                assert_eq!(after, before, "round {round}: the batch failed, one by one");
+            }
+        }
+    }
+
+    /// Concurrent requests through `check` on a multi-threaded runtime,
+    /// good and bad, of known and unknown payers: each gets its own answer.
+    #[test]
+    fn concurrent_checks_get_their_own_answers() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .build()
+            .unwrap();
+        let good = requests(6);
+        // Payers 1-4 known, 5-6 learnt during the run.
+        let (checker, reference) = checker_knowing(&good[..24]);
+        let checker = Arc::new(checker);
+        let mut all = Vec::new();
+        for round in 0..8 {
+            let mut requests = good.clone();
+            if round % 2 == 1 {
+                spoil(&mut requests, round * 3, round);
+                spoil(&mut requests, round * 3 + 11, round + 1);
+            }
+            all.extend(requests);
+        }
+        let answers = runtime.block_on(async {
+            let tasks: Vec<_> = all
+                .iter()
+                .map(|&(claimed, prehash, signature)| {
+                    let checker = checker.clone();
+                    tokio::spawn(async move { checker.check(&claimed, &prehash, &signature).await })
+                })
+                .collect();
+            let mut answers = Vec::new();
+            for task in tasks {
+                answers.push(task.await.unwrap());
+            }
+            answers
+        });
+        for ((claimed, prehash, signature), ours) in all.iter().zip(answers) {
+            let theirs = reference.check(claimed, prehash, signature);
+            assert_eq!(
+                ours.map_err(|e| e.to_string()),
+                theirs.map_err(|e| e.to_string())
+            );
+        }
+    }
 
     /// The NAF digits add up to the number, for every width used.
     #[test]
