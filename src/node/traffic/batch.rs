@@ -314,10 +314,11 @@ struct Queue {
 }
 
 /// The node's signature checks, batched across concurrent requests with no
-/// wait of their own: a request queues its signature, and if no other
-/// request is checking, it checks everything queued (its own included)
-/// until the queue is empty. A lone request is thus checked at once, by
-/// itself; requests arriving while a check runs are taken together next.
+/// timed wait: a request queues its signature, lets the tasks that are
+/// ready to run go first (`yield_now`: other requests reach their checks
+/// and queue theirs), and then, if no other request is checking, checks
+/// everything queued (its own included) until the queue is empty. A lone
+/// request is thus checked at once, by itself; concurrent ones together.
 /// Signatures of payers whose key is known go through [`verify`] when there
 /// are at least [`MIN_BATCH`] of them; a batch that fails, and every other
 /// signature, is checked one by one by [`KeyCache::check`] (recovery, which
@@ -351,15 +352,18 @@ impl SignatureChecker {
         signature: &[u8; 65],
     ) -> Result<Address, VerifyError> {
         let (reply, answer) = oneshot::channel();
+        self.queue.lock().jobs.push(Job {
+            claimed: *claimed,
+            prehash: *prehash,
+            signature: *signature,
+            reply,
+        });
+        // Requests that are ready to run go first, up to their own checks:
+        // under load that is what makes a batch; alone it is no wait.
+        tokio::task::yield_now().await;
         let lead = {
             let mut queue = self.queue.lock();
-            queue.jobs.push(Job {
-                claimed: *claimed,
-                prehash: *prehash,
-                signature: *signature,
-                reply,
-            });
-            !std::mem::replace(&mut queue.busy, true)
+            !queue.jobs.is_empty() && !std::mem::replace(&mut queue.busy, true)
         };
         if lead {
             let release = Release(&self.queue);
