@@ -314,9 +314,12 @@ fn verify(c: &mut Criterion) {
     group.finish();
 }
 
-/// 65-byte recoverable signatures `r ‖ s ‖ v` (v 27 or 28) of `count`
-/// digests by the key `[seed; 32]`, with the key's SEC1 form.
-fn recoverable(seed: u8, count: usize) -> (Vec<u8>, Vec<([u8; 32], [u8; 65])>) {
+/// A digest and its 65-byte recoverable signature `r ‖ s ‖ v`.
+type SignedDigest = ([u8; 32], [u8; 65]);
+
+/// Signatures (v 27 or 28) of `count` digests by the key `[seed; 32]`, with
+/// the key's SEC1 form.
+fn recoverable(seed: u8, count: usize) -> (Vec<u8>, Vec<SignedDigest>) {
     let secp = Secp256k1::new();
     let secret = SecretKey::from_byte_array([seed; 32]).unwrap();
     let key = PublicKey::from_secret_key(&secp, &secret);

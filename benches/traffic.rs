@@ -53,7 +53,7 @@ fn threads() -> usize {
             .and_then(|t| t.parse().ok())
             .unwrap_or(4);
         assert!(
-            threads > 0 && BATCH % threads == 0,
+            threads > 0 && BATCH.is_multiple_of(threads),
             "TRAFFIC_THREADS divides {BATCH}"
         );
         threads
