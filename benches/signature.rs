@@ -19,6 +19,15 @@
 //! against libsecp256k1's on 32 signatures of 4 keys, on every one-bit
 //! change of them and of their digests, and on their high-s twins.
 //!
+//! `batch_verify`: the node's batch check (`src/node/traffic/batch.rs`) of
+//! one payer's signatures in batches of 1 to 64 vs libsecp256k1's recovery
+//! of each (what the node does for a lone request), per signature, thread
+//! CPU time; `batch_parts`: decompressing R, and building a payer's tables.
+//! Before timing, the batch check's verdict is checked against libsecp256k1's
+//! recovery on 64 signatures of 4 keys, every one-bit change of them and of
+//! their digests, every spelling of v, high-s twins, another payer's key,
+//! and 400 batches of up to 64 mixing payers and good and bad members.
+//!
 //!   cargo bench --bench signature
 //!   python3 benches/ratios.py
 
@@ -33,10 +42,14 @@ use k256::elliptic_curve::PrimeField;
 use k256::elliptic_curve::group::Group;
 use k256::elliptic_curve::ops::{Invert, Reduce};
 use k256::elliptic_curve::point::AffineCoordinates;
+use k256::elliptic_curve::point::DecompressPoint;
 use k256::elliptic_curve::scalar::IsHigh;
+use k256::elliptic_curve::subtle::Choice;
 use k256::{AffinePoint, ProjectivePoint, Scalar, U256};
-use secp256k1::ecdsa::Signature;
+use rand::Rng;
+use secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature};
 use secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
+use stratosdb::node::traffic::{batch, recover};
 
 /// Bits of a scalar per window.
 const WINDOW: usize = 8;
@@ -301,5 +314,207 @@ fn verify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verify);
+/// A digest and its 65-byte recoverable signature `r ‖ s ‖ v`.
+type SignedDigest = ([u8; 32], [u8; 65]);
+
+/// Signatures (v 27 or 28) of `count` digests by the key `[seed; 32]`, with
+/// the key's SEC1 form.
+fn recoverable(seed: u8, count: usize) -> (Vec<u8>, Vec<SignedDigest>) {
+    let secp = Secp256k1::new();
+    let secret = SecretKey::from_byte_array([seed; 32]).unwrap();
+    let key = PublicKey::from_secret_key(&secp, &secret);
+    let signed = (0..count)
+        .map(|i| {
+            let digest: [u8; 32] =
+                std::array::from_fn(|j| (i * 31 + j * 7 + usize::from(seed)) as u8);
+            let (id, compact) = secp
+                .sign_ecdsa_recoverable(Message::from_digest(digest), &secret)
+                .serialize_compact();
+            let mut signature = [0u8; 65];
+            signature[..64].copy_from_slice(&compact);
+            signature[64] = 27 + i32::from(id) as u8;
+            (digest, signature)
+        })
+        .collect();
+    (key.serialize().to_vec(), signed)
+}
+
+/// What the node decides today for a known payer: libsecp256k1 recovers
+/// the key with the signature's v (`recover.rs`), and it must be the payer's.
+fn recovers_to(digest: &[u8; 32], signature: &[u8; 65], key: &[u8]) -> bool {
+    let key = PublicKey::from_slice(key).unwrap();
+    let address = {
+        let digest = stratosdb_verifier::traffic::keccak256(&key.serialize_uncompressed()[1..]);
+        let mut address = [0u8; 20];
+        address.copy_from_slice(&digest[12..]);
+        stratosdb_verifier::traffic::Address(address)
+    };
+    recover::recover(digest, signature).is_ok_and(|recovered| recovered == address)
+}
+
+/// The batch check's verdict is libsecp256k1's recovery's, for 4 keys and
+/// 16 signatures each: alone, on every one-bit change of the signature and
+/// of the digest, on each other spelling of v, on the high-s twin, against
+/// another payer's key; and on batches of up to 64 mixing keys and good and
+/// bad members (true exactly when every member is good).
+fn batch_agrees_with_libsecp256k1() {
+    let mut payers = Vec::new();
+    for seed in 1..=4u8 {
+        let (key, signed) = recoverable(seed, 16);
+        payers.push((batch::PayerKey::from_sec1(&key).unwrap(), key, signed));
+    }
+    let one = |key: &batch::PayerKey, digest: &[u8; 32], signature: &[u8; 65]| {
+        batch::verify(&[batch::Signed {
+            key,
+            prehash: digest,
+            signature,
+        }])
+    };
+    let mut bad = Vec::new();
+    for (index, (key, sec1, signed)) in payers.iter().enumerate() {
+        let (other_key, _, _) = &payers[(index + 1) % payers.len()];
+        for (digest, signature) in signed {
+            assert!(one(key, digest, signature));
+            assert!(recovers_to(digest, signature, sec1));
+            assert!(!one(other_key, digest, signature), "another payer's key");
+            for bit in 0..65 * 8 {
+                let mut changed = *signature;
+                changed[bit / 8] ^= 1 << (bit % 8);
+                let verdict = one(key, digest, &changed);
+                assert_eq!(verdict, recovers_to(digest, &changed, sec1), "bit {bit}");
+                if !verdict {
+                    bad.push((index, *digest, changed));
+                }
+            }
+            for bit in 0..32 * 8 {
+                let mut other = *digest;
+                other[bit / 8] ^= 1 << (bit % 8);
+                let verdict = one(key, &other, signature);
+                assert_eq!(
+                    verdict,
+                    recovers_to(&other, signature, sec1),
+                    "digest bit {bit}"
+                );
+                if !verdict {
+                    bad.push((index, other, *signature));
+                }
+            }
+            for v in [0u8, 1, 27, 28, 2, 29, 255] {
+                let mut changed = *signature;
+                changed[64] = v;
+                let same = (v == signature[64]) || (v + 27 == signature[64]);
+                assert_eq!(one(key, digest, &changed), same, "v {v}");
+                assert_eq!(recovers_to(digest, &changed, sec1), same, "v {v}");
+            }
+            let low = scalar(&signature[32..64]).unwrap();
+            let mut high = *signature;
+            high[32..64].copy_from_slice(&(-low).to_bytes());
+            assert!(!one(key, digest, &high));
+            assert!(!recovers_to(digest, &high, sec1));
+            // The twin with its v flipped recovers the same key in plain
+            // ECDSA terms; libsecp256k1's check refuses it as high-s.
+            high[64] ^= 1;
+            assert!(!one(key, digest, &high));
+            assert!(!recovers_to(digest, &high, sec1));
+        }
+    }
+    // Mixed batches: good members of every payer, and now and then a bad one.
+    let mut rng = rand::rng();
+    for round in 0..400 {
+        let size = 1 + round % 64;
+        let mut members: Vec<(usize, [u8; 32], [u8; 65])> = Vec::new();
+        let mut bad_members = 0;
+        for _ in 0..size {
+            if round % 2 == 1 && rng.random_range(0..8) == 0 {
+                members.push(bad[rng.random_range(0..bad.len())]);
+                bad_members += 1;
+            } else {
+                let payer = rng.random_range(0..payers.len());
+                let (digest, signature) = payers[payer].2[rng.random_range(0..16)];
+                members.push((payer, digest, signature));
+            }
+        }
+        let batch: Vec<batch::Signed> = members
+            .iter()
+            .map(|(payer, digest, signature)| batch::Signed {
+                key: &payers[*payer].0,
+                prehash: digest,
+                signature,
+            })
+            .collect();
+        assert_eq!(batch::verify(&batch), bad_members == 0, "round {round}");
+    }
+}
+
+/// Per signature: libsecp256k1's recovery (what the node does today for
+/// each signed request) vs the batch check of one payer's signatures in
+/// batches of 1, 4, 16 and 64 (64 signatures an iteration either way).
+fn batch_verify(c: &mut Criterion) {
+    batch_agrees_with_libsecp256k1();
+    let (key, signed) = recoverable(9, SIGNATURES);
+    let payer = batch::PayerKey::from_sec1(&key).unwrap();
+    let public = PublicKey::from_slice(&key).unwrap();
+    let context = Secp256k1::verification_only();
+    let mut group = c.benchmark_group("batch_verify");
+    group.throughput(Throughput::Elements(SIGNATURES as u64));
+    group.bench_function("libsecp256k1_recover", |b| {
+        b.iter_custom(|iters| {
+            cpu_time(iters, || {
+                for (digest, signature) in &signed {
+                    let id = RecoveryId::try_from(i32::from(signature[64] - 27)).unwrap();
+                    let recoverable = RecoverableSignature::from_compact(&signature[..64], id);
+                    let recovered =
+                        context.recover_ecdsa(Message::from_digest(*digest), &recoverable.unwrap());
+                    assert!(black_box(recovered).is_ok_and(|recovered| recovered == public));
+                }
+            })
+        })
+    });
+    let batch: Vec<batch::Signed> = signed
+        .iter()
+        .map(|(digest, signature)| batch::Signed {
+            key: &payer,
+            prehash: digest,
+            signature,
+        })
+        .collect();
+    for size in [1, 2, 4, 8, 16, 64] {
+        group.bench_function(format!("batch_{size}"), |b| {
+            b.iter_custom(|iters| {
+                cpu_time(iters, || {
+                    for chunk in batch.chunks(size) {
+                        assert!(black_box(batch::verify(chunk)));
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("batch_parts");
+    group.throughput(Throughput::Elements(SIGNATURES as u64));
+    group.bench_function("decompress_r", |b| {
+        b.iter_custom(|iters| {
+            cpu_time(iters, || {
+                for (_, signature) in &signed {
+                    let x: [u8; 32] = signature[..32].try_into().unwrap();
+                    let point =
+                        AffinePoint::decompress(&x.into(), Choice::from(signature[64] - 27));
+                    assert!(bool::from(black_box(point).is_some()));
+                }
+            })
+        })
+    });
+    group.bench_function("payer_key_tables", |b| {
+        b.iter_custom(|iters| {
+            cpu_time(iters, || {
+                for _ in 0..SIGNATURES {
+                    black_box(batch::PayerKey::from_sec1(black_box(&key)));
+                }
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, verify, batch_verify);
 criterion_main!(benches);

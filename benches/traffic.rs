@@ -3,8 +3,8 @@
 //! - `requests`: point reads by `_id` (`get_*`), and durable PUTs of the
 //!   same ~220-byte documents (`put_*`: proposed, synced and applied through
 //!   the node's raft group), through a real `stratosdb node` process
-//!   (`--dev`, this build's binary) from 4 client threads, 64 requests a
-//!   batch: signed by a funded account (EIP-191 headers checked, the nonce
+//!   (`--dev`, this build's binary) from 4 client threads (`TRAFFIC_THREADS`
+//!   to change), 64 requests a batch: signed by a funded account (EIP-191 headers checked, the nonce
 //!   remembered, the fee metered, a receipt signed) vs unsigned (billed to
 //!   the dev account: metered and receipted, but no signature to recover).
 //!   Requests are signed before the clock starts, so the client's signing
@@ -41,8 +41,24 @@ use stratosdb_verifier::traffic::{
 #[path = "common/cpu_time.rs"]
 mod cpu_time;
 
-const THREADS: usize = 4;
 const BATCH: usize = 64;
+
+/// Client threads, hence requests in flight at once: `TRAFFIC_THREADS`
+/// (a divisor of 64), 4 by default.
+fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        let threads = std::env::var("TRAFFIC_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(4);
+        assert!(
+            threads > 0 && BATCH.is_multiple_of(threads),
+            "TRAFFIC_THREADS divides {BATCH}"
+        );
+        threads
+    })
+}
 const DOCUMENTS: usize = 200;
 const RECEIPTS: u64 = 100_000;
 
@@ -153,11 +169,11 @@ impl Op {
     }
 }
 
-/// One batch: `BATCH` requests from `THREADS` threads, each with its headers.
+/// One batch: `BATCH` requests from [`threads`] threads, each with its headers.
 fn batch(agent: &ureq::Agent, url: &str, op: Op, signed: &[Option<RequestAuth>]) -> Duration {
     let started = Instant::now();
     std::thread::scope(|scope| {
-        for chunk in signed.chunks(BATCH / THREADS) {
+        for chunk in signed.chunks(BATCH / threads()) {
             scope.spawn(move || {
                 for (i, auth) in chunk.iter().enumerate() {
                     let target = format!("{url}{}", Op::path(i));
@@ -199,7 +215,7 @@ fn node_cpu(pid: u32) -> Duration {
 fn auths(payer: Option<&RequestSigner>, cluster_id: &[u8; 32], op: Op) -> Vec<Option<RequestAuth>> {
     (0..BATCH)
         .map(|k| {
-            let i = k % (BATCH / THREADS);
+            let i = k % (BATCH / threads());
             payer.map(|p| {
                 let body = op.body(i);
                 p.sign_request(
@@ -227,8 +243,12 @@ fn requests(c: &mut Criterion) {
             1_000_000 * stratosdb_verifier::traffic::wei::WEI_PER_STOS,
         )
         .unwrap();
+    // Keep-alive connections for every client thread (ureq keeps 3 a host
+    // by default, and opens new ones past that).
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_idle_connections(threads())
+        .max_idle_connections_per_host(threads())
         .build()
         .into();
     // Wall time of a batch, and the node's CPU time for it: the client

@@ -98,7 +98,7 @@ impl Traffic {
     /// over this method, path, body, timestamp and nonce; a timestamp within
     /// the window; a nonce not seen before. Unsigned: the dev account on a
     /// `--dev` cluster, 401 otherwise.
-    pub fn authenticate<'a>(
+    pub async fn authenticate<'a>(
         &self,
         method: &str,
         path_and_query: &str,
@@ -141,8 +141,9 @@ impl Traffic {
         let cluster_id = self.cluster_id()?;
         let request_hash = auth.request_hash(&cluster_id, method, path_and_query, body);
         let signer = self
-            .keys
+            .signatures
             .check(&auth.address, &request_hash, &auth.signature)
+            .await
             .map_err(|e| unauthorized("bad_signature", e.to_string()))?;
         if signer != auth.address {
             return Err(unauthorized(

@@ -391,9 +391,11 @@ async fn withdraw(
     let path = uri
         .path_and_query()
         .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string());
-    let payer = traffic.authenticate("POST", &path, &raw, |name| {
-        headers.get(name).and_then(|v| v.to_str().ok())
-    })?;
+    let payer = traffic
+        .authenticate("POST", &path, &raw, |name| {
+            headers.get(name).and_then(|v| v.to_str().ok())
+        })
+        .await?;
     if payer.address != address {
         return Err(BackendError::new(
             crate::node::ErrorClass::Unauthorized,

@@ -75,9 +75,11 @@ async fn charge(
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
-    let payer = traffic.authenticate(parts.method.as_str(), &path, &bytes, |name| {
-        parts.headers.get(name).and_then(|v| v.to_str().ok())
-    })?;
+    let payer = traffic
+        .authenticate(parts.method.as_str(), &path, &bytes, |name| {
+            parts.headers.get(name).and_then(|v| v.to_str().ok())
+        })
+        .await?;
     let prices = traffic.prices()?;
     let epoch = traffic.epoch();
     let estimate = prices.fee(ESTIMATE_BYTES, 1).unwrap_or(u128::MAX);

@@ -13,6 +13,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod batch;
 pub mod endpoints;
 pub mod meter;
 pub mod payouts;
@@ -93,8 +94,8 @@ pub struct Traffic {
     config: TrafficConfig,
     receipts: Arc<ReceiptLog>,
     replay: auth::ReplayMemory,
-    /// Public keys of the payers seen (signature checks without recovery).
-    keys: recover::KeyCache,
+    /// Signature checks: batched for payers whose keys are known.
+    signatures: batch::SignatureChecker,
     holds: Mutex<HashMap<Address, Hold>>,
     /// One reservation at a time on this node (they would race on the same
     /// account documents anyway).
@@ -121,7 +122,7 @@ impl Traffic {
         let traffic = Arc::new(Traffic {
             node,
             replay: auth::ReplayMemory::new(config.window),
-            keys: recover::KeyCache::default(),
+            signatures: batch::SignatureChecker::default(),
             config,
             receipts,
             holds: Mutex::new(HashMap::new()),

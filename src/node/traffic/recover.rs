@@ -56,6 +56,13 @@ impl KeyCache {
     }
 }
 
+impl KeyCache {
+    /// The key remembered for `address`, if it signed a request already.
+    pub fn known(&self, address: &Address) -> Option<PublicKey> {
+        self.keys.read().get(address).copied()
+    }
+}
+
 /// The address whose key made `signature` (r ‖ s ‖ v) over `prehash`;
 /// refused as the verifier refuses: v not 27, 28, 0 or 1, a high s, a
 /// signature that recovers no key.
