@@ -341,7 +341,7 @@ impl Group {
 
     /// Whether this node, as leader, sends most of the group's requests itself.
     pub fn serves_own_load(&self) -> bool {
-        self.raw.raft.state == StateRole::Leader && self.origins.serves_own_load()
+        self.raw.raft.state == StateRole::Leader && self.origins.serves_own_load(Instant::now())
     }
 
     /// The group is being removed from this node (its collection was
@@ -516,6 +516,7 @@ impl Group {
             if ss.leader_id == self.raw.raft.id {
                 self.origins.restart(Instant::now());
             }
+            self.reads.on_leader_change();
             self.last_leader = ss.leader_id;
             self.counters.leader_changes.fetch_add(1, Relaxed);
             self.counters.leaders.write().insert(self.id, ss.leader_id);

@@ -13,8 +13,10 @@
 //!
 //! The balancer of leaders (the node's heal loop) would move such a
 //! leadership away again; it asks with [`Origins::serves_own_load`] first: a
-//! leader whose own node sent at least half of the last window's requests
-//! keeps the group.
+//! leader whose own node sent at least half of a window's requests keeps
+//! the group for [`KEEP`] after that window, so a pause in the load does not
+//! send the leadership away only to have it come back when the load resumes
+//! (each hand-over costs the requests in flight a retry).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -29,6 +31,9 @@ pub const MIN_REQUESTS: u64 = 200;
 pub const MOVE_SHARE: u64 = 75;
 /// The least time between two hand-overs of one group by this node.
 pub const COOLDOWN: Duration = Duration::from_secs(10);
+/// How long a leader keeps a group from the balancer after the last window
+/// in which its own node sent most of the group's requests.
+pub const KEEP: Duration = Duration::from_secs(30);
 
 /// Where a leader's requests came from: the current window's counts and
 /// the verdict on the last complete one.
@@ -36,9 +41,8 @@ pub const COOLDOWN: Duration = Duration::from_secs(10);
 pub struct Origins {
     started: Instant,
     counts: HashMap<NodeId, u64>,
-    /// The last complete window: its total and this node's own share.
-    last_total: u64,
-    last_own: u64,
+    /// Until when the leader keeps the group from the balancer.
+    keep_until: Option<Instant>,
     last_move: Option<Instant>,
 }
 
@@ -47,8 +51,7 @@ impl Origins {
         Origins {
             started: now,
             counts: HashMap::new(),
-            last_total: 0,
-            last_own: 0,
+            keep_until: None,
             last_move: None,
         }
     }
@@ -63,8 +66,7 @@ impl Origins {
     pub fn restart(&mut self, now: Instant) {
         self.started = now;
         self.counts.clear();
-        self.last_total = 0;
-        self.last_own = 0;
+        self.keep_until = None;
     }
 
     /// Closes the window once it is [`WINDOW`] old and answers the node to
@@ -84,8 +86,9 @@ impl Origins {
             .map(|(&node, &count)| (node, count));
         self.started = now;
         self.counts.clear();
-        self.last_total = total;
-        self.last_own = own;
+        if total >= MIN_REQUESTS && own * 2 >= total {
+            self.keep_until = Some(now + KEEP);
+        }
         let cooled = self
             .last_move
             .is_none_or(|at| now.duration_since(at) >= COOLDOWN);
@@ -97,11 +100,12 @@ impl Origins {
         None
     }
 
-    /// Whether this node itself sent at least half of the last complete
-    /// window's requests (and enough of them to count): leadership serves
-    /// its own load here, and balancing it away would cost that load a hop.
-    pub fn serves_own_load(&self) -> bool {
-        self.last_total >= MIN_REQUESTS && self.last_own * 2 >= self.last_total
+    /// Whether this node itself sent at least half of a window's requests
+    /// (and enough of them to count) within the last [`KEEP`]: leadership
+    /// serves its own load here, and balancing it away would cost that
+    /// load a hop.
+    pub fn serves_own_load(&self, now: Instant) -> bool {
+        self.keep_until.is_some_and(|until| now < until)
     }
 }
 
@@ -143,24 +147,33 @@ mod tests {
     }
 
     #[test]
-    fn a_leader_serving_its_own_load_keeps_it() {
+    fn a_leader_serving_its_own_load_keeps_it_for_a_while() {
         let t0 = Instant::now();
         let mut origins = Origins::new(t0);
-        assert!(!origins.serves_own_load(), "no window closed yet");
-        origins.note(ME, 500);
-        origins.note(2, 500);
+        assert!(!origins.serves_own_load(t0), "no window closed yet");
+        // Too few, or less than half its own: not kept.
+        origins.note(ME, 10);
         origins.decide(ME, t0 + WINDOW);
-        assert!(origins.serves_own_load(), "half is its own");
+        assert!(!origins.serves_own_load(t0 + WINDOW), "too few to count");
         origins.note(ME, 499);
         origins.note(2, 501);
         origins.decide(ME, t0 + 2 * WINDOW);
-        assert!(!origins.serves_own_load());
-        origins.note(ME, 10);
-        origins.decide(ME, t0 + 3 * WINDOW);
-        assert!(!origins.serves_own_load(), "too few to count");
+        assert!(!origins.serves_own_load(t0 + 2 * WINDOW));
+        // Half its own: kept through a pause, until KEEP after that window.
+        origins.note(ME, 500);
+        origins.note(2, 500);
+        let busy = t0 + 3 * WINDOW;
+        origins.decide(ME, busy);
+        assert!(origins.serves_own_load(busy));
+        origins.decide(ME, busy + WINDOW);
+        assert!(origins.serves_own_load(busy + KEEP - WINDOW), "a pause");
+        assert!(!origins.serves_own_load(busy + KEEP));
         origins.note(ME, 1000);
-        origins.decide(ME, t0 + 4 * WINDOW);
-        origins.restart(t0 + 4 * WINDOW);
-        assert!(!origins.serves_own_load(), "forgotten on a new leadership");
+        origins.decide(ME, busy + KEEP);
+        origins.restart(busy + KEEP);
+        assert!(
+            !origins.serves_own_load(busy + KEEP),
+            "forgotten on a new leadership"
+        );
     }
 }

@@ -45,6 +45,9 @@ pub(crate) struct ReadQueue {
     inflight: Option<Inflight>,
     /// Reads whose read index is known, waiting for the apply to reach it.
     confirmed: Vec<(u64, Vec<ReadWaiter>)>,
+    /// The group's leader changed: the request out was likely lost with
+    /// the old leader's term; re-send it at the next tick.
+    leader_changed: bool,
 }
 
 impl ReadQueue {
@@ -94,6 +97,15 @@ impl ReadQueue {
         !self.waiting.is_empty()
     }
 
+    /// The group's leader changed. A request out went to the old leader (or
+    /// was its own) and is lost with its term: it is re-sent at the next
+    /// tick, not after the retry's usual wait. Not at once: a new leader
+    /// drops read index requests until it has committed in its term, which
+    /// takes it a round trip.
+    pub fn on_leader_change(&mut self) {
+        self.leader_changed = true;
+    }
+
     /// On each tick: fails reads past their deadline, and returns a fresh
     /// context to re-send the request under if it waited `retry_ticks`.
     pub fn on_tick(
@@ -117,6 +129,7 @@ impl ReadQueue {
             expire(ws);
         }
         self.confirmed.retain(|(_, ws)| !ws.is_empty());
+        let leader_changed = std::mem::take(&mut self.leader_changed);
         let inflight = self.inflight.as_mut()?;
         expire(&mut inflight.waiters);
         if inflight.waiters.is_empty() {
@@ -124,7 +137,7 @@ impl ReadQueue {
             return None;
         }
         inflight.ticks += 1;
-        if inflight.ticks < retry_ticks {
+        if inflight.ticks < retry_ticks && !leader_changed {
             return None;
         }
         // Re-send under a new context; a late answer to the old one is ignored.
@@ -201,5 +214,31 @@ mod tests {
             crate::reply::Outcome::TimedOut
         ));
         assert_eq!(q.take_request(|| vec![3]), Some(vec![3]));
+    }
+
+    #[test]
+    fn a_request_out_is_sent_again_at_the_next_tick_after_a_leader_change() {
+        let mut q = ReadQueue::default();
+        let (w, answer) = waiter();
+        q.push(w);
+        let first = q.take_request(|| vec![1]).unwrap();
+        // The usual wait: nothing re-sent before `retry_ticks`.
+        assert_eq!(q.on_tick(1, 10, || vec![2]), None);
+        q.on_leader_change();
+        let again = q.on_tick(1, 10, || vec![3]).expect("re-sent at once");
+        assert_ne!(again, first);
+        // Then the usual wait again.
+        assert_eq!(q.on_tick(1, 10, || vec![4]), None);
+        // The old context's late answer is ignored; the new one's counts.
+        q.on_read_state(&first, 5);
+        q.on_read_state(&again, 6);
+        q.on_applied(6);
+        assert!(matches!(
+            answer.wait(Duration::from_secs(1)),
+            crate::reply::Outcome::Answer(Ok(6))
+        ));
+        // With nothing out, a leader change sends nothing.
+        q.on_leader_change();
+        assert_eq!(q.on_tick(1, 10, || vec![5]), None);
     }
 }
