@@ -51,8 +51,9 @@ const FORWARDED_EXPIRY: Duration = Duration::from_secs(60);
 const MAX_FORWARD_LAG: u64 = 1_000;
 
 /// Entries a voter may lack and still be handed leadership to follow the
-/// workload (raft sends them first, dropping proposals meanwhile).
-const MAX_HAND_OVER_LAG: u64 = 64;
+/// workload (raft sends them first, in one or two appends, dropping
+/// proposals meanwhile).
+const MAX_HAND_OVER_LAG: u64 = 1_000;
 
 /// What a group looks like from this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,6 +121,8 @@ pub(crate) struct Group {
     sending_snapshots: BTreeSet<NodeId>,
     /// As leader: which nodes the group's requests enter at.
     origins: Origins,
+    /// The node the last window named to lead the group, and when.
+    hand_over_to: Option<(NodeId, Instant)>,
 }
 
 fn logger(group: GroupId) -> slog::Logger {
@@ -178,6 +181,7 @@ impl Group {
             files,
             sending_snapshots: BTreeSet::new(),
             origins: Origins::new(Instant::now()),
+            hand_over_to: None,
         })
     }
 
@@ -312,10 +316,21 @@ impl Group {
     /// node's heal loop places.
     pub fn follow_workload(&mut self) -> Option<NodeId> {
         if self.id == METADATA_GROUP || self.raw.raft.state != StateRole::Leader {
+            self.hand_over_to = None;
             return None;
         }
         let me = self.raw.raft.id;
-        let to = self.origins.decide(me, Instant::now())?;
+        let now = Instant::now();
+        if let Some(to) = self.origins.decide(me, now) {
+            self.hand_over_to = Some((to, now));
+        }
+        // A node the window named is asked for until the next window closes:
+        // it may lag behind now and then, with writes in flight.
+        let (to, since) = self.hand_over_to?;
+        if now.duration_since(since) >= crate::locality::WINDOW {
+            self.hand_over_to = None;
+            return None;
+        }
         let conf = self.raw.store().conf_state();
         // Only to a voter whose log is (nearly) the leader's: raft drops
         // proposals until the hand-over completes, so it must be quick.
@@ -329,6 +344,8 @@ impl Group {
         if !conf.voters.contains(&to) || !caught_up {
             return None;
         }
+        self.hand_over_to = None;
+        self.origins.handed_over(now);
         self.raw.transfer_leader(to);
         self.counters.workload_hand_overs.fetch_add(1, Relaxed);
         tracing::info!(

@@ -93,11 +93,12 @@ impl Origins {
             .last_move
             .is_none_or(|at| now.duration_since(at) >= COOLDOWN);
         let (node, count) = top?;
-        if total >= MIN_REQUESTS && count * 100 >= total * MOVE_SHARE && cooled {
-            self.last_move = Some(now);
-            return Some(node);
-        }
-        None
+        (total >= MIN_REQUESTS && count * 100 >= total * MOVE_SHARE && cooled).then_some(node)
+    }
+
+    /// The leadership was handed over at `now`: none again before [`COOLDOWN`].
+    pub fn handed_over(&mut self, now: Instant) {
+        self.last_move = Some(now);
     }
 
     /// Whether this node itself sent at least half of a window's requests
@@ -123,11 +124,15 @@ mod tests {
         origins.note(ME, 100);
         assert_eq!(origins.decide(ME, t0 + WINDOW / 2), None, "window not over");
         assert_eq!(origins.decide(ME, t0 + WINDOW), Some(2));
+        // Not handed over (the node lagged): asked again after the next window.
+        origins.note(2, 1000);
+        assert_eq!(origins.decide(ME, t0 + 2 * WINDOW), Some(2));
+        origins.handed_over(t0 + 2 * WINDOW);
         // The same again within the cooldown: nothing.
         origins.note(2, 1000);
-        assert_eq!(origins.decide(ME, t0 + 2 * WINDOW), None);
+        assert_eq!(origins.decide(ME, t0 + 3 * WINDOW), None);
         origins.note(2, 1000);
-        assert_eq!(origins.decide(ME, t0 + WINDOW + COOLDOWN), Some(2));
+        assert_eq!(origins.decide(ME, t0 + 2 * WINDOW + COOLDOWN), Some(2));
     }
 
     #[test]
