@@ -20,7 +20,8 @@
 # CONNS (64), MEASURE_SECONDS (10, each measurement), ROUNDS (1), P2P_BASE/HTTP_BASE
 # (34500/34600 for the first cluster, +10 for each next one; apart from run.sh's), STRATOSDB_BASE (/tmp/perf-cpu), PERF_RECORD
 # (set: `perf record -e cpu-clock` of every node during the run, into PEERS_OUT;
-# PERF_CALL_GRAPH=dwarf for call stacks through Rust code without frame pointers),
+# PERF_CALL_GRAPH=dwarf for call stacks through Rust code without frame pointers,
+# PERF_FREQ samples a second, 499 by default),
 # TIMELINE (set: the measured wrk run also records replies per 50 ms window and
 # each traffic epoch's first reply, into PEERS_OUT/LABEL.timeline.txt; read
 # them with benches/peers/timeline.py), THREADS (set: CPU per request of each

@@ -272,7 +272,8 @@ impl Group {
         if self.raw.raft.state == StateRole::Leader {
             self.origins.note(from, msg.entries.len() as u64);
         }
-        let contexts: Vec<Vec<u8>> = msg.entries.iter().map(|e| e.context.to_vec()).collect();
+        // Shared, not copied: the refusal needs only the contexts.
+        let contexts: Vec<_> = msg.entries.iter().map(|e| e.context.clone()).collect();
         match self.raw.step(msg) {
             Ok(()) => None,
             Err(raft::Error::ProposalDropped) => {
@@ -284,7 +285,7 @@ impl Group {
                 refusal.entries = contexts
                     .into_iter()
                     .map(|context| Entry {
-                        context: context.into(),
+                        context,
                         ..Default::default()
                     })
                     .collect();
