@@ -309,6 +309,7 @@ fn receipt_log() -> (tempfile::TempDir, Arc<ReceiptLog>, [u8; 32]) {
             documents: 1,
             prices,
             fee: prices.fee(bytes, 1).unwrap(),
+            batch: Default::default(),
             signature: [0; 64],
         })
         .unwrap();

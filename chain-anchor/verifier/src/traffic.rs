@@ -23,7 +23,7 @@ pub mod wei;
 pub use address::Address;
 pub use deposit::{DEPOSIT_LEN, DepositEntry, deposit_message};
 pub use payout::{PAYOUT_LEN, PayoutEntry};
-pub use receipt::{Prices, RECEIPT_VERSION, Receipt};
+pub use receipt::{BatchProof, MAX_BATCH, Prices, RECEIPT_VERSION, Receipt, ReceiptChecker};
 pub use request::{
     HEADER_ADDRESS, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, RequestAuth, RequestSigner,
     eip191_hash, keccak256, recover, request_hash, request_message,

@@ -30,12 +30,13 @@ use k256::elliptic_curve::point::DecompressPoint;
 use k256::elliptic_curve::scalar::IsHigh;
 use k256::elliptic_curve::subtle::Choice;
 use k256::{AffinePoint, ProjectivePoint, Scalar, U256};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use rand::Rng;
 use stratosdb_verifier::VerifyError;
 use stratosdb_verifier::traffic::Address;
 use tokio::sync::oneshot;
 
+use super::gather::Gather;
 use super::recover::KeyCache;
 
 /// NAF width of the generator's tables (static, 64 points each).
@@ -306,19 +307,9 @@ struct Job {
     reply: Reply,
 }
 
-#[derive(Default)]
-struct Queue {
-    jobs: Vec<Job>,
-    /// A request is checking what is queued (and will until it is empty).
-    busy: bool,
-}
-
-/// The node's signature checks, batched across concurrent requests with no
-/// timed wait: a request queues its signature, lets the tasks that are
-/// ready to run go first (`yield_now`: other requests reach their checks
-/// and queue theirs), and then, if no other request is checking, checks
-/// everything queued (its own included) until the queue is empty. A lone
-/// request is thus checked at once, by itself; concurrent ones together.
+/// The node's signature checks, batched across concurrent requests
+/// ([`Gather`]): a lone request is checked at once, by itself; concurrent
+/// ones together.
 /// Signatures of payers whose key is known go through [`verify`] when there
 /// are at least [`MIN_BATCH`] of them; a batch that fails, and every other
 /// signature, is checked one by one by [`KeyCache::check`] (recovery, which
@@ -327,19 +318,10 @@ struct Queue {
 pub struct SignatureChecker {
     keys: KeyCache,
     tables: RwLock<HashMap<Address, Arc<PayerKey>>>,
-    queue: Mutex<Queue>,
+    queue: Gather<Job>,
     /// Batches that passed, and the signatures in them.
     batches: AtomicU64,
     batched: AtomicU64,
-}
-
-/// Hands the queue back if a check panics, so later requests still check.
-struct Release<'a>(&'a Mutex<Queue>);
-
-impl Drop for Release<'_> {
-    fn drop(&mut self) {
-        self.0.lock().busy = false;
-    }
 }
 
 impl SignatureChecker {
@@ -352,34 +334,13 @@ impl SignatureChecker {
         signature: &[u8; 65],
     ) -> Result<Address, VerifyError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.lock().jobs.push(Job {
+        let job = Job {
             claimed: *claimed,
             prehash: *prehash,
             signature: *signature,
             reply,
-        });
-        // Requests that are ready to run go first, up to their own checks:
-        // under load that is what makes a batch; alone it is no wait.
-        tokio::task::yield_now().await;
-        let lead = {
-            let mut queue = self.queue.lock();
-            !queue.jobs.is_empty() && !std::mem::replace(&mut queue.busy, true)
         };
-        if lead {
-            let release = Release(&self.queue);
-            loop {
-                let jobs = {
-                    let mut queue = self.queue.lock();
-                    if queue.jobs.is_empty() {
-                        queue.busy = false;
-                        break;
-                    }
-                    std::mem::take(&mut queue.jobs)
-                };
-                self.check_all(jobs);
-            }
-            std::mem::forget(release);
-        }
+        self.queue.submit(job, |jobs| self.check_all(jobs)).await;
         answer.await.unwrap_or_else(|_| {
             Err(VerifyError::BadRequestSignature(
                 "the node's signature check failed; retry".into(),

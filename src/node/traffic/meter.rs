@@ -140,7 +140,8 @@ async fn charge(
         &body,
         metered.documents,
         fee,
-    )?;
+    )
+    .await?;
     if let Ok(value) = HeaderValue::from_str(&text) {
         head.headers.insert(RECEIPT_HEADER, value);
     }
@@ -148,7 +149,7 @@ async fn charge(
 }
 
 /// Signs and logs the reply's receipt; returns it with its JSON as logged.
-fn issue(
+async fn issue(
     traffic: &Traffic,
     payer: &Payer,
     epoch: u64,
@@ -169,10 +170,12 @@ fn issue(
         documents,
         prices,
         fee,
+        batch: Default::default(),
         signature: [0; 64],
     };
     traffic
         .receipts()
-        .issue_json(receipt)
-        .map_err(|e| BackendError::internal(e.to_string()))
+        .issue_gathered(receipt)
+        .await
+        .map_err(BackendError::internal)
 }

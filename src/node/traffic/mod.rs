@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod auth;
 pub mod batch;
 pub mod endpoints;
+mod gather;
 pub mod meter;
 pub mod payouts;
 pub mod receipts;

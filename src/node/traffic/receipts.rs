@@ -17,10 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::gather::Gather;
 use ed25519_dalek::SigningKey;
 use parking_lot::Mutex;
 use stratosdb_verifier::VerifyError;
 use stratosdb_verifier::traffic::{Receipt, VolumeBuilder, VolumeReport};
+use tokio::sync::oneshot;
 
 /// Longest time a written receipt waits for its sync.
 pub const SYNC_EVERY: Duration = Duration::from_millis(200);
@@ -63,6 +65,36 @@ struct Inner {
     volumes: BTreeMap<u64, VolumeBuilder>,
 }
 
+impl Inner {
+    /// Counts a receipt just written (`line_len` bytes at the file's end)
+    /// in its epoch's span and running volume.
+    fn record(&mut self, receipt: &Receipt, hash: &[u8; 32], line_len: u64) {
+        let (sequence, offset, epoch) = (self.next, self.end, receipt.epoch);
+        match self.epochs.entry(epoch) {
+            std::collections::btree_map::Entry::Occupied(mut span) => {
+                span.get_mut().last = sequence
+            }
+            std::collections::btree_map::Entry::Vacant(span) => {
+                span.insert(Span {
+                    first: sequence,
+                    last: sequence,
+                    offset,
+                });
+                let volume = VolumeBuilder::new(receipt.cluster_id, epoch, receipt.node_key);
+                self.volumes.insert(epoch, volume);
+            }
+        }
+        if let Some(volume) = self.volumes.get_mut(&epoch)
+            && volume.add(receipt, hash).is_err()
+        {
+            // Closing the epoch reads it back and reports what is wrong.
+            self.volumes.remove(&epoch);
+        }
+        self.next += 1;
+        self.end += line_len;
+    }
+}
+
 /// An epoch's receipts in the log: sequences `first..=last`, the first at
 /// byte `offset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +115,18 @@ pub struct ReceiptLog {
     /// read on every request, so kept outside the lock.
     floor: AtomicU64,
     stopped: Arc<AtomicBool>,
+    /// Receipts of concurrent replies, waiting to be issued in one batch.
+    pending: Gather<Pending>,
 }
+
+/// A reply's receipt waiting for its batch, and where its answer goes.
+struct Pending {
+    receipt: Receipt,
+    issued: oneshot::Sender<Result<(Receipt, String), String>>,
+}
+
+/// Most receipts signed in one batch (a path of at most 8 hashes).
+const BATCH_LIMIT: usize = 256;
 
 impl ReceiptLog {
     /// Opens (or creates) the log in `dir`; receipts are signed with `key`.
@@ -123,6 +166,7 @@ impl ReceiptLog {
             }),
             floor: AtomicU64::new(0),
             stopped: Arc::new(AtomicBool::new(false)),
+            pending: Gather::default(),
         });
         let syncer = Arc::downgrade(&log);
         let stopped = log.stopped.clone();
@@ -162,55 +206,91 @@ impl ReceiptLog {
         self.floor.load(Ordering::Acquire)
     }
 
-    /// Numbers, signs and writes `receipt` (its `sequence`, `node_key` and
-    /// `signature` are set here), and returns it. Its epoch is raised to the
-    /// newest one of the log and to the floor, if it is below them (a
-    /// request that began before its epoch was closed is billed in the next).
+    /// Numbers, signs and writes `receipt` (its `sequence`, `node_key`,
+    /// `batch` and `signature` are set here), and returns it. Its epoch is
+    /// raised to the newest one of the log and to the floor, if it is below
+    /// them (a request that began before its epoch was closed is billed in
+    /// the next).
     pub fn issue(&self, receipt: Receipt) -> Result<Receipt, ReceiptLogError> {
-        self.issue_json(receipt).map(|(receipt, _)| receipt)
+        let mut issued = self.issue_batch(vec![receipt])?;
+        Ok(issued.swap_remove(0).0)
     }
 
-    /// [`ReceiptLog::issue`], with the receipt's JSON as written (what the
+    /// [`ReceiptLog::issue`] for a reply being served: the receipts of
+    /// concurrent replies are issued together in batches ([`Gather`]), one
+    /// signature each. The error is the log's, as text (every receipt of a
+    /// failed batch gets it).
+    pub async fn issue_gathered(&self, receipt: Receipt) -> Result<(Receipt, String), String> {
+        let (issued, answer) = oneshot::channel();
+        let job = Pending { receipt, issued };
+        self.pending
+            .submit(job, |jobs| {
+                let mut jobs = jobs.into_iter().peekable();
+                while jobs.peek().is_some() {
+                    let (receipts, answers): (Vec<_>, Vec<_>) = jobs
+                        .by_ref()
+                        .take(BATCH_LIMIT)
+                        .map(|job| (job.receipt, job.issued))
+                        .unzip();
+                    match self.issue_batch(receipts) {
+                        Ok(issued) => {
+                            for (receipt, answer) in issued.into_iter().zip(answers) {
+                                let _ = answer.send(Ok(receipt));
+                            }
+                        }
+                        Err(e) => {
+                            for answer in answers {
+                                let _ = answer.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the receipt's batch was dropped".into()))
+    }
+
+    /// Issues `receipts` (1 to [`stratosdb_verifier::traffic::MAX_BATCH`] of them) as [`ReceiptLog::issue`]
+    /// does each, under one signature (consecutive sequences, one batch),
+    /// with one write; returns them with their JSON as written (what a
     /// reply's header carries).
-    pub fn issue_json(&self, mut receipt: Receipt) -> Result<(Receipt, String), ReceiptLogError> {
+    pub fn issue_batch(
+        &self,
+        mut receipts: Vec<Receipt>,
+    ) -> Result<Vec<(Receipt, String)>, ReceiptLogError> {
         let mut inner = self.inner.lock();
-        let newest = inner.epochs.keys().next_back().copied().unwrap_or(0);
-        receipt.epoch = receipt.epoch.max(self.floor()).max(newest);
-        receipt.sequence = inner.next;
-        let hash = receipt.sign(&self.key);
+        let mut newest = inner.epochs.keys().next_back().copied().unwrap_or(0);
+        let floor = self.floor();
+        for (i, receipt) in receipts.iter_mut().enumerate() {
+            receipt.epoch = receipt.epoch.max(floor).max(newest);
+            newest = receipt.epoch;
+            receipt.sequence = inner.next + i as u64;
+        }
+        let hashes = Receipt::sign_batch(&mut receipts, &self.key);
         // Plain data always encodes.
-        let json = serde_json::to_string(&receipt).unwrap_or_default();
-        let line = format!("{json}\n");
+        let issued: Vec<(Receipt, String)> = receipts
+            .into_iter()
+            .map(|r| {
+                let json = serde_json::to_string(&r).unwrap_or_default();
+                (r, json)
+            })
+            .collect();
+        let mut lines = String::with_capacity(issued.iter().map(|(_, j)| j.len() + 1).sum());
+        for (_, json) in &issued {
+            lines.push_str(json);
+            lines.push('\n');
+        }
         inner
             .file
-            .write_all(line.as_bytes())
+            .write_all(lines.as_bytes())
             .map_err(self.io_error())?;
-        let (sequence, offset) = (inner.next, inner.end);
-        let epoch = receipt.epoch;
-        match inner.epochs.entry(epoch) {
-            std::collections::btree_map::Entry::Occupied(mut span) => {
-                span.get_mut().last = sequence
-            }
-            std::collections::btree_map::Entry::Vacant(span) => {
-                span.insert(Span {
-                    first: sequence,
-                    last: sequence,
-                    offset,
-                });
-                let volume = VolumeBuilder::new(receipt.cluster_id, epoch, receipt.node_key);
-                inner.volumes.insert(epoch, volume);
-            }
+        for ((receipt, json), hash) in issued.iter().zip(&hashes) {
+            inner.record(receipt, hash, json.len() as u64 + 1);
         }
-        if let Some(volume) = inner.volumes.get_mut(&epoch)
-            && volume.add(&receipt, &hash).is_err()
-        {
-            // Closing the epoch reads it back and reports what is wrong.
-            inner.volumes.remove(&epoch);
-        }
-        inner.next += 1;
-        inner.end += line.len() as u64;
         inner.dirty = true;
-        Ok((receipt, json))
+        Ok(issued)
     }
 
     /// Closes `epoch`: no receipt is issued in it (or before it) any more.
@@ -436,7 +516,7 @@ mod tests {
 
     fn blank() -> Receipt {
         Receipt {
-            version: 1,
+            version: stratosdb_verifier::traffic::RECEIPT_VERSION,
             cluster_id: [1; 32],
             node_key: [0; 32],
             sequence: 0,
@@ -450,6 +530,7 @@ mod tests {
                 wei_per_document: 5,
             },
             fee: 105,
+            batch: Default::default(),
             signature: [0; 64],
         }
     }
@@ -495,6 +576,54 @@ mod tests {
                 .zip(1..)
                 .all(|(r, n)| r.sequence == n && r.verify().is_ok())
         );
+    }
+
+    /// Concurrent replies' receipts are issued in batches: each answer is
+    /// its own receipt (its request's hash), numbered without gaps, one
+    /// signature a batch, and every receipt verifies on its own, also read
+    /// back after a reopen; a volume closed from them is the one read back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn receipts_of_concurrent_replies_share_batch_signatures() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let log = ReceiptLog::open(dir.path(), key.clone()).unwrap();
+        let tasks: Vec<_> = (0..400u32)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut r = blank();
+                    r.request_hash[..4].copy_from_slice(&i.to_be_bytes());
+                    let (receipt, json) = log.issue_gathered(r).await.unwrap();
+                    assert_eq!(receipt.request_hash[..4], i.to_be_bytes());
+                    assert_eq!(serde_json::from_str::<Receipt>(&json).unwrap(), receipt);
+                    receipt
+                })
+            })
+            .collect();
+        let mut issued = Vec::new();
+        for task in tasks {
+            issued.push(task.await.unwrap());
+        }
+        issued.sort_by_key(|r| r.sequence);
+        assert!(issued.iter().zip(1..).all(|(r, n)| r.sequence == n));
+        let signatures: std::collections::HashSet<_> = issued.iter().map(|r| r.signature).collect();
+        assert!(
+            signatures.len() < issued.len(),
+            "400 concurrent receipts, none shared a batch"
+        );
+        let mut checker = stratosdb_verifier::traffic::ReceiptChecker::default();
+        for r in &issued {
+            r.verify().unwrap();
+            checker.verify(r).unwrap();
+        }
+        let closed = log.close_volume(3, [1; 32]).unwrap();
+        drop(log);
+        let log = ReceiptLog::open(dir.path(), key.clone()).unwrap();
+        assert_eq!(log.read(1, 400).unwrap(), issued);
+        let node = key.verifying_key().to_bytes();
+        let read_back =
+            VolumeReport::from_own_receipts([1; 32], 3, node, log.read(1, 400).unwrap()).unwrap();
+        assert_eq!(closed, read_back);
     }
 
     /// The volume an epoch's close gives without reading the log back is

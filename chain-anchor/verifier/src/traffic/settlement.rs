@@ -265,11 +265,12 @@ impl VolumeReport {
     ) -> Result<VolumeReport, VerifyError> {
         let mut wallets: std::collections::BTreeMap<Address, WalletVolume> = Default::default();
         let mut node_volumes = Vec::new();
+        let mut checker = super::ReceiptChecker::default();
         for (key, receipts) in nodes {
             let mut volume = VolumeBuilder::new(cluster_id, epoch, *key);
             for r in receipts {
                 if check_signatures {
-                    r.verify()?;
+                    checker.verify(r)?;
                 } else {
                     r.check_fee()?;
                 }
@@ -603,6 +604,7 @@ mod tests {
             documents: 2,
             prices,
             fee: prices.fee(bytes, 2).unwrap(),
+            batch: Default::default(),
             signature: [0; 64],
         };
         r.sign(key);
