@@ -15,10 +15,11 @@ use serde::de::{self, Visitor};
 pub fn with_hex<R>(bytes: &[u8], f: impl FnOnce(&str) -> R) -> R {
     let mut buf = [0u8; 128];
     let len = bytes.len() * 2;
-    if len <= buf.len() && hex::encode_to_slice(bytes, &mut buf[..len]).is_ok() {
-        if let Ok(text) = std::str::from_utf8(&buf[..len]) {
-            return f(text);
-        }
+    if len <= buf.len()
+        && hex::encode_to_slice(bytes, &mut buf[..len]).is_ok()
+        && let Ok(text) = std::str::from_utf8(&buf[..len])
+    {
+        return f(text);
     }
     f(&hex::encode(bytes))
 }
