@@ -719,7 +719,9 @@ fn acknowledged_writes_survive_sigkill() {
         .into_iter()
         .flat_map(|w| w.join().expect("a writer panicked"))
         .collect();
-    assert!(acknowledged.len() >= 200);
+    // 200 were applied; each of the 4 writers may have had one of them in
+    // flight, applied but not yet acknowledged, when the node died.
+    assert!(acknowledged.len() >= 200 - 4, "{}", acknowledged.len());
 
     let node = Node::start(dir.path(), &[]);
     let client = node.client();
