@@ -81,8 +81,12 @@ impl Node {
     }
 
     fn hash(&self) -> Hash {
-        let hashes: Vec<Hash> = self.children.iter().map(Slot::hash).collect();
-        node_hash(self.bitmap, hashes.iter())
+        // On the stack: a write hashes every node on its path.
+        let mut hashes = [[0u8; 32]; 16];
+        for (hash, child) in hashes.iter_mut().zip(&self.children) {
+            *hash = child.hash();
+        }
+        node_hash(self.bitmap, &hashes[..self.children.len().min(16)])
     }
 
     /// The children with their nibbles.
