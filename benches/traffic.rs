@@ -22,6 +22,8 @@
 //!   cargo bench --bench traffic
 //!   python3 benches/ratios.py
 //!
+//! `TRAFFIC_NODES=3` runs `requests` against a 3-node cluster instead
+//! (groups `requests_3nodes`, `requests_3nodes_cpu`: the CPU of all three).
 //! `STRATOSDB_BIN=PATH` runs another build's node (e.g. one of `main`) under
 //! the same client code, to compare two builds on one machine.
 
@@ -62,10 +64,19 @@ fn threads() -> usize {
 const DOCUMENTS: usize = 200;
 const RECEIPTS: u64 = 100_000;
 
+/// Nodes to run: `TRAFFIC_NODES`, 1 by default; with 3, a cluster founded
+/// together on loopback (collection `t`: 4 shards x 3 replicas), the client
+/// talking to the first node, and the CPU time of all three counted.
+fn nodes() -> usize {
+    std::env::var("TRAFFIC_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
 struct Node {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
 }
 
 impl Drop for Node {
@@ -75,21 +86,21 @@ impl Drop for Node {
     }
 }
 
-fn start_node() -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let binary =
-        std::env::var_os("STRATOSDB_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_stratosdb").into());
+/// The nodes, and the folder that holds their data (and their shared
+/// ledger), removed after them.
+struct Cluster {
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn spawn_node(binary: &std::ffi::OsStr, args: &[String]) -> Node {
     let mut child = Command::new(binary)
-        .args([
-            "node",
-            "--dev",
-            "--http",
-            "127.0.0.1:0",
-            "--anchor-interval",
-            "10s",
-        ])
-        .arg("--data")
-        .arg(dir.path())
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -105,17 +116,60 @@ fn start_node() -> Node {
         .last()
         .expect("the node's first line names its URL")
         .to_string();
-    let node = Node {
-        child,
-        url,
+    Node { child, url }
+}
+
+fn start_cluster() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let binary =
+        std::env::var_os("STRATOSDB_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_stratosdb").into());
+    let count = nodes();
+    let p2p: Vec<String> = (0..count)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let ledger = dir.path().join("ledger").display().to_string();
+    let mut cluster = Cluster {
+        nodes: Vec::new(),
         _dir: dir,
     };
-    let client = Client::new(&node.url).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client.health().is_err() {
-        assert!(Instant::now() < deadline, "the node did not become healthy");
-        std::thread::sleep(Duration::from_millis(100));
+    for i in 0..count {
+        let data = cluster._dir.path().join(format!("n{i}"));
+        let mut args: Vec<String> = [
+            "node",
+            "--dev",
+            "--http",
+            "127.0.0.1:0",
+            "--anchor-interval",
+            "10s",
+            "--data",
+        ]
+        .map(String::from)
+        .into();
+        args.push(data.display().to_string());
+        if count > 1 {
+            let others: Vec<&str> = (0..count)
+                .filter(|j| *j != i)
+                .map(|j| p2p[j].as_str())
+                .collect();
+            args.extend([
+                "--p2p".into(),
+                p2p[i].clone(),
+                "--peers".into(),
+                others.join(","),
+            ]);
+            args.extend(["--ledger".into(), ledger.clone()]);
+        }
+        cluster.nodes.push(spawn_node(&binary, &args));
     }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for node in &cluster.nodes {
+        let client = Client::new(&node.url).unwrap();
+        while client.health().is_err() {
+            assert!(Instant::now() < deadline, "a node did not become healthy");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let client = Client::new(&cluster.nodes[0].url).unwrap();
     while client.sql("CREATE COLLECTION t").is_err() {
         assert!(Instant::now() < deadline, "the collection was not created");
         std::thread::sleep(Duration::from_millis(100));
@@ -129,7 +183,7 @@ fn start_node() -> Node {
             )
             .unwrap();
     }
-    node
+    cluster
 }
 
 fn now_ms() -> u64 {
@@ -232,9 +286,11 @@ fn auths(payer: Option<&RequestSigner>, cluster_id: &[u8; 32], op: Op) -> Vec<Op
 }
 
 fn requests(c: &mut Criterion) {
-    let node = start_node();
-    let pid = node.child.id();
-    let client = Client::new(&node.url).unwrap();
+    let cluster = start_cluster();
+    let pids: Vec<u32> = cluster.nodes.iter().map(|n| n.child.id()).collect();
+    let nodes_cpu = || pids.iter().map(|pid| node_cpu(*pid)).sum::<Duration>();
+    let url = cluster.nodes[0].url.clone();
+    let client = Client::new(&url).unwrap();
     let cluster_id = client.prices().unwrap().cluster_id;
     let payer = RequestSigner::from_bytes(&[7; 32]).unwrap();
     client
@@ -255,7 +311,14 @@ fn requests(c: &mut Criterion) {
     // threads share this machine's cores with the node, so the second says
     // what a signature costs the node itself, and what bounds its
     // throughput when its clients are elsewhere.
-    for (group, cpu) in [("requests", false), ("requests_node_cpu", true)] {
+    let groups = match cluster.nodes.len() {
+        1 => ["requests".to_string(), "requests_node_cpu".to_string()],
+        n => [
+            format!("requests_{n}nodes"),
+            format!("requests_{n}nodes_cpu"),
+        ],
+    };
+    for (group, cpu) in groups.into_iter().zip([false, true]) {
         let mut group = c.benchmark_group(group);
         group.throughput(Throughput::Elements(BATCH as u64));
         let variants = [
@@ -270,10 +333,10 @@ fn requests(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let auths = auths(signer, &cluster_id, op);
-                        let before = node_cpu(pid);
-                        let wall = batch(&agent, &node.url, op, &auths);
+                        let before = nodes_cpu();
+                        let wall = batch(&agent, &url, op, &auths);
                         total += if cpu {
-                            node_cpu(pid).saturating_sub(before)
+                            nodes_cpu().saturating_sub(before)
                         } else {
                             wall
                         };
