@@ -635,11 +635,13 @@ impl LogStore {
 /// Terms of entries remembered (8 bytes each).
 const TAIL_TERMS: usize = 4096;
 
-/// Entries of a group's log kept in memory to answer `Storage::entries`:
-/// at most this many...
-const CACHED_ENTRIES: usize = 4096;
+/// Entries of a group's log kept in memory to answer `Storage::entries`
+/// (enough to reach from an append to its apply, and to followers a little
+/// behind; a larger cache frees its entries cold, long after allocating
+/// them, and measured no gain: BENCHMARKS.md): at most this many...
+const CACHED_ENTRIES: usize = 1024;
 /// ...and at most this many bytes of them (as encoded, `compute_size`).
-const CACHED_ENTRY_BYTES: usize = 2 << 20;
+const CACHED_ENTRY_BYTES: usize = 256 << 10;
 
 /// Values for the log's last entries (a term, or the entry itself), the
 /// last one for the log's last index, as appended here; the oldest fall off
