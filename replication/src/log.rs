@@ -637,8 +637,8 @@ const TAIL_TERMS: usize = 4096;
 
 /// Entries of a group's log kept in memory to answer `Storage::entries`
 /// (enough to reach from an append to its apply, and to followers a little
-/// behind; a larger cache frees its entries cold, long after allocating
-/// them, and measured no gain: BENCHMARKS.md): at most this many...
+/// behind; one of 4,096 entries and 2 MiB measured no gain, BENCHMARKS.md):
+/// at most this many...
 const CACHED_ENTRIES: usize = 1024;
 /// ...and at most this many bytes of them (as encoded, `compute_size`).
 const CACHED_ENTRY_BYTES: usize = 256 << 10;
