@@ -16,6 +16,7 @@
 //! iteration: the invariants that make that safe are in
 //! `docs/replication.md` ("The raft log on raft-engine").
 
+use std::collections::{VecDeque, vec_deque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -190,7 +191,14 @@ pub struct LogStore {
     /// appended here: raft asks for terms several times per message (the
     /// previous entry of an append, the commit's term), and raft-engine
     /// answers only by reading and decoding the whole entry.
-    tail_terms: TailTerms,
+    tail_terms: Tail<u64>,
+    /// The log's last entries (up to `last_index`), as appended here: raft
+    /// asks for the committed entries to apply, and for the entries of
+    /// appends to followers, mostly just after they were appended; from
+    /// raft-engine every one would be read back and decoded. Staged
+    /// entries are in it before the driver writes them: if that write
+    /// fails, the node's loop stops and nothing reads them.
+    entry_cache: Tail<Entry>,
     snapshots: SnapshotExport,
     /// The last snapshot built for a follower (its descriptor), reused while
     /// still recent enough and on disk.
@@ -233,7 +241,8 @@ impl LogStore {
             truncated_index: 0,
             truncated_term: 0,
             last_index: 0,
-            tail_terms: TailTerms::default(),
+            tail_terms: Tail::terms(),
+            entry_cache: Tail::entries(),
             snapshots,
             snapshot_cache: Mutex::new(None),
             export_job: Mutex::new(None),
@@ -346,8 +355,12 @@ impl LogStore {
                 None => Ok(()),
             }
         })?;
-        if let Some(last) = entries.last() {
-            self.tail_terms.append(self.last_index, entries);
+        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            let prev = self.last_index;
+            self.tail_terms
+                .append(prev, first.index, entries.iter().map(|e| e.term));
+            self.entry_cache
+                .append(prev, first.index, entries.iter().cloned());
             self.last_index = last.index;
         }
         if let Some(hard) = hard {
@@ -401,6 +414,8 @@ impl LogStore {
         })?;
         self.truncated_index = index;
         self.truncated_term = term;
+        self.tail_terms.drop_through(index, self.last_index);
+        self.entry_cache.drop_through(index, self.last_index);
         Ok(())
     }
 
@@ -447,7 +462,8 @@ impl LogStore {
         self.truncated_index = meta.index;
         self.truncated_term = meta.term;
         self.last_index = meta.index;
-        self.tail_terms = TailTerms::default();
+        self.tail_terms.clear();
+        self.entry_cache.clear();
         Ok(())
     }
 
@@ -491,6 +507,27 @@ impl LogStore {
             self.set_commit(engine_applied)?;
         }
         self.log.write(true)
+    }
+
+    /// `Storage::entries` from raft-engine (bounds checked by the caller).
+    fn stored_entries(&self, low: u64, high: u64, max_size: Option<u64>) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        // raft-engine counts entry sizes as encoded, as `fitting`: its
+        // limit fetches the same entries; `fitting` keeps the rule exact.
+        let limit = max_size.map(|m| usize::try_from(m).unwrap_or(usize::MAX));
+        self.log
+            .engine
+            .fetch_entries_to::<EntryExt>(self.group, low, high, limit, &mut out)
+            .map_err(|e| corrupt(&format!("entries {low}..{high}"), e))?;
+        out.truncate(fitting(out.iter(), max_size));
+        let complete = out.len() as u64 == high - low;
+        if (!complete && max_size.is_none()) || (out.is_empty() && high > low) {
+            return Err(ReplicationError::Corruption(format!(
+                "entries {low}..{high}: only {} present",
+                out.len()
+            )));
+        }
+        Ok(out)
     }
 
     fn entry(&self, index: u64) -> Result<Entry> {
@@ -598,39 +635,134 @@ impl LogStore {
 /// Terms of entries remembered (8 bytes each).
 const TAIL_TERMS: usize = 4096;
 
-/// The terms of the log's last entries, the last one at the log's last
-/// index; older entries fall off the front.
-#[derive(Clone, Default)]
-struct TailTerms {
-    terms: std::collections::VecDeque<u64>,
+/// Entries of a group's log kept in memory to answer `Storage::entries`
+/// (enough to reach from an append to its apply, and to followers a little
+/// behind; one of 4,096 entries and 2 MiB measured no gain, BENCHMARKS.md):
+/// at most this many...
+const CACHED_ENTRIES: usize = 1024;
+/// ...and at most this many bytes of them (as encoded, `compute_size`).
+const CACHED_ENTRY_BYTES: usize = 256 << 10;
+
+/// Values for the log's last entries (a term, or the entry itself), the
+/// last one for the log's last index, as appended here; the oldest fall off
+/// the front beyond `max_len` values or `max_bytes` (by `weight`).
+struct Tail<T> {
+    items: VecDeque<T>,
+    bytes: usize,
+    max_len: usize,
+    max_bytes: usize,
+    weight: fn(&T) -> usize,
 }
 
-impl TailTerms {
-    /// `entries` appended to a log whose last index was `last`: an append
-    /// at or below it replaced the entries from its first index on.
-    fn append(&mut self, last: u64, entries: &[Entry]) {
-        let Some(first) = entries.first().map(|e| e.index) else {
-            return;
-        };
-        // The remembered entries before `first`: those from `last + 1 - len`.
-        let start = (last + 1).saturating_sub(self.terms.len() as u64);
-        if first < start {
-            self.terms.clear();
-        } else {
-            self.terms
-                .truncate(usize::try_from(first - start).unwrap_or(usize::MAX));
+impl<T> Tail<T> {
+    fn new(max_len: usize, max_bytes: usize, weight: fn(&T) -> usize) -> Self {
+        Tail {
+            items: VecDeque::new(),
+            bytes: 0,
+            max_len,
+            max_bytes,
+            weight,
         }
-        self.terms.extend(entries.iter().map(|e| e.term));
-        let excess = self.terms.len().saturating_sub(TAIL_TERMS);
-        self.terms.drain(..excess);
     }
 
-    /// The term of entry `index`, if remembered, in a log whose last index is `last`.
-    fn get(&self, index: u64, last: u64) -> Option<u64> {
-        let back = usize::try_from(last.checked_sub(index)?).ok()?;
-        let at = self.terms.len().checked_sub(back + 1)?;
-        self.terms.get(at).copied()
+    /// The index of the first value kept, in a log whose last index is `last`.
+    fn start(&self, last: u64) -> u64 {
+        (last + 1).saturating_sub(self.items.len() as u64)
     }
+
+    /// The values of entries from index `first` on, appended to a log whose
+    /// last index was `last` (at most `last + 1`): an append at or below it
+    /// replaced the entries from `first` on.
+    fn append(&mut self, last: u64, first: u64, values: impl IntoIterator<Item = T>) {
+        let start = self.start(last);
+        let keep = if first < start {
+            0
+        } else {
+            usize::try_from(first - start)
+                .unwrap_or(usize::MAX)
+                .min(self.items.len())
+        };
+        let weight = self.weight;
+        let dropped: usize = self.items.drain(keep..).map(|v| weight(&v)).sum();
+        self.bytes -= dropped;
+        for v in values {
+            self.bytes += weight(&v);
+            self.items.push_back(v);
+        }
+        while self.items.len() > self.max_len || self.bytes > self.max_bytes {
+            let Some(v) = self.items.pop_front() else {
+                break;
+            };
+            self.bytes -= weight(&v);
+        }
+    }
+
+    /// Drops the values of entries up to and including `index` (compacted),
+    /// in a log whose last index is `last`.
+    fn drop_through(&mut self, index: u64, last: u64) {
+        let Some(n) = (index + 1).checked_sub(self.start(last)) else {
+            return;
+        };
+        let n = usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .min(self.items.len());
+        let weight = self.weight;
+        let dropped: usize = self.items.drain(..n).map(|v| weight(&v)).sum();
+        self.bytes -= dropped;
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+    }
+
+    /// The value for entry `index`, if kept, in a log whose last index is `last`.
+    fn get(&self, index: u64, last: u64) -> Option<&T> {
+        let back = usize::try_from(last.checked_sub(index)?).ok()?;
+        let at = self.items.len().checked_sub(back + 1)?;
+        self.items.get(at)
+    }
+
+    /// The values for entries `low..high`, if all are kept, in a log whose
+    /// last index is `last`.
+    fn range(&self, low: u64, high: u64, last: u64) -> Option<vec_deque::Iter<'_, T>> {
+        let start = self.start(last);
+        if low < start || high > last + 1 || low > high {
+            return None;
+        }
+        let from = usize::try_from(low - start).ok()?;
+        let to = usize::try_from(high - start).ok()?;
+        Some(self.items.range(from..to))
+    }
+}
+
+impl Tail<u64> {
+    fn terms() -> Self {
+        Tail::new(TAIL_TERMS, usize::MAX, |_| 0)
+    }
+}
+
+impl Tail<Entry> {
+    fn entries() -> Self {
+        Tail::new(CACHED_ENTRIES, CACHED_ENTRY_BYTES, |e| {
+            e.compute_size() as usize
+        })
+    }
+}
+
+/// How many of `entries` (at least one, if any) a reply of at most
+/// `max_size` bytes takes: raft's rule for `Storage::entries`.
+fn fitting<'a>(entries: impl Iterator<Item = &'a Entry>, max_size: Option<u64>) -> usize {
+    let mut size = 0u64;
+    let mut keep = 0;
+    for e in entries {
+        size += u64::from(e.compute_size());
+        if keep > 0 && max_size.is_some_and(|m| size > m) {
+            break;
+        }
+        keep += 1;
+    }
+    keep
 }
 
 fn truncated_bytes(index: u64, term: u64) -> Vec<u8> {
@@ -668,33 +800,11 @@ impl Storage for LogStore {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let max_size = max_size.into();
-        let mut out = Vec::new();
-        // raft-engine counts entry sizes as encoded, as below: its limit
-        // fetches the same entries; the loop keeps the rule exact anyway.
-        let limit = max_size.map(|m| usize::try_from(m).unwrap_or(usize::MAX));
-        self.log
-            .engine
-            .fetch_entries_to::<EntryExt>(self.group, low, high, limit, &mut out)
-            .map_err(|e| store_err(corrupt(&format!("entries {low}..{high}"), e)))?;
-        let mut size = 0u64;
-        let mut keep = 0;
-        for e in &out {
-            size += u64::from(e.compute_size());
-            // At least one entry, then only as many as fit.
-            if keep > 0 && max_size.is_some_and(|m| size > m) {
-                break;
-            }
-            keep += 1;
+        if let Some(cached) = self.entry_cache.range(low, high, self.last_index) {
+            let n = fitting(cached.clone(), max_size);
+            return Ok(cached.take(n).cloned().collect());
         }
-        out.truncate(keep);
-        let complete = out.len() as u64 == high - low;
-        if (!complete && max_size.is_none()) || (out.is_empty() && high > low) {
-            return Err(store_err(ReplicationError::Corruption(format!(
-                "entries {low}..{high}: only {} present",
-                out.len()
-            ))));
-        }
-        Ok(out)
+        self.stored_entries(low, high, max_size).map_err(store_err)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
@@ -707,7 +817,7 @@ impl Storage for LogStore {
         if idx > self.last_index {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        if let Some(term) = self.tail_terms.get(idx, self.last_index) {
+        if let Some(&term) = self.tail_terms.get(idx, self.last_index) {
             return Ok(term);
         }
         self.entry(idx).map(|e| e.term).map_err(store_err)

@@ -560,3 +560,379 @@ fn a_replica_waiting_for_a_snapshot_is_found_again_and_groups_are_listed() {
     assert_eq!(o.raft_log.groups().unwrap(), vec![1, 9]);
     assert!(!o.log.initial_state().unwrap().initialized());
 }
+
+/// Bounds the entry cache (and the remembered terms) of a log just opened,
+/// so tests reach them with few entries.
+fn bound_tail(log: &mut LogStore, max_len: usize, max_bytes: usize) {
+    log.entry_cache.max_len = max_len;
+    log.entry_cache.max_bytes = max_bytes;
+    log.tail_terms.max_len = max_len;
+}
+
+/// The entries the cache holds are the ones raft-engine holds at their
+/// indexes, and a read it covers answers from it as raft-engine does.
+fn check_cache(log: &LogStore) {
+    let start = log.entry_cache.start(log.last_index);
+    assert!(start > log.truncated_index, "nothing compacted is cached");
+    for (i, e) in (start..).zip(&log.entry_cache.items) {
+        assert_eq!(e.index, i);
+        assert_eq!(
+            Some(e),
+            log.log.engine.get_entry::<EntryExt>(1, i).unwrap().as_ref()
+        );
+    }
+    let weight: usize = log
+        .entry_cache
+        .items
+        .iter()
+        .map(|e| e.compute_size() as usize)
+        .sum();
+    assert_eq!(log.entry_cache.bytes, weight);
+    assert!(log.entry_cache.items.len() <= log.entry_cache.max_len);
+    assert!(log.entry_cache.bytes <= log.entry_cache.max_bytes);
+}
+
+/// Whether `entries(low, high)` is answered from the cache.
+fn cached(log: &LogStore, low: u64, high: u64) -> bool {
+    log.entry_cache.range(low, high, log.last_index).is_some()
+}
+
+#[test]
+fn the_entry_cache_serves_the_tail_and_follows_every_change_of_the_log() {
+    let f = Fixture::new();
+    let mut o = f.open(&[1]);
+    let log = &mut o.log;
+    log.persist(&entries(2..=9, 2), None).unwrap();
+    w(log);
+    check_cache(log);
+    assert!(cached(log, 2, 10));
+    assert_eq!(log.entries(3, 7, None, ctx()).unwrap(), entries(3..=6, 2));
+    // The size rule as from raft-engine: at least one, then what fits.
+    let one = u64::from(entry(2, 2).compute_size());
+    for max in [0, one, one * 2 - 1, one * 3, u64::MAX] {
+        assert_eq!(
+            log.entries(2, 10, max, ctx()).unwrap(),
+            log.stored_entries(2, 10, Some(max)).unwrap(),
+            "max_size {max}"
+        );
+    }
+    // A conflicting append replaces the cached tail, as the stored one.
+    log.persist(&entries(5..=6, 3), None).unwrap();
+    w(log);
+    check_cache(log);
+    let expected = [entries(2..=4, 2), entries(5..=6, 3)].concat();
+    assert_eq!(log.entries(2, 7, None, ctx()).unwrap(), expected);
+    assert_eq!(
+        log.entries(2, 8, None, ctx()),
+        Err(raft::Error::Store(StorageError::Unavailable)),
+        "the old tail is gone"
+    );
+    // Compaction drops the cached entries it drops.
+    log.compact(3).unwrap();
+    w(log);
+    check_cache(log);
+    assert_eq!(log.entry_cache.items.len(), 3);
+    assert_eq!(
+        log.entries(3, 5, None, ctx()),
+        Err(raft::Error::Store(StorageError::Compacted))
+    );
+    assert_eq!(log.entries(4, 7, None, ctx()).unwrap(), expected[2..]);
+    // Beyond its bounds the oldest entries fall off: those come from
+    // raft-engine, also for a read that starts before the cache does.
+    bound_tail(log, 4, usize::MAX);
+    log.persist(&entries(7..=12, 3), None).unwrap();
+    w(log);
+    check_cache(log);
+    assert_eq!(log.entry_cache.start(log.last_index), 9);
+    assert!(!cached(log, 8, 13) && cached(log, 9, 13));
+    let all = [entries(4..=4, 2), entries(5..=12, 3)].concat();
+    assert_eq!(log.entries(4, 13, None, ctx()).unwrap(), all);
+    let two = 2 * entry(13, 3).compute_size() as usize;
+    bound_tail(log, 4096, two);
+    log.persist(&entries(13..=13, 3), None).unwrap();
+    w(log);
+    check_cache(log);
+    assert_eq!(log.entry_cache.items.len(), 2, "bounded by bytes");
+    // A snapshot empties it; appends after it fill it again.
+    let meta = SnapshotMetadata {
+        index: 20,
+        term: 4,
+        ..Default::default()
+    };
+    log.begin_snapshot(&meta).unwrap();
+    log.apply_snapshot(&meta).unwrap();
+    assert!(log.entry_cache.items.is_empty());
+    log.persist(&entries(21..=22, 4), None).unwrap();
+    w(log);
+    check_cache(log);
+    assert!(cached(log, 21, 23));
+    assert_eq!(
+        log.entries(21, 23, None, ctx()).unwrap(),
+        entries(21..=22, 4)
+    );
+    drop(o);
+    // Reopened, it starts empty: reads come from raft-engine.
+    let o = f.open(&[1]);
+    assert!(o.log.entry_cache.items.is_empty());
+    assert_eq!(
+        o.log.entries(21, 23, None, ctx()).unwrap(),
+        entries(21..=22, 4)
+    );
+}
+
+mod model {
+    //! The log against a model (a map of entries and the truncation point):
+    //! random appends with conflicting tails, compactions, snapshots,
+    //! reopens and reads, with the cache bounded to a few entries or bytes
+    //! so entries fall off it.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Entries of these data sizes from `back` before the log's end
+        /// (0: right after it; never into the compacted part), in a new
+        /// term if `new_term`; written at once if `write`, or staged with
+        /// what follows.
+        Append {
+            back: u64,
+            sizes: Vec<usize>,
+            new_term: bool,
+            write: bool,
+        },
+        /// Compacts up to `back` before the last index.
+        Compact { back: u64 },
+        /// Installs a snapshot at `at` past the truncated index (below the
+        /// last index: its tail goes too).
+        Snapshot { at: u64 },
+        /// `entries(low, low + len, max)`, `low` counted from the truncated
+        /// index (0: compacted).
+        Read {
+            low: u64,
+            len: u64,
+            max: Option<u64>,
+        },
+        /// Closes the raft log and opens it again.
+        Reopen,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0u64..6, prop::collection::vec(0usize..300, 1..8), prop::bool::weighted(0.3), prop::bool::weighted(0.7))
+                .prop_map(|(back, sizes, new_term, write)| Step::Append { back, sizes, new_term, write }),
+            1 => (0u64..12).prop_map(|back| Step::Compact { back }),
+            1 => (1u64..40).prop_map(|at| Step::Snapshot { at }),
+            6 => (0u64..40, 0u64..12, prop::option::of(prop_oneof![Just(0u64), 1u64..2000, Just(u64::MAX)]))
+                .prop_map(|(low, len, max)| Step::Read { low, len, max }),
+            1 => Just(Step::Reopen),
+        ]
+    }
+
+    #[derive(Default)]
+    struct Model {
+        entries: BTreeMap<u64, Entry>,
+        truncated: (u64, u64),
+    }
+
+    impl Model {
+        fn last(&self) -> u64 {
+            self.entries
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or(self.truncated.0)
+        }
+
+        fn term(&self, index: u64) -> raft::Result<u64> {
+            if index == self.truncated.0 {
+                return Ok(self.truncated.1);
+            }
+            if index < self.truncated.0 {
+                return Err(raft::Error::Store(StorageError::Compacted));
+            }
+            self.entries
+                .get(&index)
+                .map(|e| e.term)
+                .ok_or(raft::Error::Store(StorageError::Unavailable))
+        }
+
+        fn entries(&self, low: u64, high: u64, max: Option<u64>) -> raft::Result<Vec<Entry>> {
+            if low <= self.truncated.0 {
+                return Err(raft::Error::Store(StorageError::Compacted));
+            }
+            if high > self.last() + 1 {
+                return Err(raft::Error::Store(StorageError::Unavailable));
+            }
+            let mut out = Vec::new();
+            let mut size = 0u64;
+            for e in self.entries.range(low..high).map(|(_, e)| e) {
+                size += u64::from(e.compute_size());
+                if !out.is_empty() && max.is_some_and(|m| size > m) {
+                    break;
+                }
+                out.push(e.clone());
+            }
+            Ok(out)
+        }
+    }
+
+    fn data_entry(index: u64, term: u64, size: usize) -> Entry {
+        let mut data = format!("{index}/{term}/").into_bytes();
+        data.resize(data.len() + size, b'x');
+        Entry {
+            index,
+            term,
+            data: data.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Closes the raft log (the engines stay open) and opens it again.
+    fn reopen(f: &Fixture, o: Opened, bounds: (usize, usize)) -> Opened {
+        let Opened {
+            log,
+            shard,
+            raft_log,
+            store,
+        } = o;
+        drop(log);
+        drop(raft_log);
+        let raft_log = RaftLog::open(&f.dir.path().join(LOG_DIR)).unwrap();
+        let mut log =
+            LogStore::open(&raft_log, 1, shard.clone(), &[1], export(f.dir.path())).unwrap();
+        bound_tail(&mut log, bounds.0, bounds.1);
+        Opened {
+            log,
+            shard,
+            raft_log,
+            store,
+        }
+    }
+
+    /// Everything the log answers, as the model does, from the cache and
+    /// from raft-engine alone.
+    fn check_all(log: &LogStore, model: &Model) -> std::result::Result<(), TestCaseError> {
+        check_cache(log);
+        prop_assert_eq!(log.first_index().unwrap(), model.truncated.0 + 1);
+        prop_assert_eq!(log.last_index().unwrap(), model.last());
+        let last = model.last();
+        for i in model.truncated.0.saturating_sub(1)..=last + 1 {
+            prop_assert_eq!(log.term(i), model.term(i), "term {}", i);
+        }
+        let low = model.truncated.0 + 1;
+        prop_assert_eq!(
+            log.entries(low, last + 1, None, ctx()),
+            model.entries(low, last + 1, None)
+        );
+        if low <= last {
+            prop_assert_eq!(
+                log.stored_entries(low, last + 1, None).ok(),
+                model.entries(low, last + 1, None).ok()
+            );
+        }
+        Ok(())
+    }
+
+    fn run(steps: Vec<Step>, bounds: (usize, usize)) -> std::result::Result<(), TestCaseError> {
+        let f = Fixture::new();
+        let mut o = f.open(&[1]);
+        bound_tail(&mut o.log, bounds.0, bounds.1);
+        let mut model = Model {
+            truncated: (1, 1),
+            ..Default::default()
+        };
+        let mut term = 1;
+        let mut staged = false;
+        for step in steps {
+            if staged && !matches!(step, Step::Append { .. }) {
+                // The driver writes before raft reads (or compacts) again.
+                o.write();
+                staged = false;
+            }
+            match step {
+                Step::Append {
+                    back,
+                    sizes,
+                    new_term,
+                    write,
+                } => {
+                    term += u64::from(new_term);
+                    let first = (model.last() + 1)
+                        .saturating_sub(back)
+                        .max(model.truncated.0 + 1);
+                    let new: Vec<Entry> = (first..)
+                        .zip(&sizes)
+                        .map(|(i, &size)| data_entry(i, term, size))
+                        .collect();
+                    o.log.persist(&new, None).unwrap();
+                    model.entries.split_off(&first);
+                    model.entries.extend(new.into_iter().map(|e| (e.index, e)));
+                    staged = !write;
+                    if write {
+                        o.write();
+                    }
+                }
+                Step::Compact { back } => {
+                    let index = model.last().saturating_sub(back).max(model.truncated.0);
+                    o.log.compact(index).unwrap();
+                    o.write();
+                    if index > model.truncated.0 {
+                        model.truncated = (index, model.term(index).unwrap());
+                        model.entries = model.entries.split_off(&(index + 1));
+                    }
+                }
+                Step::Snapshot { at } => {
+                    term += 1;
+                    let meta = SnapshotMetadata {
+                        index: model.truncated.0 + at,
+                        term,
+                        ..Default::default()
+                    };
+                    o.log.begin_snapshot(&meta).unwrap();
+                    o.log.apply_snapshot(&meta).unwrap();
+                    model.entries.clear();
+                    model.truncated = (meta.index, meta.term);
+                }
+                Step::Read { low, len, max } => {
+                    let low = model.truncated.0 + low;
+                    let high = low + len;
+                    prop_assert_eq!(
+                        o.log.entries(low, high, max, ctx()),
+                        model.entries(low, high, max),
+                        "entries({}, {}, {:?})",
+                        low,
+                        high,
+                        max
+                    );
+                }
+                Step::Reopen => o = reopen(&f, o, bounds),
+            }
+            if !staged {
+                check_all(&o.log, &model)?;
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// `entries` and `term` answer as the model (and raft-engine alone)
+        /// do, whatever the cache holds.
+        #[test]
+        fn the_log_answers_as_a_model_with_its_cache(
+            steps in prop::collection::vec(step(), 1..60),
+            bounds in prop_oneof![
+                Just((CACHED_ENTRIES, CACHED_ENTRY_BYTES)),
+                Just((5, usize::MAX)),
+                Just((4096, 600)),
+            ],
+        ) {
+            run(steps, bounds)?;
+        }
+    }
+}
