@@ -359,7 +359,10 @@ impl Group {
 
     /// Whether this node, as leader, sends most of the group's requests itself.
     pub fn serves_own_load(&self) -> bool {
-        self.raw.raft.state == StateRole::Leader && self.origins.serves_own_load(Instant::now())
+        self.raw.raft.state == StateRole::Leader
+            && self
+                .origins
+                .serves_own_load(self.raw.raft.id, Instant::now())
     }
 
     /// The group is being removed from this node (its collection was

@@ -101,12 +101,18 @@ impl Origins {
         self.last_move = Some(now);
     }
 
-    /// Whether this node itself sent at least half of a window's requests
-    /// (and enough of them to count) within the last [`KEEP`]: leadership
-    /// serves its own load here, and balancing it away would cost that
-    /// load a hop.
-    pub fn serves_own_load(&self, now: Instant) -> bool {
+    /// Whether this node (`me`) itself sent at least half of a window's
+    /// requests (and enough of them to count) within the last [`KEEP`], or
+    /// has so far in the current window: leadership serves its own load
+    /// here, and balancing it away would cost that load a hop. The current
+    /// window counts so that a leadership just handed over here for its
+    /// load is not balanced away before its first window closes (which
+    /// sent leaderships back and forth under load).
+    pub fn serves_own_load(&self, me: NodeId, now: Instant) -> bool {
+        let total: u64 = self.counts.values().sum();
+        let own = self.counts.get(&me).copied().unwrap_or(0);
         self.keep_until.is_some_and(|until| now < until)
+            || (total >= MIN_REQUESTS && own * 2 >= total)
     }
 }
 
@@ -155,30 +161,47 @@ mod tests {
     fn a_leader_serving_its_own_load_keeps_it_for_a_while() {
         let t0 = Instant::now();
         let mut origins = Origins::new(t0);
-        assert!(!origins.serves_own_load(t0), "no window closed yet");
+        assert!(!origins.serves_own_load(ME, t0), "no window closed yet");
         // Too few, or less than half its own: not kept.
         origins.note(ME, 10);
         origins.decide(ME, t0 + WINDOW);
-        assert!(!origins.serves_own_load(t0 + WINDOW), "too few to count");
+        assert!(
+            !origins.serves_own_load(ME, t0 + WINDOW),
+            "too few to count"
+        );
         origins.note(ME, 499);
         origins.note(2, 501);
         origins.decide(ME, t0 + 2 * WINDOW);
-        assert!(!origins.serves_own_load(t0 + 2 * WINDOW));
+        assert!(!origins.serves_own_load(ME, t0 + 2 * WINDOW));
         // Half its own: kept through a pause, until KEEP after that window.
         origins.note(ME, 500);
         origins.note(2, 500);
         let busy = t0 + 3 * WINDOW;
         origins.decide(ME, busy);
-        assert!(origins.serves_own_load(busy));
+        assert!(origins.serves_own_load(ME, busy));
         origins.decide(ME, busy + WINDOW);
-        assert!(origins.serves_own_load(busy + KEEP - WINDOW), "a pause");
-        assert!(!origins.serves_own_load(busy + KEEP));
+        assert!(origins.serves_own_load(ME, busy + KEEP - WINDOW), "a pause");
+        assert!(!origins.serves_own_load(ME, busy + KEEP));
         origins.note(ME, 1000);
         origins.decide(ME, busy + KEEP);
         origins.restart(busy + KEEP);
         assert!(
-            !origins.serves_own_load(busy + KEEP),
+            !origins.serves_own_load(ME, busy + KEEP),
             "forgotten on a new leadership"
         );
+    }
+
+    #[test]
+    fn a_new_leader_already_serving_its_own_load_is_kept_before_its_first_window_closes() {
+        let t0 = Instant::now();
+        let mut origins = Origins::new(t0);
+        origins.restart(t0);
+        let early = t0 + WINDOW / 4;
+        origins.note(ME, MIN_REQUESTS / 2);
+        assert!(!origins.serves_own_load(ME, early), "too few yet");
+        origins.note(2, MIN_REQUESTS / 2);
+        assert!(origins.serves_own_load(ME, early), "half its own, enough");
+        origins.note(2, 1);
+        assert!(!origins.serves_own_load(ME, early), "under half");
     }
 }
