@@ -90,7 +90,7 @@ impl Drop for Node {
 /// ledger), removed after them.
 struct Cluster {
     nodes: Vec<Node>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -130,10 +130,10 @@ fn start_cluster() -> Cluster {
     let ledger = dir.path().join("ledger").display().to_string();
     let mut cluster = Cluster {
         nodes: Vec::new(),
-        _dir: dir,
+        dir,
     };
     for i in 0..count {
-        let data = cluster._dir.path().join(format!("n{i}"));
+        let data = cluster.dir.path().join(format!("n{i}"));
         let mut args: Vec<String> = [
             "node",
             "--dev",

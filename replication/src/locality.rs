@@ -77,7 +77,7 @@ impl Origins {
             return None;
         }
         let total: u64 = self.counts.values().sum();
-        let own = self.counts.get(&me).copied().unwrap_or(0);
+        let own_load = self.own_load_so_far(me);
         let top = self
             .counts
             .iter()
@@ -86,7 +86,7 @@ impl Origins {
             .map(|(&node, &count)| (node, count));
         self.started = now;
         self.counts.clear();
-        if total >= MIN_REQUESTS && own * 2 >= total {
+        if own_load {
             self.keep_until = Some(now + KEEP);
         }
         let cooled = self
@@ -109,10 +109,15 @@ impl Origins {
     /// load is not balanced away before its first window closes (which
     /// sent leaderships back and forth under load).
     pub fn serves_own_load(&self, me: NodeId, now: Instant) -> bool {
+        self.keep_until.is_some_and(|until| now < until) || self.own_load_so_far(me)
+    }
+
+    /// Whether the current window has enough requests to count, at least
+    /// half of them from `me`.
+    fn own_load_so_far(&self, me: NodeId) -> bool {
         let total: u64 = self.counts.values().sum();
         let own = self.counts.get(&me).copied().unwrap_or(0);
-        self.keep_until.is_some_and(|until| now < until)
-            || (total >= MIN_REQUESTS && own * 2 >= total)
+        total >= MIN_REQUESTS && own * 2 >= total
     }
 }
 
